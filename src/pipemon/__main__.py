@@ -1,0 +1,3 @@
+from pipemon.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The HTTP application: front doors, query API, and (later) the dashboard."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipemon import __version__
+from pipemon.api import errors, ingest, pipelines, runs
+from pipemon.app import Pipemon
+
+
+class RejectNul:
+    """NUL cannot be stored in PostgreSQL text: a path or query holding %00 is a 400, not a storage error."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or
+                                        b"%00" in (scope.get("raw_path") or b"") or "\x00" in scope.get("path", "")):
+            response = JSONResponse({"error": "bad_request", "message": "NUL characters are not allowed in URLs"},
+                                    status_code=400)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(pm: Pipemon) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        pm.start()
+        try:
+            yield
+        finally:
+            pm.stop()
+
+    app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan,
+                  description="Monitoring and alerting for data pipelines.")
+    app.state.pm = pm
+    app.add_middleware(RejectNul)
+    errors.install(app)
+    app.include_router(ingest.router)
+    app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
+    app.include_router(pipelines.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, Any]:
+        return {"service": "pipemon", "version": __version__, "api": "/docs"}
+
+    @app.get("/healthz", tags=["service"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"], summary="Readiness: the database answers and the writer runs")
+    def readyz(request: Request) -> JSONResponse:
+        try:
+            with pm.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return app

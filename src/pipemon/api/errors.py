@@ -1,0 +1,56 @@
+"""Every error a client can cause becomes a clear JSON answer; nothing a client sends yields a 500."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from pipemon.errors import BadRequest, Conflict, IngestError, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def _loc(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out.lstrip(".")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(IngestError)
+    async def _ingest(_: Request, e: IngestError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _params(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = [{"loc": _loc(err.get("loc", ())), "msg": err.get("msg", "invalid")} for err in e.errors()]
+        return JSONResponse({"error": "invalid_request", "message": "invalid request parameters",
+                             "problems": problems}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def _nf(_: Request, e: NotFound) -> JSONResponse:
+        return JSONResponse({"error": "not_found", "message": str(e)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, e: Conflict) -> JSONResponse:
+        return JSONResponse({"error": "conflict", "message": str(e)}, status_code=409)
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_: Request, e: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": "bad_request", "message": str(e)}, status_code=400)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db(_: Request, e: SQLAlchemyError) -> JSONResponse:
+        log.error("storage error: %s", e.__class__.__name__, exc_info=not isinstance(e, OperationalError))
+        return JSONResponse({"error": "storage_unavailable", "message": "storage is unavailable; retry"},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": "http_error", "message": str(e.detail)}, status_code=e.status_code,
+                            headers=getattr(e, "headers", None))

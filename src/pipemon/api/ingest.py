@@ -1,0 +1,129 @@
+"""The front doors over HTTP: OpenLineage, native events and pings. Each parses (pure), hands the
+events to the single writer and answers 2xx only once they are committed."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from pipemon.api.body import read_body
+from pipemon.errors import BodyTooLarge, InvalidEvent, Problem
+from pipemon.ingest import native, openlineage, ping
+from pipemon.model import Event
+
+router = APIRouter(tags=["ingest"])
+
+_ACCEPTED = {
+    "200": {"description": "Committed (a retried event counts as a duplicate and is stored once).",
+            "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}}}},
+    "400": {"description": "Malformed JSON or compressed data"},
+    "413": {"description": "Body over the configured limit"},
+    "415": {"description": "Unsupported Content-Encoding"},
+    "422": {"description": "Schema violations, each with its JSON path"},
+    "503": {"description": "Storage unavailable; retry"},
+}
+
+
+def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _commit(request: Request, events: list[Event]) -> Response:
+    pm = request.app.state.pm
+    result = await asyncio.wrap_future(pm.worker.submit(events))
+    return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+_OL_SCHEMA = {
+    "description": "An OpenLineage 2.x RunEvent (JobEvent and DatasetEvent accepted too), or an array of them. "
+                   "See https://openlineage.io/spec/2-0-2/OpenLineage.json",
+    "type": "object",
+    "required": ["eventTime", "run", "job"],
+    "properties": {
+        "eventTime": {"type": "string", "format": "date-time"},
+        "eventType": {"type": "string", "enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]},
+        "producer": {"type": "string"}, "schemaURL": {"type": "string"},
+        "run": {"type": "object", "required": ["runId"],
+                "properties": {"runId": {"type": "string"}, "facets": {"type": "object"}}},
+        "job": {"type": "object", "required": ["namespace", "name"],
+                "properties": {"namespace": {"type": "string"}, "name": {"type": "string"},
+                               "facets": {"type": "object"}}},
+        "inputs": {"type": "array", "items": {"type": "object"}},
+        "outputs": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+@router.post("/api/v1/lineage", responses=_ACCEPTED, openapi_extra=_body_doc(_OL_SCHEMA),
+             summary="Ingest OpenLineage events (the openlineage-python HTTP transport's default path)")
+async def post_lineage(request: Request) -> Response:
+    pm = request.app.state.pm
+    body = await read_body(request, pm.settings.limits.max_body)
+    return await _commit(request, openlineage.parse(body, pm.clock.now()))
+
+
+_NATIVE_SCHEMA = native.schema_doc()
+
+
+@router.post("/api/v1/events", responses=_ACCEPTED, summary="Ingest native events (one, or a batch of up to 10,000)",
+             openapi_extra=_body_doc({"oneOf": [{"$ref": "#/components/schemas/NativeEvent"},
+                                                {"type": "array", "maxItems": native.MAX_BATCH,
+                                                 "items": {"$ref": "#/components/schemas/NativeEvent"}}]}))
+async def post_events(request: Request) -> Response:
+    pm = request.app.state.pm
+    limits = pm.settings.limits
+    body = await read_body(request, limits.max_batch_body)
+    if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
+        raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
+    return await _commit(request, native.parse(body, pm.clock.now()))
+
+
+def _ping_parts(request: Request) -> tuple[str, str, str | None]:
+    # The raw path keeps %2F inside a segment apart from the separators.
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    parts = [unquote(p) for p in raw.decode("latin-1").split("?")[0].split("/")[2:]]
+    if len(parts) == 2:
+        return parts[0], parts[1], None
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise InvalidEvent("invalid ping", [Problem("path", "expected /ping/{namespace}/{name}[/start|/fail|/{exit_code}]")])
+
+
+async def _ping(request: Request) -> Response:
+    pm = request.app.state.pm
+    ns, name, signal = _ping_parts(request)
+    body = b""
+    if request.method == "POST":
+        body = await read_body(request, pm.settings.limits.max_body)
+    events = ping.parse(ns, name, signal, body, request.query_params.get("rid"), pm.clock.now())
+    await asyncio.wrap_future(pm.worker.submit(events))
+    return Response("OK\n", media_type="text/plain")
+
+
+_PING_RESPONSES = {"200": {"description": "OK"}, "422": {"description": "Unknown signal"}}
+
+
+async def ping_success(request: Request, namespace: str, name: str) -> Response:
+    return await _ping(request)
+
+
+async def ping_signal(request: Request, namespace: str, name: str, signal: str) -> Response:
+    return await _ping(request)
+
+
+for _method in ("GET", "POST"):
+    router.add_api_route("/ping/{namespace}/{name}", ping_success, methods=[_method], response_class=Response,
+                         responses=_PING_RESPONSES, operation_id=f"ping_success_{_method.lower()}",
+                         summary="Ping: success (healthchecks.io style)")
+    router.add_api_route("/ping/{namespace}/{name}/{signal}", ping_signal, methods=[_method],
+                         response_class=Response, responses=_PING_RESPONSES,
+                         operation_id=f"ping_signal_{_method.lower()}", summary="Ping: start, fail or an exit code 0-255")
+
+
+@router.api_route("/ping/{rest:path}", include_in_schema=False, methods=["GET", "POST"])
+async def ping_encoded(request: Request, rest: str) -> Response:
+    return await _ping(request)  # a namespace holding an encoded slash

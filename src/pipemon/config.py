@@ -1,0 +1,207 @@
+"""The YAML configuration (`--config pipemon.yaml`): strict, validated on load, frozen.
+
+Every problem is reported with its file:line and key path (`pipemon.yaml:7: pipelines[0].scheduel:
+unknown key`), all at once, so a user fixes the file in one pass. Pydantic does the checking; this
+module maps its error locations back to YAML lines.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from datetime import time as dtime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from pipemon.errors import ConfigError, Problem
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*w)?\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
+                       r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*(?:(\d+)\s*ms)?\s*$")
+_UNITS = (604800, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(v: Any) -> float:
+    """'90s', '15m', '1h30m', '2d', '1w' or a number of seconds -> seconds."""
+    if isinstance(v, bool):
+        raise ValueError("expected a duration such as 30s, 15m, 1h30m or 2d")
+    if isinstance(v, (int, float)):
+        if v < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(v)
+    if isinstance(v, str):
+        m = _DURATION.match(v)
+        if m and any(m.groups()):
+            return sum(float(g) * u for g, u in zip(m.groups(), _UNITS) if g)
+    raise ValueError(f"expected a duration such as 30s, 15m, 1h30m or 2d, got {v!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def format_duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s == 0:
+        return "0s"
+    out = []
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= n:
+            out.append(f"{s // n}{unit}")
+            s %= n
+    return "".join(out)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineRule(_Strict):
+    """What the config declares about the pipelines a glob matches (the first matching rule wins)."""
+
+    match: str = Field(min_length=1)
+    team: str | None = None
+    tier: int | None = Field(default=None, ge=1, le=3)
+    schedule: str | None = None
+    timezone: str = "UTC"
+    grace: Duration | None = None
+    max_duration: Duration | None = None
+    sla: str | None = None
+    depends_on: tuple[str, ...] = ()
+    tags: dict[str, str] = {}
+    sensitivity: float | None = Field(default=None, gt=0)
+    page_after_failures: int | None = Field(default=None, ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r} (use an IANA name such as Europe/Berlin)") from None
+        return v
+
+    @field_validator("sla")
+    @classmethod
+    def _sla(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                dtime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"expected a time of day HH:MM, got {v!r}") from None
+        return v
+
+    @field_validator("depends_on")
+    @classmethod
+    def _deps(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for d in v:
+            if "/" not in d.strip("/"):
+                raise ValueError(f"{d!r} is not a pipeline id namespace/name")
+        return v
+
+    def matches(self, pipeline: str) -> bool:
+        return fnmatch.fnmatchcase(pipeline, self.match)
+
+
+class Limits(_Strict):
+    max_body: int = Field(default=1 << 20, ge=1024)          # one event (OpenLineage, ping, native single)
+    max_batch_body: int = Field(default=16 << 20, ge=1024)   # a native batch of up to 10,000 events
+
+
+class Settings(_Strict):
+    pipelines: tuple[PipelineRule, ...] = ()
+    retention: Duration = 90 * 86400.0
+    limits: Limits = Limits()
+
+    _matched: dict[str, PipelineRule | None] = PrivateAttr(default_factory=dict)
+
+    def rule_for(self, pipeline: str) -> PipelineRule | None:
+        """The first rule whose glob matches (memoised: globs are checked once per pipeline)."""
+        try:
+            return self._matched[pipeline]
+        except KeyError:
+            rule = next((r for r in self.pipelines if r.matches(pipeline)), None)
+            self._matched[pipeline] = rule
+            return rule
+
+
+def load(path: str | Path | None) -> Settings:
+    if path is None:
+        return Settings()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([Problem(str(p), f"cannot read: {e.strerror}")]) from None
+    return loads(text, str(p))
+
+
+def loads(text: str, filename: str = "<config>") -> Settings:
+    data, lines = _parse_yaml(text, filename)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(f"{filename}:1", "the configuration must be a mapping of sections")])
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        problems = [_problem(err, lines, filename) for err in e.errors()]
+        raise ConfigError(sorted(problems, key=lambda p: int(p.loc.rsplit(":", 1)[1]))) from None
+
+
+def _problem(err: dict, lines: dict[tuple, int], filename: str) -> Problem:
+    loc = tuple(err["loc"])
+    line = None
+    for n in range(len(loc), -1, -1):  # the deepest located ancestor
+        line = lines.get(loc[:n])
+        if line is not None:
+            break
+    path = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    return Problem(f"{filename}:{line or 1}", f"{path}: {msg}" if path else msg)
+
+
+def _parse_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[tuple, int] = {(): 1}
+        return (_walk(node, (), lines, loader, filename) if node is not None else None), lines
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        raise ConfigError([Problem(where, f"not valid YAML: {getattr(e, 'problem', None) or e}")]) from None
+    finally:
+        loader.dispose()
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], loader: yaml.SafeLoader, filename: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for k_node, v_node in node.value:
+            key = loader.construct_object(k_node, deep=True)
+            if key in out:
+                raise ConfigError([Problem(f"{filename}:{k_node.start_mark.line + 1}",
+                                           f"duplicate key {key!r}")])
+            lines[path + (key,)] = k_node.start_mark.line + 1
+            out[key] = _walk(v_node, path + (key,), lines, loader, filename)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            items.append(_walk(item, path + (i,), lines, loader, filename))
+        return items
+    return loader.construct_object(node, deep=True)

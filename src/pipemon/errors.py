@@ -1,0 +1,87 @@
+"""pipemon's exceptions, one tree.
+
+    PipemonError
+    ├── ConfigError            the YAML config is invalid (each problem names file:line and key)
+    ├── IngestError            a client sent something we cannot accept; carries the HTTP status
+    │   ├── BadJson            400: the body is not JSON (or not gzip when it says so)
+    │   ├── InvalidEvent       422: schema violations, each with its JSON path
+    │   ├── BodyTooLarge       413
+    │   └── UnsupportedMedia   415: a Content-Encoding we do not speak
+    ├── BadRequest             400 from the query API (e.g. an invalid cursor)
+    ├── NotFound               404 from the query API
+    └── Conflict               409 (e.g. a run id shared by several pipelines)
+
+Third-party errors (msgspec, SQLAlchemy, httpx) are translated where they are caught, at the edges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PipemonError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a JSON path or file:line) and what."""
+
+    loc: str
+    msg: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.msg}" if self.loc else self.msg
+
+
+class ConfigError(PipemonError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class IngestError(PipemonError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
+        self.message = message
+        self.problems = problems or []
+        super().__init__(message)
+
+    def body(self) -> dict:
+        out: dict = {"error": self.code, "message": self.message}
+        if self.problems:
+            out["problems"] = [{"loc": p.loc, "msg": p.msg} for p in self.problems]
+        return out
+
+
+class BadJson(IngestError):
+    status = 400
+    code = "malformed_json"
+
+
+class InvalidEvent(IngestError):
+    status = 422
+    code = "invalid_event"
+
+
+class BodyTooLarge(IngestError):
+    status = 413
+    code = "body_too_large"
+
+
+class UnsupportedMedia(IngestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class BadRequest(PipemonError):
+    pass
+
+
+class NotFound(PipemonError):
+    pass
+
+
+class Conflict(PipemonError):
+    pass

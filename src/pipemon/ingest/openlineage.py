@@ -1,0 +1,247 @@
+"""The OpenLineage front door: `POST /api/v1/lineage` (the default path of openlineage-python's HttpTransport).
+
+Spec 2.x RunEvents map to pipemon events:
+  job.namespace / job.name                     -> the pipeline (or, with a parent facet, a task of the parent's run)
+  run.facets.parent (and its `root`)           -> the run this one rolls up into
+  run.facets.errorMessage                      -> error message and type (programmingLanguage)
+  run.facets.nominalTime.nominalStartTime      -> scheduled time
+  outputs[].outputFacets.outputStatistics      -> rows (rowCount) and bytes (size), summed over outputs
+  outputs[].facets.schema.fields               -> output schemas (schema-change detection)
+  inputs / outputs                             -> lineage edges between pipelines through datasets
+  job.facets.ownership.owners                  -> owner team ("team:payments" or type "team")
+  job.facets.jobType.integration               -> AIRFLOW, DBT, SPARK …
+JobEvents (no run) register the job, its datasets and owner; DatasetEvents are accepted and kept raw.
+Events are keyed by job, run id, event type and event time: the client's retries are stored once.
+Facets stay raw (msgspec.Raw) until asked for: most are never decoded.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from pipemon.errors import BadJson, InvalidEvent, Problem
+from pipemon.ingest.common import event_key, parse_time, problem_from, scrub_nul, split_items
+from pipemon.model import Event, EventType, RunRef, Source
+
+MAX_BATCH = 10_000
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Facets = dict[str, msgspec.Raw]
+
+
+class Job(msgspec.Struct):
+    namespace: Name
+    name: Name
+    facets: Facets = {}
+
+
+class RunInfo(msgspec.Struct):
+    runId: Name
+    facets: Facets = {}
+
+
+class Dataset(msgspec.Struct):
+    namespace: str
+    name: str
+    facets: Facets = {}
+    inputFacets: Facets = {}
+    outputFacets: Facets = {}
+
+
+class OLEvent(msgspec.Struct):
+    eventTime: str
+    producer: str = ""
+    schemaURL: str = ""
+    eventType: str | None = None
+    run: RunInfo | None = None
+    job: Job | None = None
+    inputs: list[Dataset] = []
+    outputs: list[Dataset] = []
+    dataset: Dataset | None = None
+
+
+# The facets we read, decoded on demand.
+class _RunRef(msgspec.Struct):
+    runId: str
+
+
+class _JobRef(msgspec.Struct):
+    namespace: str
+    name: str
+
+
+class _Root(msgspec.Struct):
+    run: _RunRef
+    job: _JobRef
+
+
+class _Parent(msgspec.Struct):
+    run: _RunRef
+    job: _JobRef
+    root: _Root | None = None
+
+
+class _ErrorMessage(msgspec.Struct):
+    message: str = ""
+    programmingLanguage: str | None = None
+    stackTrace: str | None = None
+
+
+class _NominalTime(msgspec.Struct):
+    nominalStartTime: str
+
+
+class _Owner(msgspec.Struct):
+    name: str
+    type: str | None = None
+
+
+class _Ownership(msgspec.Struct):
+    owners: list[_Owner] = []
+
+
+class _OutputStatistics(msgspec.Struct):
+    rowCount: float | None = None
+    size: float | None = None
+
+
+class _Field(msgspec.Struct):
+    name: str
+    type: str | None = None
+
+
+class _Schema(msgspec.Struct):
+    fields: list[_Field] = []
+
+
+class _JobType(msgspec.Struct):
+    integration: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(OLEvent)
+_TYPES = {t.value: t for t in EventType} | {"OTHER": EventType.HEARTBEAT}
+
+
+def _facet(facets: Facets, name: str, typ: type, loc: str, problems: list[Problem]):
+    raw = facets.get(name)
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=typ)
+    except msgspec.ValidationError as e:
+        problems.append(problem_from(e, loc))
+    except msgspec.DecodeError:  # pragma: no cover - the envelope already parsed
+        problems.append(Problem(loc, "not valid JSON"))
+    return None
+
+
+def parse(body: bytes, now: float) -> list[Event]:
+    items, was_array = split_items(body, MAX_BATCH)
+    out: list[Event] = []
+    problems: list[Problem] = []
+    for i, raw in enumerate(items):
+        prefix = f"$[{i}]" if was_array else "$"
+        try:
+            ev = _DECODER.decode(raw)
+        except msgspec.ValidationError as e:
+            problems.append(problem_from(e, prefix))
+            continue
+        except msgspec.DecodeError as e:
+            raise BadJson(f"body is not valid JSON: {e}") from None
+        try:
+            got = _normalize(ev, raw, prefix)
+            if got is not None and got.raw is not None and b"\\u0000" in got.raw:
+                got = scrub_nul(got, prefix)
+        except InvalidEvent as e:
+            problems.extend(e.problems)
+            continue
+        if got is not None:
+            out.append(got)
+    if problems:
+        raise InvalidEvent("invalid OpenLineage event" + ("s; none was stored" if was_array else ""), problems)
+    return out
+
+
+def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
+    problems: list[Problem] = []
+    t = parse_time(ev.eventTime, f"{prefix}.eventTime")
+    if ev.run is None:
+        if ev.job is None and ev.dataset is None:
+            raise InvalidEvent("invalid OpenLineage event", [Problem(prefix, "a RunEvent needs run and job; "
+                                                                     "a JobEvent job; a DatasetEvent dataset")])
+        if ev.job is None:
+            return None  # a DatasetEvent: accepted, nothing to track yet
+    if ev.job is None:
+        raise InvalidEvent("invalid OpenLineage event", [Problem(f"{prefix}.job", "required field is missing")])
+    if ev.eventType is None:
+        etype = EventType.HEARTBEAT  # the spec makes eventType optional: an event that changes no state
+    else:
+        etype = _TYPES.get(ev.eventType.upper())
+        if etype is None:
+            raise InvalidEvent("invalid OpenLineage event", [Problem(
+                f"{prefix}.eventType", f"unknown event type {ev.eventType!r}; expected one of "
+                "START, RUNNING, COMPLETE, ABORT, FAIL, OTHER")])
+    job, run = ev.job, ev.run
+    run_facets = run.facets if run else {}
+    loc = f"{prefix}.run.facets"
+
+    parent = root = None
+    p = _facet(run_facets, "parent", _Parent, f"{loc}.parent", problems)
+    if p is not None:
+        parent = RunRef(p.job.namespace, p.job.name, p.run.runId)
+        if p.root is not None:
+            root = RunRef(p.root.job.namespace, p.root.job.name, p.root.run.runId)
+    err_msg = err_type = None
+    em = _facet(run_facets, "errorMessage", _ErrorMessage, f"{loc}.errorMessage", problems)
+    if em is not None:
+        err_msg, err_type = em.message or None, em.programmingLanguage
+    nominal = None
+    nt = _facet(run_facets, "nominalTime", _NominalTime, f"{loc}.nominalTime", problems)
+    if nt is not None:
+        try:
+            nominal = parse_time(nt.nominalStartTime, f"{loc}.nominalTime.nominalStartTime")
+        except InvalidEvent as e:
+            problems.extend(e.problems)
+    team = None
+    own = _facet(job.facets, "ownership", _Ownership, f"{prefix}.job.facets.ownership", problems)
+    if own is not None:
+        team = _team_of(own.owners)
+    jt = _facet(job.facets, "jobType", _JobType, f"{prefix}.job.facets.jobType", problems)
+
+    rows = byts = None
+    schemas: dict[str, tuple[tuple[str, str], ...]] = {}
+    for k, d in enumerate(ev.outputs):
+        dloc = f"{prefix}.outputs[{k}]"
+        st = _facet(d.outputFacets, "outputStatistics", _OutputStatistics, f"{dloc}.outputFacets.outputStatistics",
+                    problems)
+        if st is not None:
+            if st.rowCount is not None:
+                rows = (rows or 0.0) + st.rowCount
+            if st.size is not None:
+                byts = (byts or 0.0) + st.size
+        sc = _facet(d.facets, "schema", _Schema, f"{dloc}.facets.schema", problems)
+        if sc is not None:
+            schemas[f"{d.namespace}/{d.name}"] = tuple((f.name, f.type or "") for f in sc.fields)
+    if problems:
+        raise InvalidEvent("invalid OpenLineage event", problems)
+
+    run_id = run.runId if run else ""
+    return Event(
+        key=event_key(t, "ol", job.namespace, job.name, run_id, ev.eventType or "", ev.eventTime),
+        source=Source.OPENLINEAGE, namespace=job.namespace, name=job.name, run_id=run_id,
+        type=etype if run else EventType.HEARTBEAT, time=t, parent=parent, root=root, rows=rows, bytes=byts,
+        error_message=err_msg, error_type=err_type,
+        inputs=tuple(f"{d.namespace}/{d.name}" for d in ev.inputs),
+        outputs=tuple(f"{d.namespace}/{d.name}" for d in ev.outputs),
+        team=team, nominal_time=nominal, integration=jt.integration if jt else None,
+        schemas=schemas or None, raw=bytes(raw),
+    )
+
+
+def _team_of(owners: list[_Owner]) -> str | None:
+    for o in owners:
+        if (o.type or "").lower() == "team":
+            return o.name.removeprefix("team:")
+        if o.name.startswith("team:"):
+            return o.name[5:]
+    return owners[0].name if owners else None

@@ -1,0 +1,49 @@
+"""The ping front door, healthchecks.io style, for cron scripts:
+
+    GET|POST /ping/{namespace}/{name}          success
+    GET|POST /ping/{namespace}/{name}/start    a run started
+    GET|POST /ping/{namespace}/{name}/fail     failure
+    GET|POST /ping/{namespace}/{name}/{code}   exit code 0-255; non-zero is a failure
+
+`?rid=…` names the run (so overlapping runs stay apart); without it a success or failure closes the
+pipeline's latest open run, or stands for an instant run when none is open. A POST body (the first
+10 KB) becomes the run's log excerpt.
+"""
+from __future__ import annotations
+
+import uuid
+
+from pipemon.errors import InvalidEvent, Problem
+from pipemon.ingest.common import event_key
+from pipemon.model import Event, EventType, Source
+
+MAX_LOG = 10_240
+
+
+def parse(namespace: str, name: str, signal: str | None, body: bytes, run_id: str | None, now: float) -> list[Event]:
+    code: int | None = None
+    if signal is None or signal == "":
+        etype = EventType.COMPLETE
+    elif signal == "start":
+        etype = EventType.START
+    elif signal == "fail":
+        etype = EventType.FAIL
+    elif signal.isascii() and signal.isdigit() and int(signal) <= 255:
+        code = int(signal)
+        etype = EventType.COMPLETE if code == 0 else EventType.FAIL
+    else:
+        raise InvalidEvent("invalid ping", [Problem("path", f"unknown ping signal {signal!r}; expected start, "
+                                                            "fail or an exit code 0-255")])
+    for loc, v in (("namespace", namespace), ("name", name), ("rid", run_id or "")):
+        if len(v) > 1000 or "\x00" in v or (not v and loc != "rid"):
+            raise InvalidEvent("invalid ping", [Problem(loc, "must be 1-1000 characters, without NUL")])
+    if run_id is None and etype is EventType.START:
+        run_id = str(uuid.uuid4())
+    log = body[:MAX_LOG].decode("utf-8", errors="replace").replace("\x00", "\ufffd") if body else None
+    return [Event(
+        key=event_key(now, uuid.uuid4().hex), source=Source.PING, namespace=namespace, name=name, run_id=run_id or "", type=etype,
+        time=now, error_message=(f"exit code {code}" if code else ("failure reported by ping" if
+                                                                   etype is EventType.FAIL else None)),
+        error_type="ExitCode" if code else None, log=log,
+    )]
+

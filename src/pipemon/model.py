@@ -1,0 +1,146 @@
+"""The domain: what flows from the front doors through the engine.
+
+Times are unix seconds (float, UTC) everywhere inside pipemon; the edges convert to and from ISO 8601.
+Structs are frozen msgspec Structs: as immutable as frozen dataclasses, and several times cheaper to
+build on the ingest hot path.
+"""
+from __future__ import annotations
+
+import builtins
+import enum
+from typing import Any
+
+import msgspec
+
+
+class EventType(enum.StrEnum):
+    START = "START"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAIL = "FAIL"
+    ABORT = "ABORT"
+    HEARTBEAT = "HEARTBEAT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({EventType.COMPLETE, EventType.FAIL, EventType.ABORT})
+
+
+class Source(enum.StrEnum):
+    OPENLINEAGE = "openlineage"
+    NATIVE = "native"
+    PING = "ping"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+STATUS_OF_TERMINAL = {
+    EventType.COMPLETE: RunStatus.SUCCEEDED,
+    EventType.FAIL: RunStatus.FAILED,
+    EventType.ABORT: RunStatus.ABORTED,
+}
+
+
+class RunRef(msgspec.Struct, frozen=True):
+    """A run of a job: the parent of a task run, or the root of a tree of runs."""
+
+    namespace: str
+    name: str
+    run_id: str
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One run event, normalized from any front door.
+
+    `key` is the idempotency key: a retried event has the same key and is stored once.
+    `parent` set means this event is about a task run that rolls up into the parent's run;
+    `root`, when the producer says it, is the top of that tree (OpenLineage `parent.root`).
+    """
+
+    key: str
+    source: Source
+    namespace: str
+    name: str
+    run_id: str
+    type: EventType
+    time: float
+    parent: RunRef | None = None
+    root: RunRef | None = None
+    rows: float | None = None
+    bytes: float | None = None
+    metrics: dict[str, float] | None = None
+    error_message: str | None = None
+    error_type: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    team: str | None = None
+    nominal_time: float | None = None
+    log: str | None = None
+    integration: str | None = None
+    # Output dataset -> ((column, type), …) when the producer sent a schema facet.
+    schemas: dict[str, tuple[tuple[str, str], ...]] | None = None
+    raw: builtins.bytes | None = None
+
+    @property
+    def pipeline(self) -> str:
+        return pipeline_key(self.namespace, self.name)
+
+
+class Run(msgspec.Struct, frozen=True):
+    """What pipemon knows of one run, folded from its events in any order (see engine/runs.py)."""
+
+    pipeline: str
+    run_id: str
+    status: RunStatus
+    started_at: float
+    ended_at: float | None = None
+    start_seen: bool = False
+    end_event_time: float | None = None
+    last_event_time: float = 0.0
+    rows: float | None = None
+    bytes: float | None = None
+    metrics_time: float | None = None
+    metrics: dict[str, float] | None = None
+    error_message: str | None = None
+    error_type: str | None = None
+    log_excerpt: str | None = None
+    nominal_time: float | None = None
+    parent_run_id: str | None = None
+    job: str | None = None  # for a task run: the task's own job id (namespace/name)
+    own_events: bool = True  # False for a parent known only through its tasks' events
+
+    @property
+    def duration(self) -> float | None:
+        """Known only when both ends were seen."""
+        if self.ended_at is None or not self.start_seen:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def is_task(self) -> bool:
+        return self.parent_run_id is not None
+
+
+def pipeline_key(namespace: str, name: str) -> str:
+    """A pipeline's id: `namespace/name` (the namespace may itself hold `/` or `://`)."""
+    return f"{namespace}/{name}"
+
+
+def split_pipeline_key(key: str) -> tuple[str, str]:
+    """Inverse of pipeline_key: the name is the part after the last `/`."""
+    ns, sep, name = key.rpartition("/")
+    if not sep or not ns or not name:
+        raise ValueError(f"pipeline id {key!r} is not of the form namespace/name")
+    return ns, name
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)

@@ -1,0 +1,134 @@
+"""The read side of the store: what the API and dashboard ask, each answered by an indexed query.
+
+Keyset ("cursor") pagination everywhere: a page costs the same at the end of ten million runs as at
+the start, unlike OFFSET.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipemon.errors import BadRequest, Conflict, NotFound
+from pipemon.model import Run
+from pipemon.store.schema import lineage, pipelines, runs
+from pipemon.store.writes import run_from_row
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    next_cursor: str | None
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, n: int) -> list:
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        parts = json.loads(base64.urlsafe_b64decode(cursor + pad))
+        if isinstance(parts, list) and len(parts) == n:
+            return parts
+    except (ValueError, TypeError):
+        pass
+    raise BadRequest("invalid cursor: pass back the next_cursor of the previous page unchanged")
+
+
+def pipeline_row(conn: Connection, key: str) -> sa.Row:
+    row = conn.execute(sa.select(pipelines).where(pipelines.c.key == key)).first()
+    if row is None:
+        raise NotFound(f"no pipeline {key!r}")
+    return row
+
+
+def list_runs(conn: Connection, pipeline_id: int, pipeline: str, *, limit: int = 50, cursor: str | None = None,
+              since: float | None = None, status: str | None = None, tasks: bool = False) -> Page:
+    """A pipeline's runs, newest first (top-level runs unless tasks=True)."""
+    q = sa.select(runs).where(runs.c.pipeline_id == pipeline_id)
+    if not tasks:
+        q = q.where(runs.c.parent_run_id.is_(None))
+    if since is not None:
+        q = q.where(runs.c.started_at >= since)
+    if status is not None:
+        q = q.where(runs.c.status == status)
+    if cursor:
+        started, rid = decode_cursor(cursor, 2)
+        q = q.where(sa.or_(runs.c.started_at < started, sa.and_(runs.c.started_at == started, runs.c.id < rid)))
+    rows = list(conn.execute(q.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page([run_from_row(pipeline, r) for r in rows[:limit]], nxt)
+
+
+def find_run(conn: Connection, run_id: str, pipeline: str | None = None) -> tuple[Run, list[Run]]:
+    """A run by its id, with its tasks. A run id shared by runs of several pipelines needs `pipeline`."""
+    q = sa.select(runs, pipelines.c.key).join(pipelines, pipelines.c.id == runs.c.pipeline_id) \
+        .where(runs.c.run_id == run_id)
+    if pipeline is not None:
+        q = q.where(pipelines.c.key == pipeline)
+    rows = list(conn.execute(q.limit(20)))
+    if not rows:
+        raise NotFound(f"no run {run_id!r}" + (f" in pipeline {pipeline!r}" if pipeline else ""))
+    if len(rows) > 1:
+        raise Conflict(f"run id {run_id!r} belongs to several pipelines ("
+                       + ", ".join(sorted(r.key for r in rows)) + "); add ?pipeline=namespace/name")
+    r = rows[0]
+    run = run_from_row(r.key, r)
+    task_rows = conn.execute(sa.select(runs).where(runs.c.pipeline_id == r.pipeline_id,
+                                                   runs.c.parent_run_id == run_id).order_by(runs.c.started_at))
+    return run, [run_from_row(r.key, t) for t in task_rows]
+
+
+def last_runs(conn: Connection, pipeline_ids: list[int]) -> dict[int, Run]:
+    """The latest top-level run of each pipeline (one indexed probe per pipeline)."""
+    out = {}
+    for pid in pipeline_ids:
+        r = conn.execute(sa.select(runs, pipelines.c.key).join(pipelines, pipelines.c.id == runs.c.pipeline_id)
+                         .where(runs.c.pipeline_id == pid, runs.c.parent_run_id.is_(None))
+                         .order_by(runs.c.started_at.desc()).limit(1)).first()
+        if r is not None:
+            out[pid] = run_from_row(r.key, r)
+    return out
+
+
+def neighbours(conn: Connection, pipeline_id: int) -> tuple[list[str], list[str]]:
+    """Upstream and downstream pipelines through shared datasets (OpenLineage inputs/outputs)."""
+    mine = lineage.alias("mine")
+    other = lineage.alias("other")
+    up = sa.select(pipelines.c.key).distinct().select_from(
+        mine.join(other, sa.and_(other.c.dataset == mine.c.dataset, other.c.role == "out"))
+        .join(pipelines, pipelines.c.id == other.c.pipeline_id)
+    ).where(mine.c.pipeline_id == pipeline_id, mine.c.role == "in", other.c.pipeline_id != pipeline_id)
+    down = sa.select(pipelines.c.key).distinct().select_from(
+        mine.join(other, sa.and_(other.c.dataset == mine.c.dataset, other.c.role == "in"))
+        .join(pipelines, pipelines.c.id == other.c.pipeline_id)
+    ).where(mine.c.pipeline_id == pipeline_id, mine.c.role == "out", other.c.pipeline_id != pipeline_id)
+    return sorted(conn.execute(up).scalars()), sorted(conn.execute(down).scalars())
+
+
+def datasets(conn: Connection, pipeline_id: int) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"inputs": [], "outputs": []}
+    for r in conn.execute(sa.select(lineage.c.dataset, lineage.c.role).where(lineage.c.pipeline_id == pipeline_id)
+                          .order_by(lineage.c.dataset)):
+        out["inputs" if r.role == "in" else "outputs"].append(r.dataset)
+    return out
+
+
+def list_pipelines(conn: Connection, *, team: str | None = None, q: str | None = None, limit: int = 100,
+                   cursor: str | None = None) -> Page:
+    stmt = sa.select(pipelines)
+    if team is not None:
+        stmt = stmt.where(pipelines.c.team == team)
+    if q:
+        stmt = stmt.where(pipelines.c.key.contains(q, autoescape=True))
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        stmt = stmt.where(pipelines.c.key > after)
+    rows = list(conn.execute(stmt.order_by(pipelines.c.key).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].key) if len(rows) > limit else None
+    return Page(rows[:limit], nxt)
