@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 
 from pipemon.clock import Clock, WallClock
 from pipemon.config import Settings
+from pipemon.evaluation import Evaluation
 from pipemon.store import db
 from pipemon.worker import Worker
 
@@ -20,6 +21,7 @@ class Pipemon:
     engine: Engine
     clock: Clock
     worker: Worker
+    evaluation: Evaluation
     db_url: str
     started: bool = field(default=False)
 
@@ -48,5 +50,7 @@ def build(db_url: str = "sqlite:///pipemon.db", settings: Settings | None = None
     engine = db.open_engine(db_url, synchronous=synchronous)
     if migrate:
         db.upgrade(engine)
-    worker = Worker(engine, settings, clock)
-    return Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, db_url=db.normalize_url(db_url))
+    evaluation = Evaluation(settings)
+    worker = Worker(engine, settings, clock, evaluation)
+    return Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, evaluation=evaluation,
+                   db_url=db.normalize_url(db_url))

@@ -35,3 +35,26 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
+
+
+class DemoClock:
+    """The demo's time: set freely while history is replayed, then running `speed` times faster than
+    the wall clock from where it stands."""
+
+    def __init__(self, start: float, speed: float = 60.0) -> None:
+        self._base = float(start)
+        self.speed = speed
+        self._wall0: float | None = None
+
+    def now(self) -> float:
+        if self._wall0 is None:
+            return self._base
+        return self._base + (time.time() - self._wall0) * self.speed
+
+    def set(self, t: float) -> None:
+        if self._wall0 is None and t > self._base:
+            self._base = float(t)
+
+    def go(self) -> None:
+        """From now on, run: simulated time advances `speed` seconds per wall-clock second."""
+        self._wall0 = time.time()

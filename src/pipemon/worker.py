@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipemon.clock import Clock
 from pipemon.config import Settings
+from pipemon.errors import PipemonError
 from pipemon.engine import runs as runfold
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
 from pipemon.store import writes
@@ -70,8 +71,10 @@ class RunChange:
 
 
 class Evaluator(Protocol):
-    """What the writer asks of the engine: decide, given changes and the time; `Writes` carries the
-    rows to store in the same transaction. Implemented in engine/ (pure) + its store adapter."""
+    """What the writer asks of the engine, always inside its transaction (implemented by evaluation.py:
+    the pure engine plus the store writes of what it decided)."""
+
+    def load(self, conn: Connection, worker: Worker, now: float) -> None: ...
 
     def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None: ...
 
@@ -88,6 +91,15 @@ class _Submission:
 
 @dataclass
 class _TickRequest:
+    future: Future
+
+
+@dataclass
+class _Call:
+    """Work that changes engine state from outside (operator feedback, acks, silences): it runs on
+    the writer thread, in a transaction, like everything else that writes."""
+
+    fn: Callable[[Connection, float], object]
     future: Future
 
 
@@ -110,7 +122,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
         self.listeners: list[Callable[[], None]] = []  # woken after each commit (e.g. the notifier)
-        self.stats = {"events": 0, "duplicates": 0, "batches": 0, "failed_batches": 0}
+        self.stats: dict = {"events": 0, "duplicates": 0, "batches": 0, "failed_batches": 0, "by_source": {},
+                            "last_tick_wall": None}
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +156,39 @@ class Worker:
             return self._process([events])[0]
         return self.submit(events).result(timeout)
 
+    def call(self, fn: Callable[[Connection, float], object], timeout: float | None = 60.0) -> object:
+        """Run fn(conn, now) on the writer thread inside a transaction; its result or exception comes back."""
+        fut: Future = Future()
+        if self._thread is None:
+            if self._conn is None:
+                self._load()
+            self._run_call(_Call(fn, fut))
+        else:
+            self._q.put(_Call(fn, fut))
+        return fut.result(timeout)
+
+    def submit_call(self, fn: Callable[[Connection, float], object]) -> Future:
+        fut: Future = Future()
+        self._q.put(_Call(fn, fut))
+        return fut
+
+    def _run_call(self, item: _Call) -> None:
+        conn = self._connection()
+        try:
+            with conn.begin():
+                result = item.fn(conn, self.clock.now())
+        except Exception as e:
+            if not isinstance(e, (PipemonError, LookupError, ValueError)):
+                log.exception("a writer call failed")
+                self._reset()
+            item.future.set_exception(e)
+            return
+        if self.evaluator is not None:
+            self.evaluator.after_commit()
+        item.future.set_result(result)
+        for fn in self.listeners:
+            fn()
+
     def tick(self, timeout: float | None = 60.0) -> None:
         """Evaluate the clock now (tests and replay move a FakeClock, then tick)."""
         if self._thread is None:
@@ -169,6 +215,9 @@ class Worker:
                 self._tick()
                 item.future.set_result(None)
                 continue
+            if isinstance(item, _Call):
+                self._run_call(item)
+                continue
             if item is not None:
                 group = [item]
                 n = len(item.events)
@@ -177,7 +226,7 @@ class Worker:
                         nxt = self._q.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is _STOP or isinstance(nxt, _TickRequest):
+                    if nxt is _STOP or isinstance(nxt, (_TickRequest, _Call)):
                         self._q.put(nxt)  # handled on the next turn, after this group
                         break
                     group.append(nxt)
@@ -210,6 +259,9 @@ class Worker:
         for fn in self.listeners:
             fn()
 
+    def queue_depth(self) -> int:
+        return self._q.qsize()
+
     def _tick(self) -> None:
         if self.evaluator is None:
             return
@@ -222,6 +274,7 @@ class Worker:
             self._reset()
             return
         self.evaluator.after_commit()
+        self.stats["last_tick_wall"] = time.time()
         for fn in self.listeners:
             fn()
 
@@ -243,6 +296,31 @@ class Worker:
                 if r.parent_run_id is None:
                     rec.open_runs.append(r.run_id)
             self._lineage = {(r.pipeline_id, r.dataset, r.role) for r in writes.load_lineage(conn)}
+            self._declare(conn)
+            if self.evaluator is not None:
+                self.evaluator.load(conn, self, self.clock.now())
+
+    def _declare(self, conn: Connection) -> None:
+        """Pipelines the config names exactly exist before their first event, so a pipeline that never
+        ran can still be late."""
+        now = self.clock.now()
+        for rule in self.settings.pipelines:
+            key = rule.match
+            if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
+                continue
+            ns, _, name = key.rpartition("/")
+            row = {"key": key, "namespace": ns, "name": name, "team": rule.team, "event_team": None,
+                   "integration": None, "first_seen": now, "last_event_at": now}
+            rec = PipelineRec(writes.insert_pipeline(conn, row), key, ns, name, rule.team, None, None, now, now)
+            self.pipelines[key] = rec
+            self.by_id[rec.id] = rec
+
+    def declared_neighbours(self, key: str) -> tuple[list[str], list[str]]:
+        """Upstream and downstream pipelines from the config's `depends_on` (read-only; any thread)."""
+        rule = self.settings.rule_for(key)
+        up = list(rule.depends_on) if rule else []
+        down = [k for k in list(self.pipelines) if key in ((r := self.settings.rule_for(k)) and r.depends_on or ())]
+        return up, down
 
     def _reset(self) -> None:
         """After a failed transaction the caches may hold what was rolled back: reload from the store."""
@@ -287,6 +365,9 @@ class Worker:
             fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
             if fresh:
                 self._apply(conn, fresh, now)
+        by_source = self.stats["by_source"]
+        for ev in fresh:
+            by_source[ev.source.value] = by_source.get(ev.source.value, 0) + 1
         if self.evaluator is not None:
             self.evaluator.after_commit()
         self.stats["batches"] += 1

@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
-from pipemon.api import errors, ingest, pipelines, runs
+from pipemon.api import errors, findings, ingest, pipelines, runs
+from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
 
 
@@ -41,11 +42,15 @@ def create_app(pm: Pipemon) -> FastAPI:
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan,
                   description="Monitoring and alerting for data pipelines.")
     app.state.pm = pm
+    app.state.metrics = Metrics(pm)
     app.add_middleware(RejectNul)
-    errors.install(app)
+    app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
+    errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
     app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
+    app.include_router(findings.router)
     app.include_router(pipelines.router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

@@ -21,9 +21,11 @@ def _loc(parts) -> str:
     return out.lstrip(".")
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, metrics=None) -> None:
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, e: IngestError) -> JSONResponse:
+        if metrics is not None:
+            metrics.rejected.labels(e.code).inc()
         return JSONResponse(e.body(), status_code=e.status)
 
     @app.exception_handler(RequestValidationError)

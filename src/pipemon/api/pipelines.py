@@ -1,38 +1,130 @@
-"""Pipelines over HTTP. Ids are `namespace/name`, URL-encoded (`airflow%3A%2F%2Fprod%2Fdaily_sales`)."""
+"""Pipelines, teams and the fleet over HTTP. Ids are `namespace/name`, URL-encoded
+(`airflow%3A%2F%2Fprod%2Fdaily_sales`). Health comes from the stored view rows: reads never compute."""
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Query, Request
 
-from pipemon.api.views import run_view
+from pipemon.engine.health import HealthState
 from pipemon.ingest.common import iso
 from pipemon.store import reads
 
 router = APIRouter(tags=["pipelines"])
+_STATES = [s.value for s in HealthState]
 
 
-def _pipeline_view(p, last=None) -> dict[str, Any]:
-    return {"id": p.key, "namespace": p.namespace, "name": p.name, "team": p.team, "integration": p.integration,
-            "first_seen": iso(p.first_seen), "last_event_at": iso(p.last_event_at),
-            "last_run": run_view(last) if last else None}
+def _ts(v: float | None) -> str | None:
+    return iso(v) if v is not None else None
 
 
-@router.get("/api/v1/pipelines", summary="Pipelines, with their last run")
+def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
+    view = msgspec.json.decode(row.view) if row.view else {}
+    rule = pm.settings.rule_for(row.key)
+    last = view.get("last_run") or {}
+    metrics = dict(view.get("metrics") or {})
+    for k in ("last_success_at", "last_failure_at"):
+        if k in metrics:
+            metrics[k] = _ts(metrics[k])
+    if "freshness_s" in metrics and view.get("metrics", {}).get("last_success_at"):
+        metrics["freshness_s"] = pm.clock.now() - view["metrics"]["last_success_at"]  # as of this read
+    out: dict[str, Any] = {
+        "id": row.key, "namespace": row.namespace, "name": row.name, "team": row.team,
+        "tier": rule.tier if rule else None, "tags": dict(rule.tags) if rule else {},
+        "integration": row.integration,
+        "state": row.state or "unknown", "reason": row.reason or "no finished run yet",
+        "state_since": _ts(row.state_since),
+        "last_run": {"run_id": last.get("run_id"), "status": last.get("status"),
+                     "started_at": _ts(last.get("started_at")), "ended_at": _ts(last.get("ended_at")),
+                     "duration_s": last.get("duration"), "rows": last.get("rows"), "error": last.get("error")}
+        if last else None,
+        "first_seen": iso(row.first_seen), "last_event_at": iso(row.last_event_at),
+    }
+    if full:
+        sched = view.get("schedule")
+        if sched:
+            sched = {**sched, "next_expected": _ts(sched.get("next_expected")), "deadline": _ts(sched.get("deadline"))}
+        declared = {k: v for k, v in (("schedule", rule.schedule), ("timezone", rule.timezone),
+                                      ("grace_s", rule.grace), ("max_duration_s", rule.max_duration),
+                                      ("sla", rule.sla)) if v is not None} if rule else {}
+        out.update({"metrics": metrics, "schedule": sched, "declared": declared,
+                    "conditions": [{**c, "since": _ts(c["since"])} for c in view.get("conditions", [])],
+                    "owners": [row.team] if row.team else []})
+    return out
+
+
+@router.get("/api/v1/pipelines", summary="Pipelines with their health; filter by team, state and text")
 def list_pipelines(request: Request, team: str | None = None,
+                   state: Annotated[str | None, Query(description="comma-separated: " + ", ".join(_STATES))] = None,
                    q: Annotated[str | None, Query(description="substring of namespace/name")] = None,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
-    with request.app.state.pm.engine.connect() as conn:
-        page = reads.list_pipelines(conn, team=team, q=q, limit=limit, cursor=cursor)
-        last = reads.last_runs(conn, [p.id for p in page.items])
-    return {"items": [_pipeline_view(p, last.get(p.id)) for p in page.items], "next_cursor": page.next_cursor}
+    pm = request.app.state.pm
+    states = _parse_states(state)
+    with pm.engine.connect() as conn:
+        page = reads.list_pipelines(conn, team=team, q=q, states=states, limit=limit, cursor=cursor)
+    return {"items": [pipeline_view(pm, r) for r in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/api/v1/pipelines/{pipeline_id:path}", summary="One pipeline: owner, last run, lineage")
+def _parse_states(state: str | None) -> list[str] | None:
+    if not state:
+        return None
+    states = [s.strip() for s in state.split(",") if s.strip()]
+    bad = [s for s in states if s not in _STATES]
+    if bad:
+        from pipemon.errors import BadRequest
+        raise BadRequest(f"unknown state {bad[0]!r}; expected one of {', '.join(_STATES)}")
+    return states
+
+
+@router.get("/api/v1/summary", summary="The fleet: pipelines by state, overall and per team")
+def summary(request: Request) -> dict[str, Any]:
+    pm = request.app.state.pm
+    with pm.engine.connect() as conn:
+        counts = reads.state_counts(conn)
+    return _rollup(counts)
+
+
+@router.get("/api/v1/teams/{team}/health", summary="One team: its pipelines by state, and the unhealthy ones")
+def team_health(request: Request, team: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    pm = request.app.state.pm
+    with pm.engine.connect() as conn:
+        counts = reads.state_counts(conn, team=team)
+        if not counts:
+            from pipemon.errors import NotFound
+            raise NotFound(f"no pipelines of team {team!r}")
+        bad = [s for s in _STATES if s not in ("healthy", "unknown", "paused")]
+        page = reads.list_pipelines(conn, team=team, states=bad, limit=limit)
+    rolled = _rollup(counts)
+    items = sorted((pipeline_view(pm, r) for r in page.items), key=lambda p: HealthState(p["state"]).rank)
+    return {"team": team, "pipelines": rolled["pipelines"], "by_state": rolled["by_state"],
+            "healthy_ratio": rolled["healthy_ratio"], "unhealthy": items}
+
+
+def _rollup(counts: list[tuple[str | None, str, int]]) -> dict[str, Any]:
+    by_state = dict.fromkeys(_STATES, 0)
+    teams: dict[str, dict[str, int]] = {}
+    for team, st, n in counts:
+        by_state[st] = by_state.get(st, 0) + n
+        t = teams.setdefault(team or "unassigned", dict.fromkeys(_STATES, 0))
+        t[st] = t.get(st, 0) + n
+    total = sum(by_state.values())
+    judged = total - by_state["unknown"] - by_state["paused"]
+    return {"pipelines": total, "by_state": by_state,
+            "healthy_ratio": (by_state["healthy"] / judged) if judged else None,
+            "teams": {t: {"pipelines": sum(v.values()), "by_state": v} for t, v in sorted(teams.items())}}
+
+
+@router.get("/api/v1/pipelines/{pipeline_id:path}", summary="One pipeline: state, reason, metrics, schedule, "
+                                                            "owners, upstream and downstream")
 def get_pipeline(request: Request, pipeline_id: str) -> dict[str, Any]:
-    with request.app.state.pm.engine.connect() as conn:
-        p = reads.pipeline_row(conn, pipeline_id)
-        last = reads.last_runs(conn, [p.id]).get(p.id)
-        up, down = reads.neighbours(conn, p.id)
-        ds = reads.datasets(conn, p.id)
-    return {**_pipeline_view(p, last), "upstream": up, "downstream": down, "datasets": ds}
+    pm = request.app.state.pm
+    with pm.engine.connect() as conn:
+        row = reads.pipeline_with_state(conn, pipeline_id)
+        up, down = reads.neighbours(conn, row.id)
+        ds = reads.datasets(conn, row.id)
+    declared_up, declared_down = pm.worker.declared_neighbours(row.key)
+    out = pipeline_view(pm, row, full=True)
+    out.update({"upstream": sorted(set(up) | set(declared_up)), "downstream": sorted(set(down) | set(declared_down)),
+                "datasets": ds})
+    return out

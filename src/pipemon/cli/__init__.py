@@ -39,3 +39,4 @@ from pipemon.cli import serve as _serve  # noqa: E402,F401
 from pipemon.cli import report as _report  # noqa: E402,F401
 from pipemon.cli import status as _status  # noqa: E402,F401
 from pipemon.cli import configcmd as _configcmd  # noqa: E402,F401
+from pipemon.cli import demo as _demo  # noqa: E402,F401

@@ -1,5 +1,8 @@
-"""`pipemon status`: the fleet at a glance, from the service's API."""
+"""`pipemon status` and `pipemon show`: the fleet at a glance and one pipeline in depth, from the API."""
 from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -8,12 +11,18 @@ from rich.table import Table
 
 from pipemon.cli import TokenOption, UrlOption, app
 
+STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
+               "unknown": "dim", "paused": "blue", "healthy": "green"}
+WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "paused", "healthy"]
+RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan"}
+SPARK = "▁▂▃▄▅▆▇█"
+
 
 def api_get(url: str, token: str | None, path: str, params: dict | None = None) -> dict:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         r = httpx.get(url.rstrip("/") + path, params={k: v for k, v in (params or {}).items() if v is not None},
-                      headers=headers, timeout=10)
+                      headers=headers, timeout=30)
     except httpx.HTTPError as e:
         typer.secho(f"cannot reach pipemon at {url}: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -27,24 +36,121 @@ def api_get(url: str, token: str | None, path: str, params: dict | None = None) 
     return r.json()
 
 
-_STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan"}
+def _ago(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    s = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    return _span(s) + (" ago" if s >= 0 else " ahead")
+
+
+def _span(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = abs(s)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s / n:.1f}{unit}" if s < 10 * n else f"{s / n:.0f}{unit}"
+    return f"{s:.0f}s"
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit, n in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= n:
+            return f"{v / n:.1f}{unit}"
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return SPARK[3] * len(values)
+    return "".join(SPARK[int((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
 
 
 @app.command()
 def status(team: str | None = typer.Option(None, help="Only this team's pipelines."),
+           state: str | None = typer.Option(None, help="Only these states, comma-separated (e.g. late,failing)."),
            url: str = UrlOption, token: str | None = TokenOption,
            limit: int = typer.Option(200, help="At most this many pipelines.")) -> None:
-    """A table of pipelines and their last run."""
-    data = api_get(url, token, "/api/v1/pipelines", {"team": team, "limit": min(limit, 1000)})
-    table = Table(title="pipelines", header_style="bold")
-    for col in ("pipeline", "team", "last run", "started", "duration", "rows", "error"):
-        table.add_column(col)
-    for p in data["items"]:
+    """Pipelines, worst first: state, since when, why, and the last run."""
+    wanted = [s.strip() for s in state.split(",")] if state else WORST_FIRST
+    bad = [s for s in wanted if s not in WORST_FIRST]
+    if bad:
+        raise typer.BadParameter(f"unknown state {bad[0]!r}; expected some of {', '.join(WORST_FIRST)}",
+                                 param_hint="--state")
+    items: list[dict] = []
+    for st in [s for s in WORST_FIRST if s in wanted]:  # one state at a time: the table is worst first
+        cursor = None
+        while len(items) < limit:
+            page = api_get(url, token, "/api/v1/pipelines", {"team": team, "state": st, "cursor": cursor,
+                                                              "limit": min(1000, limit - len(items))})
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    table = Table(title=f"pipelines{f' of {team}' if team else ''}", header_style="bold")
+    for col in ("pipeline", "team", "state", "since", "reason", "last run", "duration", "rows"):
+        table.add_column(col, overflow="fold")
+    for p in items:
         r = p.get("last_run") or {}
-        st = r.get("status", "-")
-        err = (r.get("error") or {}).get("message") or ""
-        dur = r.get("duration_s")
-        table.add_row(p["id"], p.get("team") or "-", f"[{_STATUS_STYLE.get(st, '')}]{st}[/]",
-                      (r.get("started_at") or "-")[:19], f"{dur:.1f}s" if dur is not None else "-",
-                      f"{r['rows']:,.0f}" if r.get("rows") is not None else "-", err[:60])
+        st = p["state"]
+        rs = r.get("status") or "-"
+        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]", _ago(p.get("state_since")),
+                      p.get("reason") or "", f"[{RUN_STYLE.get(rs, '')}]{rs}[/] {_ago(r.get('started_at'))}",
+                      _span(r.get("duration_s")) if r.get("duration_s") is not None else "-", _num(r.get("rows")))
     Console().print(table)
+    if not items:
+        typer.echo("no pipelines match")
+
+
+@app.command()
+def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = UrlOption,
+         token: str | None = TokenOption, runs: int = typer.Option(10, help="Recent runs to list.")) -> None:
+    """One pipeline: state and reason, schedule, metrics, open conditions, lineage and recent runs."""
+    pid = quote(pipeline, safe="")
+    p = api_get(url, token, f"/api/v1/pipelines/{pid}")
+    recent = api_get(url, token, f"/api/v1/pipelines/{pid}/runs", {"limit": max(runs, 30)})["items"]
+    console = Console()
+    st = p["state"]
+    console.print(f"[bold]{p['id']}[/]  team [bold]{p.get('team') or '-'}[/]  tier {p.get('tier') or '-'}  "
+                  f"[{STATE_STYLE.get(st, '')}]{st}[/] since {_ago(p.get('state_since'))}")
+    console.print(f"  {p.get('reason')}")
+    sched = p.get("schedule")
+    if sched:
+        console.print(f"  schedule ({sched['source']}): {sched['description']}; next expected "
+                      f"{sched.get('next_expected') or '-'}, deadline {sched.get('deadline') or '-'}")
+    for c in p.get("conditions", []):
+        console.print(f"  [yellow]open[/] {c['kind']}: {c['text']} (since {_ago(c['since'])})")
+    m = p.get("metrics", {})
+    pct = lambda v: "-" if v is None else f"{v * 100:.0f}%"  # noqa: E731
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for k, v in (("success 24h / 7d / last 20", f"{pct(m.get('success_rate_24h'))} / {pct(m.get('success_rate_7d'))} / "
+                                                 f"{pct(m.get('success_rate_last_20'))}"),
+                 ("consecutive failures", str(m.get("consecutive_failures", 0))),
+                 ("duration last / p50 / p95 / p99", " / ".join(_span(m.get(k)) for k in (
+                     "duration_last_s", "duration_p50_s", "duration_p95_s", "duration_p99_s"))),
+                 ("rows last / typical", f"{_num(m.get('rows_last'))} / {_num(m.get('rows_typical'))}"),
+                 ("bytes last / typical", f"{_num(m.get('bytes_last'))} / {_num(m.get('bytes_typical'))}"),
+                 ("freshness", _span(m.get("freshness_s"))),
+                 ("SLA compliance 30d", pct(m.get("sla_compliance_30d"))),
+                 ("MTTR / MTBF 30d", f"{_span(m.get('mttr_30d_s'))} / {_span(m.get('mtbf_30d_s'))}"),
+                 ("throughput", f"{_num(m.get('throughput_rows_per_s'))} rows/s"),
+                 ("upstream", ", ".join(p.get("upstream", [])) or "-"),
+                 ("downstream", ", ".join(p.get("downstream", [])) or "-")):
+        table.add_row(k, v)
+    console.print(table)
+    durations = [r["duration_s"] for r in reversed(recent) if r.get("duration_s") is not None]
+    if durations:
+        console.print(f"  durations (oldest → newest): {sparkline(durations)}")
+    rt = Table(title="recent runs", header_style="bold")
+    for col in ("run", "status", "started", "duration", "rows", "error"):
+        rt.add_column(col, overflow="fold")
+    for r in recent[:runs]:
+        err = (r.get("error") or {}).get("message") or ""
+        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{r['status']}[/]", (r.get("started_at") or "-")[:19],
+                   _span(r.get("duration_s")) if r.get("duration_s") is not None else "-", _num(r.get("rows")), err[:80])
+    console.print(rt)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from pipemon.errors import BadRequest, Conflict, NotFound
 from pipemon.model import Run
-from pipemon.store.schema import lineage, pipelines, runs
+from pipemon.store.schema import findings, lineage, pipeline_state, pipelines, rollups, runs
 from pipemon.store.writes import run_from_row
 
 
@@ -119,16 +119,79 @@ def datasets(conn: Connection, pipeline_id: int) -> dict[str, list[str]]:
     return out
 
 
-def list_pipelines(conn: Connection, *, team: str | None = None, q: str | None = None, limit: int = 100,
-                   cursor: str | None = None) -> Page:
-    stmt = sa.select(pipelines)
+def list_pipelines(conn: Connection, *, team: str | None = None, q: str | None = None,
+                   states: list[str] | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+    """Pipelines with their health row, by id (keyset on the key)."""
+    stmt = sa.select(pipelines, pipeline_state.c.state, pipeline_state.c.reason, pipeline_state.c.state_since,
+                     pipeline_state.c.view).select_from(
+        pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id))
     if team is not None:
         stmt = stmt.where(pipelines.c.team == team)
     if q:
         stmt = stmt.where(pipelines.c.key.contains(q, autoescape=True))
+    if states:
+        stmt = stmt.where(sa.func.coalesce(pipeline_state.c.state, "unknown").in_(states))
     if cursor:
         (after,) = decode_cursor(cursor, 1)
         stmt = stmt.where(pipelines.c.key > after)
     rows = list(conn.execute(stmt.order_by(pipelines.c.key).limit(limit + 1)))
     nxt = encode_cursor(rows[limit - 1].key) if len(rows) > limit else None
     return Page(rows[:limit], nxt)
+
+
+def pipeline_with_state(conn: Connection, key: str) -> sa.Row:
+    row = conn.execute(sa.select(pipelines, pipeline_state.c.state, pipeline_state.c.reason,
+                                 pipeline_state.c.state_since, pipeline_state.c.view).select_from(
+        pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id))
+        .where(pipelines.c.key == key)).first()
+    if row is None:
+        raise NotFound(f"no pipeline {key!r}")
+    return row
+
+
+def state_counts(conn: Connection, team: str | None = None) -> list[tuple[str | None, str, int]]:
+    """(team, state, pipelines): the fleet summary, one GROUP BY over the state rows."""
+    state = sa.func.coalesce(pipeline_state.c.state, "unknown")
+    stmt = sa.select(pipelines.c.team, state, sa.func.count()).select_from(
+        pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id)
+    ).group_by(pipelines.c.team, state)
+    if team is not None:
+        stmt = stmt.where(pipelines.c.team == team)
+    return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+
+
+def recent_findings(conn: Connection, pipeline_id: int, limit: int = 20) -> list[sa.Row]:
+    return list(conn.execute(sa.select(findings).where(findings.c.pipeline_id == pipeline_id)
+                             .order_by(findings.c.time.desc(), findings.c.id.desc()).limit(limit)))
+
+
+def finding(conn: Connection, finding_id: int) -> sa.Row:
+    row = conn.execute(sa.select(findings, pipelines.c.key).join(pipelines, pipelines.c.id == findings.c.pipeline_id)
+                       .where(findings.c.id == finding_id)).first()
+    if row is None:
+        raise NotFound(f"no finding {finding_id}")
+    return row
+
+
+def list_findings(conn: Connection, *, pipeline_id: int | None = None, team: str | None = None,
+                  since: float | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+    stmt = sa.select(findings, pipelines.c.key, pipelines.c.team).join(pipelines,
+                                                                        pipelines.c.id == findings.c.pipeline_id)
+    if pipeline_id is not None:
+        stmt = stmt.where(findings.c.pipeline_id == pipeline_id)
+    if team is not None:
+        stmt = stmt.where(pipelines.c.team == team)
+    if since is not None:
+        stmt = stmt.where(findings.c.time >= since)
+    if cursor:
+        t, fid = decode_cursor(cursor, 2)
+        stmt = stmt.where(sa.or_(findings.c.time < t, sa.and_(findings.c.time == t, findings.c.id < fid)))
+    rows = list(conn.execute(stmt.order_by(findings.c.time.desc(), findings.c.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].time, rows[limit - 1].id) if len(rows) > limit else None
+    return Page(rows[:limit], nxt)
+
+
+def rollup_rows(conn: Connection, pipeline_id: int, period: str, since: float) -> list[sa.Row]:
+    return list(conn.execute(sa.select(rollups).where(rollups.c.pipeline_id == pipeline_id,
+                                                      rollups.c.period == period, rollups.c.start >= since)
+                             .order_by(rollups.c.start)))

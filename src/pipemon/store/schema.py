@@ -12,6 +12,9 @@ engine, cheap to compare and index, and no timezone ambiguity. Indexes, and the 
   events.key (unique)                 idempotency: a retried event is stored once
   (events carry no time index: retention deletes by id range, ids growing with arrival)
   lineage (pipeline_id, dataset, role) unique; lineage (dataset) to join producers with consumers
+  pipeline_state.state                `?state=` filters and the fleet summary
+  findings (pipeline_id, time)        a pipeline's anomaly history, newest first
+  rollups (pipeline_id, period, start) unique: long windows read from hourly/daily rows, never raw runs
 """
 from __future__ import annotations
 
@@ -87,3 +90,60 @@ lineage = Table(
     UniqueConstraint("pipeline_id", "dataset", "role", name="uq_lineage"),
 )
 Index("ix_lineage_dataset", lineage.c.dataset, lineage.c.role)
+
+# One row per pipeline: the health the API reads (written whenever it changes) and the engine's state
+# (health windows and detector baselines, JSON, written at checkpoints; see evaluation.py).
+pipeline_state = Table(
+    "pipeline_state", metadata,
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("state_since", Float, nullable=False),
+    Column("view", Text, nullable=False),         # JSON: metrics, schedule, open conditions, last run
+    Column("health", Text),                       # JSON checkpoint of engine.health.PipelineHealth
+    Column("detect", Text),                       # JSON checkpoint of the pipeline's detectors
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_pipeline_state_state", pipeline_state.c.state)
+
+findings = Table(
+    "findings", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("time", Float, nullable=False),
+    Column("run_id", Text),
+    Column("observed", Float),
+    Column("expected", Float),
+    Column("lower", Float),
+    Column("upper", Float),
+    Column("score", Float, nullable=False),
+    Column("direction", String(8)),
+    Column("explanation", Text, nullable=False),
+    Column("verdict", String(16)),                # an operator's feedback: expected | incident
+    Column("verdict_at", Float),
+)
+Index("ix_findings_pipeline_time", findings.c.pipeline_id, findings.c.time)
+
+rollups = Table(
+    "rollups", metadata,
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+    Column("period", String(1), nullable=False),  # "h" | "d"
+    Column("start", Float, nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("duration_sum", Float, nullable=False),
+    Column("duration_max", Float, nullable=False),
+    Column("rows_sum", Float, nullable=False),
+    Column("bytes_sum", Float, nullable=False),
+    UniqueConstraint("pipeline_id", "period", "start", name="uq_rollups"),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", Integer, nullable=False),  # every event up to here is reflected in the checkpoint
+    Column("time", Float, nullable=False),
+)

@@ -1,0 +1,172 @@
+"""Runs the pure engine inside the writer's transaction and stores what it decided.
+
+Per transaction: the health view of each pipeline whose health moved (what the API reads), and the
+findings. Every `CHECKPOINT_S`: the engine's full state (health windows and detector baselines, JSON),
+the hourly and daily rollups, and the id of the last event they reflect. After a restart the engine
+loads the checkpoint and replays the runs that events after that id touched, so no learning is lost
+(a run in flight at the checkpoint may be counted twice: at-least-once, documented).
+Alerting (and anything else) subscribes through `sinks`, called with each Outcome in the same transaction.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+from sqlalchemy.engine import Connection
+
+from pipemon.config import Settings
+from pipemon.engine.detect import Verdict
+from pipemon.engine.evaluator import Evaluator, Outcome
+from pipemon.model import Event, Run, RunStatus
+from pipemon.store import state as st
+from pipemon.store import writes
+
+if TYPE_CHECKING:
+    from pipemon.worker import RunChange, Worker
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_S = 5.0
+EXPIRE_S = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+
+Sink = Callable[[Connection, Outcome, float], None]
+
+
+class Evaluation:
+    def __init__(self, settings: Settings, checkpoint_s: float = CHECKPOINT_S) -> None:
+        self.engine = Evaluator(settings)
+        self.checkpoint_s = checkpoint_s
+        self.sinks: list[Sink] = []
+        self._ids: dict[str, int] = {}
+        self._dirty: set[str] = set()          # engine state changed since the last checkpoint
+        self._rollups: dict[tuple[int, str, float], list[float]] = {}
+        self._last_checkpoint = time.monotonic()
+        self._last_expire = 0.0
+
+    # --- start-up ---------------------------------------------------------------------------------------
+    def load(self, conn: Connection, worker: Worker, now: float) -> None:
+        """Load the checkpoint, register every known pipeline, then replay what came after it."""
+        self._ids = {k: rec.id for k, rec in worker.pipelines.items()}
+        by_id = {rec.id: rec for rec in worker.pipelines.values()}
+        self.engine = Evaluator(self.engine.settings)
+        for r in st.load_engine_state(conn):
+            rec = by_id.get(r.pipeline_id)
+            if rec is not None:
+                self.engine.load_json(rec.key, msgspec.json.decode(r.health),
+                                      msgspec.json.decode(r.detect) if r.detect else None, now)
+        for rec in worker.pipelines.values():
+            self.engine.ensure(rec.key, rec.first_seen, now)
+        mark = st.get_checkpoint(conn, "engine")
+        touched = st.runs_touched_since(conn, mark)
+        out = Outcome()
+        if touched:
+            rows = writes.load_runs(conn, touched)
+            replay = sorted((writes.run_from_row(by_id[pid].key, row) for (pid, _), row in rows.items()),
+                            key=lambda r: (r.ended_at or r.started_at))
+            for run in replay:
+                if run.parent_run_id is None:
+                    self.engine.on_run(run.pipeline, by_id[self._ids[run.pipeline]].first_seen, None, run,
+                                       run.ended_at or run.started_at, out=out)
+            log.info("replayed %d runs after checkpoint %d", len(replay), mark)
+        self._write(conn, out, now, replaying=True)
+        self.checkpoint(conn, now)
+
+    # --- the writer's hooks -----------------------------------------------------------------------------
+    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None:
+        out = Outcome()
+        for ev in events:
+            if ev.parent is None and ev.pipeline not in self.engine.health:
+                self.engine.ensure(ev.pipeline, ev.time, now)
+                out.changed.add(ev.pipeline)
+        schemas = _schemas_by_run(events)
+        for ch in changes:
+            rec = ch.pipeline
+            self._ids[rec.key] = rec.id
+            run = ch.after
+            if run.parent_run_id is not None:
+                continue  # tasks reach health through their parent's roll-up
+            self.engine.on_run(rec.key, rec.first_seen, ch.before, run, now,
+                               schemas.get((rec.key, run.run_id)), out=out)
+            if run.status is not RunStatus.RUNNING and (ch.before is None or ch.before.status is RunStatus.RUNNING):
+                self._roll(rec.id, run)
+        self._write(conn, out, now)
+
+    def on_tick(self, conn: Connection, now: float) -> None:
+        out = self.engine.on_tick(now)
+        if now - self._last_expire >= EXPIRE_S:
+            self.engine.expire(now, out)
+            self._last_expire = now
+        self._write(conn, out, now)
+        if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
+            self.checkpoint(conn, now)
+
+    def after_commit(self) -> None:
+        pass
+
+    def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> None:
+        out = Outcome()
+        self.engine.feedback(pipeline, metric, verdict, now, out)
+        self._dirty.add(pipeline)
+        self._write(conn, out, now)
+
+    # --- writing ----------------------------------------------------------------------------------------
+    def _write(self, conn: Connection, out: Outcome, now: float, replaying: bool = False) -> None:
+        if not out:
+            return
+        views = []
+        for p in out.changed:
+            pid = self._ids.get(p)
+            if pid is None:
+                continue
+            v = self.engine.view(p, now)
+            views.append((pid, v["state"], v["reason"], v["state_since"], st.dumps(v), now))
+            self._dirty.add(p)
+        st.upsert_views(conn, views)
+        st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings if f.pipeline_id in self._ids))
+        if not replaying:
+            for sink in self.sinks:
+                sink(conn, out, now)
+
+    def checkpoint(self, conn: Connection, now: float) -> None:
+        """Engine state of the pipelines that changed, the rollups, and the event id they reflect."""
+        rows = []
+        for p in self._dirty:
+            pid = self._ids.get(p)
+            if pid is not None and p in self.engine.health:
+                health, detect = self.engine.to_json(p)
+                rows.append((st.dumps(health), st.dumps(detect), pid))
+        st.save_engine_state(conn, rows)
+        st.upsert_rollups(conn, [(pid, period, start, *vals) for (pid, period, start), vals in self._rollups.items()])
+        st.set_checkpoint(conn, "engine", st.max_event_id(conn), now)
+        self._dirty.clear()
+        self._rollups.clear()
+        self._last_checkpoint = time.monotonic()
+
+    def _roll(self, pid: int, run: Run) -> None:
+        end = run.ended_at or run.started_at
+        ok = run.status is RunStatus.SUCCEEDED
+        d = run.duration or 0.0
+        for period, size in (("h", HOUR), ("d", DAY)):
+            key = (pid, period, end // size * size)
+            acc = self._rollups.get(key)
+            if acc is None:
+                acc = self._rollups[key] = [0, 0, 0, 0.0, 0.0, 0.0, 0.0]
+            acc[0] += 1
+            acc[1 if ok else 2] += 1
+            acc[3] += d
+            acc[4] = max(acc[4], d)
+            acc[5] += run.rows or 0.0
+            acc[6] += run.bytes or 0.0
+
+
+def _schemas_by_run(events: list[Event]) -> dict[tuple[str, str], dict]:
+    out: dict[tuple[str, str], dict] = {}
+    for ev in events:
+        if ev.schemas and ev.parent is None:
+            out.setdefault((ev.pipeline, ev.run_id), {}).update(ev.schemas)
+    return out
