@@ -4,11 +4,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.engine import Engine
 
+from pipemon.alerting import Alerting
 from pipemon.clock import Clock, WallClock
 from pipemon.config import Settings
 from pipemon.evaluation import Evaluation
+from pipemon.notify import build_receivers, redact_httpx_logs
+from pipemon.notify.delivery import Deliverer
 from pipemon.store import db
 from pipemon.worker import Worker
 
@@ -22,7 +26,9 @@ class Pipemon:
     clock: Clock
     worker: Worker
     evaluation: Evaluation
+    alerting: Alerting
     db_url: str
+    deliverer: Deliverer | None = None
     started: bool = field(default=False)
 
     def start(self, threaded: bool = True) -> None:
@@ -30,11 +36,15 @@ class Pipemon:
             return
         if threaded:
             self.worker.start()
+            if self.deliverer is not None:
+                self.deliverer.start()
         self.started = True
 
     def stop(self) -> None:
         if not self.started:
             return
+        if self.deliverer is not None:
+            self.deliverer.stop()
         self.worker.stop()
         self.started = False
 
@@ -44,13 +54,22 @@ class Pipemon:
 
 
 def build(db_url: str = "sqlite:///pipemon.db", settings: Settings | None = None, clock: Clock | None = None,
-          migrate: bool = True, synchronous: str = "FULL") -> Pipemon:
+          migrate: bool = True, synchronous: str = "FULL", deliver: bool = True,
+          http: httpx.Client | None = None) -> Pipemon:
+    """Wire a pipemon. `deliver=False` (replay) decides notifications but sends none."""
+    redact_httpx_logs()  # httpx logs request URLs, and a Slack webhook URL is a secret
     settings = settings or Settings()
     clock = clock or WallClock()
     engine = db.open_engine(db_url, synchronous=synchronous)
     if migrate:
         db.upgrade(engine)
     evaluation = Evaluation(settings)
+    alerting = Alerting(settings, evaluation)
     worker = Worker(engine, settings, clock, evaluation)
-    return Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, evaluation=evaluation,
-                   db_url=db.normalize_url(db_url))
+    pm = Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, evaluation=evaluation,
+                 alerting=alerting, db_url=db.normalize_url(db_url))
+    if deliver:
+        pm.deliverer = Deliverer(pm, build_receivers(settings.receivers), http,
+                                 threshold=settings.alerting.receiver_failure_threshold)
+        alerting.on_notifications.append(pm.deliverer.enqueue)
+    return pm

@@ -15,9 +15,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
+from pipemon.engine.matchers import Matcher
 from pipemon.errors import ConfigError, Problem
+from pipemon.notify import ReceiverConfig
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*w)?\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
                        r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*(?:(\d+)\s*ms)?\s*$")
@@ -112,15 +115,123 @@ class PipelineRule(_Strict):
         return fnmatch.fnmatchcase(pipeline, self.match)
 
 
+def _matchers(v: Any) -> tuple[Matcher, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise ValueError('expected a list of matchers such as [\'team="payments"\']')
+    return tuple(m if isinstance(m, Matcher) else Matcher.parse(str(m)) for m in v)
+
+
+Matchers = Annotated[tuple[Matcher, ...], BeforeValidator(_matchers)]
+
+
+class Route(_Strict):
+    """A node of the routing tree (Alertmanager's shape). Unset timers and group_by inherit the parent's."""
+
+    receiver: str | None = None
+    matchers: Matchers = ()
+    group_by: tuple[str, ...] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    escalation: str | None = None
+    page_after_failures: int | None = Field(default=None, ge=1)
+    routes: tuple[Route, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
+
+
+class EscalationStep(_Strict):
+    after: Duration
+    receiver: str
+
+
+class EscalationPolicy(_Strict):
+    name: str
+    steps: tuple[EscalationStep, ...] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=100)
+
+
+class InhibitRule(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    source_matchers: Matchers
+    target_matchers: Matchers
+    equal: tuple[str, ...] = ()
+
+
+class MaintenanceWindow(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    name: str
+    matchers: Matchers = ()
+    schedule: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return PipelineRule._tz(v)
+
+
+class Alerting(_Strict):
+    external_url: str | None = None          # where the dashboard lives, for links in notifications
+    warning_escalates_after: Duration = 4 * 3600.0   # a warning still open after this is raised to error
+    receiver_failure_threshold: int = Field(default=5, ge=1)  # consecutive failed deliveries -> an alert
+
+
 class Limits(_Strict):
     max_body: int = Field(default=1 << 20, ge=1024)          # one event (OpenLineage, ping, native single)
     max_batch_body: int = Field(default=16 << 20, ge=1024)   # a native batch of up to 10,000 events
 
 
 class Settings(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     pipelines: tuple[PipelineRule, ...] = ()
     retention: Duration = 90 * 86400.0
     limits: Limits = Limits()
+    receivers: tuple[ReceiverConfig, ...] = ()
+    route: Route = Route()
+    escalation_policies: tuple[EscalationPolicy, ...] = ()
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    alerting: Alerting = Alerting()
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        """Every receiver and policy a route or policy names must exist (Alertmanager checks the same)."""
+        names = [r.name for r in self.receivers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"receivers: duplicate name {sorted(dup)[0]!r}")
+        policies = {p.name for p in self.escalation_policies}
+        known = set(names)
+
+        def walk(route: Route, path: str) -> None:
+            if route.receiver is not None and route.receiver not in known:
+                raise ValueError(f"{path}.receiver: no receiver named {route.receiver!r}")
+            if route.escalation is not None and route.escalation not in policies:
+                raise ValueError(f"{path}.escalation: no escalation policy named {route.escalation!r}")
+            for i, child in enumerate(route.routes):
+                walk(child, f"{path}.routes[{i}]")
+        walk(self.route, "route")
+        for i, p in enumerate(self.escalation_policies):
+            for j, step in enumerate(p.steps):
+                if step.receiver not in known:
+                    raise ValueError(f"escalation_policies[{i}].steps[{j}].receiver: no receiver named "
+                                     f"{step.receiver!r}")
+        return self
+
+    def receiver(self, name: str) -> ReceiverConfig | None:
+        return next((r for r in self.receivers if r.name == name), None)
 
     _matched: dict[str, PipelineRule | None] = PrivateAttr(default_factory=dict)
 
@@ -158,8 +269,15 @@ def loads(text: str, filename: str = "<config>") -> Settings:
         raise ConfigError(sorted(problems, key=lambda p: int(p.loc.rsplit(":", 1)[1]))) from None
 
 
+_PATH_IN_MSG = re.compile(r"^(?:Value error, )?([a-z_]+(?:\[\d+\]|\.[a-z_]+)*): ")
+
+
 def _problem(err: dict, lines: dict[tuple, int], filename: str) -> Problem:
     loc = tuple(err["loc"])
+    m = _PATH_IN_MSG.match(err["msg"]) if not loc else None
+    if m:  # a cross-reference check names its own path: point at that line
+        loc = tuple(int(k) if k.isdigit() else k for k in re.findall(r"[a-z_]+|\d+", m.group(1)))
+        err = {**err, "msg": err["msg"][m.end():]}
     line = None
     for n in range(len(loc), -1, -1):  # the deepest located ancestor
         line = lines.get(loc[:n])

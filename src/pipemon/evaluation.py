@@ -5,7 +5,9 @@ findings. Every `CHECKPOINT_S`: the engine's full state (health windows and dete
 the hourly and daily rollups, and the id of the last event they reflect. After a restart the engine
 loads the checkpoint and replays the runs that events after that id touched, so no learning is lost
 (a run in flight at the checkpoint may be counted twice: at-least-once, documented).
-Alerting (and anything else) subscribes through `sinks`, called with each Outcome in the same transaction.
+Alerting subscribes through hooks, all called on the writer thread inside its transaction: `loaders` at
+start-up, `event_hooks` with each group's new events, `sinks` with each Outcome, `tickers` with the clock,
+and `committed` after each commit.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ HOUR = 3600.0
 DAY = 86400.0
 
 Sink = Callable[[Connection, Outcome, float], None]
+Ticker = Callable[[Connection, float, Outcome], None]
+Loader = Callable[[Connection, "Worker", float], None]
 
 
 class Evaluation:
@@ -42,6 +46,10 @@ class Evaluation:
         self.engine = Evaluator(settings)
         self.checkpoint_s = checkpoint_s
         self.sinks: list[Sink] = []
+        self.tickers: list[Ticker] = []
+        self.loaders: list[Loader] = []
+        self.event_hooks: list[Callable[[list[Event]], None]] = []
+        self.committed: list[Callable[[], None]] = []
         self._ids: dict[str, int] = {}
         self._dirty: set[str] = set()          # engine state changed since the last checkpoint
         self._rollups: dict[tuple[int, str, float], list[float]] = {}
@@ -73,12 +81,16 @@ class Evaluation:
                     self.engine.on_run(run.pipeline, by_id[self._ids[run.pipeline]].first_seen, None, run,
                                        run.ended_at or run.started_at, out=out)
             log.info("replayed %d runs after checkpoint %d", len(replay), mark)
-        self._write(conn, out, now, replaying=True)
+        self.write(conn, out, now, replaying=True)
         self.checkpoint(conn, now)
+        for fn in self.loaders:
+            fn(conn, worker, now)
 
     # --- the writer's hooks -----------------------------------------------------------------------------
     def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None:
         out = Outcome()
+        for hook in self.event_hooks:
+            hook(events)
         for ev in events:
             if ev.parent is None and ev.pipeline not in self.engine.health:
                 self.engine.ensure(ev.pipeline, ev.time, now)
@@ -94,28 +106,31 @@ class Evaluation:
                                schemas.get((rec.key, run.run_id)), out=out)
             if run.status is not RunStatus.RUNNING and (ch.before is None or ch.before.status is RunStatus.RUNNING):
                 self._roll(rec.id, run)
-        self._write(conn, out, now)
+        self.write(conn, out, now)
 
     def on_tick(self, conn: Connection, now: float) -> None:
         out = self.engine.on_tick(now)
         if now - self._last_expire >= EXPIRE_S:
             self.engine.expire(now, out)
             self._last_expire = now
-        self._write(conn, out, now)
+        for fn in self.tickers:
+            fn(conn, now, out)
+        self.write(conn, out, now)
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
 
     def after_commit(self) -> None:
-        pass
+        for fn in self.committed:
+            fn()
 
     def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> None:
         out = Outcome()
         self.engine.feedback(pipeline, metric, verdict, now, out)
         self._dirty.add(pipeline)
-        self._write(conn, out, now)
+        self.write(conn, out, now)
 
     # --- writing ----------------------------------------------------------------------------------------
-    def _write(self, conn: Connection, out: Outcome, now: float, replaying: bool = False) -> None:
+    def write(self, conn: Connection, out: Outcome, now: float, replaying: bool = False) -> None:
         if not out:
             return
         views = []

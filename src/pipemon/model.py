@@ -144,3 +144,80 @@ def split_pipeline_key(key: str) -> tuple[str, str]:
 
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+# --- alerting ---------------------------------------------------------------------------------------------
+
+class Severity(enum.StrEnum):
+    """PagerDuty's four, most severe first."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def level(self) -> int:
+        return _SEVERITY_LEVEL[self]
+
+    @staticmethod
+    def of_level(level: int) -> Severity:
+        return _SEVERITIES[max(0, min(3, level))]
+
+
+_SEVERITIES = (Severity.INFO, Severity.WARNING, Severity.ERROR, Severity.CRITICAL)
+_SEVERITY_LEVEL = {s: i for i, s in enumerate(_SEVERITIES)}
+
+
+class AlertState(enum.StrEnum):
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class NotifyAction(enum.StrEnum):
+    TRIGGER = "trigger"
+    REPEAT = "repeat"
+    ESCALATE = "escalate"
+    ACKNOWLEDGE = "acknowledge"
+    RESOLVE = "resolve"
+    TEST = "test"
+
+
+class AlertView(msgspec.Struct, frozen=True):
+    """An alert as a receiver sees it in a notification."""
+
+    fingerprint: str            # stable: pipeline + kind [+ metric]; PagerDuty's dedup_key
+    pipeline: str               # namespace/name
+    team: str
+    kind: str                   # failure, late, sla_miss, running_long, duration_anomaly, volume_anomaly,
+                                # failure_rate, schema_change, upstream_failure, extra_run, receiver_failing
+    severity: Severity
+    state: AlertState
+    summary: str                # one line: "payments-airflow/invoices failed: relation … does not exist"
+    description: str            # the reason, with evidence
+    labels: dict[str, str]      # team, namespace, pipeline, kind, severity, tier, and the pipeline's tags
+    started_at: float
+    last_seen: float
+    occurrences: int = 1
+    resolved_at: float | None = None
+    run_id: str | None = None
+    error: str | None = None
+    failed_task: str | None = None
+    root_cause: str | None = None     # for upstream_failure and attached alerts: the root pipeline
+    root_cause_team: str | None = None
+    url: str | None = None            # the dashboard page of the pipeline
+
+
+class Notification(msgspec.Struct, frozen=True):
+    """One message to one receiver: a group of alerts and what happened to them."""
+
+    id: int
+    receiver: str
+    action: NotifyAction
+    group_key: str
+    group_labels: dict[str, str]
+    alerts: tuple[AlertView, ...]
+    time: float
+    key: str                    # idempotency key: the same notification is never delivered twice
+    external_url: str | None = None

@@ -123,7 +123,7 @@ class Worker:
         self._conn: Connection | None = None
         self.listeners: list[Callable[[], None]] = []  # woken after each commit (e.g. the notifier)
         self.stats: dict = {"events": 0, "duplicates": 0, "batches": 0, "failed_batches": 0, "by_source": {},
-                            "last_tick_wall": None}
+                            "last_tick_wall": None, "started_wall": time.time()}
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -314,6 +314,9 @@ class Worker:
             rec = PipelineRec(writes.insert_pipeline(conn, row), key, ns, name, rule.team, None, None, now, now)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
+
+    def lineage_edges(self) -> list[tuple[int, str, str]]:
+        return list(self._lineage)
 
     def declared_neighbours(self, key: str) -> tuple[list[str], list[str]]:
         """Upstream and downstream pipelines from the config's `depends_on` (read-only; any thread)."""

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
-from pipemon.api import errors, findings, ingest, pipelines, runs
+from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
 
@@ -49,8 +49,9 @@ def create_app(pm: Pipemon) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
     app.include_router(findings.router)
+    app.include_router(alerts.router)
     app.include_router(pipelines.router)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)  # a FastAPI route: labelled by template
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

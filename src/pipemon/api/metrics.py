@@ -53,10 +53,9 @@ class _Collector:
                                   value=w.stats["batches"])
         yield CounterMetricFamily("pipemon_writer_failed_batches", "Writer transactions that failed",
                                   value=w.stats["failed_batches"])
-        last_tick = w.stats.get("last_tick_wall")
+        last_tick = w.stats.get("last_tick_wall") or w.stats["started_wall"]  # never evaluated: lag grows
         yield GaugeMetricFamily("pipemon_evaluation_lag_seconds", "Seconds since the clock-driven evaluation "
-                                "last completed (lateness is found no later than this)",
-                                value=(time.time() - last_tick) if last_tick else 0.0)
+                                "last completed (lateness is found no later than this)", value=time.time() - last_tick)
         yield GaugeMetricFamily("pipemon_writer_queue", "Requests waiting for the writer", value=w.queue_depth())
 
         labels = ["pipeline", "team"]
@@ -91,6 +90,9 @@ class _Collector:
         yield from (state, code, success, duration, rows, fails, fleet)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class TimingMiddleware:
     """Request latency by route template (bounded labels: never the raw path)."""
 
@@ -113,7 +115,8 @@ class TimingMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.latency.labels(scope["method"], route, str(status[0])).observe(time.perf_counter() - t0)
+            method = scope["method"] if scope["method"] in _METHODS else "other"  # a client invents methods
+            self.metrics.latency.labels(method, route, str(status[0])).observe(time.perf_counter() - t0)
 
 
 async def metrics_endpoint(request: Request) -> Response:

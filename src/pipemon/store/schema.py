@@ -15,6 +15,11 @@ engine, cheap to compare and index, and no timezone ambiguity. Indexes, and the 
   pipeline_state.state                `?state=` filters and the fleet summary
   findings (pipeline_id, time)        a pipeline's anomaly history, newest first
   rollups (pipeline_id, period, start) unique: long windows read from hourly/daily rows, never raw runs
+  alerts (fingerprint) unique where not resolved: one open alert per fingerprint, enforced by the database
+  alerts (team, state), alerts (started_at)        the alert list and the noise report
+  notifications.key unique            the outbox never holds the same notification twice
+  notifications (status, next_attempt_at)          the deliverer's due work
+  notifications (created_at)          the noise report and the delivery log
 """
 from __future__ import annotations
 
@@ -146,4 +151,64 @@ checkpoints = Table(
     Column("name", String(32), primary_key=True),
     Column("event_id", Integer, nullable=False),  # every event up to here is reflected in the checkpoint
     Column("time", Float, nullable=False),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("fingerprint", String(32), nullable=False),
+    Column("pipeline", Text, nullable=False),
+    Column("team", Text, nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("resolved_at", Float),
+    Column("acked_at", Float),
+    Column("occurrences", Integer, nullable=False),
+    Column("body", Text, nullable=False),         # JSON: the whole alert (labels, description, root cause …)
+)
+Index("uq_alerts_open_fingerprint", alerts.c.fingerprint, unique=True,
+      sqlite_where=text("state <> 'resolved'"), postgresql_where=text("state <> 'resolved'"))
+Index("ix_alerts_team_state", alerts.c.team, alerts.c.state)
+Index("ix_alerts_started", alerts.c.started_at)
+
+silences = Table(
+    "silences", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("matchers", Text, nullable=False),      # JSON list of matcher strings
+    Column("starts_at", Float, nullable=False),
+    Column("ends_at", Float, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(32), nullable=False, unique=True),
+    Column("receiver", Text, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("group_key", Text, nullable=False),
+    Column("teams", Text, nullable=False),         # JSON list: the teams whose alerts it carries
+    Column("fingerprints", Text, nullable=False),  # JSON list
+    Column("body", Text, nullable=False),          # JSON: the Notification
+    Column("status", String(12), nullable=False),  # pending | sent | failed | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+)
+Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+Index("ix_notifications_created", notifications.c.created_at)
+
+engine_blobs = Table(
+    "engine_blobs", metadata,
+    Column("name", String(32), primary_key=True),  # e.g. "dispatch": alert groups, timers, escalations
+    Column("body", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Benchmark pipemon's anomaly detectors with the shared scorer (../shared/bench/anomaly).
+
+    python benchmarks/anomaly.py                       dev (declared and learned schedules) + NAB subset
+    python benchmarks/anomaly.py --sweep               + the sensitivity table
+    python benchmarks/anomaly.py --variants            + generated variations (benchmarks/anomaly_gen.py presets)
+    python benchmarks/anomaly.py --million             + throughput on ~1M generated runs
+
+Flags are written by `pipemon detect` itself (a subprocess); throughput is its CPU time in the
+detectors, reading and decoding the JSONL reported apart. State size is measured in-process: the
+JSON of each pipeline-metric detector (duration, rows, schedule, failure rate) after the dev split.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipemon.backtest import InputFormat, drive, read_lines, read_pipelines
+from pipemon.engine.detect import DetectorSuite
+
+HERE = Path(__file__).resolve().parent
+PIPEMON = str(Path(sys.executable).with_name("pipemon"))
+PRESETS = ("base", "noisy", "fast", "monthly", "subtle")
+
+
+def detect(inp: Path, out: Path, pipelines: Path | None = None, fmt: str = "runs",
+           sensitivity: float = 1.0) -> dict[str, float]:
+    cmd = [PIPEMON, "detect", "--input", str(inp), "--output", str(out), "--format", fmt,
+           "--sensitivity", str(sensitivity)] + (["--pipelines", str(pipelines)] if pipelines else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"}, check=True)
+    m = re.search(r"([\d,]+) records, .*?detectors ([\d.]+) s CPU.*?reading ([\d.]+) s", " ".join(res.stderr.split()))
+    if not m:
+        raise RuntimeError(f"unexpected `pipemon detect` output: {res.stderr}")
+    return {"records": float(m[1].replace(",", "")), "detect_s": float(m[2]), "parse_s": float(m[3])}
+
+
+def synth(scorer, data: Path, flags: Path) -> dict:
+    res = scorer.score_synth(str(data), scorer.load_flags(str(flags)))
+    interval = {json.loads(line)["pipeline_id"]: float(json.loads(line)["interval_s"])
+                for line in open(data / "pipelines.jsonl")}
+    # late / missing delay in schedule intervals (the acceptance bar: under one)
+    late = [d["delay_s"] / interval[d["pipeline_id"]] for d in res["detail"]
+            if d["detected"] and d["type"] in ("late_run", "missing_run")]
+    res["late_delay_intervals"] = statistics.mean(late) if late else None
+    res["late_delay_intervals_max"] = max(late) if late else None
+    return res
+
+
+def line(name: str, res: dict, speed: dict | None = None) -> str:
+    d = res.get("mean_delay_h")
+    s = (f"{name:24s} P={res['precision']:.3f} R={res['recall']:.3f} F1={res['f1']:.3f} "
+         f"TP={res['tp']} FN={res['fn']} FP={res['fp_clusters']} mean delay {d:.2f} h" if d is not None else "")
+    if res.get("late_delay_intervals") is not None:
+        s += f", late/missing {res['late_delay_intervals']:.2f} intervals (max {res['late_delay_intervals_max']:.2f})"
+    if speed:
+        s += f"  | {speed['records'] / speed['detect_s']:,.0f} runs/s CPU"
+    return s
+
+
+def state_bytes(data: Path) -> dict[str, tuple[float, int]]:
+    """Mean and max JSON bytes per pipeline-metric detector after the whole split."""
+    suite = DetectorSuite()
+    for pid, spec in read_pipelines(open(data / "pipelines.jsonl", "rb"), 1.0).items():
+        suite.configure(pid, spec)
+    drive(suite, read_lines(open(data / "runs.jsonl", "rb")), InputFormat.RUNS)
+    sizes: dict[str, list[int]] = {}
+    for pid in suite.pipelines():
+        d = suite.to_json(pid)
+        parts = {**{f"metric:{m}": v for m, v in d["metrics"].items()}, "cadence": d["cadence"],
+                 "failures": d["failures"]}
+        for k, v in parts.items():
+            sizes.setdefault(k, []).append(len(json.dumps(v, separators=(",", ":"))))
+    return {k: (statistics.mean(v), max(v)) for k, v in sizes.items()}
+
+
+def nab_series(scorer, nab: Path, out: Path) -> None:
+    """The NAB CSVs as one time-ordered {"pipeline_id","ts_unix","value"} JSONL (pipeline_id = path under data/)."""
+    points = []
+    for cat in scorer.NAB_CATEGORIES:
+        for p in sorted(glob.glob(str(nab / "data" / cat / "*.csv"))):
+            rel = f"{cat}/{os.path.basename(p)}"
+            with open(p) as f:
+                points += [(scorer.parse_ts(r["timestamp"]), rel, float(r["value"])) for r in csv.DictReader(f)]
+    points.sort()
+    with open(out, "w") as f:
+        for t, rel, v in points:
+            f.write(json.dumps({"pipeline_id": rel, "ts_unix": t, "value": v}) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default=str(HERE.parent.parent / "shared" / "bench" / "anomaly"),
+                    help="the shared benchmark folder (score.py, data/dev, nab)")
+    ap.add_argument("--work", default=None, help="where flags and generated data go (default: a temp dir)")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--million", action="store_true")
+    a = ap.parse_args(argv)
+    bench = Path(a.bench)
+    sys.path.insert(0, str(bench))
+    import score as scorer  # the shared scorer, unchanged
+
+    work = Path(a.work or tempfile.mkdtemp(prefix="pipemon-anomaly-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dev = bench / "data" / "dev"
+
+    print("## dev split (297 anomaly events)")
+    for mode, decl in (("declared schedules", dev / "pipelines.jsonl"), ("learned schedules", None)):
+        flags = work / f"dev-{mode.split()[0]}.jsonl"
+        speed = detect(dev / "runs.jsonl", flags, decl)
+        res = synth(scorer, dev, flags)
+        print(line(f"dev, {mode}", res, speed))
+        print(f"{'':24s} reading+decoding {speed['parse_s']:.2f} s for {speed['records']:,.0f} runs "
+              f"(not in runs/s)")
+        for typ, v in res["by_type"].items():
+            md = v["mean_delay_h"]
+            print(f"    {typ:16s} n={v['events']:3d} recall={v['recall']:.3f} "
+                  f"mean delay={'n/a' if md is None else f'{md:.2f} h'}")
+
+    print("\n## state per pipeline-metric (JSON bytes, mean / max, after the dev split)")
+    for k, (mean, mx) in sorted(state_bytes(dev).items()):
+        print(f"    {k:18s} {mean:6.0f} / {mx:5d}")
+
+    print("\n## NAB subset (77 windows)")
+    series = work / "nab-series.jsonl"
+    nab_series(scorer, bench / "nab", series)
+    flags = work / "nab-flags.jsonl"
+    speed = detect(series, flags, fmt="series")
+    res = scorer.score_nab(str(bench / "nab"), scorer.load_flags(str(flags)))
+    print(line("NAB", res, speed) + "  NAB-style: " +
+          " ".join(f"{k}={v['normalized']:.1f}" for k, v in res["nab"].items()))
+
+    if a.sweep:
+        print("\n## sensitivity (dev declared / dev learned / NAB)")
+        print("| sensitivity | dev P | dev R | dev F1 | learned F1 | NAB F1 | NAB standard |")
+        print("|---|---|---|---|---|---|---|")
+        for s in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
+            detect(dev / "runs.jsonl", work / "sw.jsonl", dev / "pipelines.jsonl", sensitivity=s)
+            r = synth(scorer, dev, work / "sw.jsonl")
+            detect(dev / "runs.jsonl", work / "swl.jsonl", sensitivity=s)
+            rl = synth(scorer, dev, work / "swl.jsonl")
+            detect(series, work / "swn.jsonl", fmt="series", sensitivity=s)
+            rn = scorer.score_nab(str(bench / "nab"), scorer.load_flags(str(work / "swn.jsonl")))
+            print(f"| {s} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {rl['f1']:.3f} | "
+                  f"{rn['f1']:.3f} | {rn['nab']['standard']['normalized']:.1f} |")
+
+    if a.variants:
+        print("\n## generated variations (benchmarks/anomaly_gen.py, seed 1; declared / learned)")
+        for preset in PRESETS:
+            data = work / f"gen-{preset}"
+            if not (data / "runs.jsonl").exists():
+                subprocess.run([sys.executable, str(HERE / "anomaly_gen.py"), "--out", str(data), "--preset", preset],
+                               check=True, capture_output=True)
+            for mode, decl in (("declared", data / "pipelines.jsonl"), ("learned", None)):
+                flags = work / f"gen-{preset}-{mode}.jsonl"
+                speed = detect(data / "runs.jsonl", flags, decl)
+                print(line(f"{preset}, {mode}", synth(scorer, data, flags), speed))
+
+    if a.million:
+        data = work / "gen-million"
+        if not (data / "runs.jsonl").exists():
+            subprocess.run([sys.executable, str(HERE / "anomaly_gen.py"), "--out", str(data), "--preset", "base",
+                            "--pipelines", "1700", "--seed", "2"], check=True, capture_output=True)
+        for mode, decl in (("declared", data / "pipelines.jsonl"), ("learned", None)):
+            speed = detect(data / "runs.jsonl", work / "million-flags.jsonl", decl)
+            per_m = 1e6 / speed["records"]
+            print(f"\n## throughput, {speed['records']:,.0f} runs, {mode} schedules: detectors "
+                  f"{speed['detect_s'] * per_m:.1f} s CPU per 1M runs ({speed['records'] / speed['detect_s']:,.0f} "
+                  f"runs/s), reading+decoding JSON {speed['parse_s'] * per_m:.1f} s per 1M runs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""Runs the alerting engine (alerts, suppression, routing, grouping, escalation) inside the writer's
+transaction, and stores what it decided: alerts, and notifications in the outbox.
+
+The outbox row is written in the same transaction as the event that caused it, so a notification is
+neither lost (the event is acknowledged only after commit) nor invented (a rolled-back event leaves
+none). After commit the new notifications are handed to the deliverer directly (no polling delay); the
+deliverer also polls the outbox for retries and for what a previous process left behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+from sqlalchemy.engine import Connection
+
+from pipemon.config import Settings
+from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
+from pipemon.engine.dispatch import Dispatch, Outgoing
+from pipemon.engine.evaluator import Outcome
+from pipemon.engine.lineage import Lineage
+from pipemon.engine.matchers import parse_all
+from pipemon.engine.mute import Muter, Silence
+from pipemon.model import AlertState, Event, Notification, Severity
+from pipemon.store import alerting as store
+from pipemon.store import writes
+
+if TYPE_CHECKING:
+    from pipemon.evaluation import Evaluation
+    from pipemon.worker import Worker
+
+log = logging.getLogger(__name__)
+PAUSE_CHECK_S = 30.0
+RECEIVER_PIPELINE = "pipemon/receiver:{}"
+
+
+class Alerting:
+    def __init__(self, settings: Settings, evaluation: Evaluation) -> None:
+        self.settings = settings
+        self.evaluation = evaluation
+        self.worker: Worker | None = None
+        self.lineage = Lineage()
+        self.muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
+        self.book = AlertBook(settings, evaluation.engine, self.lineage, self.info)
+        self.dispatch = Dispatch(settings, self.muter)
+        self.resolved: dict[str, Alert] = {}       # resolved, still to be announced by a group flush
+        self.by_id: dict[int, str] = {}            # open alert id -> fingerprint
+        self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
+        self.on_notifications: list[Callable[[list[Notification]], None]] = []  # after commit
+        self._created: list[Notification] = []
+        self._last_pause_check = -1e18
+        self._dispatch_dirty = False
+        evaluation.loaders.append(self.load)
+        evaluation.sinks.append(self.sink)
+        evaluation.tickers.append(self.tick)
+        evaluation.event_hooks.append(self.on_events)
+        evaluation.committed.append(self.after_commit)
+
+    # --- context -----------------------------------------------------------------------------------------
+    def info(self, pipeline: str) -> PipelineInfo:
+        rec = self.worker.pipelines.get(pipeline) if self.worker else None
+        rule = self.settings.rule_for(pipeline)
+        ns = rec.namespace if rec else pipeline.rpartition("/")[0]
+        team = (rec.team if rec and rec.team else None) or (rule.team if rule and rule.team else None)
+        if pipeline.startswith("pipemon/receiver:"):
+            team = "pipemon"
+        return PipelineInfo(team=team or "unassigned", tier=rule.tier if rule else None,
+                            tags=dict(rule.tags) if rule else {}, namespace=ns,
+                            page_after_failures=rule.page_after_failures if rule else None)
+
+    def url(self, pipeline: str) -> str | None:
+        if not self.external_url:
+            return None
+        from urllib.parse import quote
+        return f"{self.external_url}/pipelines/{quote(pipeline, safe='')}"
+
+    def lookup(self, fp: str) -> Alert | None:
+        return self.book.open.get(fp) or self.resolved.get(fp)
+
+    # --- start-up ------------------------------------------------------------------------------------------
+    def load(self, conn: Connection, worker: Worker, now: float) -> None:
+        self.worker = worker
+        self.lineage = Lineage()
+        by_id = {rec.id: key for key, rec in worker.pipelines.items()}
+        for pid, ds, role in worker.lineage_edges():
+            if pid in by_id:
+                self.lineage.add(by_id[pid], ds, role)
+        for key in worker.pipelines:
+            rule = self.settings.rule_for(key)
+            if rule and rule.depends_on:
+                self.lineage.declare(key, rule.depends_on)
+        self.muter = Muter(self.settings.maintenance_windows, self.settings.inhibit_rules)
+        for r in store.load_silences(conn, since=now):
+            self.muter.silences[r.id] = _silence(r)
+        self.book = AlertBook(self.settings, self.evaluation.engine, self.lineage, self.info)
+        self.book.enrich = self._enrich
+        self.dispatch = Dispatch(self.settings, self.muter)
+        self.by_id = {}
+        for aid, body in store.load_open_alerts(conn):
+            a = Alert.from_json(body)
+            a.id = aid
+            self.book.open_alert(a.fingerprint, a)
+            self.by_id[aid] = a.fingerprint
+        blob = store.get_blob(conn, "dispatch")
+        if blob:
+            self.dispatch.load_json(blob)
+        self.resolved = {}
+        self._created = []
+        self._conn: Connection | None = conn
+
+    # --- the writer's hooks ----------------------------------------------------------------------------------
+    def on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            if not (ev.inputs or ev.outputs):
+                continue
+            top = ev.root or ev.parent
+            key = f"{top.namespace}/{top.name}" if top is not None else ev.pipeline
+            for ds in ev.inputs:
+                self.lineage.add(key, ds, "in")
+            for ds in ev.outputs:
+                self.lineage.add(key, ds, "out")
+
+    def sink(self, conn: Connection, out: Outcome, now: float) -> None:
+        if not out.signals:
+            return
+        self._conn = conn
+        for sig in out.signals:
+            self.book.on_signal(sig, now)
+        self._process(conn, now)
+
+    def tick(self, conn: Connection, now: float, out: Outcome) -> None:
+        self._conn = conn
+        self.book.tick(now)
+        if now - self._last_pause_check >= PAUSE_CHECK_S:
+            self._last_pause_check = now
+            self.refresh_paused(now, out)
+        self._process(conn, now)
+
+    def after_commit(self) -> None:
+        created, self._created = self._created, []
+        if created:
+            for fn in self.on_notifications:
+                fn(created)
+
+    def refresh_paused(self, now: float, out: Outcome) -> None:
+        """A pipeline that a silence or an active maintenance window covers is `paused`."""
+        if not self.muter.silences and not self.muter.windows:
+            for key, h in self.evaluation.engine.health.items():
+                if h.paused:
+                    self.evaluation.engine.set_paused(key, None, now, out)
+            return
+        for key in list(self.evaluation.engine.health):
+            info = self.info(key)
+            labels = {**info.tags, "team": info.team, "namespace": info.namespace, "pipeline": key,
+                      "tier": str(info.tier) if info.tier else ""}
+            self.evaluation.engine.set_paused(key, self.muter.quiet_reason(labels, now), now, out)
+
+    # --- deciding and storing -----------------------------------------------------------------------------
+    def _process(self, conn: Connection, now: float) -> None:
+        outgoing: list[Outgoing] = []
+        dirty: dict[str, Alert] = {}
+        for ch in self.book.take_changes():
+            a = ch.alert
+            if ch.what == "opened":
+                a.id = store.insert_alert(conn, a)
+                self.by_id[a.id] = a.fingerprint
+            elif ch.what == "resolved":
+                store.update_alerts(conn, [a])  # now: a new alert with this fingerprint may follow at once
+                self.by_id.pop(a.id, None)
+                dirty.pop(a.fingerprint, None)
+                if a.fingerprint in self.dispatch.placed:
+                    self.resolved[a.fingerprint] = a
+                outgoing += self.dispatch.on_resolved(a, now)
+                self._dispatch_dirty = True
+                continue
+            else:
+                dirty[a.fingerprint] = a
+            if ch.what == "acknowledged":
+                outgoing += self.dispatch.on_acknowledged(a, now)
+            if a.open:
+                if a.kind == "receiver_failing":
+                    self._place_default(a, now)
+                else:
+                    self.dispatch.place(a, now)
+                self._dispatch_dirty = True
+        if self.dispatch.due(now):
+            outgoing += self.dispatch.flush(now, self.lookup, lambda: list(self.book.open.values()))
+            self._dispatch_dirty = True
+        for o in outgoing:
+            for fp in o.fingerprints:
+                a = self.book.open.get(fp)
+                if a is not None and a.id is not None:
+                    dirty[fp] = a
+        store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
+        self._emit(conn, outgoing, now)
+        for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
+            del self.resolved[fp]
+        if self._dispatch_dirty:
+            store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
+            self._dispatch_dirty = False
+
+    def _place_default(self, a: Alert, now: float) -> None:
+        """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
+        self.dispatch.place(a, now, [self.dispatch.root])
+
+    def _emit(self, conn: Connection, outgoing: list[Outgoing], now: float) -> None:
+        for o in outgoing:
+            views = tuple(a.view(self.url(a.pipeline)) for fp in o.fingerprints if (a := self.lookup(fp)) is not None)
+            if not views:
+                continue
+            key = hashlib.blake2b("\x1f".join([o.receiver, o.group_key, o.action.value, repr(o.time),
+                                               *o.fingerprints]).encode(), digest_size=16).hexdigest()
+            n = Notification(id=0, receiver=o.receiver, action=o.action, group_key=o.group_key,
+                             group_labels=o.group_labels, alerts=views, time=o.time, key=key,
+                             external_url=self.external_url)
+            nid = store.insert_notification(conn, key=key, receiver=o.receiver, action=o.action.value,
+                                            group_key=o.group_key, teams=sorted({v.team for v in views}),
+                                            fingerprints=list(o.fingerprints),
+                                            body=msgspec.json.encode(n).decode(), now=now)
+            if nid is not None:
+                self._created.append(msgspec.structs.replace(n, id=nid))
+
+    def _enrich(self, a: Alert) -> None:
+        """A failure names its failing task and root error (from the roll-up of the run's task runs)."""
+        if a.kind != "failure" or a.run_id is None or self.worker is None or self._conn is None:
+            return
+        rec = self.worker.pipelines.get(a.pipeline)
+        if rec is None:
+            return
+        failed = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
+        failed = [t for t in failed if t.status.value in ("failed", "aborted")]
+        if failed:
+            first = min(failed, key=lambda t: t.ended_at or t.started_at)
+            a.failed_task = first.job
+            a.error = first.error_message or a.error
+        elif a.error is None:
+            h = self.evaluation.engine.health.get(a.pipeline)
+            a.error = h.last_error if h else None
+
+    # --- operators -------------------------------------------------------------------------------------------
+    def _open_by_id(self, alert_id: int) -> Alert:
+        fp = self.by_id.get(alert_id)
+        if fp is None or fp not in self.book.open:
+            from pipemon.errors import NotFound
+            raise NotFound(f"no open alert {alert_id}")
+        return self.book.open[fp]
+
+    def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float) -> Alert:
+        self._conn = conn
+        a = self.book.acknowledge(self._open_by_id(alert_id).fingerprint, by, now)
+        self._process(conn, now)
+        return a
+
+    def resolve(self, conn: Connection, alert_id: int, by: str, now: float) -> Alert:
+        self._conn = conn
+        a = self.book.resolve(self._open_by_id(alert_id).fingerprint, by, now)
+        self._process(conn, now)
+        return a
+
+    def add_silence(self, conn: Connection, matchers: list[str], starts_at: float, ends_at: float, created_by: str,
+                    comment: str, now: float) -> Silence:
+        parsed = parse_all(matchers)  # raises ValueError with a clear message
+        sid = store.insert_silence(conn, [str(m) for m in parsed], starts_at, ends_at, created_by, comment, now)
+        s = Silence(sid, parsed, starts_at, ends_at, created_by, comment)
+        self.muter.silences[sid] = s
+        self._refresh(conn, now)
+        return s
+
+    def expire_silence(self, conn: Connection, silence_id: int, now: float):
+        row = store.expire_silence(conn, silence_id, now)
+        self.muter.silences[silence_id] = _silence(row)
+        self._refresh(conn, now)
+        return row
+
+    def _refresh(self, conn: Connection, now: float) -> None:
+        out = Outcome()
+        self.refresh_paused(now, out)
+        self.evaluation.write(conn, out, now)
+
+    def receiver_status(self, conn: Connection, receiver: str, failing: bool, error: str, now: float) -> None:
+        """The deliverer reports a receiver that keeps failing, or that works again."""
+        self._conn = conn
+        pipeline = RECEIVER_PIPELINE.format(receiver)
+        fp = fingerprint(pipeline, "receiver_failing")
+        a = self.book.open.get(fp)
+        if failing and a is None:
+            a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind="receiver_failing",
+                      labels={"team": "pipemon", "namespace": "pipemon", "pipeline": pipeline,
+                              "kind": "receiver_failing", "severity": Severity.ERROR.value, "receiver": receiver},
+                      severity=Severity.ERROR, summary=f"notifications to receiver {receiver} keep failing",
+                      description=f"the last deliveries to {receiver} failed: {error}", started_at=now,
+                      last_seen=now, conditions={"delivery"})
+            self.book.open[fp] = a
+            self.book.changes.append(_change(a, "opened"))
+        elif not failing and a is not None and a.state is not AlertState.RESOLVED:
+            self.book.resolve(fp, "deliveries succeed again", now)
+        self._process(conn, now)
+
+
+def _change(a: Alert, what: str):
+    from pipemon.engine.alerts import Change
+    return Change(a, what)
+
+
+def _silence(row) -> Silence:
+    return Silence(row.id, parse_all(msgspec.json.decode(row.matchers)), row.starts_at, row.ends_at, row.created_by,
+                   row.comment)
+

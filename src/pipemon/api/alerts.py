@@ -1,0 +1,224 @@
+"""Alerts, silences, deliveries and the noise report over HTTP. Changes go through the writer thread."""
+from __future__ import annotations
+
+import asyncio
+import collections
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field, model_validator
+
+from pipemon.config import parse_duration
+from pipemon.errors import BadRequest
+from pipemon.ingest.common import iso
+from pipemon.model import AlertState
+from pipemon.store import alerting as store
+
+router = APIRouter(tags=["alerts"])
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_STATES = [s.value for s in AlertState]
+
+
+def alert_view(row) -> dict[str, Any]:
+    b = msgspec.json.decode(row.body)
+    return {"id": row.id, "fingerprint": b["fingerprint"], "pipeline": b["pipeline"], "team": b["team"],
+            "kind": b["kind"], "severity": b["severity"], "severity_reasons": b.get("severity_why", []),
+            "state": b["state"], "summary": b["summary"], "description": b["description"], "labels": b["labels"],
+            "started_at": iso(b["started_at"]), "last_seen": iso(b["last_seen"]), "occurrences": b["occurrences"],
+            "resolved_at": iso(b.get("resolved_at")), "resolved_by": b.get("resolved_by"),
+            "acknowledged_at": iso(b.get("acked_at")), "acknowledged_by": b.get("acked_by"),
+            "run_id": b.get("run_id"), "error": b.get("error"), "failed_task": b.get("failed_task"),
+            "root_cause": {"pipeline": b["root_pipeline"], "team": b.get("root_team")} if b.get("root_pipeline") else None,
+            "attached": b.get("root_cause") is not None, "notified": b.get("notified", {})}
+
+
+def _live_alert(pm, a) -> dict[str, Any]:
+    with pm.engine.connect() as conn:
+        row = store.get_alert(conn, a.id)
+    out = alert_view(row)
+    return out
+
+
+@router.get("/api/v1/alerts", summary="Alerts, newest first; filter by team, state, kind, pipeline")
+def list_alerts(request: Request, team: str | None = None,
+                state: Annotated[str | None, Query(description="comma-separated: firing, acknowledged, resolved")] = None,
+                kind: str | None = None, pipeline: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
+    states = [s.strip() for s in state.split(",") if s.strip()] if state else None
+    if states and any(s not in _STATES for s in states):
+        raise BadRequest(f"unknown alert state in {state!r}; expected some of {', '.join(_STATES)}")
+    pm = request.app.state.pm
+    with pm.engine.connect() as conn:
+        page = store.list_alerts(conn, team=team, states=states, kind=kind, pipeline=pipeline, limit=limit,
+                                 cursor=cursor)
+    return {"items": [alert_view(r) for r in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/api/v1/alerts/{alert_id}", summary="One alert")
+def get_alert(request: Request, alert_id: Id) -> dict[str, Any]:
+    with request.app.state.pm.engine.connect() as conn:
+        return alert_view(store.get_alert(conn, alert_id))
+
+
+class Who(BaseModel):
+    by: str = Field(default="api", min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=2000)
+
+
+@router.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge: stops escalation; receivers that were paged are told")
+async def ack(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
+    pm = request.app.state.pm
+    who = body or Who()
+    a = await asyncio.wrap_future(pm.worker.submit_call(
+        lambda conn, now: pm.alerting.acknowledge(conn, alert_id, who.by, now)))
+    return _live_alert(pm, a)
+
+
+@router.post("/api/v1/alerts/{alert_id}/resolve", summary="Resolve by hand (the receivers that were paged get the resolve)")
+async def resolve(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
+    pm = request.app.state.pm
+    who = body or Who()
+    a = await asyncio.wrap_future(pm.worker.submit_call(
+        lambda conn, now: pm.alerting.resolve(conn, alert_id, who.by, now)))
+    return _live_alert(pm, a)
+
+
+# --- silences -----------------------------------------------------------------------------------------------
+
+class NewSilence(BaseModel):
+    matchers: list[str] = Field(min_length=1, description='label matchers, e.g. ["team=\\"payments\\"", "kind=~\\"late|sla_miss\\""]')
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    duration: str | None = Field(default=None, description="instead of ends_at: 2h, 30m, 1d")
+    created_by: str = Field(min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _end(self) -> NewSilence:
+        if (self.ends_at is None) == (self.duration is None):
+            raise ValueError("give exactly one of ends_at and duration")
+        return self
+
+
+def silence_view(row, now: float) -> dict[str, Any]:
+    matchers = msgspec.json.decode(row.matchers) if isinstance(row.matchers, str) else [str(m) for m in row.matchers]
+    return {"id": row.id, "matchers": matchers, "starts_at": iso(row.starts_at), "ends_at": iso(row.ends_at),
+            "created_by": row.created_by, "comment": row.comment,
+            "state": "active" if row.starts_at <= now < row.ends_at else ("pending" if now < row.starts_at else "expired")}
+
+
+@router.post("/api/v1/silences", summary="Silence matching alerts (still recorded and visible, not notified)")
+async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
+    pm = request.app.state.pm
+
+    def add(conn, now):
+        start = body.starts_at.timestamp() if body.starts_at else now
+        try:
+            end = body.ends_at.timestamp() if body.ends_at else start + parse_duration(body.duration)
+        except ValueError as e:
+            raise BadRequest(f"duration: {e}") from None
+        if end <= start:
+            raise BadRequest("a silence must end after it starts")
+        try:
+            s = pm.alerting.add_silence(conn, body.matchers, start, end, body.created_by, body.comment, now)
+        except ValueError as e:
+            raise BadRequest(f"matchers: {e}") from None
+        return silence_view(s, now)
+
+    return await asyncio.wrap_future(pm.worker.submit_call(add))
+
+
+@router.get("/api/v1/silences", summary="Silences, newest first")
+def list_silences(request: Request, expired: bool = False) -> dict[str, Any]:
+    pm = request.app.state.pm
+    now = pm.clock.now()
+    with pm.engine.connect() as conn:
+        rows = store.load_silences(conn, since=None if expired else now)
+    return {"items": [silence_view(r, now) for r in rows]}
+
+
+@router.delete("/api/v1/silences/{silence_id}", summary="Expire a silence now")
+async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
+    pm = request.app.state.pm
+    return await asyncio.wrap_future(pm.worker.submit_call(
+        lambda conn, now: silence_view(pm.alerting.expire_silence(conn, silence_id, now), now)))
+
+
+# --- deliveries ---------------------------------------------------------------------------------------------
+
+@router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error")
+def list_notifications(request: Request, receiver: str | None = None,
+                       status: Annotated[str | None, Query(pattern="^(pending|sent|failed|dead)$")] = None,
+                       alert: Annotated[str | None, Query(description="an alert fingerprint")] = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
+    pm = request.app.state.pm
+    with pm.engine.connect() as conn:
+        page = store.list_notifications(conn, receiver=receiver, status=status, fingerprint=alert, limit=limit,
+                                        cursor=cursor)
+    items = []
+    for r in page.items:
+        body = msgspec.json.decode(r.body)
+        items.append({"id": r.id, "receiver": r.receiver, "action": r.action, "group_key": r.group_key,
+                      "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
+                      "created_at": iso(r.created_at), "sent_at": iso(r.sent_at),
+                      "alerts": [{"fingerprint": a["fingerprint"], "pipeline": a["pipeline"], "team": a["team"],
+                                  "kind": a["kind"], "severity": a["severity"]} for a in body["alerts"]]})
+    return {"items": items, "next_cursor": page.next_cursor}
+
+
+@router.post("/api/v1/receivers/{name}/test", summary="Send a test notification to a receiver, now")
+async def test_receiver(request: Request, name: str) -> dict[str, Any]:
+    pm = request.app.state.pm
+    if pm.deliverer is None or name not in pm.deliverer.receivers:
+        from pipemon.errors import NotFound
+        raise NotFound(f"no receiver named {name!r}")
+    from pipemon.notify import TransportError
+    from pipemon.notify.testing import test_notifications
+    try:
+        for n in test_notifications(name, pm.clock.now(), pm.alerting.external_url):
+            await asyncio.to_thread(pm.deliverer.send_now, n)
+    except TransportError as e:  # reported to the caller: that is what the command is for
+        return {"receiver": name, "ok": False, "error": str(e)}
+    return {"receiver": name, "ok": True, "error": None}
+
+
+# --- the noise report ---------------------------------------------------------------------------------------
+
+@router.get("/api/v1/reports/noise", summary="On-call load: notifications per team and receiver per week, the "
+                                              "noisiest pipelines, time to acknowledge and to resolve")
+def noise(request: Request, weeks: Annotated[int, Query(ge=1, le=52)] = 4) -> dict[str, Any]:
+    pm = request.app.state.pm
+    now = pm.clock.now()
+    since = now - weeks * 7 * 86400
+    with pm.engine.connect() as conn:
+        notes = store.notification_stats(conn, since)
+        alerts = store.alerts_since(conn, since)
+    return noise_report(notes, alerts)
+
+
+def week_of(t: float) -> str:
+    y, w, _ = datetime.fromtimestamp(t, timezone.utc).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def noise_report(notes, alerts) -> dict[str, Any]:
+    per_team: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    per_receiver: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for n in notes:
+        if n.action not in ("trigger", "escalate", "repeat"):
+            continue
+        wk = week_of(n.created_at)
+        per_receiver[n.receiver][wk] += 1
+        for t in msgspec.json.decode(n.teams):
+            per_team[t][wk] += 1
+    noisy = collections.Counter(a.pipeline for a in alerts)
+    tta = [a.acked_at - a.started_at for a in alerts if a.acked_at]
+    ttr = [a.resolved_at - a.started_at for a in alerts if a.resolved_at]
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    return {"notifications_per_team_per_week": {t: dict(sorted(c.items())) for t, c in sorted(per_team.items())},
+            "notifications_per_receiver_per_week": {r: dict(sorted(c.items())) for r, c in sorted(per_receiver.items())},
+            "noisiest_pipelines": [{"pipeline": p, "alerts": n} for p, n in noisy.most_common(10)],
+            "alerts": len(alerts),
+            "median_time_to_acknowledge_s": med(tta), "median_time_to_resolve_s": med(ttr)}

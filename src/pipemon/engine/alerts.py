@@ -1,0 +1,336 @@
+"""Alerts: conditions become alerts with a stable fingerprint and a lifecycle (firing -> acknowledged ->
+resolved). One open alert per fingerprint (pipeline + kind [+ metric]); repeats of the condition only bump
+its occurrences and last-seen time; it resolves when every condition behind it has cleared.
+
+Dependency-aware suppression (beyond Alertmanager): a `late`, `sla_miss` or `volume_anomaly` alert whose
+pipeline has an upstream (any number of hops, through datasets or `depends_on`) with an open `failure` or
+`late` alert is *attached* to that root cause instead of paging. When a root cause opens, each other team
+owning pipelines downstream of it gets one `upstream_failure` notice. When the root cause resolves, every
+attached alert and notice resolves, and each downstream pipeline is held for a fresh grace period (its
+usual run duration plus its schedule's grace) before its own lateness may page: it is waiting for the
+upstream's new data, not broken. Pure: no I/O; time passed in.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipemon.config import Settings
+from pipemon.engine.evaluator import Evaluator, Signal, SignalType
+from pipemon.engine.lineage import Lineage
+from pipemon.engine.severity import Impact, severity
+from pipemon.model import AlertState, AlertView, Severity
+
+ROOT_KINDS = frozenset({"failure", "late"})
+ATTACHABLE = frozenset({"late", "sla_miss", "volume_anomaly"})
+METRIC_KINDS = frozenset({"duration_anomaly", "volume_anomaly", "schema_change"})
+UPSTREAM_FAILURE = "upstream_failure"
+
+
+def fingerprint(pipeline: str, kind: str, metric: str = "") -> str:
+    return hashlib.blake2b(f"{pipeline}\x1f{kind}\x1f{metric}".encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    team: str
+    tier: int | None
+    tags: dict[str, str]
+    namespace: str
+    page_after_failures: int | None = None
+
+
+@dataclass
+class Alert:
+    fingerprint: str
+    pipeline: str
+    team: str
+    kind: str
+    labels: dict[str, str]
+    severity: Severity
+    summary: str
+    description: str
+    started_at: float
+    last_seen: float
+    state: AlertState = AlertState.FIRING
+    occurrences: int = 1
+    conditions: set[str] = field(default_factory=set)
+    run_id: str | None = None
+    error: str | None = None
+    failed_task: str | None = None
+    score: float = 0.0
+    severity_why: list[str] = field(default_factory=list)
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    acked_at: float | None = None
+    acked_by: str | None = None
+    root_cause: str | None = None          # fingerprint of the root-cause alert this one is attached to
+    root_pipeline: str | None = None
+    root_team: str | None = None
+    held_until: float | None = None        # not notified before (upstream recovering)
+    page_after: int | None = None          # a failure pages from this many consecutive failures on
+    notified: dict[str, str] = field(default_factory=dict)   # receiver -> last action sent
+    id: int | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state is not AlertState.RESOLVED
+
+    def held(self, now: float) -> str | None:
+        """Why this alert is not to be notified now (it is still recorded and visible)."""
+        if self.root_cause is not None:
+            return f"attached to the upstream failure of {self.root_pipeline}"
+        if self.held_until is not None and now < self.held_until:
+            return f"waiting for {self.root_pipeline or 'the upstream'}'s new data"
+        if self.kind == "failure" and self.page_after and self.occurrences < self.page_after:
+            return f"{self.occurrences} of {self.page_after} consecutive failures before paging"
+        return None
+
+    def view(self, url: str | None = None) -> AlertView:
+        return AlertView(fingerprint=self.fingerprint, pipeline=self.pipeline, team=self.team, kind=self.kind,
+                         severity=self.severity, state=self.state, summary=self.summary,
+                         description=self.description, labels=dict(self.labels), started_at=self.started_at,
+                         last_seen=self.last_seen, occurrences=self.occurrences, resolved_at=self.resolved_at,
+                         run_id=self.run_id, error=self.error, failed_task=self.failed_task,
+                         root_cause=self.root_pipeline, root_cause_team=self.root_team, url=url)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["severity"] = self.severity.value
+        d["state"] = self.state.value
+        d["conditions"] = sorted(self.conditions)
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Alert:
+        d = dict(d)
+        d["severity"] = Severity(d["severity"])
+        d["state"] = AlertState(d["state"])
+        d["conditions"] = set(d["conditions"])
+        return Alert(**d)
+
+
+@dataclass
+class Change:
+    alert: Alert
+    what: str     # opened | updated | resolved | acknowledged
+
+
+class AlertBook:
+    """The open alerts, kept current from the evaluator's signals."""
+
+    def __init__(self, settings: Settings, evaluator: Evaluator, lineage: Lineage,
+                 info: Callable[[str], PipelineInfo]) -> None:
+        self.settings = settings
+        self.ev = evaluator
+        self.lineage = lineage
+        self.info = info
+        self.open: dict[str, Alert] = {}
+        self.holdoff: dict[str, tuple[float, str, str]] = {}   # pipeline -> (until, root pipeline, root team)
+        self.changes: list[Change] = []
+        # Enrichment the adapter provides (e.g. the failing task of a run, looked up in the store).
+        self.enrich: Callable[[Alert], None] = lambda a: None
+
+    def take_changes(self) -> list[Change]:
+        out, self.changes = self.changes, []
+        return out
+
+    # --- signals ------------------------------------------------------------------------------------------
+    def on_signal(self, sig: Signal, now: float) -> None:
+        kind = sig.kind.value
+        metric = sig.key.split(":", 1)[1] if kind in METRIC_KINDS else ""
+        fp = fingerprint(sig.pipeline, kind, metric)
+        a = self.open.get(fp)
+        if sig.type is SignalType.CLOSED:
+            if a is not None:
+                a.conditions.discard(sig.key)
+                if not a.conditions:
+                    self._resolve(a, now, "condition cleared")
+            return
+        if a is None:
+            a = self._new(fp, sig, kind, metric, now)
+            self.open[fp] = a
+            a.conditions.add(sig.key)
+            self._attach(a, now)
+            self.changes.append(Change(a, "opened"))
+            if kind in ROOT_KINDS and a.root_cause is None:
+                self._notify_downstream(a, now)
+            return
+        a.conditions.add(sig.key)
+        a.occurrences += 1
+        a.last_seen = now
+        a.description = sig.text
+        a.summary = _summary(sig.pipeline, kind, sig.text)
+        a.score = max(a.score, sig.score)
+        if sig.run_id:
+            a.run_id = sig.run_id
+        self._rate(a, now)
+        self.enrich(a)
+        self.changes.append(Change(a, "updated"))
+
+    def _new(self, fp: str, sig: Signal, kind: str, metric: str, now: float) -> Alert:
+        info = self.info(sig.pipeline)
+        labels = {**info.tags, "team": info.team, "namespace": info.namespace, "pipeline": sig.pipeline,
+                  "kind": kind, "tier": str(info.tier) if info.tier else ""}
+        if metric:
+            labels["metric"] = metric
+        a = Alert(fingerprint=fp, pipeline=sig.pipeline, team=info.team, kind=kind, labels=labels,
+                  severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text), description=sig.text,
+                  started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
+                  page_after=info.page_after_failures)
+        if kind == "failure":
+            a.error = self.ev.health[sig.pipeline].last_error if sig.pipeline in self.ev.health else None
+        hold = self.holdoff.get(sig.pipeline)
+        if hold is not None and kind in ATTACHABLE and now < hold[0]:
+            a.held_until, a.root_pipeline, a.root_team = hold
+        self._rate(a, now)
+        self.enrich(a)
+        return a
+
+    def _rate(self, a: Alert, now: float) -> None:
+        down = self.lineage.descendants(a.pipeline) if a.kind in ROOT_KINDS else {}
+        teams = {self.info(p).team for p in down} - {a.team}
+        sev, why = severity(a.kind, Impact(tier=self.info(a.pipeline).tier, score=a.score,
+                                           downstream_pipelines=len(down), downstream_teams=len(teams),
+                                           age_s=now - a.started_at), self.settings.alerting.warning_escalates_after)
+        a.severity_why = why
+        if sev is not a.severity:
+            a.severity = sev
+            a.labels["severity"] = sev.value
+            return
+        a.labels["severity"] = sev.value
+
+    # --- dependency-aware suppression --------------------------------------------------------------------
+    def _root_for(self, pipeline: str) -> Alert | None:
+        """The nearest upstream alert that can explain this pipeline's trouble, followed to its root."""
+        best: tuple[int, Alert] | None = None
+        for up, depth in self.lineage.ancestors(pipeline).items():
+            for kind in ROOT_KINDS:
+                a = self.open.get(fingerprint(up, kind))
+                if a is not None and (best is None or depth < best[0]):
+                    best = (depth, a)
+        if best is None:
+            return None
+        root = best[1]
+        while root.root_cause is not None and root.root_cause in self.open:
+            root = self.open[root.root_cause]
+        return root
+
+    def _attach(self, a: Alert, now: float) -> None:
+        if a.kind not in ATTACHABLE:
+            return
+        root = self._root_for(a.pipeline)
+        if root is not None:
+            a.root_cause, a.root_pipeline, a.root_team = root.fingerprint, root.pipeline, root.team
+            a.held_until = None
+
+    def _notify_downstream(self, root: Alert, now: float) -> None:
+        """One upstream_failure notice per other team owning pipelines downstream of the root cause."""
+        down = self.lineage.descendants(root.pipeline)
+        by_team: dict[str, list[str]] = {}
+        for p in down:
+            by_team.setdefault(self.info(p).team, []).append(p)
+        for team, pipes in sorted(by_team.items()):
+            if team == root.team:
+                continue
+            fp = fingerprint(root.pipeline, UPSTREAM_FAILURE, team)
+            if fp in self.open:
+                continue
+            pipes.sort()
+            shown = ", ".join(pipes[:10]) + (f" and {len(pipes) - 10} more" if len(pipes) > 10 else "")
+            what = "failed" if root.kind == "failure" else "is late"
+            notice = Alert(
+                fingerprint=fp, pipeline=root.pipeline, team=team, kind=UPSTREAM_FAILURE,
+                labels={"team": team, "namespace": self.info(root.pipeline).namespace, "pipeline": root.pipeline,
+                        "kind": UPSTREAM_FAILURE, "severity": Severity.INFO.value, "root_team": root.team},
+                severity=Severity.INFO,
+                summary=f"upstream {root.pipeline} (team {root.team}) {what}: {len(pipes)} of your pipelines depend on it",
+                description=(f"{root.pipeline}, owned by team {root.team}, {what}: {root.description}. "
+                             f"Your pipelines downstream of it: {shown}. They may run late or with partial data; "
+                             f"team {root.team} has been paged and you will not be paged for their lateness "
+                             "while it is broken."),
+                started_at=now, last_seen=now, root_cause=None, root_pipeline=root.pipeline, root_team=root.team,
+                conditions={f"root:{root.fingerprint}"})
+            notice.severity_why = ["upstream_failure is info"]
+            self.open[fp] = notice
+            self.changes.append(Change(notice, "opened"))
+
+    def _resolve(self, a: Alert, now: float, why: str) -> None:
+        a.state = AlertState.RESOLVED
+        a.resolved_at = now
+        a.resolved_by = why
+        a.last_seen = now
+        del self.open[a.fingerprint]
+        self.changes.append(Change(a, "resolved"))
+        if a.kind in ROOT_KINDS and a.root_cause is None:
+            self._root_resolved(a, now)
+
+    def _root_resolved(self, root: Alert, now: float) -> None:
+        for other in [o for o in self.open.values() if o.root_cause == root.fingerprint
+                      or (o.kind == UPSTREAM_FAILURE and f"root:{root.fingerprint}" in o.conditions)]:
+            self._resolve(other, now, f"upstream {root.pipeline} recovered")
+        for p in self.lineage.descendants(root.pipeline):
+            self.holdoff[p] = (now + self._fresh_grace(p), root.pipeline, root.team)
+
+    def _fresh_grace(self, pipeline: str) -> float:
+        """Its usual run duration plus its schedule's grace: time to get the upstream's new data through."""
+        h = self.ev.health.get(pipeline)
+        usual = sorted(h.durations)[len(h.durations) // 2] if h is not None and h.durations else 0.0
+        sched = self.ev.detect.schedule(pipeline)
+        grace = sched.grace() if sched is not None else 3600.0
+        return usual + grace
+
+    # --- the clock -------------------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Holds that ended, and severity that grows with age."""
+        for p, (until, root_p, root_t) in list(self.holdoff.items()):
+            if now < until:
+                continue
+            del self.holdoff[p]
+            h = self.ev.health.get(p)
+            if h is None:
+                continue
+            for key, c in h.conditions.items():  # still late after its fresh grace: now it pages
+                if c.kind.value in ATTACHABLE:
+                    metric = key.split(":", 1)[1] if c.kind.value in METRIC_KINDS else ""
+                    fp = fingerprint(p, c.kind.value, metric)
+                    a = self.open.get(fp)
+                    if a is None:
+                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id), now)
+                    elif a.held_until is not None:
+                        a.held_until = None
+                        self.changes.append(Change(a, "updated"))
+        for a in self.open.values():
+            if a.severity is Severity.WARNING and now - a.started_at >= self.settings.alerting.warning_escalates_after:
+                self._rate(a, now)
+                self.changes.append(Change(a, "updated"))
+
+    # --- operators -----------------------------------------------------------------------------------------
+    def acknowledge(self, fp: str, by: str, now: float) -> Alert:
+        a = self.open[fp]
+        if a.state is AlertState.FIRING:
+            a.state = AlertState.ACKNOWLEDGED
+            a.acked_at, a.acked_by = now, by
+            self.changes.append(Change(a, "acknowledged"))
+        return a
+
+    def resolve(self, fp: str, by: str, now: float) -> Alert:
+        a = self.open[fp]
+        self._resolve(a, now, f"resolved by {by}")
+        return a
+
+    def open_alert(self, fp: str, a: Alert) -> None:
+        """Restore an open alert from the store (start-up)."""
+        self.open[fp] = a
+
+
+def _summary(pipeline: str, kind: str, text: str) -> str:
+    what = {"failure": "failed", "late": "is late", "sla_miss": "missed its SLA", "running_long": "is running long",
+            "duration_anomaly": "unusual duration", "volume_anomaly": "unusual volume",
+            "failure_rate": "failure burst", "schema_change": "schema changed", "extra_run": "unexpected extra run",
+            }.get(kind, kind)
+    text = " ".join(text.split())
+    return f"{pipeline} {what}: {text[:160]}" if text else f"{pipeline} {what}"
+

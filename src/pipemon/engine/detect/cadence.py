@@ -1,0 +1,324 @@
+"""Late, missing and extra runs against the declared or learned schedule, raised by the clock.
+
+Each run start is matched to a slot: the latest slot at or before `start + early tolerance` (10 %
+of an interval, so a run may start a little early but a very late run is still the late run, not
+an early next one). A slot is watched until its deadline (slot + grace); if no run has started by
+then, `on_due` raises LATE (or MISSING when the previous slot went unserved too) exactly once for
+that slot. A late run that arrives afterwards just fulfils its slot: no second finding. A pipeline
+that stays silent is reported at about 1, 2, 4, 8 ... missed runs in a row, and watched at the
+same doubling pace, so a dead pipeline costs nothing per slot.
+A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
+not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
+
+Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
+the same offset, the schedule is re-phased by that offset instead of alarming on forever.
+Without a declared schedule one is learned (engine.schedule.ScheduleLearner): nothing is raised
+until it is, and it is re-learned every 32 starts, after a move, or when the weekday mask changes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipemon.engine.detect import explain
+from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
+from pipemon.engine.schedule import GRACE_K, Calendar, Schedule, ScheduleLearner, ScheduleSource
+
+_SHIFT_RUNS = 3
+_RELEARN_EVERY = 32  # starts, and ...
+_RELEARN_AFTER_S = 7 * 86400.0  # ... time, between routine re-learns (a move or trouble re-learns at once)
+_LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
+_WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
+
+
+class CadenceDetector:
+    __slots__ = (
+        "_watch",
+        "_watch_dl",
+        "_watch_ok",
+        "_watch_sens",
+        "covered",
+        "dows",
+        "extra_slot",
+        "fulfilled",
+        "last_failed",
+        "last_start",
+        "learned_at",
+        "learner",
+        "miss_from",
+        "misses",
+        "rephase_next",
+        "schedule",
+        "shift_buf",
+        "since_learn",
+        "sleep_until",
+    )
+
+    def __init__(self, schedule: Schedule | None = None) -> None:
+        self.schedule = schedule
+        self.learner = ScheduleLearner() if schedule is None else None
+        self.fulfilled: float | None = None  # the latest slot that got its run
+        self.covered: float | None = None  # the latest slot dealt with (served, alarmed or skipped)
+        self.misses = 0  # consecutive unserved slots
+        self.miss_from = 0.0
+        self.extra_slot: float | None = None
+        self.shift_buf: list[float] = []
+        self.last_start: float | None = None
+        self.last_failed = False
+        self.since_learn = 0
+        self.learned_at = -math.inf
+        self.dows = 0  # the learner's weekday mask when the schedule was last learned
+        self.rephase_next = False  # operator said EXPECTED: the next start sets the phase
+        self.sleep_until = 0.0  # a silent pipeline is looked at again only then
+        self._watch_ok = False  # cache: the slot after `covered` (None: there is none) and its deadline
+        self._watch: float | None = None
+        self._watch_dl: float | None = None
+        self._watch_sens = 0.0
+
+    def _cover(self, slot: float | None) -> None:
+        self.covered = slot
+        self._watch_ok = False
+
+    # ------------------------------------------------------------------------------- run starts
+    def on_start(self, pipeline_id: str, run_id: str | None, t: float) -> Finding | None:
+        self.last_start = t
+        if self.learner is not None:
+            self._learn(t)
+        sch = self.schedule
+        if sch is None:
+            return None
+        if self.rephase_next or (self.fulfilled is None and self.covered is None and sch.calendar.every_s
+                                 and sch.source is ScheduleSource.DECLARED and not sch.offset_s):
+            # EXPECTED feedback asked for it, or a declared "every N s" meets its first run: its phase
+            self.rephase_next = False
+            sch.shift(self._offset(sch, t))
+            self.fulfilled = None
+            self._cover(None)
+        early = t + sch.early_tolerance()
+        cov, watch = self.covered, self._watch
+        # the common cases need no calendar walk: the run is for the watched slot, or the covered one
+        if self._watch_ok and watch is not None and watch <= early < watch + sch.calendar.min_gap:
+            slot: float | None = watch
+        elif self._watch_ok and cov is not None and cov <= early and (watch is None or watch > early):
+            slot = cov
+        else:
+            slot = sch.prev_expected(early)
+        if slot is None:
+            return None
+        if self.fulfilled is None or slot > self.fulfilled:
+            lag = t - slot
+            self.fulfilled = slot
+            if self.covered is None or slot > self.covered:
+                self._cover(slot)
+            self.misses = 0
+            self.sleep_until = 0.0
+            self.last_failed = False
+            if lag <= sch.grace():
+                sch.observe_lag(lag)
+                self._watch_ok = False  # the grace moved
+                self.shift_buf.clear()
+            else:
+                self._maybe_moved(t)
+            return None
+        if self.last_failed:  # a retry of the slot's failed run
+            self.last_failed = False
+            return None
+        if self._maybe_moved(t) or self.extra_slot == slot:
+            return None
+        self.extra_slot = slot
+        nxt = sch.next_expected(slot)
+        return Finding(
+            pipeline_id, FindingKind.EXTRA_RUN, "schedule", t, run_id, t, slot, None, nxt, ALARM_SCORE,
+            Direction.HIGH,
+            f"extra run at {explain.clock(t)}: the {explain.clock(slot)} run already started "
+            f"({sch.describe()}); next expected {explain.clock(nxt) if nxt else 'never'}")
+
+    def on_finish(self, failed: bool) -> None:
+        self.last_failed = failed
+
+    @staticmethod
+    def _offset(sch: Schedule, t: float) -> float:
+        """t relative to its nearest slot, early (< 0) or late (> 0)."""
+        a, b = sch.prev_expected(t), sch.next_expected(t)
+        if a is None or b is None:
+            return 0.0
+        return t - a if t - a <= b - t else t - b
+
+    def _maybe_moved(self, t: float) -> bool:
+        """Off-slot starts: after _SHIFT_RUNS of them at about the same offset, re-phase."""
+        sch = self.schedule
+        assert sch is not None
+        buf = self.shift_buf
+        buf.append(self._offset(sch, t))
+        if len(buf) > _SHIFT_RUNS:
+            del buf[0]
+        if len(buf) < _SHIFT_RUNS:
+            return False
+        if max(buf) - min(buf) > max(0.1 * sch.interval_s, 2 * sch.grace()):
+            self.learned_at = -math.inf  # off-slot starts that are no move: the calendar may be wrong
+            return False
+        sch.shift(sorted(buf)[len(buf) // 2])
+        buf.clear()
+        self.fulfilled = sch.prev_expected(t + sch.early_tolerance())
+        self._cover(self.fulfilled)
+        self.misses = 0
+        self.extra_slot = None
+        if self.learner is not None:  # learn the new times from the starts after the move only
+            del self.learner.starts[:-_SHIFT_RUNS]
+        return True
+
+    def _learn(self, t: float) -> None:
+        lr = self.learner
+        assert lr is not None
+        new_day = lr.observe(t)
+        self.since_learn += 1
+        if self.schedule is None:
+            due = self.since_learn >= _LEARN_TRY_EVERY
+        else:
+            due = (self.since_learn >= _RELEARN_EVERY and t - self.learned_at >= _RELEARN_AFTER_S) or (
+                new_day and lr.active_dows() != self.dows)
+        if not due:
+            return
+        self.since_learn, self.learned_at = 0, t
+        self.dows = lr.active_dows()
+        cal = lr.infer()
+        old = self.schedule
+        if cal is None or (old is not None and not old.offset_s and _same(old.calendar, cal, old.early_tolerance())):
+            return
+        if not lr.explains(cal):
+            return
+        new = Schedule(cal, ScheduleSource.LEARNED, cal.typical_interval(t))
+        if old is not None:
+            new.lag_loc, new.lag_dev, new.lag_n = old.lag_loc, old.lag_dev, old.lag_n
+        self.schedule = new
+        self.fulfilled = None  # this start anchors the new calendar
+        self._cover(None)
+        self.shift_buf.clear()
+
+    # ----------------------------------------------------------------------------- the clock
+    def due(self, sensitivity: float) -> float | None:
+        """When the next unserved slot becomes late (for the suite's timer heap). Cached."""
+        sch = self.schedule
+        if sch is None or self.covered is None:
+            return None
+        if not self._watch_ok or self._watch_sens != sensitivity:
+            self._watch = sch.next_expected(self.covered)
+            self._watch_dl = None if self._watch is None else sch.deadline(self._watch, sensitivity)
+            self._watch_ok, self._watch_sens = True, sensitivity
+        dl = self._watch_dl
+        return dl if dl is None or dl >= self.sleep_until else self.sleep_until
+
+    def on_due(self, pipeline_id: str, now: float, sensitivity: float, running: bool) -> list[Finding]:
+        """Every slot whose deadline passed by `now` without a run: one LATE / MISSING finding when the
+        count of missed runs in a row reaches 1, 2, 4, 8 ..."""
+        sch = self.schedule
+        dl = self.due(sensitivity)
+        if sch is None or dl is None or dl > now:
+            return []
+        first = self._watch
+        assert first is not None
+        last, n = first, 1  # the last due slot, and how many are due
+        while n <= _WALK:
+            nxt = sch.next_expected(last)
+            if nxt is None or sch.deadline(nxt, sensitivity) > now:
+                break
+            last, n = nxt, n + 1
+        else:  # many due: the clock jumped or the pipeline is long dead; estimate the rest
+            tail = sch.prev_expected(now - sch.grace(sensitivity))
+            if tail is not None and tail > last:
+                n += round((tail - last) / sch.interval_s)
+                last = tail
+        self._cover(last)
+        if running:
+            return []
+        before = self.misses
+        if before == 0:
+            self.miss_from = first
+        self.misses = before + n
+        if self.misses >= 2:  # silent for a while: look again when the silence has doubled
+            self.sleep_until = now + (now - self.miss_from)
+        if before and before.bit_length() == self.misses.bit_length():
+            return []  # no new power of two reached
+        return [self._missed(pipeline_id, last, now, sensitivity)]
+
+    def _missed(self, pipeline_id: str, slot: float, now: float, sensitivity: float) -> Finding:
+        sch = self.schedule
+        assert sch is not None
+        score = max(ALARM_SCORE * sch.lateness_score(now - self.miss_from) / GRACE_K, ALARM_SCORE / sensitivity)
+        usual = explain.duration(max(sch.lag_loc, 0.0)) if sch.lag_n else "n/a"
+        if self.misses == 1:
+            kind = FindingKind.LATE
+            text = (f"no run yet for the {explain.clock(slot, True)} slot ({sch.describe()}): "
+                    f"{explain.duration(now - slot)} late, usually starts {usual} after the slot")
+        else:
+            kind = FindingKind.MISSING
+            text = (f"{self.misses} expected runs missed in a row since {explain.clock(self.miss_from, True)} "
+                    f"({sch.describe()})")
+        return Finding(pipeline_id, kind, "schedule", now, None, now - slot, sch.lag_loc, None,
+                       sch.grace(sensitivity), score, Direction.HIGH, text)
+
+    # -------------------------------------------------------------------------------- feedback
+    def accept_current(self) -> None:
+        """EXPECTED: the run times seen lately are the new normal. A declared schedule moves to the
+        last off-slot start at once (or to the next start); a learned one is re-learned from the
+        coming starts."""
+        self.misses, self.sleep_until = 0, 0.0
+        sch, buf = self.schedule, self.shift_buf
+        if self.learner is not None:
+            self.schedule = None
+            del self.learner.starts[:]
+            self.since_learn = 0
+        elif sch is not None and buf and self.last_start is not None:
+            sch.shift(buf[-1])  # the last start is on its slot now
+            self.fulfilled = sch.prev_expected(self.last_start + sch.early_tolerance())
+            self._cover(self.fulfilled)
+        else:
+            self.rephase_next = True
+        buf.clear()
+
+    # ------------------------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ful": self.fulfilled, "cov": self.covered, "last": self.last_start}
+        if self.schedule is not None:
+            d["sch"] = self.schedule.to_json()
+        if self.learner is not None:
+            d["learner"] = self.learner.to_json()
+            d["since"], d["dows"] = self.since_learn, self.dows
+            d["learned_at"] = self.learned_at if math.isfinite(self.learned_at) else None
+        if self.misses:
+            d["miss"] = [self.misses, self.miss_from, self.sleep_until]
+        if self.extra_slot is not None:
+            d["extra"] = self.extra_slot
+        if self.shift_buf:
+            d["shift"] = self.shift_buf
+        if self.last_failed:
+            d["failed"] = True
+        if self.rephase_next:
+            d["rephase"] = True
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> CadenceDetector:
+        c = CadenceDetector(Schedule.from_json(d["sch"]) if "sch" in d else None)
+        if "learner" in d:
+            c.learner = ScheduleLearner.from_json(d["learner"])
+            c.since_learn, c.dows = d["since"], d["dows"]
+            c.learned_at = -math.inf if d["learned_at"] is None else d["learned_at"]
+        else:
+            c.learner = None
+        c.fulfilled, c.covered, c.last_start = d["ful"], d["cov"], d["last"]
+        c.misses, c.miss_from, c.sleep_until = d.get("miss", [0, 0.0, 0.0])
+        c.extra_slot = d.get("extra")
+        c.shift_buf = list(d.get("shift", []))
+        c.last_failed = bool(d.get("failed", False))
+        c.rephase_next = bool(d.get("rephase", False))
+        return c
+
+
+def _same(a: Calendar, b: Calendar, tol: float) -> bool:
+    """The same calendar up to a phase wobble smaller than tol (re-learning must not churn)."""
+    if (a.dows, a.doms, a.every_s > 0, len(a.times)) != (b.dows, b.doms, b.every_s > 0, len(b.times)):
+        return False
+    if a.every_s:
+        return abs(a.every_s - b.every_s) < 1e-6 * a.every_s and abs((a.anchor - b.anchor) % a.every_s) < tol
+    return all(abs(x - y) < tol for x, y in zip(a.times, b.times))

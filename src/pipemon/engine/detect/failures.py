@@ -1,0 +1,88 @@
+"""Failure bursts: more consecutive failures than the pipeline's own failure rate makes plausible.
+
+The rate p is a forgetful count (memory ~200 runs) with a prior of 1 failure in 40 runs, so a
+pipeline that never failed is not certain never to fail. A streak of k failures has probability
+p**k under that rate; the score is its z-like equivalent, ALARM_SCORE * sqrt(ln P / ln ALPHA) with
+ALPHA = 1e-4, so the default alarm needs P <= 1e-4: 2 in a row at p <= 1 %, 3 at <= 4.6 %, 6 at 20 %. An
+isolated failure is never an anomaly, at any sensitivity: a burst is at least MIN_STREAK (2) failures. One finding per streak; the failures of
+a flagged streak are kept out of the rate, unless the operator says it is EXPECTED.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
+
+ALPHA = 1e-4
+MIN_RUNS = 20
+MIN_STREAK = 2
+_KEEP = 1.0 - 1.0 / 200.0
+_PRIOR_FAIL, _PRIOR_RUNS = 0.5, 20.0
+_QUIET, _FLAGGED, _ACCEPTED = 0, 1, 2  # the current streak's state
+
+
+class FailureRate:
+    __slots__ = ("fails", "held", "n", "runs", "state", "streak")
+
+    def __init__(self) -> None:
+        self.fails = 0.0  # forgetful counts
+        self.runs = 0.0
+        self.n = 0  # runs seen (for cold start)
+        self.streak = 0  # consecutive failures up to now
+        self.state = _QUIET
+        self.held = 0  # failures of a flagged streak not counted into the rate
+
+    def rate(self) -> float:
+        return (self.fails + _PRIOR_FAIL) / (self.runs + _PRIOR_RUNS)
+
+    def score(self, failed: bool) -> float:
+        """The z-like score of the streak this run would make. Pure."""
+        if not failed or self.n < MIN_RUNS or self.streak + 1 < MIN_STREAK:
+            return 0.0
+        return ALARM_SCORE * math.sqrt((self.streak + 1) * math.log(self.rate()) / math.log(ALPHA))
+
+    def observe(self, pipeline_id: str, run_id: str, t: float, failed: bool,
+                sensitivity: float) -> Finding | None:
+        """Score, then learn, one finished run."""
+        s = self.score(failed)
+        finding = None
+        if s >= ALARM_SCORE / sensitivity and self.state == _QUIET:
+            self.state = _FLAGGED
+            p, k = self.rate(), self.streak + 1
+            finding = Finding(
+                pipeline_id, FindingKind.FAILURE_RATE, "status", t, run_id, float(k), p, None, None, s,
+                Direction.HIGH,
+                f"{k} failed runs in a row; this pipeline fails {p:.1%} of runs "
+                f"(chance of such a streak {p ** k:.0e})")
+        self.learn(failed)
+        return finding
+
+    def learn(self, failed: bool) -> None:
+        self.n += 1
+        if not failed:
+            self.streak, self.state = 0, _QUIET
+        else:
+            self.streak += 1
+            if self.state == _FLAGGED:
+                self.held += 1  # a burst is not the pipeline's normal rate
+                return
+        self.fails = self.fails * _KEEP + failed
+        self.runs = self.runs * _KEEP + 1.0
+
+    def accept_current(self) -> None:
+        """EXPECTED: this streak is normal for the pipeline: count it into the rate, stop flagging it."""
+        if self.state == _FLAGGED:
+            self.fails += self.held
+            self.runs += self.held
+            self.held, self.state = 0, _ACCEPTED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"f": self.fails, "r": self.runs, "n": self.n, "k": self.streak, "st": self.state,
+                "held": self.held}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> FailureRate:
+        f = FailureRate()
+        f.fails, f.runs, f.n, f.streak, f.state, f.held = d["f"], d["r"], d["n"], d["k"], d["st"], d["held"]
+        return f

@@ -1,0 +1,430 @@
+"""One metric of one pipeline (duration, rows, bytes or a generic value): a robust seasonal baseline.
+
+Model, in log space for counts and durations (so seasonality, trends and shifts are multiplicative):
+
+    y = level + hour_of_day[h] + day_of_week[d] + month_end_or_start[m] + noise
+
+- The hour-of-day profile is used when the pipeline runs several times a day (typical gap < 20 h),
+  the day-of-week profile when it runs at least every few days (gap < 3.5 d): weekends, Monday
+  catch-up. Weekday-only pipelines simply never fill their weekend buckets.
+- Learning is streaming Holt-Winters with robust twists: runs beyond half the alarm line are not
+  learned (they are suspects: flagged, or on their way to a level shift, which has its own rule),
+  and gains start at 1/n (a mean) and settle at memories of 4 weeks for the weekday profile, 14 days
+  for the hour profile and the level, 30 runs for the noise scale (a mean absolute one-step error).
+  The weekday profile learns first: a slower level must not soak up every weekend.
+- Score: z = (y - expected) / scale, alarm at base.ALARM_SCORE (4) / sensitivity. The scale is
+  TAIL (2.8) mean absolute errors, so the default alarm line is ~11 of them (~9 sigma if the noise
+  were Gaussian): run metrics are heavy-tailed (Student-t-like, 4-5 degrees of freedom, on the
+  benchmark), and that is where such noise has its 1-in-10,000 tail. It is never less than the
+  95th percentile of |error| (flagged runs included): the mean absolute error ignores outliers by
+  design, which is wrong when they are routine (intermittent series, mostly zeros with frequent
+  spikes); a rare anomaly cannot move a 95th percentile, routine spikes set it. For Gaussian or
+  t4 noise that percentile stays below the first term.
+- Cold start: nothing is scored before MIN_RUNS runs, MIN_SCALE one-step errors from a model whose
+  buckets were ready, and MIN_BUCKET runs in this run's seasonal buckets.
+- Sustained deviations: along a streak of same-side runs beyond SHIFT_Z (half the alarm line) a
+  run scores the larger of its own |z| and the streak's combined |sum z| / sqrt(k) (Stouffer), so
+  three runs at 0.6x are flagged though none is alone; for t4-like noise such a streak of three
+  has odds ~1e-8.
+- Level shifts: SHIFT_RUNS (4) consecutive runs beyond SHIFT_Z on the same
+  side re-baseline the level by their median, so a new normal is absorbed within ~a day of runs
+  (an anomaly, 1-3 runs, is not). For a few runs after a shift the previous level still counts as
+  normal, so a long outage that was absorbed and then recovers is not flagged a second time.
+- Month-end and month-start days get their own offset, learned from every run on those days
+  (they come once a month, so flagged ones count too, clipped) and used once clearly not noise:
+  a pipeline with month-end peaks is flagged at its first month-end only.
+- An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
+  are rare (< 5 % of runs) and learned as normal when they are common.
+- Findings come per episode: after one, the same metric stays quiet in the same direction until
+  COOLDOWN (6) runs in a row are not flagged, unless it gets clearly worse (ESCALATE: 4x the
+  reported score, as 0.4x rows then 0 rows). A deviation lasting several runs is one finding.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from functools import lru_cache
+from typing import Any
+
+from pipemon.engine.detect.base import ALARM_SCORE
+
+DAY = 86400.0
+HOD_BELOW_S = 20 * 3600.0
+DOW_BELOW_S = 3.5 * DAY
+MONTH_BELOW_S = 7 * DAY
+MIN_RUNS = 10
+MIN_SCALE = 6
+MIN_BUCKET = 2
+TAIL = 2.8
+Q_TAIL = 0.9
+Q_GAIN = 0.05
+SHIFT_RUNS = 4
+SHIFT_Z = ALARM_SCORE / 2
+REVERT_RUNS = 3 * SHIFT_RUNS
+LEVEL_DAYS = 14.0  # level memory, in days of runs (capped at LEVEL_MAX runs)
+LEVEL_MAX = 1000.0
+HOD_MEMORY = 14.0  # days
+DOW_MEMORY = 4.0  # weeks
+MONTH_MEMORY = 6.0  # months
+SCALE_MEMORY = 30.0  # runs
+COOLDOWN = 6
+ESCALATE = 4.0
+ZERO_RATE_MAX = 0.05
+_ZERO_GAIN = 0.02
+_RECENTER_EVERY = 64
+_EPOCH_ORD = _dt.date(1970, 1, 1).toordinal()
+
+# (signed z, expected value in model space, scale, (hour, weekday, month) buckets; -1 = unused)
+Scored = tuple[float, float, float, tuple[int, int, int]]
+# (expected y, hour, weekday and month buckets, mature, scale)
+Expect = tuple[float, int, int, int, bool, float]
+
+
+@lru_cache(maxsize=4096)
+def _month_pos(day: int) -> int:
+    """0 = the month's last day, 1 = its first day, -1 = any other day (day = days since 1970-01-01)."""
+    d = _dt.date.fromordinal(day + _EPOCH_ORD)
+    if d.day == 1:
+        return 1
+    return 0 if _dt.date.fromordinal(day + 1 + _EPOCH_ORD).day == 1 else -1
+
+
+class MetricBaseline:
+    __slots__ = (
+        "accept_next",
+        "boot",
+        "dev",
+        "dev_n",
+        "dow",
+        "dow_n",
+        "ep_quiet",
+        "ep_score",
+        "episode",
+        "gap",
+        "hod",
+        "hod_n",
+        "hold",
+        "last_t",
+        "level",
+        "log",
+        "mon",
+        "mon_n",
+        "n",
+        "prev_left",
+        "prev_level",
+        "q95",
+        "streak",
+        "zeros",
+    )
+
+    def __init__(self, log: bool = True) -> None:
+        self.log = log
+        self.n = 0
+        self.level = 0.0
+        self.hod = [0.0] * 24
+        self.hod_n = [0] * 24
+        self.dow = [0.0] * 7
+        self.dow_n = [0] * 7
+        self.mon = [0.0, 0.0]  # month's last day, first day: used once significant
+        self.mon_n = [0, 0]
+        self.dev = 0.0  # EW mean absolute one-step-ahead error (model space)
+        self.dev_n = 0
+        self.q95 = 0.0  # EW 95th percentile of |one-step error|, flagged runs included
+        self.boot: list[float] = []  # the first MIN_SCALE |errors|: their median starts `dev`
+        self.gap = 0.0  # EW typical seconds between runs (0 = unknown)
+        self.last_t: float | None = None
+        self.streak: list[float] = []  # residuals of consecutive same-side deviations
+        self.prev_level = 0.0
+        self.prev_left = 0  # runs for which prev_level still counts as normal
+        self.hold = False  # operator said INCIDENT: no re-baselining until the metric is back
+        self.accept_next = False  # operator said EXPECTED with no deviation in hand: adopt the next run
+        self.episode = 0  # +1 / -1: a finding high / low was reported, and ...
+        self.ep_score = 0.0  # ... its score, and the unflagged runs since (the episode ends at COOLDOWN)
+        self.ep_quiet = 0
+        self.zeros = 0.0  # EW share of exact zeros (log metrics)
+
+    # ------------------------------------------------------------------------------- the model
+    def fwd(self, x: float) -> float:
+        return math.log1p(x) if self.log else x
+
+    def inv(self, y: float) -> float:
+        return math.expm1(min(y, 700.0)) if self.log else y
+
+    def scale(self) -> float:
+        return max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)
+
+    def band_at(self, mu: float, s: float, z: float) -> tuple[float, float, float]:
+        """(lower, expected, upper) in the metric's units for a model-space expectation and scale."""
+        lo = self.inv(mu - z * s)
+        return (lo if lo > 0.0 or not self.log else 0.0), self.inv(mu), self.inv(mu + z * s)
+
+    def _month_used(self, mb: int, s: float) -> bool:
+        """A month-end / month-start effect counts once its mean is clearly not noise (|m| >= s/sqrt n)."""
+        n = self.mon_n[mb]
+        return n > 0 and self.mon[mb] * self.mon[mb] * n >= s * s
+
+    def _expect(self, t: float) -> Expect:
+        """(expected y, hour, weekday, month buckets, mature: enough runs overall and in the buckets,
+        scale). A mature model with a known scale (dev_n >= MIN_SCALE) can judge a run."""
+        s, q = TAIL * self.dev, Q_TAIL * self.q95  # (self.scale(), inlined: this is the hot path)
+        if q > s:
+            s = q
+        floor = 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12
+        if floor > s:
+            s = floor
+        gap = self.gap
+        mu = self.level
+        warm = self.n >= MIN_RUNS
+        hb = db = mb = -1
+        if gap:
+            if gap < HOD_BELOW_S:
+                hb = int(t % DAY // 3600)
+                mu += self.hod[hb]
+                warm = warm and self.hod_n[hb] >= MIN_BUCKET
+            if gap < DOW_BELOW_S:
+                db = int((t // DAY + 3) % 7)
+                mu += self.dow[db]
+                warm = warm and self.dow_n[db] >= MIN_BUCKET
+            if gap < MONTH_BELOW_S:
+                mb = _month_pos(int(t // DAY))
+                if mb >= 0 and self._month_used(mb, s):
+                    mu += self.mon[mb]
+        return mu, hb, db, mb, warm, s
+
+    # ----------------------------------------------------------------------------------- scoring
+    def score(self, t: float, x: float) -> Scored | None:
+        """The observation's z and expectation, or None while cold. Pure.
+
+        `t` is local time (unix seconds shifted by the pipeline's UTC offset) for the buckets."""
+        return self._score(self._expect(t), x)
+
+    def _score(self, e: Expect, x: float) -> Scored | None:
+        mu, hb, db, mb, mature, s = e
+        if not mature or self.dev_n < MIN_SCALE:
+            return None
+        season = (hb, db, mb if mb >= 0 and self._month_used(mb, s) else -1)
+        if self.accept_next:
+            return 0.0, mu, s, season
+        if self.log and x <= 0:
+            return (0.0 if self.zeros >= ZERO_RATE_MAX else -min(mu / s, 1e3)), mu, s, season
+        z = ((math.log1p(x) if self.log else x) - mu) / s
+        if z < SHIFT_Z and z > -SHIFT_Z:
+            return z, mu, s, season
+        if self.prev_left:
+            z_prev = z + (self.level - self.prev_level) / s
+            if -SHIFT_Z < z_prev < SHIFT_Z:  # the level before the last shift: still normal for a while
+                return z_prev, mu - self.level + self.prev_level, s, season
+        st = self.streak
+        if st and (st[0] > 0) == (z > 0):  # a sustained deviation: the streak's combined evidence
+            k = len(st) + 1
+            comb = (sum(st) / s + z) / math.sqrt(k)
+            if (comb > z) if z > 0 else (comb < z):
+                z = comb
+        return z, mu, s, season
+
+    def band(self, t: float, z: float) -> tuple[float, float, float] | None:
+        """(lower, expected, upper) in the metric's units at +-z scales, or None while cold. Pure."""
+        mu, _, _, _, mature, s = self._expect(t)
+        return self.band_at(mu, s, z) if mature and self.dev_n >= MIN_SCALE else None
+
+    def upper(self, t: float, z: float) -> float | None:
+        """The value at +z scales (the running-long line), or None while cold. Pure."""
+        mu, _, _, _, mature, s = self._expect(t)
+        return self.inv(mu + z * s) if mature and self.dev_n >= MIN_SCALE else None
+
+    def z_of(self, t: float, x: float) -> float | None:
+        r = self.score(t, x)
+        return None if r is None else r[0]
+
+    # ---------------------------------------------------------------------------------- learning
+    def reports(self, z: float) -> bool:
+        """Whether a flagged z is news: not the episode already reported, unless clearly worse. Pure."""
+        return self.episode != (1 if z > 0 else -1) or abs(z) > ESCALATE * self.ep_score
+
+    def update(self, t: float, x: float, line: float) -> tuple[Scored | None, bool, bool]:
+        """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run."""
+        e = self._expect(t)
+        res = self._score(e, x)
+        z = res[0] if res is not None else 0.0
+        flagged = z >= line or z <= -line
+        report = flagged and self.reports(z)
+        self._learn(e, t, x, flagged, z, report)
+        return res, flagged, report
+
+    def learn(self, t: float, x: float, flagged: bool = False) -> None:
+        """Learn one observation (local time t). Flagged observations only count towards a shift."""
+        e = self._expect(t)
+        res = self._score(e, x) if flagged else None
+        z = res[0] if res is not None else 0.0
+        self._learn(e, t, x, flagged, z, flagged and self.reports(z))
+
+    def _learn(self, e: Expect, t: float, x: float, flagged: bool, z_seen: float, report: bool) -> None:
+        mu, hb, db, mb, mature, s = e
+        if report:
+            self.episode, self.ep_score, self.ep_quiet = (1 if z_seen > 0 else -1), abs(z_seen), 0
+        elif flagged:
+            self.ep_quiet = 0
+        elif self.episode:
+            self.ep_quiet += 1
+            if self.ep_quiet >= COOLDOWN:
+                self.episode = 0
+        last = self.last_t
+        if last is None or t > last:
+            if last is not None:
+                g = t - last
+                self.gap = g if not self.gap else self.gap * (g / self.gap) ** 0.1  # EW in log space
+            self.last_t = t
+        if self.log and x <= 0:
+            self.zeros += _ZERO_GAIN * (1.0 - self.zeros)
+            return
+        self.zeros -= _ZERO_GAIN * self.zeros
+        r = (math.log1p(x) if self.log else x) - mu
+        if self.n == 0:
+            self.level, self.n = r + mu, 1
+            return
+        if self.accept_next:
+            self.accept_next = False
+            self._rebaseline(r)
+            self.prev_left = 0
+            return
+        scaled = self.dev_n >= MIN_SCALE
+        judged = mature and scaled  # else the run says little about the model: learn it in full
+        z = r / s if judged else 0.0
+        if self.prev_left:
+            self.prev_left -= 1
+            if abs(z) >= SHIFT_Z and abs(z + (self.level - self.prev_level) / s) < SHIFT_Z:
+                # back to the level before the last shift: that shift was an outage, not a new normal
+                self.level, self.prev_left, self.streak = self.prev_level, 0, []
+                return
+        if judged:  # stochastic approximation of the 95th percentile, in relative steps, from below
+            q, a = self.q95, abs(r)  # (an overestimate would take ~1/(0.05 * Q_GAIN) runs to shrink)
+            self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
+        if mb >= 0:
+            self._learn_month(mb, r, s, clip=judged)
+        if self._track_shift(r, z) or flagged or z >= SHIFT_Z or z <= -SHIFT_Z:
+            return
+        c = r  # (|z| < SHIFT_Z here when judged: nothing to clip)
+        if mature:
+            a = c if c > 0 else -c
+            k = self.dev_n = self.dev_n + 1
+            if k <= MIN_SCALE:  # the median of the first few, so one early outlier cannot set the scale
+                self.boot.append(a)
+                self.dev = sorted(self.boot)[len(self.boot) // 2]
+                if k == MIN_SCALE:
+                    self.boot = []
+            else:
+                self.dev += (1.0 / k if k < SCALE_MEMORY else 1.0 / SCALE_MEMORY) * (a - self.dev)
+        n = self.n = self.n + 1
+        rpd = DAY / self.gap if self.gap else 1.0
+        # the weekday profile learns first and fastest per cycle, then the hour profile, then the slow
+        # level: otherwise the level and hour buckets soak up every weekend and Monday
+        if db >= 0:  # gains: 1/k (a mean) until that reaches the memory's floor
+            k = self.dow_n[db] = self.dow_n[db] + 1
+            g, floor = 1.0 / k, 1.0 / (DOW_MEMORY * (rpd if rpd > 1.0 else 1.0))
+            g = g if g > floor else floor
+            self.dow[db] += g * c
+            c -= g * c
+        if hb >= 0:
+            k = self.hod_n[hb] = self.hod_n[hb] + 1
+            g, floor = 1.0 / k, 1.0 / (HOD_MEMORY * (rpd / 24.0 if rpd > 24.0 else 1.0))
+            g = g if g > floor else floor
+            self.hod[hb] += g * c
+            c -= g * c
+        memory = LEVEL_DAYS * rpd
+        g, floor = 1.0 / n, 1.0 / (LEVEL_MAX if memory > LEVEL_MAX else memory if memory > 8.0 else 8.0)
+        self.level += (g if g > floor else floor) * c
+        if n % _RECENTER_EVERY == 0:
+            self._recenter()
+
+    def _learn_month(self, mb: int, r: float, s: float, clip: bool) -> None:
+        """Month-end peaks come once a month: learn them from every run, flagged or not (clipped at the
+        band edge when judged), or the first month-end would be the only one ever seen."""
+        full = r + (self.mon[mb] if self._month_used(mb, s) else 0.0)  # as `_expect` decided
+        if clip:
+            lim = ALARM_SCORE * s
+            full = max(-lim, min(lim, full))
+        k = self.mon_n[mb] = self.mon_n[mb] + 1
+        self.mon[mb] += max(1.0 / k, 1.0 / MONTH_MEMORY) * (full - self.mon[mb])
+
+    def _track_shift(self, r: float, z: float) -> bool:
+        """Count same-side deviations; after SHIFT_RUNS of them adopt their median as the new level."""
+        if -SHIFT_Z < z < SHIFT_Z:
+            if self.streak:
+                self.streak = []
+            self.hold = False
+            return False
+        st = self.streak
+        if st and (st[0] > 0) != (r > 0):
+            st.clear()
+        st.append(r)
+        if len(st) < SHIFT_RUNS or self.hold:
+            return False
+        self._rebaseline(sorted(st)[len(st) // 2])
+        return True
+
+    def _rebaseline(self, delta: float) -> None:
+        self.prev_level, self.prev_left = self.level, REVERT_RUNS
+        self.level += delta
+        self.streak = []
+
+    def _recenter(self) -> None:
+        """Keep each profile's mean at zero (the level carries it), so the parts stay identifiable."""
+        for prof, cnt in ((self.hod, self.hod_n), (self.dow, self.dow_n)):
+            used = [i for i in range(len(prof)) if cnt[i]]
+            if used:
+                m = sum(prof[i] for i in used) / len(used)
+                for i in used:
+                    prof[i] -= m
+                self.level += m
+                self.prev_level += m
+
+    # ---------------------------------------------------------------------------------- feedback
+    def accept_current(self) -> None:
+        """EXPECTED: the recent deviation is the new normal: re-baseline on it now, or on the next run
+        when there is none in hand (a run still running long)."""
+        if self.streak:
+            self._rebaseline(sorted(self.streak)[len(self.streak) // 2])
+        else:
+            self.accept_next = True
+        self.prev_left = 0
+        self.hold = False
+
+    def hold_incident(self) -> None:
+        """INCIDENT: keep the current deviation out of the baseline until the metric is back to normal."""
+        self.hold = True
+
+    # -------------------------------------------------------------------------------------- JSON
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"log": self.log, "n": self.n, "level": self.level, "dev": self.dev,
+                             "dev_n": self.dev_n, "q95": self.q95, "gap": self.gap, "last_t": self.last_t}
+        if self.boot:
+            d["boot"] = self.boot
+        for name in ("hod", "dow", "mon"):
+            if any(getattr(self, name + "_n")):
+                d[name], d[name + "_n"] = getattr(self, name), getattr(self, name + "_n")
+        optional = {"streak": self.streak, "hold": self.hold, "accept_next": self.accept_next,
+                    "zeros": self.zeros}
+        d.update((k, v) for k, v in optional.items() if v)
+        if self.prev_left:
+            d["prev"] = [self.prev_level, self.prev_left]
+        if self.episode:
+            d["episode"] = [self.episode, self.ep_score, self.ep_quiet]
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> MetricBaseline:
+        m = MetricBaseline(bool(d["log"]))
+        m.n, m.level, m.dev, m.dev_n, m.gap, m.last_t = d["n"], d["level"], d["dev"], d["dev_n"], d["gap"], d["last_t"]
+        m.q95, m.boot = d["q95"], list(d.get("boot", []))
+        for name in ("hod", "dow", "mon"):
+            if name in d:
+                setattr(m, name, list(d[name]))
+                setattr(m, name + "_n", list(d[name + "_n"]))
+        m.streak = list(d.get("streak", []))
+        m.hold, m.accept_next = bool(d.get("hold")), bool(d.get("accept_next"))
+        m.zeros = float(d.get("zeros", 0.0))
+        if "episode" in d:
+            m.episode, m.ep_score, m.ep_quiet = d["episode"]
+        if "prev" in d:
+            m.prev_level, m.prev_left = d["prev"][0], int(d["prev"][1])
+        return m

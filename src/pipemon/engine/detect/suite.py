@@ -1,0 +1,323 @@
+"""The fleet's detectors: per-pipeline state, one timer heap, findings out.
+
+    observe_start(pid, run_id, start, now)   cadence matches the start (EXTRA_RUN?); the run is timed
+    observe_run(pid, run, now)               duration / rows / bytes scored then learned; failure
+                                             streak; schema; (an unseen start is implied)
+    observe_value(pid, ts, value, now)       a generic metric series
+    tick(now)                                LATE / MISSING / RUNNING_LONG whose deadline has passed
+    next_due()                               when tick next has something to do (a live timer)
+
+The heap holds at most one cadence entry per pipeline plus one per running run, keyed by deadline,
+so a tick over 100,000 pipelines pops only what is due. Entries are checked, not deleted, when
+their pipeline moved on (a lazily invalidated heap).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import heapq
+import itertools
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pipemon.engine.detect import explain
+from pipemon.engine.detect.base import (
+    ALARM_SCORE,
+    DEFAULT_SENSITIVITY,
+    DetectSpec,
+    Direction,
+    Finding,
+    FindingKind,
+    RunObservation,
+    RunStatus,
+    Verdict,
+)
+from pipemon.engine.detect.cadence import CadenceDetector
+from pipemon.engine.detect.failures import FailureRate
+from pipemon.engine.detect.metric import MetricBaseline
+from pipemon.engine.detect.schema import SchemaWatch
+from pipemon.engine.schedule import Schedule
+
+METRIC_KINDS = {"duration_s": FindingKind.DURATION, "rows": FindingKind.VOLUME, "bytes": FindingKind.VOLUME,
+                "value": FindingKind.VALUE}
+_LABELS = {"duration_s": "duration", "rows": "rows", "bytes": "bytes", "value": "value"}
+_MAX_RUNNING = 16  # in-flight runs kept per pipeline (a lost completion must not grow state)
+_STALE_S = 7 * 86400.0  # an in-flight run older than this no longer excuses missed slots
+
+
+class _Running:
+    __slots__ = ("alarmed", "deadline", "start")
+
+    def __init__(self, start: float, deadline: float | None, alarmed: bool = False) -> None:
+        self.start = start
+        self.deadline = deadline
+        self.alarmed = alarmed
+
+
+class _Pipeline:
+    __slots__ = (
+        "cad_queued",
+        "cadence",
+        "failures",
+        "metrics",
+        "pid",
+        "running",
+        "schema",
+        "sens",
+        "spec",
+        "zone",
+    )
+
+    def __init__(self, pid: str, spec: DetectSpec) -> None:
+        self.pid = pid
+        self.metrics: dict[str, MetricBaseline] = {}
+        self.failures = FailureRate()
+        self.schema = SchemaWatch()
+        self.running: dict[str, _Running] = {}
+        self.cad_queued: float | None = None
+        self.spec = spec
+        self._apply(spec)
+        self.cadence = _cadence_for(spec)
+
+    def set_spec(self, spec: DetectSpec) -> None:
+        """A new spec keeps every baseline; only a changed schedule restarts the cadence detector."""
+        if _schedule_of(spec) != _schedule_of(self.spec):
+            self.cadence = _cadence_for(spec)
+            self.cad_queued = None
+        self.spec = spec
+        self._apply(spec)
+
+    def _apply(self, spec: DetectSpec) -> None:
+        self.sens = spec.sensitivity
+        self.zone = None if spec.timezone in ("UTC", "Etc/UTC") else ZoneInfo(spec.timezone)
+
+    def local(self, t: float) -> float:
+        """t shifted by the pipeline's UTC offset: seasonal buckets follow the local day."""
+        if self.zone is None:
+            return t
+        off = self.zone.utcoffset(_dt.datetime.fromtimestamp(t, self.zone).replace(tzinfo=None))
+        return t + (off.total_seconds() if off else 0.0)
+
+    def baseline(self, metric: str) -> MetricBaseline:
+        b = self.metrics.get(metric)
+        if b is None:
+            b = self.metrics[metric] = MetricBaseline(log=metric != "value")
+        return b
+
+
+def _schedule_of(spec: DetectSpec) -> tuple[object, ...]:
+    return spec.cron, spec.timezone, spec.interval_s, spec.grace_s
+
+
+def _cadence_for(spec: DetectSpec) -> CadenceDetector:
+    if spec.cron or spec.interval_s:
+        return CadenceDetector(Schedule.declared(spec.cron, spec.timezone, spec.interval_s, spec.grace_s))
+    return CadenceDetector()  # learned from the runs
+
+
+class DetectorSuite:
+    def __init__(self, sensitivity: float = DEFAULT_SENSITIVITY) -> None:
+        self.default_spec = DetectSpec(sensitivity=sensitivity)
+        self._p: dict[str, _Pipeline] = {}
+        self._heap: list[tuple[float, int, str, str | None]] = []
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------------------ pipelines
+    def configure(self, pipeline_id: str, spec: DetectSpec) -> None:
+        p = self._p.get(pipeline_id)
+        if p is None:
+            self._p[pipeline_id] = _Pipeline(pipeline_id, spec)
+        else:
+            p.set_spec(spec)
+
+    def pipelines(self) -> Iterator[str]:
+        return iter(self._p)
+
+    def schedule(self, pipeline_id: str) -> Schedule | None:
+        p = self._p.get(pipeline_id)
+        return None if p is None else p.cadence.schedule
+
+    def _get(self, pid: str) -> _Pipeline:
+        p = self._p.get(pid)
+        if p is None:
+            p = self._p[pid] = _Pipeline(pid, self.default_spec)
+        return p
+
+    # ---------------------------------------------------------------------------------- runs
+    def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float) -> list[Finding]:
+        p = self._get(pipeline_id)
+        if run_id in p.running:
+            return []
+        out = self._start(p, run_id, start)
+        deadline = self._long_deadline(p, start)
+        running = p.running
+        if len(running) >= _MAX_RUNNING:
+            del running[next(iter(running))]
+        running[run_id] = _Running(start, deadline)
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._seq), pipeline_id, run_id))
+        return out
+
+    def _start(self, p: _Pipeline, run_id: str, start: float) -> list[Finding]:
+        f = p.cadence.on_start(p.pid, run_id, start)
+        self._queue_cadence(p)
+        return [f] if f is not None else []
+
+    def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
+        """A finished run: each metric is scored with what came before, then learned."""
+        p = self._get(pipeline_id)
+        rec = p.running.pop(run.run_id, None)
+        out = self._start(p, run.run_id, run.start) if rec is None else []
+        long_alarmed = rec is not None and rec.alarmed
+        status = run.status
+        if status is RunStatus.SUCCEEDED:
+            t = p.local(run.nominal_time if run.nominal_time is not None else run.start)
+            if run.duration_s is not None:
+                f = self._metric(p, "duration_s", t, run.duration_s, run.run_id, now, quiet_high=long_alarmed)
+                if f is not None:
+                    out.append(f)
+            for metric, x in (("rows", run.rows), ("bytes", run.bytes)):
+                if x is not None:
+                    f = self._metric(p, metric, t, x, run.run_id, now)
+                    if f is not None:
+                        out.append(f)
+        if status is not RunStatus.ABORTED:
+            failed = status is RunStatus.FAILED
+            f = p.failures.observe(pipeline_id, run.run_id, now, failed, p.sens)
+            if f is not None:
+                out.append(f)
+            p.cadence.on_finish(failed)
+        if run.schemas:
+            out.extend(p.schema.observe(pipeline_id, run.run_id, now, run.schemas))
+        return out
+
+    def observe_value(self, pipeline_id: str, ts: float, value: float, now: float) -> list[Finding]:
+        """One point of a generic metric series (no runs, no schedule)."""
+        p = self._get(pipeline_id)
+        f = self._metric(p, "value", p.local(ts), value, None, now)
+        return [] if f is None else [f]
+
+    def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
+                quiet_high: bool = False) -> Finding | None:
+        b = p.baseline(metric)
+        line = ALARM_SCORE / p.sens
+        res, _, report = b.update(t, x, line)
+        if not report or res is None:
+            return None
+        z, mu, s, season = res
+        if quiet_high and z > 0:  # already raised as RUNNING_LONG while it ran
+            return None
+        lo, exp, hi = b.band_at(mu, s, line)
+        v = explain.value
+        text = (f"{_LABELS[metric]} {v(metric, x)}{' on a successful run' if metric != 'value' and x == 0 else ''}"
+                f", expected {v(metric, exp)} ({v(metric, lo)}-{v(metric, hi)}){explain.season(*season)}")
+        return Finding(p.pid, METRIC_KINDS[metric], metric, now, run_id, float(x), exp, lo, hi, abs(z),
+                       Direction.HIGH if z > 0 else Direction.LOW, text)
+
+    # --------------------------------------------------------------------------------- clock
+    def tick(self, now: float) -> list[Finding]:
+        """Everything due by `now`, each stamped with the moment it became due (<= now)."""
+        out: list[Finding] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, _, pid, run_id = heapq.heappop(heap)
+            p = self._p.get(pid)
+            if p is None:
+                continue
+            if run_id is None:
+                p.cad_queued = None
+                dl = p.cadence.due(p.sens)
+                if dl is not None and dl <= due:
+                    running = any(due - r.start < _STALE_S for r in p.running.values())
+                    out.extend(p.cadence.on_due(pid, due, p.sens, running))
+                self._queue_cadence(p)
+                continue
+            rec = p.running.get(run_id)
+            if rec is not None and not rec.alarmed and rec.deadline == due:
+                rec.alarmed = True
+                out.append(self._long_finding(p, run_id, rec, due))
+        return out
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def _queue_cadence(self, p: _Pipeline) -> None:
+        due = p.cadence.due(p.sens)
+        if due is not None and (p.cad_queued is None or due < p.cad_queued):
+            heapq.heappush(self._heap, (due, next(self._seq), p.pid, None))
+            p.cad_queued = due
+
+    def _long_deadline(self, p: _Pipeline, start: float) -> float | None:
+        b = p.metrics.get("duration_s")
+        up = b.upper(p.local(start), ALARM_SCORE / p.sens) if b is not None else None
+        dl = None if up is None else start + up
+        mx = p.spec.max_duration_s
+        if mx is not None and (dl is None or start + mx < dl):
+            dl = start + mx
+        return dl
+
+    def _long_finding(self, p: _Pipeline, run_id: str, rec: _Running, now: float) -> Finding:
+        elapsed = now - rec.start
+        b = p.metrics.get("duration_s")
+        t = p.local(rec.start)
+        band = b.band(t, ALARM_SCORE / p.sens) if b is not None else None
+        z = b.z_of(t, elapsed) if b is not None else None
+        mx = p.spec.max_duration_s
+        score = max(z or 0.0, ALARM_SCORE * elapsed / mx if mx else 0.0, ALARM_SCORE / p.sens)
+        if band is not None:
+            lo, exp, hi = band
+            usual = f"usually {explain.duration(exp)} ({explain.duration(lo)}-{explain.duration(hi)})"
+            return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, exp, lo, hi, score,
+                           Direction.HIGH, f"still running after {explain.duration(elapsed)}, {usual}")
+        return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, None, None, mx, score,
+                       Direction.HIGH, f"still running after {explain.duration(elapsed)}, "
+                                       f"declared max {explain.duration(mx)}")
+
+    # ------------------------------------------------------------------------------ feedback
+    def feedback(self, pipeline_id: str, metric: str, verdict: Verdict) -> None:
+        """An operator's verdict on a finding of `metric`; honoured from the next run on."""
+        p = self._p[pipeline_id]
+        expected = verdict is Verdict.EXPECTED
+        if metric in p.metrics:
+            if expected:
+                p.metrics[metric].accept_current()
+            else:
+                p.metrics[metric].hold_incident()
+        elif metric == "schedule":
+            if expected:
+                p.cadence.accept_current()
+                self._queue_cadence(p)
+        elif metric == "status":
+            if expected:
+                p.failures.accept_current()
+        elif metric.startswith("schema:"):
+            if not expected:
+                p.schema.restore(metric.split(":", 1)[1])
+        else:
+            raise KeyError(f"{pipeline_id} has no detector for {metric!r}")
+
+    # ---------------------------------------------------------------------------------- JSON
+    def to_json(self, pipeline_id: str) -> dict[str, Any]:
+        p = self._p[pipeline_id]
+        return {
+            "spec": dataclasses.asdict(p.spec),
+            "metrics": {m: b.to_json() for m, b in p.metrics.items()},
+            "cadence": p.cadence.to_json(),
+            "failures": p.failures.to_json(),
+            "schema": p.schema.to_json(),
+            "running": {rid: [r.start, r.deadline, r.alarmed] for rid, r in p.running.items()},
+        }
+
+    def load_json(self, pipeline_id: str, d: dict[str, Any]) -> None:
+        p = _Pipeline(pipeline_id, DetectSpec(**d["spec"]))
+        p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
+        p.cadence = CadenceDetector.from_json(d["cadence"])
+        p.failures = FailureRate.from_json(d["failures"])
+        p.schema = SchemaWatch.from_json(d["schema"])
+        p.running = {rid: _Running(*v) for rid, v in d["running"].items()}
+        self._p[pipeline_id] = p
+        for rid, r in p.running.items():
+            if r.deadline is not None and not r.alarmed:
+                heapq.heappush(self._heap, (r.deadline, next(self._seq), pipeline_id, rid))
+        self._queue_cadence(p)

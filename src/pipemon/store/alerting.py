@@ -1,0 +1,172 @@
+"""Alerts, silences, the notification outbox and engine blobs in the store."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipemon.errors import NotFound
+from pipemon.store.reads import Page, decode_cursor, encode_cursor
+from pipemon.store.schema import alerts, engine_blobs, notifications, silences
+
+_enc = msgspec.json.Encoder()
+
+
+def _json(obj) -> str:
+    return _enc.encode(obj).decode()
+
+
+# --- alerts ------------------------------------------------------------------------------------------------
+
+def _alert_row(a) -> dict:
+    return {"fingerprint": a.fingerprint, "pipeline": a.pipeline, "team": a.team, "kind": a.kind,
+            "severity": a.severity.value, "state": a.state.value, "summary": a.summary, "started_at": a.started_at,
+            "last_seen": a.last_seen, "resolved_at": a.resolved_at, "acked_at": a.acked_at,
+            "occurrences": a.occurrences, "body": _json(a.to_json())}
+
+
+def insert_alert(conn: Connection, a) -> int:
+    return conn.execute(alerts.insert().values(**_alert_row(a))).inserted_primary_key[0]
+
+
+def update_alerts(conn: Connection, items: Iterable) -> None:
+    rows = [{**_alert_row(a), "b_id": a.id} for a in items]
+    if rows:
+        conn.execute(alerts.update().where(alerts.c.id == sa.bindparam("b_id")).values(
+            **{k: sa.bindparam(k) for k in rows[0] if k != "b_id"}), rows)
+
+
+def load_open_alerts(conn: Connection) -> list[tuple[int, dict]]:
+    rows = conn.execute(sa.select(alerts.c.id, alerts.c.body).where(alerts.c.state != "resolved"))
+    return [(r.id, msgspec.json.decode(r.body)) for r in rows]
+
+
+def get_alert(conn: Connection, alert_id: int) -> sa.Row:
+    row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+    if row is None:
+        raise NotFound(f"no alert {alert_id}")
+    return row
+
+
+def list_alerts(conn: Connection, *, team: str | None = None, states: list[str] | None = None,
+                kind: str | None = None, pipeline: str | None = None, limit: int = 100,
+                cursor: str | None = None) -> Page:
+    q = sa.select(alerts)
+    if team is not None:
+        q = q.where(alerts.c.team == team)
+    if states:
+        q = q.where(alerts.c.state.in_(states))
+    if kind is not None:
+        q = q.where(alerts.c.kind == kind)
+    if pipeline is not None:
+        q = q.where(alerts.c.pipeline == pipeline)
+    if cursor:
+        t, aid = decode_cursor(cursor, 2)
+        q = q.where(sa.or_(alerts.c.started_at < t, sa.and_(alerts.c.started_at == t, alerts.c.id < aid)))
+    rows = list(conn.execute(q.order_by(alerts.c.started_at.desc(), alerts.c.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if len(rows) > limit else None
+    return Page(rows[:limit], nxt)
+
+
+# --- silences -----------------------------------------------------------------------------------------------
+
+def insert_silence(conn: Connection, matchers: list[str], starts_at: float, ends_at: float, created_by: str,
+                   comment: str, now: float) -> int:
+    return conn.execute(silences.insert().values(matchers=_json(matchers), starts_at=starts_at, ends_at=ends_at,
+                                                 created_by=created_by, comment=comment, created_at=now)
+                        ).inserted_primary_key[0]
+
+
+def expire_silence(conn: Connection, silence_id: int, now: float) -> sa.Row:
+    row = conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+    if row is None:
+        raise NotFound(f"no silence {silence_id}")
+    if row.ends_at > now:
+        conn.execute(sa.update(silences).where(silences.c.id == silence_id).values(ends_at=now))
+    return conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+
+
+def load_silences(conn: Connection, since: float | None = None) -> list[sa.Row]:
+    q = sa.select(silences)
+    if since is not None:
+        q = q.where(silences.c.ends_at > since)
+    return list(conn.execute(q.order_by(silences.c.id.desc())))
+
+
+# --- the outbox ---------------------------------------------------------------------------------------------
+
+def insert_notification(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,
+                        teams: list[str], fingerprints: list[str], body: str, now: float) -> int | None:
+    """A new pending notification; None when one with this key exists already (a replayed decision)."""
+    exists = conn.execute(sa.select(notifications.c.id).where(notifications.c.key == key)).first()
+    if exists is not None:
+        return None
+    return conn.execute(notifications.insert().values(
+        key=key, receiver=receiver, action=action, group_key=group_key, teams=_json(teams),
+        fingerprints=_json(fingerprints), body=body, status="pending", attempts=0, next_attempt_at=now,
+        created_at=now)).inserted_primary_key[0]
+
+
+def due_notifications(conn: Connection, now: float, limit: int = 200) -> list[sa.Row]:
+    return list(conn.execute(sa.select(notifications.c.id, notifications.c.body, notifications.c.attempts,
+                                       notifications.c.created_at)
+                             .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
+                             .order_by(notifications.c.id).limit(limit)))
+
+
+def mark_sent(conn: Connection, notification_id: int, attempts: int, now: float) -> None:
+    conn.execute(sa.update(notifications).where(notifications.c.id == notification_id).values(
+        status="sent", attempts=attempts, sent_at=now, last_error=None))
+
+
+def mark_failed(conn: Connection, notification_id: int, attempts: int, status: str, error: str,
+                next_attempt_at: float) -> None:
+    conn.execute(sa.update(notifications).where(notifications.c.id == notification_id).values(
+        status=status, attempts=attempts, last_error=error[:2000], next_attempt_at=next_attempt_at))
+
+
+def list_notifications(conn: Connection, *, receiver: str | None = None, status: str | None = None,
+                       fingerprint: str | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+    q = sa.select(notifications)
+    if receiver is not None:
+        q = q.where(notifications.c.receiver == receiver)
+    if status is not None:
+        q = q.where(notifications.c.status == status)
+    if fingerprint is not None:
+        q = q.where(notifications.c.fingerprints.contains(f'"{fingerprint}"', autoescape=True))
+    if cursor:
+        (nid,) = decode_cursor(cursor, 1)
+        q = q.where(notifications.c.id < nid)
+    rows = list(conn.execute(q.order_by(notifications.c.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return Page(rows[:limit], nxt)
+
+
+def notification_stats(conn: Connection, since: float) -> list[sa.Row]:
+    """For the noise report: every notification since a time (receiver, action, teams, created_at)."""
+    return list(conn.execute(sa.select(notifications.c.receiver, notifications.c.action, notifications.c.teams,
+                                       notifications.c.fingerprints, notifications.c.created_at,
+                                       notifications.c.status)
+                             .where(notifications.c.created_at >= since)))
+
+
+def alerts_since(conn: Connection, since: float) -> list[sa.Row]:
+    return list(conn.execute(sa.select(alerts.c.pipeline, alerts.c.team, alerts.c.kind, alerts.c.started_at,
+                                       alerts.c.acked_at, alerts.c.resolved_at, alerts.c.state)
+                             .where(alerts.c.started_at >= since)))
+
+
+# --- blobs ----------------------------------------------------------------------------------------------------
+
+def get_blob(conn: Connection, name: str) -> dict | None:
+    row = conn.execute(sa.select(engine_blobs.c.body).where(engine_blobs.c.name == name)).first()
+    return msgspec.json.decode(row.body) if row else None
+
+
+def put_blob(conn: Connection, name: str, body: dict, now: float) -> None:
+    text = _json(body)
+    n = conn.execute(sa.update(engine_blobs).where(engine_blobs.c.name == name).values(body=text, updated_at=now))
+    if n.rowcount == 0:
+        conn.execute(engine_blobs.insert().values(name=name, body=text, updated_at=now))

@@ -1,0 +1,84 @@
+"""The backtest: the clock follows the records, nothing is known before it happened; the CLI."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipemon.backtest import InputFormat, backtest, drive, read_lines, run_events
+from pipemon.cli import app
+from pipemon.engine.detect import DetectorSuite, Finding, RunObservation
+from tests.detect._data import DAY, HOUR, T0, daily, series
+
+
+def runs_jsonl() -> bytes:
+    runs = series(daily(60), rows=lambda t: 1e6, duration=lambda t: 1800.0)
+    runs[45].start += 7 * HOUR  # one late run
+    runs[50].rows = 0.0  # one silent failure
+    runs[55].duration_s = 12 * HOUR  # one run far too long
+    lines = [{"pipeline_id": "p", "run_id": r.run_id, "ts_unix": r.start, "duration_s": r.duration_s,
+              "rows": r.rows, "status": "success"} for r in runs]
+    return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+
+
+class Spy(DetectorSuite):
+    """Checks the clock's promises while the backtest drives it."""
+
+    def tick(self, now: float) -> list[Finding]:
+        found = super().tick(now)
+        assert all(f.time <= now for f in found), "an alarm from the future"
+        return found
+
+    def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
+        assert run.duration_s is None or now >= run.start + run.duration_s, "a duration known before the end"
+        return super().observe_run(pipeline_id, run, now)
+
+
+def test_starts_and_completions_are_merged_in_time_order() -> None:
+    lines = read_lines(io.BytesIO(runs_jsonl()))
+    times = [t for t, _, _ in run_events(lines)]
+    assert times == sorted(times) and len(times) == 2 * len(lines)
+
+
+def test_the_clock_never_runs_ahead_of_the_records() -> None:
+    found = drive(Spy(), read_lines(io.BytesIO(runs_jsonl())), InputFormat.RUNS)
+    kinds = sorted(f.kind.value for f in found)
+    assert kinds == ["late", "running_long", "volume"]
+
+
+def test_flags_are_written_in_the_benchmark_format() -> None:
+    out = io.StringIO()
+    stats = backtest(io.BytesIO(runs_jsonl()), out)
+    flags = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert stats.records == 60 and stats.findings == len(flags) == 3
+    assert all(set(f) == {"pipeline_id", "ts", "ts_unix", "score", "metric", "kind", "explanation"} for f in flags)
+    assert all(f["ts"].endswith("Z") and f["score"] >= 4.0 for f in flags)
+
+
+def test_declared_pipelines_and_sensitivity() -> None:
+    declared = io.BytesIO(b'{"pipeline_id":"p","cron":"0 2 * * *","interval_s":86400,"schedule":"daily",'
+                          b'"eval_start":"x","fp_tol_s":1}\n')  # unknown keys are ignored
+    out = io.StringIO()
+    backtest(io.BytesIO(runs_jsonl()), out, declared, sensitivity=0.5)
+    kinds = sorted(json.loads(line)["kind"] for line in out.getvalue().splitlines())
+    assert kinds == ["late", "running_long", "volume"]
+
+
+def test_cli(tmp_path: Path) -> None:
+    runs, flags = tmp_path / "runs.jsonl", tmp_path / "flags.jsonl"
+    runs.write_bytes(runs_jsonl())
+    res = CliRunner().invoke(app, ["detect", "--input", str(runs), "--output", str(flags)])
+    assert res.exit_code == 0, res.output
+    assert len(flags.read_text().splitlines()) == 3
+
+
+def test_cli_series(tmp_path: Path) -> None:
+    src, flags = tmp_path / "series.jsonl", tmp_path / "flags.jsonl"
+    points = [{"pipeline_id": "cpu", "ts_unix": T0 + k * 300, "value": 50.0 + (k % 5) + (90 if k == 2000 else 0)}
+              for k in range(int(DAY // 300) * 8)]
+    src.write_text("".join(json.dumps(p) + "\n" for p in points))
+    res = CliRunner().invoke(app, ["detect", "-i", str(src), "-o", str(flags), "--format", "series"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(x)["ts_unix"] for x in flags.read_text().splitlines()] == [T0 + 2000 * 300]
