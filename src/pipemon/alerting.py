@@ -51,7 +51,7 @@ class Alerting:
         self.on_notifications: list[Callable[[list[Notification]], None]] = []  # after commit
         self._created: list[Notification] = []
         self._last_pause_check = -1e18
-        self._dispatch_dirty = False
+        self._saved_version = 0
         evaluation.loaders.append(self.load)
         evaluation.sinks.append(self.sink)
         evaluation.tickers.append(self.tick)
@@ -106,6 +106,7 @@ class Alerting:
         blob = store.get_blob(conn, "dispatch")
         if blob:
             self.dispatch.load_json(blob)
+        self._saved_version = self.dispatch.version
         self.resolved = {}
         self._created = []
         self._conn: Connection | None = conn
@@ -173,7 +174,6 @@ class Alerting:
                 if a.fingerprint in self.dispatch.placed:
                     self.resolved[a.fingerprint] = a
                 outgoing += self.dispatch.on_resolved(a, now)
-                self._dispatch_dirty = True
                 continue
             else:
                 dirty[a.fingerprint] = a
@@ -184,10 +184,8 @@ class Alerting:
                     self._place_default(a, now)
                 else:
                     self.dispatch.place(a, now)
-                self._dispatch_dirty = True
         if self.dispatch.due(now):
             outgoing += self.dispatch.flush(now, self.lookup, lambda: list(self.book.open.values()))
-            self._dispatch_dirty = True
         for o in outgoing:
             for fp in o.fingerprints:
                 a = self.book.open.get(fp)
@@ -197,9 +195,9 @@ class Alerting:
         self._emit(conn, outgoing, now)
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
-        if self._dispatch_dirty:
+        if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
             store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
-            self._dispatch_dirty = False
+            self._saved_version = self.dispatch.version
 
     def _place_default(self, a: Alert, now: float) -> None:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""

@@ -130,7 +130,7 @@ def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat) -> list[Fi
             out.extend(suite.observe_start(pid, rid, t, t))
             continue
         start = t - (line.duration_s or 0.0)
-        status = _STATUS.get(line.status.lower())
+        status = _STATUS.get(line.status) or _STATUS.get(line.status.lower())
         if status is None:
             raise ValueError(f"{pid} {rid}: unknown status {line.status!r}")
         run = RunObservation(rid, start, t, status, line.duration_s, line.rows, line.bytes)

@@ -26,7 +26,8 @@ from pipemon.ingest.common import iso
 from pipemon.model import Event, Notification
 
 BATCH = 2000
-PAGES = frozenset({"trigger", "escalate", "repeat"})
+SENDS = frozenset({"trigger", "escalate", "repeat"})
+PAGING = frozenset({"critical", "error"})
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ReplayResult:
     pages_by_team_week: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(collections.Counter))
     naive_by_team: collections.Counter = field(default_factory=collections.Counter)
     pages_by_team: collections.Counter = field(default_factory=collections.Counter)
+    other_by_team: collections.Counter = field(default_factory=collections.Counter)
 
 
 def notification_line(n: Notification) -> dict[str, Any]:
@@ -81,12 +83,18 @@ def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until:
                 result.notifications += 1
                 if out is not None:
                     out.write(json.dumps(notification_line(n)) + "\n")
-                if n.action.value in PAGES:
-                    wk = _week(n.time)
-                    result.pages_by_receiver_week[n.receiver][wk] += 1
-                    for team in sorted({a.team for a in n.alerts}):
-                        result.pages_by_team_week[team][wk] += 1
-                        result.pages_by_team[team] += 1
+                if n.action.value not in SENDS:
+                    continue
+                teams = sorted({a.team for a in n.alerts})
+                if not any(a.severity.value in PAGING for a in n.alerts):
+                    for team in teams:  # a warning or info message: not a page
+                        result.other_by_team[team] += 1
+                    continue
+                wk = _week(n.time)
+                result.pages_by_receiver_week[n.receiver][wk] += 1
+                for team in teams:
+                    result.pages_by_team_week[team][wk] += 1
+                    result.pages_by_team[team] += 1
         pm.alerting.on_notifications.append(record)
         try:
             _drive(pm, clock, read_events(iter(source), result), result, until, tick)
@@ -157,9 +165,12 @@ def _week(t: float) -> str:
     return f"{y}-W{w:02d}"
 
 
-def summary_table(result: ReplayResult) -> list[tuple[str, str, str]]:
+def summary_table(result: ReplayResult) -> list[tuple[str, str, str, str]]:
+    """(team, pages, other notifications, naive pages) per team. A page is a trigger, repeat or escalation
+    carrying a critical or error alert; warnings and info notices are counted apart."""
     rows = []
-    for team in sorted(set(result.pages_by_team) | set(result.naive_by_team)):
-        rows.append((team, str(result.pages_by_team.get(team, 0)), str(result.naive_by_team.get(team, 0))))
+    for team in sorted(set(result.pages_by_team) | set(result.naive_by_team) | set(result.other_by_team)):
+        rows.append((team, str(result.pages_by_team.get(team, 0)), str(result.other_by_team.get(team, 0)),
+                     str(result.naive_by_team.get(team, 0))))
     return rows
 

@@ -37,6 +37,7 @@ from pipemon.store import writes
 log = logging.getLogger(__name__)
 
 MAX_GROUP_EVENTS = 20_000
+TOUCH_FLUSH_S = 5.0
 RUN_CACHE = 200_000
 UNASSIGNED = None
 
@@ -118,6 +119,8 @@ class Worker:
         self.by_id: dict[int, PipelineRec] = {}
         self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()
         self._lineage: set[tuple[int, str, str]] = set()
+        self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written every TOUCH_FLUSH_S
+        self._touched_flushed = 0.0
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
@@ -137,6 +140,13 @@ class Worker:
             self._thread.join(timeout)
             self._thread = None
         if self._conn is not None:
+            if self._touched:  # the last seconds of last_event_at, on a clean stop
+                try:
+                    with self._conn.begin():
+                        writes.update_pipelines(self._conn, [(r.team, r.event_team, r.integration, r.last_event_at,
+                                                              r.id) for r in self._touched.values()])
+                except Exception:
+                    log.warning("could not save last_event_at on stop", exc_info=True)
             self._conn.close()
             self._conn = None
 
@@ -290,6 +300,7 @@ class Worker:
                 self.pipelines[r.key] = rec
                 self.by_id[r.id] = rec
             self._runs.clear()
+            self._touched.clear()
             for r in writes.open_runs(conn):
                 rec = self.by_id[r.pipeline_id]
                 self._cache_put((r.pipeline_id, r.run_id), writes.run_from_row(rec.key, r))
@@ -493,9 +504,13 @@ class Worker:
         writes.insert_runs(conn, inserts)
         writes.update_runs(conn, updates)
         writes.insert_lineage(conn, lineage_rows)
-        writes.update_pipelines(conn, [{"b_id": r.id, "team": r.team, "event_team": r.event_team,
-                                        "integration": r.integration, "last_event_at": r.last_event_at}
-                                       for r in dirty.values()])
+        if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
+            # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
+            self._touched.update(dirty)
+            writes.update_pipelines(conn, [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                                           for r in self._touched.values()])
+            self._touched.clear()
+            self._touched_flushed = time.monotonic()
         if self.evaluator is not None:
             changes = [RunChange(recs[k], before.get(k), run) for k, run in work.items()]
             self.evaluator.on_changes(conn, changes, fresh, now)
@@ -506,7 +521,7 @@ class Worker:
         changed = False
         if ev.time > rec.last_event_at:
             rec.last_event_at = ev.time
-            changed = True
+            self._touched[rec.id] = rec
         if own_team and ev.team and ev.team != rec.event_team:
             rec.event_team = ev.team
             rule = self.settings.rule_for(rec.key)

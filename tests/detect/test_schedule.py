@@ -96,3 +96,15 @@ def test_irregular_starts_learn_nothing() -> None:
         t += rng.uniform(600, 3 * 86400)
         lr.observe(t)
     assert lr.learn() is None
+
+
+def test_a_schedule_learned_from_a_history_of_starts() -> None:
+    rng = random.Random(3)
+    t0 = 1767571200.0  # a Monday
+    starts = [t0 + d * 86400 + 6 * 3600 + rng.expovariate(1 / 90) for d in range(28) if d % 7 < 5]
+    sch = Schedule.learned(starts)
+    assert sch is not None and sch.describe() == "weekdays at about 06:01 UTC"
+    friday = t0 + 32 * 86400  # the Friday after the history
+    assert sch.next_expected(friday + 7 * 3600) == pytest.approx(t0 + 35 * 86400 + 6 * 3600, abs=120)  # Monday
+    assert 300 <= sch.deadline(0.0) <= 0.25 * 86400  # grace learned from the jitter, not the default
+    assert Schedule.learned(starts[:5]) is None  # too short a history

@@ -176,9 +176,9 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
                + (f" -> {output}" if output else ""), err=True)
     if summary:
         console = Console()
-        t = Table(title="pages per team (trigger, repeat, escalate) vs a naive one-alert-per-failed-or-late-run policy",
-                  header_style="bold")
-        for col in ("team", "pages", "naive"):
+        t = Table(title="pages per team (a trigger, repeat or escalation with a critical or error alert) vs a naive "
+                        "one-page-per-failed-or-late-run policy", header_style="bold")
+        for col in ("team", "pages", "warnings and notices", "naive pages"):
             t.add_column(col)
         for row in summary_table(res):
             t.add_row(*row)

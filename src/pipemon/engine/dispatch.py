@@ -4,7 +4,8 @@ acknowledgements. Pure: decides what to send and when; the outbox sends.
 Groups follow Alertmanager: an alert joins the group of each route that takes it (keyed by the route and
 its `group_by` labels); a new group is flushed after `group_wait`, then every `group_interval`. A flush
 sends a `trigger` when the group holds firing alerts not yet sent, a `repeat` when `repeat_interval` has
-passed since the last one, and a `resolve` for alerts that were sent and have resolved. Two fixes over
+passed since the last one (unless every firing alert is an `info` notice: notices are said once), and a
+`resolve` for alerts that were sent and have resolved. Two fixes over
 Alertmanager: an alert that was sent stays on the group's sent list while silenced or inhibited, so its
 resolve is always delivered (prometheus/alertmanager#226); and an alert that resolves before its group is
 first flushed (a failure its retry fixed within group_wait) is dropped without a word.
@@ -23,7 +24,7 @@ from pipemon.config import EscalationPolicy, Settings
 from pipemon.engine.alerts import Alert
 from pipemon.engine.mute import Muter
 from pipemon.engine.route import RouteNode, compile_routes, routes_for
-from pipemon.model import AlertState, NotifyAction
+from pipemon.model import AlertState, NotifyAction, Severity
 
 GROUP = "group"
 ESCALATION = "escalation"
@@ -79,6 +80,7 @@ class Dispatch:
         self.groups: dict[str, Group] = {}
         self.escalations: dict[str, Escalation] = {}
         self.placed: dict[str, set[str]] = {}    # alert fingerprint -> group keys
+        self.version = 0                         # bumped on every change: the caller persists when it moves
 
     # --- placing alerts -----------------------------------------------------------------------------------
     def place(self, a: Alert, now: float, nodes: list[RouteNode] | None = None) -> None:
@@ -97,6 +99,7 @@ class Dispatch:
             g.fps.add(a.fingerprint)
             keys.add(key)
         self.placed[a.fingerprint] = keys
+        self.version += 1
 
     def node(self, g: Group) -> RouteNode:
         return self.nodes[g.route_id]
@@ -142,7 +145,9 @@ class Dispatch:
                 resolved.add(fp)
         out: list[Outgoing] = []
         new = firing - g.sent
-        repeat = bool(firing) and g.last_sent is not None and now - g.last_sent >= node.repeat_interval
+        # info notices (an upstream's failure, a schema change) are said once; what needs action repeats
+        repeat = (g.last_sent is not None and now - g.last_sent >= node.repeat_interval
+                  and any(alerts[fp].severity is not Severity.INFO for fp in firing))
         if firing and (new or repeat):
             action = NotifyAction.TRIGGER if new else NotifyAction.REPEAT
             out.append(Outgoing(g.receiver, action, g.key, g.labels, tuple(sorted(firing)), now))
@@ -167,6 +172,7 @@ class Dispatch:
                     if not keys:
                         del self.placed[fp]
         g.last_flush = now
+        self.version += 1
         if g.fps:
             g.next_flush = now + node.group_interval
         else:
@@ -181,10 +187,12 @@ class Dispatch:
             a = lookup(fp)
             if a is None or a.state is not AlertState.FIRING:  # resolved or acknowledged: stop
                 del self.escalations[fp]
+                self.version += 1
                 continue
             policy = self.policies.get(e.policy)
             if policy is None:
                 del self.escalations[fp]
+                self.version += 1
                 continue
             if self.quiet(a, now, firing_labels) is None:
                 step = policy.steps[e.step]
@@ -192,6 +200,7 @@ class Dispatch:
                                     {"pipeline": a.pipeline, "kind": a.kind}, (fp,), now))
                 a.notified[step.receiver] = ESCALATION if a.notified.get(step.receiver) != GROUP else GROUP
             e.step += 1
+            self.version += 1
             if e.step >= len(policy.steps):
                 if e.round >= policy.repeat:
                     del self.escalations[fp]
@@ -205,7 +214,8 @@ class Dispatch:
     # --- changes outside the timers -------------------------------------------------------------------------
     def on_resolved(self, a: Alert, now: float) -> list[Outgoing]:
         """Receivers paged only by escalation get their resolve at once (groups send theirs on flush)."""
-        self.escalations.pop(a.fingerprint, None)
+        if self.escalations.pop(a.fingerprint, None) is not None:
+            self.version += 1
         return [Outgoing(r, NotifyAction.RESOLVE, f"escalation:{a.fingerprint}", {"pipeline": a.pipeline,
                                                                                    "kind": a.kind},
                          (a.fingerprint,), now)
@@ -214,7 +224,8 @@ class Dispatch:
     def on_acknowledged(self, a: Alert, now: float) -> list[Outgoing]:
         """Acknowledging stops escalation and tells every receiver that was paged (PagerDuty closes the
         incident's noise; chat gets a line)."""
-        self.escalations.pop(a.fingerprint, None)
+        if self.escalations.pop(a.fingerprint, None) is not None:
+            self.version += 1
         return [Outgoing(r, NotifyAction.ACKNOWLEDGE, f"ack:{a.fingerprint}", {"pipeline": a.pipeline, "kind": a.kind},
                          (a.fingerprint,), now) for r in sorted(a.notified)]
 

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -135,6 +136,15 @@ class Calendar:
             return float(croniter(self.cron, _dt.datetime.fromtimestamp(t, _zone(self.tz) or _dt.UTC))
                          .get_next(float))
         times = self.times
+        if self.tz == "UTC" and not (self.doms or self.months):  # the common case, in plain arithmetic
+            day = int(t // DAY)
+            i = bisect.bisect_right(times, t - day * DAY)
+            dows = self.dows
+            for d in range(day, day + 8):
+                if (dows >> ((d + 3) % 7)) & 1 and i < len(times):
+                    return d * DAY + times[i]
+                i = 0
+            return None
         day, sod = self._local(t)
         i = bisect.bisect_right(times, sod)
         for d in range(day, day + _MAX_SEARCH_DAYS):
@@ -154,6 +164,15 @@ class Calendar:
             zone = _zone(self.tz) or _dt.UTC
             return float(croniter(self.cron, _dt.datetime.fromtimestamp(t + 1e-3, zone)).get_prev(float))
         times = self.times
+        if self.tz == "UTC" and not (self.doms or self.months) and times:  # the common case, plain arithmetic
+            day = int(t // DAY)
+            i = bisect.bisect_right(times, t - day * DAY)
+            dows = self.dows
+            for d in range(day, day - 8, -1):
+                if (dows >> ((d + 3) % 7)) & 1 and i > 0:
+                    return d * DAY + times[i - 1]
+                i = len(times)
+            return None
         day, sod = self._local(t)
         i = bisect.bisect_right(times, sod)
         for d in range(day, day - _MAX_SEARCH_DAYS, -1):
@@ -251,13 +270,15 @@ class ScheduleSource(str, Enum):
 class Schedule:
     """A calendar, shifted by a learned phase offset, with the learned start lag (jitter)."""
 
-    __slots__ = ("_grace", "calendar", "grace_s", "interval_s", "lag_dev", "lag_loc", "lag_n", "offset_s", "source")
+    __slots__ = ("_grace", "calendar", "early_s", "grace_s", "interval_s", "lag_dev", "lag_loc", "lag_n", "offset_s",
+                 "source")
 
     def __init__(self, calendar: Calendar, source: ScheduleSource, interval_s: float,
                  grace_s: float | None = None, offset_s: float = 0.0) -> None:
         self.calendar = calendar
         self.source = source
         self.interval_s = interval_s  # typical spacing: bounds grace and the early tolerance
+        self.early_s = EARLY_FRACTION * interval_s
         self.grace_s = grace_s  # declared; None = learned from lag
         self.offset_s = offset_s  # the schedule moved by this much since declared / learned
         self.lag_loc = 0.0  # start lag after the slot: EW mean and mean absolute deviation
@@ -274,6 +295,23 @@ class Schedule:
         if interval_s:
             return Schedule(Calendar.every(interval_s, anchor), ScheduleSource.DECLARED, interval_s, grace_s)
         raise ValueError("a declared schedule needs a cron or an interval")
+
+    @staticmethod
+    def learned(starts: Iterable[float]) -> Schedule | None:
+        """The schedule a history of run start times follows (and its jitter), or None when the history
+        is too short or irregular (see ScheduleLearner for what "enough" is)."""
+        lr = ScheduleLearner()
+        for t in sorted(starts):
+            lr.observe(t)
+        cal = lr.learn()
+        if cal is None:
+            return None
+        sch = Schedule(cal, ScheduleSource.LEARNED, cal.typical_interval(lr.starts[-1]))
+        for t in lr.starts:
+            slot = sch.prev_expected(t + sch.early_s)
+            if slot is not None and t - slot <= sch.grace():
+                sch.observe_lag(t - slot)
+        return sch
 
     def next_expected(self, after_ts: float) -> float | None:
         nxt = self.calendar.next_after(after_ts - self.offset_s)
@@ -309,7 +347,7 @@ class Schedule:
         return (late_by - self.lag_loc) / self.lag_dev
 
     def early_tolerance(self) -> float:
-        return EARLY_FRACTION * self.interval_s
+        return self.early_s
 
     def observe_lag(self, lag: float) -> None:
         """Learn one on-time start's lag. The caller passes only starts within grace, which bounds

@@ -51,12 +51,11 @@ def insert_pipeline(conn: Connection, row: dict) -> int:
     return conn.execute(pipelines.insert().values(**row)).inserted_primary_key[0]
 
 
-def update_pipelines(conn: Connection, rows: list[dict]) -> None:
-    """rows: {b_id, team, event_team, integration, last_event_at}."""
+def update_pipelines(conn: Connection, rows: list[tuple]) -> None:
+    """rows: (team, event_team, integration, last_event_at, id)."""
     if rows:
-        conn.execute(pipelines.update().where(pipelines.c.id == sa.bindparam("b_id")).values(
-            team=sa.bindparam("team"), event_team=sa.bindparam("event_team"),
-            integration=sa.bindparam("integration"), last_event_at=sa.bindparam("last_event_at")), rows)
+        conn.exec_driver_sql(_sql(conn, "UPDATE pipelines SET team = ?, event_team = ?, integration = ?, "
+                                        "last_event_at = ? WHERE id = ?"), rows)
 
 
 def load_pipelines(conn: Connection) -> list[sa.Row]:
@@ -105,13 +104,28 @@ def update_runs(conn: Connection, runs_: list[tuple[int, Run]]) -> None:
         conn.exec_driver_sql(_sql(conn, _UPDATE_RUNS), [(*run_values(r), pid, r.run_id) for pid, r in runs_])
 
 
-def load_runs(conn: Connection, wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], sa.Row]:
+_RUN_SELECT = f"SELECT pipeline_id, run_id, {', '.join(_RUN_COLS)} FROM runs"
+
+
+class _RunRow:
+    """A runs row read raw (attribute access like SQLAlchemy's Row, without its cost)."""
+
+    __slots__ = ("pipeline_id", "run_id", *_RUN_COLS)
+
+    def __init__(self, values: tuple) -> None:
+        for k, v in zip(self.__slots__, values):
+            setattr(self, k, v)
+
+
+def load_runs(conn: Connection, wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], _RunRow]:
     """The stored rows of these (pipeline_id, run_id) pairs."""
     wanted = set(wanted)
     by_run_id = sorted({rid for _, rid in wanted})
     out = {}
     for part in _chunks(by_run_id):
-        for r in conn.execute(sa.select(runs).where(runs.c.run_id.in_(part))):
+        q = _sql(conn, f"{_RUN_SELECT} WHERE run_id IN ({','.join('?' * len(part))})")
+        for values in conn.exec_driver_sql(q, tuple(part)):
+            r = _RunRow(values)
             k = (r.pipeline_id, r.run_id)
             if k in wanted:
                 out[k] = r
@@ -122,15 +136,16 @@ def find_task_parents(conn: Connection, run_ids: Sequence[str]) -> dict[str, tup
     """For runs that already exist as some pipeline's run or task: run_id -> (pipeline_id, parent_run_id)."""
     out = {}
     for part in _chunks(list(run_ids)):
-        for r in conn.execute(sa.select(runs.c.run_id, runs.c.pipeline_id, runs.c.parent_run_id)
-                              .where(runs.c.run_id.in_(part))):
-            out[r.run_id] = (r.pipeline_id, r.parent_run_id)
+        q = _sql(conn, f"SELECT run_id, pipeline_id, parent_run_id FROM runs WHERE run_id IN "
+                       f"({','.join('?' * len(part))})")
+        for run_id, pid, parent in conn.exec_driver_sql(q, tuple(part)):
+            out[run_id] = (pid, parent)
     return out
 
 
-def load_tasks(conn: Connection, pipeline_id: int, parent_run_id: str) -> list[sa.Row]:
-    return list(conn.execute(sa.select(runs).where(runs.c.pipeline_id == pipeline_id,
-                                                   runs.c.parent_run_id == parent_run_id)))
+def load_tasks(conn: Connection, pipeline_id: int, parent_run_id: str) -> list[_RunRow]:
+    q = _sql(conn, f"{_RUN_SELECT} WHERE pipeline_id = ? AND parent_run_id = ?")
+    return [_RunRow(v) for v in conn.exec_driver_sql(q, (pipeline_id, parent_run_id))]
 
 
 def open_runs(conn: Connection) -> list[sa.Row]:

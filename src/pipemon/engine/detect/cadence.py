@@ -87,14 +87,14 @@ class CadenceDetector:
         sch = self.schedule
         if sch is None:
             return None
-        if self.rephase_next or (self.fulfilled is None and self.covered is None and sch.calendar.every_s
-                                 and sch.source is ScheduleSource.DECLARED and not sch.offset_s):
+        if self.rephase_next or (self.fulfilled is None and self.covered is None and sch.calendar.every_s > 0
+                                 and sch.source is ScheduleSource.DECLARED and sch.offset_s == 0):
             # EXPECTED feedback asked for it, or a declared "every N s" meets its first run: its phase
             self.rephase_next = False
             sch.shift(self._offset(sch, t))
             self.fulfilled = None
             self._cover(None)
-        early = t + sch.early_tolerance()
+        early = t + sch.early_s
         cov, watch = self.covered, self._watch
         # the common cases need no calendar walk: the run is for the watched slot, or the covered one
         if self._watch_ok and watch is not None and watch <= early < watch + sch.calendar.min_gap:

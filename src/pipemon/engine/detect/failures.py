@@ -45,7 +45,7 @@ class FailureRate:
     def observe(self, pipeline_id: str, run_id: str, t: float, failed: bool,
                 sensitivity: float) -> Finding | None:
         """Score, then learn, one finished run."""
-        s = self.score(failed)
+        s = self.score(failed) if failed else 0.0
         finding = None
         if s >= ALARM_SCORE / sensitivity and self.state == _QUIET:
             self.state = _FLAGGED

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from functools import lru_cache
 from typing import Any
 
 from pipemon.engine.detect.base import ALARM_SCORE
@@ -80,13 +79,17 @@ Scored = tuple[float, float, float, tuple[int, int, int]]
 Expect = tuple[float, int, int, int, bool, float]
 
 
-@lru_cache(maxsize=4096)
+_MONTH_POS: dict[int, int] = {}  # day -> position: a few hundred days a year, a dict is the cheapest memo
+
+
 def _month_pos(day: int) -> int:
     """0 = the month's last day, 1 = its first day, -1 = any other day (day = days since 1970-01-01)."""
-    d = _dt.date.fromordinal(day + _EPOCH_ORD)
-    if d.day == 1:
-        return 1
-    return 0 if _dt.date.fromordinal(day + 1 + _EPOCH_ORD).day == 1 else -1
+    pos = _MONTH_POS.get(day)
+    if pos is None:
+        d = _dt.date.fromordinal(day + _EPOCH_ORD)
+        nxt = _dt.date.fromordinal(day + 1 + _EPOCH_ORD)
+        pos = _MONTH_POS[day] = 1 if d.day == 1 else 0 if nxt.day == 1 else -1
+    return pos
 
 
 class MetricBaseline:
@@ -114,6 +117,7 @@ class MetricBaseline:
         "prev_level",
         "q95",
         "streak",
+        "version",
         "zeros",
     )
 
@@ -142,6 +146,7 @@ class MetricBaseline:
         self.ep_score = 0.0  # ... its score, and the unflagged runs since (the episode ends at COOLDOWN)
         self.ep_quiet = 0
         self.zeros = 0.0  # EW share of exact zeros (log metrics)
+        self.version = 0  # bumped by every learn: a cached expectation is valid while it stands
 
     # ------------------------------------------------------------------------------- the model
     def fwd(self, x: float) -> float:
@@ -166,27 +171,23 @@ class MetricBaseline:
     def _expect(self, t: float) -> Expect:
         """(expected y, hour, weekday, month buckets, mature: enough runs overall and in the buckets,
         scale). A mature model with a known scale (dev_n >= MIN_SCALE) can judge a run."""
-        s, q = TAIL * self.dev, Q_TAIL * self.q95  # (self.scale(), inlined: this is the hot path)
-        if q > s:
-            s = q
-        floor = 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12
-        if floor > s:
-            s = floor
+        s = max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)  # scale()
         gap = self.gap
         mu = self.level
         warm = self.n >= MIN_RUNS
         hb = db = mb = -1
         if gap:
+            day = int(t // DAY)
             if gap < HOD_BELOW_S:
-                hb = int(t % DAY // 3600)
+                hb = int((t - day * DAY) // 3600)
                 mu += self.hod[hb]
                 warm = warm and self.hod_n[hb] >= MIN_BUCKET
             if gap < DOW_BELOW_S:
-                db = int((t // DAY + 3) % 7)
+                db = (day + 3) % 7
                 mu += self.dow[db]
                 warm = warm and self.dow_n[db] >= MIN_BUCKET
             if gap < MONTH_BELOW_S:
-                mb = _month_pos(int(t // DAY))
+                mb = _month_pos(day)
                 if mb >= 0 and self._month_used(mb, s):
                     mu += self.mon[mb]
         return mu, hb, db, mb, warm, s
@@ -227,10 +228,17 @@ class MetricBaseline:
         mu, _, _, _, mature, s = self._expect(t)
         return self.band_at(mu, s, z) if mature and self.dev_n >= MIN_SCALE else None
 
-    def upper(self, t: float, z: float) -> float | None:
-        """The value at +z scales (the running-long line), or None while cold. Pure."""
-        mu, _, _, _, mature, s = self._expect(t)
+    def expect(self, t: float) -> Expect:
+        """The model's expectation at local time t, reusable by `update` while `version` stands. Pure."""
+        return self._expect(t)
+
+    def upper_of(self, e: Expect, z: float) -> float | None:
+        """The value at +z scales (the running-long line) of an expectation, or None while cold. Pure."""
+        mu, _, _, _, mature, s = e
         return self.inv(mu + z * s) if mature and self.dev_n >= MIN_SCALE else None
+
+    def upper(self, t: float, z: float) -> float | None:
+        return self.upper_of(self._expect(t), z)
 
     def z_of(self, t: float, x: float) -> float | None:
         r = self.score(t, x)
@@ -241,9 +249,11 @@ class MetricBaseline:
         """Whether a flagged z is news: not the episode already reported, unless clearly worse. Pure."""
         return self.episode != (1 if z > 0 else -1) or abs(z) > ESCALATE * self.ep_score
 
-    def update(self, t: float, x: float, line: float) -> tuple[Scored | None, bool, bool]:
-        """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run."""
-        e = self._expect(t)
+    def update(self, t: float, x: float, line: float, e: Expect | None = None) -> tuple[Scored | None, bool, bool]:
+        """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run;
+        `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved."""
+        if e is None:
+            e = self._expect(t)
         res = self._score(e, x)
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
@@ -260,6 +270,7 @@ class MetricBaseline:
 
     def _learn(self, e: Expect, t: float, x: float, flagged: bool, z_seen: float, report: bool) -> None:
         mu, hb, db, mb, mature, s = e
+        self.version += 1
         if report:
             self.episode, self.ep_score, self.ep_quiet = (1 if z_seen > 0 else -1), abs(z_seen), 0
         elif flagged:
@@ -301,7 +312,14 @@ class MetricBaseline:
             self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
         if mb >= 0:
             self._learn_month(mb, r, s, clip=judged)
-        if self._track_shift(r, z) or flagged or z >= SHIFT_Z or z <= -SHIFT_Z:
+        if -SHIFT_Z < z < SHIFT_Z:  # back within half the line: no streak, no incident hold
+            if self.streak:
+                self.streak = []
+            self.hold = False
+            if flagged:
+                return
+        else:  # a suspect: it counts towards a level shift and is not learned
+            self._track_shift(r)
             return
         c = r  # (|z| < SHIFT_Z here when judged: nothing to clip)
         if mature:
@@ -313,26 +331,23 @@ class MetricBaseline:
                 if k == MIN_SCALE:
                     self.boot = []
             else:
-                self.dev += (1.0 / k if k < SCALE_MEMORY else 1.0 / SCALE_MEMORY) * (a - self.dev)
+                self.dev += (a - self.dev) / min(k, SCALE_MEMORY)
         n = self.n = self.n + 1
         rpd = DAY / self.gap if self.gap else 1.0
         # the weekday profile learns first and fastest per cycle, then the hour profile, then the slow
         # level: otherwise the level and hour buckets soak up every weekend and Monday
-        if db >= 0:  # gains: 1/k (a mean) until that reaches the memory's floor
+        # gains 1 / min(k, memory): a plain mean of the first runs, then an EW average with that memory
+        if db >= 0:
             k = self.dow_n[db] = self.dow_n[db] + 1
-            g, floor = 1.0 / k, 1.0 / (DOW_MEMORY * (rpd if rpd > 1.0 else 1.0))
-            g = g if g > floor else floor
+            g = 1.0 / min(k, DOW_MEMORY * max(1.0, rpd))
             self.dow[db] += g * c
             c -= g * c
         if hb >= 0:
             k = self.hod_n[hb] = self.hod_n[hb] + 1
-            g, floor = 1.0 / k, 1.0 / (HOD_MEMORY * (rpd / 24.0 if rpd > 24.0 else 1.0))
-            g = g if g > floor else floor
+            g = 1.0 / min(k, HOD_MEMORY * max(1.0, rpd / 24.0))
             self.hod[hb] += g * c
             c -= g * c
-        memory = LEVEL_DAYS * rpd
-        g, floor = 1.0 / n, 1.0 / (LEVEL_MAX if memory > LEVEL_MAX else memory if memory > 8.0 else 8.0)
-        self.level += (g if g > floor else floor) * c
+        self.level += c / min(n, min(max(LEVEL_DAYS * rpd, 8.0), LEVEL_MAX))
         if n % _RECENTER_EVERY == 0:
             self._recenter()
 
@@ -344,23 +359,16 @@ class MetricBaseline:
             lim = ALARM_SCORE * s
             full = max(-lim, min(lim, full))
         k = self.mon_n[mb] = self.mon_n[mb] + 1
-        self.mon[mb] += max(1.0 / k, 1.0 / MONTH_MEMORY) * (full - self.mon[mb])
+        self.mon[mb] += (full - self.mon[mb]) / min(k, MONTH_MEMORY)
 
-    def _track_shift(self, r: float, z: float) -> bool:
-        """Count same-side deviations; after SHIFT_RUNS of them adopt their median as the new level."""
-        if -SHIFT_Z < z < SHIFT_Z:
-            if self.streak:
-                self.streak = []
-            self.hold = False
-            return False
+    def _track_shift(self, r: float) -> None:
+        """Count a deviation beyond SHIFT_Z; after SHIFT_RUNS on one side adopt their median as the level."""
         st = self.streak
         if st and (st[0] > 0) != (r > 0):
             st.clear()
         st.append(r)
-        if len(st) < SHIFT_RUNS or self.hold:
-            return False
-        self._rebaseline(sorted(st)[len(st) // 2])
-        return True
+        if len(st) >= SHIFT_RUNS and not self.hold:
+            self._rebaseline(sorted(st)[len(st) // 2])
 
     def _rebaseline(self, delta: float) -> None:
         self.prev_level, self.prev_left = self.level, REVERT_RUNS

@@ -35,7 +35,7 @@ from pipemon.engine.detect.base import (
 )
 from pipemon.engine.detect.cadence import CadenceDetector
 from pipemon.engine.detect.failures import FailureRate
-from pipemon.engine.detect.metric import MetricBaseline
+from pipemon.engine.detect.metric import Expect, MetricBaseline
 from pipemon.engine.detect.schema import SchemaWatch
 from pipemon.engine.schedule import Schedule
 
@@ -47,12 +47,14 @@ _STALE_S = 7 * 86400.0  # an in-flight run older than this no longer excuses mis
 
 
 class _Running:
-    __slots__ = ("alarmed", "deadline", "start")
+    __slots__ = ("alarmed", "deadline", "expect", "start")
 
-    def __init__(self, start: float, deadline: float | None, alarmed: bool = False) -> None:
+    def __init__(self, start: float, deadline: float | None, alarmed: bool = False,
+                 expect: tuple[int, Expect] | None = None) -> None:
         self.start = start
         self.deadline = deadline
         self.alarmed = alarmed
+        self.expect = expect  # (duration model version, its expectation for this run): reused at the end
 
 
 class _Pipeline:
@@ -150,11 +152,13 @@ class DetectorSuite:
         if run_id in p.running:
             return []
         out = self._start(p, run_id, start)
-        deadline = self._long_deadline(p, start)
+        b = p.metrics.get("duration_s")
+        expect = (b.version, b.expect(start if p.zone is None else p.local(start))) if b is not None else None
+        deadline = self._long_deadline(p, start, b, expect[1] if expect else None)
         running = p.running
         if len(running) >= _MAX_RUNNING:
             del running[next(iter(running))]
-        running[run_id] = _Running(start, deadline)
+        running[run_id] = _Running(start, deadline, expect=expect)
         if deadline is not None:
             heapq.heappush(self._heap, (deadline, next(self._seq), pipeline_id, run_id))
         return out
@@ -172,9 +176,13 @@ class DetectorSuite:
         long_alarmed = rec is not None and rec.alarmed
         status = run.status
         if status is RunStatus.SUCCEEDED:
-            t = p.local(run.nominal_time if run.nominal_time is not None else run.start)
+            t = run.nominal_time if run.nominal_time is not None else run.start
+            if p.zone is not None:
+                t = p.local(t)
             if run.duration_s is not None:
-                f = self._metric(p, "duration_s", t, run.duration_s, run.run_id, now, quiet_high=long_alarmed)
+                kept = rec.expect if rec is not None and run.nominal_time is None else None
+                f = self._metric(p, "duration_s", t, run.duration_s, run.run_id, now, quiet_high=long_alarmed,
+                                 kept=kept)
                 if f is not None:
                     out.append(f)
             for metric, x in (("rows", run.rows), ("bytes", run.bytes)):
@@ -199,10 +207,10 @@ class DetectorSuite:
         return [] if f is None else [f]
 
     def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
-                quiet_high: bool = False) -> Finding | None:
+                quiet_high: bool = False, kept: tuple[int, Expect] | None = None) -> Finding | None:
         b = p.baseline(metric)
         line = ALARM_SCORE / p.sens
-        res, _, report = b.update(t, x, line)
+        res, _, report = b.update(t, x, line, kept[1] if kept is not None and kept[0] == b.version else None)
         if not report or res is None:
             return None
         z, mu, s, season = res
@@ -248,9 +256,9 @@ class DetectorSuite:
             heapq.heappush(self._heap, (due, next(self._seq), p.pid, None))
             p.cad_queued = due
 
-    def _long_deadline(self, p: _Pipeline, start: float) -> float | None:
-        b = p.metrics.get("duration_s")
-        up = b.upper(p.local(start), ALARM_SCORE / p.sens) if b is not None else None
+    def _long_deadline(self, p: _Pipeline, start: float, b: MetricBaseline | None,
+                       e: Expect | None) -> float | None:
+        up = b.upper_of(e, ALARM_SCORE / p.sens) if b is not None and e is not None else None
         dl = None if up is None else start + up
         mx = p.spec.max_duration_s
         if mx is not None and (dl is None or start + mx < dl):
@@ -315,7 +323,7 @@ class DetectorSuite:
         p.cadence = CadenceDetector.from_json(d["cadence"])
         p.failures = FailureRate.from_json(d["failures"])
         p.schema = SchemaWatch.from_json(d["schema"])
-        p.running = {rid: _Running(*v) for rid, v in d["running"].items()}
+        p.running = {rid: _Running(*v) for rid, v in d["running"].items()}  # (expectations are recomputed)
         self._p[pipeline_id] = p
         for rid, r in p.running.items():
             if r.deadline is not None and not r.alarmed:
