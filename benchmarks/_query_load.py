@@ -374,7 +374,8 @@ class LoadStats:
     gen_s: float = 0.0          # simulator + sorting, inside the bulk phase
     bulk_s: float = 0.0         # wall time of the bulk phase (generation included)
     bulk_driver_s: float = 0.0  # of which inside executemany / COPY
-    index_s: float = 0.0
+    analyze_s: float = 0.0      # PostgreSQL: VACUUM ANALYZE between the bulk load and the feed
+    autovacuum: str | None = None
     feed: dict = field(default_factory=dict)
     finalize_s: float = 0.0
     total_s: float = 0.0
@@ -430,6 +431,14 @@ def load(url: str, fleet: sim.Fleet, plan: Plan, settings_text: str, log: Log) -
         log(f"  bulk: {g.bulk:,} runs in {st.bulk_s:.0f}s ({g.bulk / max(st.bulk_s, 1e-9):,.0f} runs/s; "
             f"simulator {g.gen_s:.0f}s, driver {st.bulk_driver_s:.0f}s); feeding {fed_runs:,} runs "
             f"through the engine ...")
+        if backend == "postgresql":
+            # Planner statistics before the writer runs: without them `run_id IN (...)` lookups plan as
+            # sequential scans of the whole runs table (~0.5 s each). Autovacuum would analyze a freshly
+            # loaded table within a minute or so, but it may be off (it is on the test server).
+            t = time.perf_counter()
+            st.autovacuum = vacuum_analyze(engine, ("pipelines", "runs"))
+            st.analyze_s = time.perf_counter() - t
+            log(f"  VACUUM ANALYZE after the bulk load: {st.analyze_s:.0f}s (autovacuum is {st.autovacuum})")
     finally:
         engine.dispose()
 
@@ -442,21 +451,16 @@ def load(url: str, fleet: sim.Fleet, plan: Plan, settings_text: str, log: Log) -
     t = time.perf_counter()
     engine = db.open_engine(url)
     try:
-        raw = engine.raw_connection()
-        try:
-            con = raw.driver_connection
-            if backend == "postgresql":
-                # What autovacuum does soon after a bulk load (visibility map, planner statistics), done now
-                # so that the measurement does not depend on when it happens to run.
-                con.commit()
-                con.autocommit = True
-                for table in ("pipelines", "runs", "pipeline_state", "lineage", "events", "findings", "rollups"):
-                    con.execute(f"VACUUM (ANALYZE) {table}")
-                con.autocommit = False
-            else:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
+        if backend == "postgresql":
+            # What autovacuum does soon after a load (visibility map, statistics), done now so that the
+            # measurement does not depend on when it happens to run.
+            vacuum_analyze(engine, ("pipelines", "runs", "pipeline_state", "lineage", "events", "findings", "rollups"))
+        else:
+            raw = engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
         with engine.connect() as conn:
             for table in ("pipelines", "runs", "events", "lineage", "pipeline_state", "findings", "rollups"):
                 st.counts[table] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
@@ -470,6 +474,23 @@ def load(url: str, fleet: sim.Fleet, plan: Plan, settings_text: str, log: Log) -
     if st.counts["pipeline_state"] != plan.pipelines:
         raise RuntimeError(f"pipeline_state has {st.counts['pipeline_state']} rows, not {plan.pipelines}")
     return st
+
+
+def vacuum_analyze(engine: sa.Engine, tables: Iterable[str]) -> str:
+    """VACUUM (ANALYZE) each table (outside a transaction); returns the server's autovacuum setting."""
+    raw = engine.raw_connection()
+    try:
+        con = raw.driver_connection
+        con.commit()
+        con.autocommit = True
+        try:
+            for table in tables:
+                con.execute(f"VACUUM (ANALYZE) {table}")
+            return con.execute("SHOW autovacuum").fetchone()[0]
+        finally:
+            con.autocommit = False
+    finally:
+        raw.close()
 
 
 def sqlite_size(path: Path) -> int:

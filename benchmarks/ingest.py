@@ -404,6 +404,23 @@ class PgSchema:
         sep = "&" if "?" in self.url else "?"
         return f"{self.url}{sep}options=-csearch_path%3D{self.name}"
 
+    def setting(self, name: str) -> str | None:
+        import sqlalchemy as sa
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.text("SELECT current_setting(:n)"), {"n": name}).scalar()
+        except Exception:
+            return None
+
+    def analyze(self) -> None:
+        """ANALYZE the schema's tables, as autovacuum would once they have grown."""
+        import sqlalchemy as sa
+        with self.engine.begin() as conn:
+            tables = conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"),
+                                  {"s": self.name}).scalars().all()
+            for t in tables:
+                conn.execute(sa.text(f'ANALYZE "{self.name}"."{t}"'))
+
     def table_stats(self) -> dict:
         """Per table of the schema: rows, and how they were read (seq vs index scans): a write path whose
         cost grows with the table shows up as seq_tup_read."""
@@ -541,6 +558,9 @@ async def bench_backend(label: str, db_url: str, extra: list[str], args, workdir
                     f"{pg}load gen {x['loadgen_cpu_pct']}%, others {x['others_cpu_pct']}%, "
                     f"loadavg {x['loadavg_before']}" + (" CAPPED" if x["capped"] else ""))
                 samples = x.pop("samples")
+                if r < 0 and schema is not None and args.pg_analyze:
+                    schema.analyze()
+                    res["analyzed_after_warmup"] = True
                 if r < 0:
                     res["warmup"] = {k: x[k] for k in ("requests_sent", "errors", "seconds", "events_per_s")}
                 else:
@@ -622,6 +642,10 @@ def render(report: dict) -> str:
                 f"{fmt(s['median_request_ms_p50'], 1)} / {fmt(s['median_request_ms_p99'], 1)} | "
                 f"{s['errors_total']:,} | {check} |")
     lines.append("")
+    for b in report["backends"]:
+        if b.get("pg_autovacuum") == "off" and not b.get("pg_analyzed_after_warmup"):
+            lines.append("PostgreSQL: autovacuum is off on this server and the fresh tables were never "
+                         "ANALYZEd: the planner had no statistics (JSON: pg_table_stats; --pg-analyze).")
     goals = []
     for b in report["backends"]:
         if not b["backend"].startswith("sqlite") or b.get("na"):
@@ -675,9 +699,13 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict:
             try:
                 d = workdir / "pg"
                 d.mkdir()
-                log(f"postgresql: schema {schema.name}")
+                autovacuum = schema.setting("autovacuum")
+                log(f"postgresql: schema {schema.name}, autovacuum {autovacuum}"
+                    + (", ANALYZE after each warm-up (--pg-analyze)" if args.pg_analyze else ""))
                 b = await bench_backend("postgresql", schema.server_url, [], args, d, schema)
                 b["schema"] = schema.name
+                b["pg_autovacuum"] = autovacuum
+                b["pg_analyzed_after_warmup"] = args.pg_analyze
                 b["pg_table_stats"] = schema.table_stats()
                 for table, st in b["pg_table_stats"].items():
                     if isinstance(st, dict) and st.get("seq_tup_read"):
@@ -709,6 +737,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pg", default=os.environ.get("PIPEMON_TEST_POSTGRES_URL") or DEFAULT_PG,
                     help="PostgreSQL URL (default: $PIPEMON_TEST_POSTGRES_URL); a fresh schema dropped after")
     ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--pg-analyze", action="store_true",
+                    help="ANALYZE the PostgreSQL tables after each warm-up (as autovacuum would, when on)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1,000 single / 20 batch POSTs a round")
     ap.add_argument("--pipemon", default=None,
                     help="command prefix to run pipemon (default: sys.executable -m pipemon)")

@@ -199,3 +199,29 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
         for team, c in sorted(res.pages_by_team_week.items()):
             t.add_row(team, *(str(c.get(w, 0)) for w in weeks))
         console.print(t)
+
+
+@app.command()
+def findings(pipeline: str | None = typer.Option(None, help="namespace/name"), team: str | None = typer.Option(None),
+             limit: int = typer.Option(50), url: str = UrlOption, token: str | None = TokenOption) -> None:
+    """Anomaly findings, newest first, with their evidence."""
+    data = api_get(url, token, "/api/v1/findings", {"pipeline": pipeline, "team": team, "limit": limit})
+    t = Table(title="findings", header_style="bold")
+    for col in ("id", "when", "pipeline", "kind", "metric", "score", "explanation", "verdict"):
+        t.add_column(col, overflow="fold")
+    for f in data["items"]:
+        t.add_row(str(f["id"]), _ago(f["time"]), f["pipeline"], f["kind"], f["metric"], f"{f['score']:.1f}",
+                  f["explanation"], f["verdict"] or "")
+    Console().print(t)
+
+
+@app.command()
+def feedback(finding_id: int = typer.Argument(..., help="Finding id (see `pipemon findings`)."),
+             verdict: str = typer.Argument(..., help="expected (the new normal: re-baseline now) or incident "
+                                                     "(a real problem: keep it out of the baseline)"),
+             url: str = UrlOption, token: str | None = TokenOption) -> None:
+    """Tell the detectors what a finding was; honoured from the pipeline's next run."""
+    if verdict not in ("expected", "incident"):
+        raise typer.BadParameter("expected or incident", param_hint="VERDICT")
+    f = api_send("POST", url, token, f"/api/v1/findings/{finding_id}/feedback", {"verdict": verdict})
+    typer.echo(f"finding {f['id']} ({f['pipeline']} {f['metric']}) marked {f['verdict']}")
