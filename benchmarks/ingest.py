@@ -13,7 +13,8 @@ Every event has a new run id, over 200 pipelines per scenario. Run ids (and nati
 (time-ordered, as openlineage-python and modern Airflow make them) unless --uuid4.
 
 The server is `--pipemon serve` in a subprocess on a fresh SQLite file (FULL, then NORMAL) and on a fresh
-PostgreSQL schema (--pg; dropped afterwards). The load runs in separate processes (benchmarks/_load.py:
+PostgreSQL schema (--pg; dropped afterwards; --pg-analyze ANALYZEs it after each warm-up, which matters on a
+server with autovacuum off: a never-analyzed table gets sequential scans). The load runs in separate processes (benchmarks/_load.py:
 aiohttp, bodies JSON-encoded before the clock starts). CPU comes from /proc: the server's utime+stime per
 1,000 events tells where the time goes; the load generators' own CPU, and what the rest of the machine used
 meanwhile ("others", from /proc/stat), tell whether the measurement was fair. After each scenario a sample is
@@ -735,7 +736,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sqlite", default="full,normal", help="SQLite synchronous modes to run, or ''")
     ap.add_argument("--uuid4", action="store_true", help="random UUIDv4 run ids, not UUIDv7")
     ap.add_argument("--pg", default=os.environ.get("PIPEMON_TEST_POSTGRES_URL") or DEFAULT_PG,
-                    help="PostgreSQL URL (default: $PIPEMON_TEST_POSTGRES_URL); a fresh schema dropped after")
+                    help="PostgreSQL URL (default: $PIPEMON_TEST_POSTGRES_URL); runs in a fresh schema")
     ap.add_argument("--skip-pg", action="store_true")
     ap.add_argument("--pg-analyze", action="store_true",
                     help="ANALYZE the PostgreSQL tables after each warm-up (as autovacuum would, when on)")

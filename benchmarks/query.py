@@ -454,25 +454,39 @@ def py_spy(server: Server, targets: Targets, endpoint: str, seconds: float, work
         return {"error": (spy.stderr.read() or b"").decode()[-500:] if spy.stderr else "no output"}
     leaf: collections.Counter = collections.Counter()
     incl: collections.Counter = collections.Counter()
-    total = 0
+    total = handling = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         k = int(count)
         total += k
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        raw_frames = stack.split(";")
+        # Samples of request handling: the handler thread (pipemon/api, fastapi) or the event loop serving
+        # HTTP (starlette, uvicorn); idle pool threads, the writer's loop and other background threads are not.
+        if not any(m in f for f in raw_frames for m in ("pipemon/api/", "fastapi/", "starlette/", "uvicorn/protocols")):
+            continue
+        handling += k
+        frames = [_short(f) for f in raw_frames]
         leaf[frames[-1]] += k
         for f in set(frames):
             incl[f] += k
-    interesting = [(f, c) for f, c in incl.most_common(400)
-                   if any(m in f for m in ("pipelines.py", "reads.py", "views.py", "routing.py", "encoders.py",
-                                           "base.py)", "json", "execute", "fetchall", "_ts", "iso", "decode",
-                                           "rule_for", "declared_neighbours", "serialize"))]
-    return {"requests": n, "samples": total, "raw": str(raw),
-            "top_self": [(f, round(c / total * 100, 1)) for f, c in leaf.most_common(15)] if total else [],
-            "top_inclusive": [(f, round(c / total * 100, 1)) for f, c in interesting[:25]] if total else []}
+    keep = ("pipemon/", "sqlalchemy/engine/base.py", "psycopg/", "sqlite3", "fastapi/routing.py", "encoders.py",
+            "json", "msgspec", "pydantic")
+    ranked = [(f, c) for f, c in incl.most_common(600) if any(m in f for m in keep)]
+    pct_of = (lambda c: round(c / handling * 100, 1)) if handling else (lambda c: 0.0)
+    return {"requests": n, "samples": total, "handling_samples": handling, "raw": str(raw),
+            "top_self": [(f, pct_of(c)) for f, c in leaf.most_common(15)],
+            "top_inclusive": [(f, pct_of(c)) for f, c in ranked[:30]]}
+
+
+def _short(frame: str) -> str:
+    """`func (/path/to/pkg/mod.py:123)` -> `func (pkg/mod.py)`."""
+    func, sep, where = frame.partition(" (")
+    if not sep:
+        return frame
+    path = where.rsplit(":", 1)[0].rstrip(")")
+    return f"{func} ({'/'.join(path.split('/')[-2:])})"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -657,7 +671,8 @@ def render(report: dict) -> str:
             if spy.get("error"):
                 lines += [f"py-spy {ep}: {spy['error']}", ""]
                 continue
-            lines.append(f"py-spy {ep} ({spy['requests']} requests, {spy['samples']} samples), % of samples in:")
+            lines.append(f"py-spy {ep} ({spy['requests']} requests; {spy['handling_samples']} of {spy['samples']} "
+                         "samples handling requests), % of those in:")
             lines += [f"  {share:5.1f}%  {frame}" for frame, share in spy["top_inclusive"][:12]]
             lines.append("  leaf frames: " + "; ".join(f"{f} {share}%" for f, share in spy["top_self"][:6]))
             lines.append("")

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_S = 5.0
 EXPIRE_S = 60.0
+VIEW_FLUSH_S = 1.0  # metrics-only view updates are written at most this often; state changes at once
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -52,6 +53,8 @@ class Evaluation:
         self.committed: list[Callable[[], None]] = []
         self._ids: dict[str, int] = {}
         self._dirty: set[str] = set()          # engine state changed since the last checkpoint
+        self._stale_views: set[str] = set()    # metrics moved, view not yet written
+        self._view_written: dict[str, float] = {}
         self._rollups: dict[tuple[int, str, float], list[float]] = {}
         self._last_checkpoint = time.monotonic()
         self._last_expire = 0.0
@@ -115,6 +118,7 @@ class Evaluation:
             self._last_expire = now
         for fn in self.tickers:
             fn(conn, now, out)
+        out.changed |= self._stale_views  # the coalesced metrics of busy pipelines
         self.write(conn, out, now)
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
@@ -133,14 +137,26 @@ class Evaluation:
     def write(self, conn: Connection, out: Outcome, now: float, replaying: bool = False) -> None:
         if not out:
             return
+        # A view is rewritten at once when the state, reason or conditions moved; when only its metrics
+        # did, at most once per VIEW_FLUSH_S per pipeline (a busy pipeline's runs coalesce; the rest
+        # is flushed by the clock).
+        mono = time.monotonic()
+        due = set(out.changed)
+        for p in out.measured - out.changed:
+            if replaying or mono - self._view_written.get(p, -1e18) >= VIEW_FLUSH_S:
+                due.add(p)
+            else:
+                self._stale_views.add(p)
+        self._dirty |= out.changed | out.measured
         views = []
-        for p in out.changed:
+        for p in due:
             pid = self._ids.get(p)
             if pid is None:
                 continue
             v = self.engine.view(p, now)
             views.append((pid, v["state"], v["reason"], v["state_since"], st.dumps(v), now))
-            self._dirty.add(p)
+            self._view_written[p] = mono
+        self._stale_views -= due
         st.upsert_views(conn, views)
         st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings if f.pipeline_id in self._ids))
         if not replaying:

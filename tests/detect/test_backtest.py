@@ -82,3 +82,12 @@ def test_cli_series(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["detect", "-i", str(src), "-o", str(flags), "--format", "series"])
     assert res.exit_code == 0, res.output
     assert [json.loads(x)["ts_unix"] for x in flags.read_text().splitlines()] == [T0 + 2000 * 300]
+
+
+def test_records_out_of_order_are_put_in_order() -> None:
+    lines = runs_jsonl().splitlines(keepends=True)
+    shuffled = b"".join(lines[1::2] + lines[0::2])
+    out_sorted, out_shuffled = io.StringIO(), io.StringIO()
+    backtest(io.BytesIO(runs_jsonl()), out_sorted)
+    backtest(io.BytesIO(shuffled), out_shuffled)
+    assert out_shuffled.getvalue() == out_sorted.getvalue()

@@ -160,3 +160,24 @@ def test_a_declared_interval_takes_its_phase_from_the_first_run() -> None:
     runs = series([T0 + 1234 + k * 6 * HOUR for k in range(40)])
     runs[30].start += 3 * HOUR  # one late run
     assert [k for k, _ in cadence(replay(s, "p", runs))] == [FindingKind.LATE]
+
+
+def test_a_learned_schedule_follows_a_change_of_period() -> None:
+    hourly_part = hourly(12)
+    quarter = [hourly_part[-1] + 900 * k for k in range(1, 4 * 24 * 3)]  # then every 15 min for 3 days
+    s = DetectorSuite()
+    found = replay(s, "p", series(hourly_part + quarter, jitter_s=10.0))
+    assert s.schedule("p").describe() == "every 15 min"
+    # extra runs are flagged (once an hour) until the recent starts are mostly the new period, then quiet
+    assert all(t < hourly_part[-1] + 8 * HOUR for _, t in cadence(found))
+
+
+def test_a_declared_pipeline_that_never_runs_is_late_from_when_it_was_configured() -> None:
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * *", grace_s=HOUR), now=T0)
+    assert s.tick(T0 + 2.9 * HOUR) == []
+    found = s.tick(T0 + 3.1 * HOUR)
+    assert [(f.kind, f.time) for f in found] == [(FindingKind.LATE, T0 + 3 * HOUR)]
+    unconfigured = DetectorSuite()
+    unconfigured.configure("p", DetectSpec(cron="0 2 * * *", grace_s=HOUR))  # no `now`: from its first run
+    assert unconfigured.tick(T0 + 3.1 * HOUR) == []

@@ -58,10 +58,11 @@ class Outcome:
     signals: list[Signal] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
-    changed: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)       # state, reason or conditions moved: show it now
+    measured: set[str] = field(default_factory=set)      # only the metrics moved: may be shown a moment later
 
     def __bool__(self) -> bool:
-        return bool(self.signals or self.findings or self.transitions or self.changed)
+        return bool(self.signals or self.findings or self.transitions or self.changed or self.measured)
 
 
 _FINDING_KIND = {
@@ -101,7 +102,7 @@ class Evaluator:
         h = self.health.get(pipeline)
         if h is None:
             h = self.health[pipeline] = PipelineHealth(first_seen=first_seen, state_since=now)
-            self.detect.configure(pipeline, self.spec_for(pipeline))
+            self.detect.configure(pipeline, self.spec_for(pipeline), now=now)
             self._queue_sla(pipeline, now)
         return h
 
@@ -145,7 +146,7 @@ class Evaluator:
                 h.run_updated(after)  # a finished run corrected (a late START, a later terminal event)
             self._absorb(h, found)
         out.findings += found
-        out.changed.add(pipeline)  # the metrics moved even when the state did not
+        out.measured.add(pipeline)  # the metrics moved even when the state did not
         return out
 
     def _is_backfill(self, pipeline: str, run: Run) -> bool:
@@ -265,7 +266,7 @@ class Evaluator:
         self.health[pipeline] = PipelineHealth.from_json(health)
         if detect:
             self.detect.load_json(pipeline, detect)
-        self.detect.configure(pipeline, self.spec_for(pipeline))
+        self.detect.configure(pipeline, self.spec_for(pipeline), now=None if detect else now)
         self._queue_sla(pipeline, now)
 
 

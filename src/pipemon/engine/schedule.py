@@ -20,10 +20,10 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
-from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo

@@ -11,9 +11,11 @@ A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry a
 not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
-the same offset, the schedule is re-phased by that offset instead of alarming on forever.
+the same offset, the schedule is re-phased by that offset instead of alarming on forever. A declared
+"every N seconds" takes its phase from its first run.
 Without a declared schedule one is learned (engine.schedule.ScheduleLearner): nothing is raised
-until it is, and it is re-learned every 32 starts, after a move, or when the weekday mask changes.
+until it is. It is re-learned weekly (and at least 32 starts apart), and at once after a move, when
+off-slot starts show no consistent move, or when the weekday mask changes.
 """
 from __future__ import annotations
 
@@ -136,6 +138,13 @@ class CadenceDetector:
     def on_finish(self, failed: bool) -> None:
         self.last_failed = failed
 
+    def watch_from(self, now: float) -> None:
+        """Start watching a declared calendar before any run: the first slot after `now` is owed. (An
+        "every N s" without a run has no phase yet; a learned schedule does not exist yet.)"""
+        sch = self.schedule
+        if sch is not None and self.covered is None and not sch.calendar.every_s:
+            self._cover(sch.prev_expected(now) or now)
+
     @staticmethod
     def _offset(sch: Schedule, t: float) -> float:
         """t relative to its nearest slot, early (< 0) or late (> 0)."""
@@ -155,7 +164,8 @@ class CadenceDetector:
         if len(buf) < _SHIFT_RUNS:
             return False
         if max(buf) - min(buf) > max(0.1 * sch.interval_s, 2 * sch.grace()):
-            self.learned_at = -math.inf  # off-slot starts that are no move: the calendar may be wrong
+            # off-slot starts that are no move: the calendar itself may be wrong, re-learn at once
+            self.since_learn, self.learned_at = _RELEARN_EVERY, -math.inf
             return False
         sch.shift(sorted(buf)[len(buf) // 2])
         buf.clear()

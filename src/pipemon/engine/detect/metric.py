@@ -149,14 +149,8 @@ class MetricBaseline:
         self.version = 0  # bumped by every learn: a cached expectation is valid while it stands
 
     # ------------------------------------------------------------------------------- the model
-    def fwd(self, x: float) -> float:
-        return math.log1p(x) if self.log else x
-
     def inv(self, y: float) -> float:
         return math.expm1(min(y, 700.0)) if self.log else y
-
-    def scale(self) -> float:
-        return max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)
 
     def band_at(self, mu: float, s: float, z: float) -> tuple[float, float, float]:
         """(lower, expected, upper) in the metric's units for a model-space expectation and scale."""
@@ -171,7 +165,8 @@ class MetricBaseline:
     def _expect(self, t: float) -> Expect:
         """(expected y, hour, weekday, month buckets, mature: enough runs overall and in the buckets,
         scale). A mature model with a known scale (dev_n >= MIN_SCALE) can judge a run."""
-        s = max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)  # scale()
+        # the scale: TAIL mean absolute errors, at least Q_TAIL 95th percentiles, and a small floor
+        s = max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)
         gap = self.gap
         mu = self.level
         warm = self.n >= MIN_RUNS

@@ -126,12 +126,17 @@ class DetectorSuite:
         self._seq = itertools.count()
 
     # ------------------------------------------------------------------------------ pipelines
-    def configure(self, pipeline_id: str, spec: DetectSpec) -> None:
+    def configure(self, pipeline_id: str, spec: DetectSpec, now: float | None = None) -> None:
+        """Declare (or re-declare) a pipeline. With `now`, a declared schedule is watched from then on,
+        so a pipeline that never runs is late at its first deadline; without it, from its first run."""
         p = self._p.get(pipeline_id)
         if p is None:
-            self._p[pipeline_id] = _Pipeline(pipeline_id, spec)
+            p = self._p[pipeline_id] = _Pipeline(pipeline_id, spec)
         else:
             p.set_spec(spec)
+        if now is not None:
+            p.cadence.watch_from(now)
+            self._queue_cadence(p)
 
     def pipelines(self) -> Iterator[str]:
         return iter(self._p)
