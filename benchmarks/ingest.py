@@ -14,12 +14,12 @@ Every event has a new run id, over 200 pipelines per scenario. Run ids (and nati
 
 The server is `--pipemon serve` in a subprocess on a fresh SQLite file (FULL, then NORMAL) and on a fresh
 PostgreSQL schema (--pg; dropped afterwards; --pg-analyze ANALYZEs it after each warm-up, which matters on a
-server with autovacuum off: a never-analyzed table gets sequential scans). The load runs in separate processes (benchmarks/_load.py:
-aiohttp, bodies JSON-encoded before the clock starts). CPU comes from /proc: the server's utime+stime per
-1,000 events tells where the time goes; the load generators' own CPU, and what the rest of the machine used
-meanwhile ("others", from /proc/stat), tell whether the measurement was fair. After each scenario a sample is
-read back through the API. Every loop is bounded in count and time; subprocesses and temp files are cleaned
-up on exit, Ctrl-C included.
+server with autovacuum off, where a never-analyzed table gets sequential scans). The load runs in separate
+processes (benchmarks/_load.py: aiohttp, bodies JSON-encoded before the clock starts). CPU comes from /proc:
+the server's utime+stime per 1,000 events (and on PostgreSQL its backends') tells where the time goes; the
+load generators' own CPU, and what the rest of the machine used meanwhile ("others", from /proc/stat), tell
+whether the measurement was fair. After each scenario a sample is read back through the API. Every loop is
+bounded in count and time; subprocesses and temp files are cleaned up on exit, Ctrl-C included.
 """
 from __future__ import annotations
 

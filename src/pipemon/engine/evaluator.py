@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 
 from pipemon.config import PipelineRule, Settings
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, FindingKind, RunObservation, Verdict
-from pipemon.engine.detect.base import RunStatus as DetectStatus
 from pipemon.engine.health import DAY, ConditionKind, HealthState, PipelineHealth, span
 from pipemon.model import Run, RunStatus
 
@@ -75,8 +74,6 @@ _FINDING_KIND = {
     FindingKind.RUNNING_LONG: ConditionKind.RUNNING_LONG,
     FindingKind.SCHEMA_CHANGE: ConditionKind.SCHEMA_CHANGE,
 }
-_DETECT_STATUS = {RunStatus.SUCCEEDED: DetectStatus.SUCCEEDED, RunStatus.FAILED: DetectStatus.FAILED,
-                  RunStatus.ABORTED: DetectStatus.ABORTED}
 BACKFILL_MIN_S = 6 * 3600.0
 
 
@@ -139,7 +136,7 @@ class Evaluator:
                 if not backfill:
                     found += self.detect.observe_run(pipeline, RunObservation(
                         run_id=after.run_id, start=after.started_at, end=after.ended_at or after.started_at,
-                        status=_DETECT_STATUS[after.status], duration_s=after.duration, rows=after.rows,
+                        status=after.status, duration_s=after.duration, rows=after.rows,
                         bytes=after.bytes, nominal_time=after.nominal_time, schemas=schemas), now)
                     h.close_anomalies_not_in({f"{k.value}:{m}" for k, m in map(condition_key, found)})
             else:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pipemon.model import RunStatus  # one status vocabulary: the detectors see finished runs only
+
 ALARM_SCORE = 4.0
 DEFAULT_SENSITIVITY = 1.0
 
@@ -31,12 +33,6 @@ class FindingKind(str, Enum):
 class Direction(str, Enum):
     HIGH = "high"
     LOW = "low"
-
-
-class RunStatus(str, Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ABORTED = "aborted"
 
 
 class Verdict(str, Enum):
