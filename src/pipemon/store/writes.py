@@ -119,16 +119,15 @@ class _RunRow:
 
 def load_runs(conn: Connection, wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], _RunRow]:
     """The stored rows of these (pipeline_id, run_id) pairs."""
-    wanted = set(wanted)
-    by_run_id = sorted({rid for _, rid in wanted})
+    # Row values on the unique (pipeline_id, run_id) index: PostgreSQL keeps to the index even before
+    # a young table has statistics (a bare `run_id IN (…)` made it scan the table).
+    keys = sorted(set(wanted))
     out = {}
-    for part in _chunks(by_run_id):
-        q = _sql(conn, f"{_RUN_SELECT} WHERE run_id IN ({','.join('?' * len(part))})")
-        for values in conn.exec_driver_sql(q, tuple(part)):
+    for part in _chunks(keys, 250):
+        q = _sql(conn, f"{_RUN_SELECT} WHERE (pipeline_id, run_id) IN (VALUES {','.join(['(?, ?)'] * len(part))})")
+        for values in conn.exec_driver_sql(q, tuple(x for k in part for x in k)):
             r = _RunRow(values)
-            k = (r.pipeline_id, r.run_id)
-            if k in wanted:
-                out[k] = r
+            out[(r.pipeline_id, r.run_id)] = r
     return out
 
 
