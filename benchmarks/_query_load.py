@@ -1,11 +1,11 @@
 """Building the database that benchmarks/query.py measures (imported by it; not run by hand).
 
-    fleet = sim.build_fleet(size=n)                    # pipelines, teams, lineage
-    plan = Plan.for_fleet(fleet, n_runs, feed_runs)    # sim start so the data ends about now
-    stats = load(url, fleet, plan, workdir)            # migrate, pipelines, bulk runs, engine feed
+    fleet = sim.build_fleet(size=n)                       # pipelines, teams, lineage
+    plan = Plan.for_fleet(fleet, n_runs, feed_runs)       # sim start so that the data ends about now
+    stats = load(url, fleet, plan, demo_config_text, log) # migrate, pipelines, bulk runs, engine feed
 
-The runs come from the simulator's fast path (`sim.run_records`), one day-window at a time, sorted by
-start time so rows land in roughly the order live ingestion would write them. Each pipeline's last
+The runs come from the simulator's fast path (`sim.run_records`), one 8-day window at a time, each
+sorted by start time, so rows land in roughly the order live ingestion would write them. Each pipeline's last
 `feed_runs` runs are held back; every earlier run is bulk-inserted as a finished run row with the
 columns of `writes.run_values` (SQLite: raw sqlite3 executemany, ~1M rows per transaction; PostgreSQL:
 psycopg COPY). `check_row_shape` proves on a sample that a bulk row equals what the real write path

@@ -33,6 +33,7 @@ import argparse
 import atexit
 import collections
 import json
+import math
 import os
 import platform
 import random
@@ -203,7 +204,7 @@ class Server:
 
 @dataclass(frozen=True)
 class Targets:
-    """What the requests ask for: teams and their sorted pipeline ids, a random order of pipelines."""
+    """What the requests ask for: each team's pipeline ids (sorted, as pages list them), every pipeline."""
 
     teams: dict[str, list[str]]
     pipelines: list[str]
@@ -258,10 +259,11 @@ def check_response(endpoint: str, r: httpx.Response, n_pipelines: int) -> str | 
 
 
 def pct(xs: list[float], q: float) -> float | None:
+    """Nearest-rank percentile."""
     if not xs:
         return None
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s), max(1, math.ceil(q / 100 * len(s)))) - 1]
 
 
 def sequential(base: str, paths: list[str], timeout_s: float) -> tuple[list[float], int, int]:
@@ -452,6 +454,11 @@ def py_spy(server: Server, targets: Targets, endpoint: str, seconds: float, work
     STARTED.remove(spy)
     if not raw.exists():
         return {"error": (spy.stderr.read() or b"").decode()[-500:] if spy.stderr else "no output"}
+    return {"requests": n, **summarize_py_spy(raw)}
+
+
+def summarize_py_spy(raw: Path) -> dict:
+    """Where request handling spent its samples, from py-spy's raw (collapsed stacks) output."""
     leaf: collections.Counter = collections.Counter()
     incl: collections.Counter = collections.Counter()
     total = handling = 0
@@ -471,22 +478,26 @@ def py_spy(server: Server, targets: Targets, endpoint: str, seconds: float, work
         leaf[frames[-1]] += k
         for f in set(frames):
             incl[f] += k
-    keep = ("pipemon/", "sqlalchemy/engine/base.py", "psycopg/", "sqlite3", "fastapi/routing.py", "encoders.py",
-            "json", "msgspec", "pydantic")
+    keep = ("(pipemon/", "(sqlalchemy/engine/", "(psycopg/", "(fastapi/routing.py", "(fastapi/encoders.py",
+            "(msgspec", "(pydantic/")
     ranked = [(f, c) for f, c in incl.most_common(600) if any(m in f for m in keep)]
     pct_of = (lambda c: round(c / handling * 100, 1)) if handling else (lambda c: 0.0)
-    return {"requests": n, "samples": total, "handling_samples": handling, "raw": str(raw),
+    return {"samples": total, "handling_samples": handling, "raw": str(raw),
             "top_self": [(f, pct_of(c)) for f, c in leaf.most_common(15)],
             "top_inclusive": [(f, pct_of(c)) for f, c in ranked[:30]]}
 
 
 def _short(frame: str) -> str:
-    """`func (/path/to/pkg/mod.py:123)` -> `func (pkg/mod.py)`."""
+    """`func (/…/site-packages/pkg/mod.py:123)` -> `func (pkg/mod.py)`; `…/src/pipemon/x.py` -> `pipemon/x.py`."""
     func, sep, where = frame.partition(" (")
     if not sep:
         return frame
     path = where.rsplit(":", 1)[0].rstrip(")")
-    return f"{func} ({'/'.join(path.split('/')[-2:])})"
+    for root in ("site-packages/", "/src/", "/lib/python3"):
+        if root in path:
+            path = path.split(root, 1)[1]
+            break
+    return f"{func} ({path})"
 
 
 # ------------------------------------------------------------------------------------------------------------

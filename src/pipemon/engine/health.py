@@ -12,7 +12,7 @@ accumulated (runs, open conditions raised by the detectors) and the time. Preced
     healthy       none of the above
 
 Reasons carry absolute times ("at 2026-11-26 02:14 UTC"), never "5m ago": a stored reason stays true,
-and it changes only when something happened. Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
+and it changes only when something happened (a healthy one carries none: the metrics say when). Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
 hourly buckets, 30 days of incidents and SLA days), so a read never scans history.
 """
 from __future__ import annotations
@@ -240,7 +240,8 @@ class PipelineHealth:
             return HealthState.DEGRADED, worst.text + more
         if self.last_finished_status is None:
             return HealthState.UNKNOWN, "first run still running" if self.running else "no finished run yet"
-        return HealthState.HEALTHY, f"last run succeeded at {at(self.last_success)}"
+        # no time here: a healthy reason that changed with every run would rewrite the view every run
+        return HealthState.HEALTHY, "last run succeeded"
 
     def metrics(self, now: float) -> dict[str, Any]:
         """The numbers the API, CLI and dashboard show."""

@@ -119,12 +119,15 @@ class _RunRow:
 
 def load_runs(conn: Connection, wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], _RunRow]:
     """The stored rows of these (pipeline_id, run_id) pairs."""
-    # Row values on the unique (pipeline_id, run_id) index: PostgreSQL keeps to the index even before
-    # a young table has statistics (a bare `run_id IN (…)` made it scan the table).
+    # A join with the keys on the unique (pipeline_id, run_id) index, probed key by key on both backends:
+    # PostgreSQL keeps to the index even before a young table has statistics (a bare `run_id IN (…)`
+    # made it scan the table), and SQLite does too (a row-value `IN (VALUES …)` made *it* scan).
     keys = sorted(set(wanted))
     out = {}
     for part in _chunks(keys, 250):
-        q = _sql(conn, f"{_RUN_SELECT} WHERE (pipeline_id, run_id) IN (VALUES {','.join(['(?, ?)'] * len(part))})")
+        q = _sql(conn, f"SELECT runs.pipeline_id, runs.run_id, {', '.join('runs.' + c for c in _RUN_COLS)} FROM "
+                       f"(VALUES {','.join(['(?, ?)'] * len(part))}) AS k JOIN runs "
+                       "ON runs.pipeline_id = k.column1 AND runs.run_id = k.column2")
         for values in conn.exec_driver_sql(q, tuple(x for k in part for x in k)):
             r = _RunRow(values)
             out[(r.pipeline_id, r.run_id)] = r
