@@ -11,7 +11,9 @@ by benchmarks/_query_load.py: migrations, the simulator's fleet as pipelines, it
 (SQLite executemany / PostgreSQL COPY) in time order, and each pipeline's last --feed-runs runs sent
 through the native front door and the real writer and engine, so health views, lineage, findings and
 rollups are the engine's own (see that module's docstring). PostgreSQL gets VACUUM ANALYZE after the
-load (what autovacuum would do); SQLite is left as pipemon leaves it (no ANALYZE).
+bulk load and again at the end (what autovacuum would do; it is off on the test server, so tables that
+the feed updates, pipeline_state above all, stay bloated as they would without autovacuum); SQLite is
+left as pipemon leaves it (no ANALYZE).
 
 Measured, against `python -m pipemon serve --db URL --config <demo config>` in a subprocess, with httpx
 keep-alive clients on this machine (client time included: ~0.3 ms a request):
@@ -646,7 +648,8 @@ def render(report: dict) -> str:
              "", f"goal: p95 < {GOAL_MS:g} ms (sequential). {report['requests']} sequential requests per endpoint, "
              f"then {report['requests']} from {report['concurrency']} concurrent clients. "
              f"Machine: {report['machine']}. \"other procs\": CPU cores used by processes other than this "
-             "script and the server during the sequential run (the machine is shared).", ""]
+             "script and the server during the sequential run (the machine is shared; on PostgreSQL this "
+             "includes the database server itself).", ""]
     for b in report["backends"]:
         if "error" in b:
             lines += [f"## {b['backend']}: failed — {b['error']}", ""]

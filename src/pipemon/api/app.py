@@ -43,8 +43,6 @@ def create_app(pm: Pipemon) -> FastAPI:
                   description="Monitoring and alerting for data pipelines.")
     app.state.pm = pm
     app.state.metrics = Metrics(pm)
-    app.add_middleware(RejectNul)
-    app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
     app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
@@ -52,6 +50,9 @@ def create_app(pm: Pipemon) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)  # a FastAPI route: labelled by template
+    app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
+    app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RejectNul)
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

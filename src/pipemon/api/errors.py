@@ -21,12 +21,22 @@ def _loc(parts) -> str:
     return out.lstrip(".")
 
 
+def ingest_error(e: IngestError, metrics=None) -> JSONResponse:
+    if metrics is not None:
+        metrics.rejected.labels(e.code).inc()
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+def storage_error(e: SQLAlchemyError) -> JSONResponse:
+    log.error("storage error: %s", e.__class__.__name__, exc_info=not isinstance(e, OperationalError))
+    return JSONResponse({"error": "storage_unavailable", "message": "storage is unavailable; retry"},
+                        status_code=503, headers={"Retry-After": "1"})
+
+
 def install(app: FastAPI, metrics=None) -> None:
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, e: IngestError) -> JSONResponse:
-        if metrics is not None:
-            metrics.rejected.labels(e.code).inc()
-        return JSONResponse(e.body(), status_code=e.status)
+        return ingest_error(e, metrics)
 
     @app.exception_handler(RequestValidationError)
     async def _params(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -48,9 +58,7 @@ def install(app: FastAPI, metrics=None) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _db(_: Request, e: SQLAlchemyError) -> JSONResponse:
-        log.error("storage error: %s", e.__class__.__name__, exc_info=not isinstance(e, OperationalError))
-        return JSONResponse({"error": "storage_unavailable", "message": "storage is unavailable; retry"},
-                            status_code=503, headers={"Retry-After": "1"})
+        return storage_error(e)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:

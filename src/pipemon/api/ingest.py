@@ -10,7 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from pipemon.api.body import read_body
-from pipemon.errors import BodyTooLarge, InvalidEvent, Problem
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipemon.api.errors import ingest_error, storage_error
+from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem
 from pipemon.ingest import native, openlineage, ping
 from pipemon.model import Event
 
@@ -32,10 +35,50 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _commit(request: Request, events: list[Event]) -> Response:
-    pm = request.app.state.pm
+async def _commit(pm, events: list[Event]) -> Response:
     result = await asyncio.wrap_future(pm.worker.submit(events))
-    return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+    return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
+                     media_type="application/json")
+
+
+async def ingest_lineage(pm, request: Request) -> Response:
+    body = await read_body(request, pm.settings.limits.max_body)
+    return await _commit(pm, openlineage.parse(body, pm.clock.now()))
+
+
+async def ingest_events(pm, request: Request) -> Response:
+    limits = pm.settings.limits
+    body = await read_body(request, limits.max_batch_body)
+    if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
+        raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
+    return await _commit(pm, native.parse(body, pm.clock.now()))
+
+
+_FAST = {"/api/v1/lineage": ingest_lineage, "/api/v1/events": ingest_events}
+
+
+class IngestFastPath:
+    """POSTs to the two ingest doors go straight to their handlers, past FastAPI's routing and dependency
+    machinery: a third of the CPU per request (measured: 74 µs for an empty FastAPI endpoint, 26 µs raw).
+    The same handlers serve the FastAPI routes, which describe these paths in the OpenAPI document."""
+
+    def __init__(self, app, pm, metrics=None) -> None:
+        self.app, self.pm, self.metrics = app, pm, metrics
+        self.routes = {r.path: r for r in router.routes if getattr(r, "path", None) in _FAST}
+
+    async def __call__(self, scope, receive, send) -> None:
+        handler = _FAST.get(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.routes.get(scope["path"])  # the latency histogram labels by route template
+        try:
+            response = await handler(self.pm, Request(scope, receive))
+        except IngestError as e:
+            response = ingest_error(e, self.metrics)
+        except SQLAlchemyError as e:
+            response = storage_error(e)
+        await response(scope, receive, send)
 
 
 _OL_SCHEMA = {
@@ -61,9 +104,7 @@ _OL_SCHEMA = {
 @router.post("/api/v1/lineage", responses=_ACCEPTED, openapi_extra=_body_doc(_OL_SCHEMA),
              summary="Ingest OpenLineage events (the openlineage-python HTTP transport's default path)")
 async def post_lineage(request: Request) -> Response:
-    pm = request.app.state.pm
-    body = await read_body(request, pm.settings.limits.max_body)
-    return await _commit(request, openlineage.parse(body, pm.clock.now()))
+    return await ingest_lineage(request.app.state.pm, request)
 
 
 _NATIVE_SCHEMA = native.schema_doc()
@@ -74,12 +115,7 @@ _NATIVE_SCHEMA = native.schema_doc()
                                                 {"type": "array", "maxItems": native.MAX_BATCH,
                                                  "items": {"$ref": "#/components/schemas/NativeEvent"}}]}))
 async def post_events(request: Request) -> Response:
-    pm = request.app.state.pm
-    limits = pm.settings.limits
-    body = await read_body(request, limits.max_batch_body)
-    if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
-        raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
-    return await _commit(request, native.parse(body, pm.clock.now()))
+    return await ingest_events(request.app.state.pm, request)
 
 
 def _ping_parts(request: Request) -> tuple[str, str, str | None]:
