@@ -237,11 +237,12 @@ class Settings(_Strict):
 
     def rule_for(self, pipeline: str) -> PipelineRule | None:
         """The first rule whose glob matches (memoised: globs are checked once per pipeline)."""
+        memo = self.__pydantic_private__["_matched"]  # direct: pydantic's __getattr__ costs microseconds
         try:
-            return self._matched[pipeline]
+            return memo[pipeline]
         except KeyError:
             rule = next((r for r in self.pipelines if r.matches(pipeline)), None)
-            self._matched[pipeline] = rule
+            memo[pipeline] = rule
             return rule
 
 

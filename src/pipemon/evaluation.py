@@ -123,6 +123,9 @@ class Evaluation:
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
 
+    def on_stop(self, conn: Connection, now: float) -> None:
+        self.checkpoint(conn, now)
+
     def after_commit(self) -> None:
         for fn in self.committed:
             fn()

@@ -81,6 +81,8 @@ class Evaluator(Protocol):
 
     def on_tick(self, conn: Connection, now: float) -> None: ...
 
+    def on_stop(self, conn: Connection, now: float) -> None: ...
+
     def after_commit(self) -> None: ...
 
 
@@ -140,13 +142,14 @@ class Worker:
             self._thread.join(timeout)
             self._thread = None
         if self._conn is not None:
-            if self._touched:  # the last seconds of last_event_at, on a clean stop
-                try:
-                    with self._conn.begin():
-                        writes.update_pipelines(self._conn, [(r.team, r.event_team, r.integration, r.last_event_at,
-                                                              r.id) for r in self._touched.values()])
-                except Exception:
-                    log.warning("could not save last_event_at on stop", exc_info=True)
+            try:  # a clean stop saves what is otherwise saved every few seconds
+                with self._conn.begin():
+                    writes.update_pipelines(self._conn, [(r.team, r.event_team, r.integration, r.last_event_at,
+                                                          r.id) for r in self._touched.values()])
+                    if self.evaluator is not None:
+                        self.evaluator.on_stop(self._conn, self.clock.now())
+            except Exception:
+                log.warning("could not save state on stop", exc_info=True)
             self._conn.close()
             self._conn = None
 
@@ -328,13 +331,6 @@ class Worker:
 
     def lineage_edges(self) -> list[tuple[int, str, str]]:
         return list(self._lineage)
-
-    def declared_neighbours(self, key: str) -> tuple[list[str], list[str]]:
-        """Upstream and downstream pipelines from the config's `depends_on` (read-only; any thread)."""
-        rule = self.settings.rule_for(key)
-        up = list(rule.depends_on) if rule else []
-        down = [k for k in list(self.pipelines) if key in ((r := self.settings.rule_for(k)) and r.depends_on or ())]
-        return up, down
 
     def _reset(self) -> None:
         """After a failed transaction the caches may hold what was rolled back: reload from the store."""

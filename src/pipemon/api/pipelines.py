@@ -121,10 +121,9 @@ def get_pipeline(request: Request, pipeline_id: str) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         row = reads.pipeline_with_state(conn, pipeline_id)
-        up, down = reads.neighbours(conn, row.id)
         ds = reads.datasets(conn, row.id)
-    declared_up, declared_down = pm.worker.declared_neighbours(row.key)
+    lineage = pm.alerting.lineage  # through datasets and `depends_on`, kept in memory by the engine
     out = pipeline_view(pm, row, full=True)
-    out.update({"upstream": sorted(set(up) | set(declared_up)), "downstream": sorted(set(down) | set(declared_down)),
+    out.update({"upstream": sorted(lineage.upstream(row.key)), "downstream": sorted(lineage.downstream(row.key)),
                 "datasets": ds})
     return out

@@ -27,17 +27,18 @@ class Lineage:
             self._declared_up.setdefault(pipeline, set()).add(u)
             self._declared_down.setdefault(u, set()).add(pipeline)
 
+    # Read from API threads while the writer adds edges: every read copies a set in one C call first.
     def upstream(self, pipeline: str) -> set[str]:
         out = set(self._declared_up.get(pipeline, ()))
-        for ds in self._inputs.get(pipeline, ()):
-            out |= self._producers.get(ds, set())
+        for ds in list(self._inputs.get(pipeline, ())):
+            out.update(list(self._producers.get(ds, ())))
         out.discard(pipeline)
         return out
 
     def downstream(self, pipeline: str) -> set[str]:
         out = set(self._declared_down.get(pipeline, ()))
-        for ds in self._outputs.get(pipeline, ()):
-            out |= self._consumers.get(ds, set())
+        for ds in list(self._outputs.get(pipeline, ())):
+            out.update(list(self._consumers.get(ds, ())))
         out.discard(pipeline)
         return out
 

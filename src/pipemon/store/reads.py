@@ -96,21 +96,6 @@ def last_runs(conn: Connection, pipeline_ids: list[int]) -> dict[int, Run]:
     return out
 
 
-def neighbours(conn: Connection, pipeline_id: int) -> tuple[list[str], list[str]]:
-    """Upstream and downstream pipelines through shared datasets (OpenLineage inputs/outputs)."""
-    mine = lineage.alias("mine")
-    other = lineage.alias("other")
-    up = sa.select(pipelines.c.key).distinct().select_from(
-        mine.join(other, sa.and_(other.c.dataset == mine.c.dataset, other.c.role == "out"))
-        .join(pipelines, pipelines.c.id == other.c.pipeline_id)
-    ).where(mine.c.pipeline_id == pipeline_id, mine.c.role == "in", other.c.pipeline_id != pipeline_id)
-    down = sa.select(pipelines.c.key).distinct().select_from(
-        mine.join(other, sa.and_(other.c.dataset == mine.c.dataset, other.c.role == "in"))
-        .join(pipelines, pipelines.c.id == other.c.pipeline_id)
-    ).where(mine.c.pipeline_id == pipeline_id, mine.c.role == "out", other.c.pipeline_id != pipeline_id)
-    return sorted(conn.execute(up).scalars()), sorted(conn.execute(down).scalars())
-
-
 def datasets(conn: Connection, pipeline_id: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"inputs": [], "outputs": []}
     for r in conn.execute(sa.select(lineage.c.dataset, lineage.c.role).where(lineage.c.pipeline_id == pipeline_id)

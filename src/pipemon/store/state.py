@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipemon.engine.detect import Finding
-from pipemon.store.schema import findings, pipeline_state
+from pipemon.store.schema import engine_state, findings
 from pipemon.store.writes import _sql
 
 _ENC = msgspec.json.Encoder()
@@ -30,18 +30,18 @@ def upsert_views(conn: Connection, rows: list[tuple[int, str, str, float, str, f
         conn.exec_driver_sql(_sql(conn, _UPSERT_VIEW), rows)
 
 
-_SAVE_STATE = "UPDATE pipeline_state SET health = ?, detect = ? WHERE pipeline_id = ?"
+_SAVE_STATE = ("INSERT INTO engine_state (health, detect, pipeline_id) VALUES (?, ?, ?) ON CONFLICT (pipeline_id) "
+               "DO UPDATE SET health = excluded.health, detect = excluded.detect")
 
 
 def save_engine_state(conn: Connection, rows: list[tuple[str, str, int]]) -> None:
-    """rows: (health JSON, detect JSON, pipeline_id); the view row exists (written first)."""
+    """rows: (health JSON, detect JSON, pipeline_id)."""
     if rows:
         conn.exec_driver_sql(_sql(conn, _SAVE_STATE), rows)
 
 
 def load_engine_state(conn: Connection) -> list[sa.Row]:
-    return list(conn.execute(sa.select(pipeline_state.c.pipeline_id, pipeline_state.c.health,
-                                       pipeline_state.c.detect).where(pipeline_state.c.health.is_not(None))))
+    return list(conn.execute(sa.select(engine_state.c.pipeline_id, engine_state.c.health, engine_state.c.detect)))
 
 
 _INSERT_FINDING = ("INSERT INTO findings (pipeline_id, kind, metric, time, run_id, observed, expected, lower, upper, "
