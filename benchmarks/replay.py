@@ -57,14 +57,14 @@ route:
     print(f"- {res.seconds:.1f} s, **{res.events / res.seconds:,.0f} events/s** (goal: the whole replay under 60 s)")
     print(f"- {res.notifications:,} notifications; rejected lines: {res.rejected}; load average "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| team | pages (critical/error: trigger, repeat, escalate) | warnings and info notices | "
-          "naive: one page per failed or late run |")
-    print("|---|---|---|---|")
-    tot = [0, 0, 0]
-    for team, pages, other, naive in summary_table(res):
-        print(f"| {team} | {pages} | {other} | {naive} |")
-        tot = [tot[0] + int(pages), tot[1] + int(other), tot[2] + int(naive)]
-    print(f"| **all** | **{tot[0]}** | **{tot[1]}** | **{tot[2]}** |")
+    print("| team | pages (critical/error: trigger, repeat, escalate) | of which repeats | warnings and info "
+          "notices | naive: one page per failed or late run |")
+    print("|---|---|---|---|---|")
+    tot = [0, 0, 0, 0]
+    for team, *vals in summary_table(res):
+        print(f"| {team} | " + " | ".join(vals) + " |")
+        tot = [t + int(v) for t, v in zip(tot, vals)]
+    print("| **all** | " + " | ".join(f"**{t}**" for t in tot) + " |")
     return 0
 
 

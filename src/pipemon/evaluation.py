@@ -46,6 +46,7 @@ class Evaluation:
     def __init__(self, settings: Settings, checkpoint_s: float = CHECKPOINT_S) -> None:
         self.engine = Evaluator(settings)
         self.checkpoint_s = checkpoint_s
+        self.views = True                      # replay turns them off: nobody reads its throwaway store
         self.sinks: list[Sink] = []
         self.tickers: list[Ticker] = []
         self.loaders: list[Loader] = []
@@ -144,8 +145,8 @@ class Evaluation:
         # did, at most once per VIEW_FLUSH_S per pipeline (a busy pipeline's runs coalesce; the rest
         # is flushed by the clock).
         mono = time.monotonic()
-        due = set(out.changed)
-        for p in out.measured - out.changed:
+        due = set(out.changed) if self.views else set()
+        for p in (out.measured - out.changed) if self.views else ():
             if replaying or mono - self._view_written.get(p, -1e18) >= VIEW_FLUSH_S:
                 due.add(p)
             else:

@@ -43,6 +43,7 @@ class ReplayResult:
     naive_by_team: collections.Counter = field(default_factory=collections.Counter)
     pages_by_team: collections.Counter = field(default_factory=collections.Counter)
     other_by_team: collections.Counter = field(default_factory=collections.Counter)
+    repeats_by_team: collections.Counter = field(default_factory=collections.Counter)
 
 
 def notification_line(n: Notification) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until:
     with tempfile.TemporaryDirectory(dir=db_dir, prefix="pipemon-replay-") as tmp:
         clock = FakeClock(0.0)
         pm = build(f"sqlite:///{Path(tmp) / 'replay.db'}", settings, clock=clock, synchronous="OFF", deliver=False)
-        pm.evaluation.checkpoint_s = 1e18  # no checkpoints: the replay store is thrown away
+        pm.evaluation.checkpoint_s = 1e18  # no checkpoints and no health views: the replay store is thrown away
+        pm.evaluation.views = False
 
         def record(ns: list[Notification]) -> None:
             for n in ns:
@@ -95,6 +97,8 @@ def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until:
                 for team in teams:
                     result.pages_by_team_week[team][wk] += 1
                     result.pages_by_team[team] += 1
+                    if n.action.value == "repeat":
+                        result.repeats_by_team[team] += 1
         pm.alerting.on_notifications.append(record)
         try:
             _drive(pm, clock, read_events(iter(source), result), result, until, tick)
@@ -165,12 +169,12 @@ def _week(t: float) -> str:
     return f"{y}-W{w:02d}"
 
 
-def summary_table(result: ReplayResult) -> list[tuple[str, str, str, str]]:
-    """(team, pages, other notifications, naive pages) per team. A page is a trigger, repeat or escalation
-    carrying a critical or error alert; warnings and info notices are counted apart."""
+def summary_table(result: ReplayResult) -> list[tuple[str, str, str, str, str]]:
+    """(team, pages, of which repeats, other notifications, naive pages) per team. A page is a trigger,
+    repeat or escalation carrying a critical or error alert; warnings and info notices are counted apart."""
     rows = []
     for team in sorted(set(result.pages_by_team) | set(result.naive_by_team) | set(result.other_by_team)):
-        rows.append((team, str(result.pages_by_team.get(team, 0)), str(result.other_by_team.get(team, 0)),
-                     str(result.naive_by_team.get(team, 0))))
+        rows.append((team, str(result.pages_by_team.get(team, 0)), str(result.repeats_by_team.get(team, 0)),
+                     str(result.other_by_team.get(team, 0)), str(result.naive_by_team.get(team, 0))))
     return rows
 

@@ -477,15 +477,19 @@ class Worker:
             if new.parent_run_id is None:
                 self._track_open(rec, run_id, new)
 
+        children: dict[tuple[int, str], list[Run]] = {}
+        if parents_to_roll:
+            for k2, r2 in work.items():
+                if r2.parent_run_id is not None:
+                    children.setdefault((k2[0], r2.parent_run_id), []).append(r2)
         for pk in parents_to_roll:
             parent = work.get(pk) or self._runs.get(pk)
             if parent is None or parent.own_events:
                 continue
             rec = recs.setdefault(pk, self.by_id[pk[0]])
             tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
-            for k2, r2 in work.items():
-                if k2[0] == pk[0] and r2.parent_run_id == pk[1]:
-                    tasks[r2.run_id] = r2
+            for r2 in children.get(pk, ()):
+                tasks[r2.run_id] = r2
             rolled = runfold.rollup(parent, tasks.values())
             if pk not in before:
                 before[pk] = parent

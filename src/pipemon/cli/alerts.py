@@ -178,7 +178,7 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
         console = Console()
         t = Table(title="pages per team (a trigger, repeat or escalation with a critical or error alert) vs a naive "
                         "one-page-per-failed-or-late-run policy", header_style="bold")
-        for col in ("team", "pages", "warnings and notices", "naive pages"):
+        for col in ("team", "pages", "of which repeats", "warnings and notices", "naive pages"):
             t.add_column(col)
         for row in summary_table(res):
             t.add_row(*row)

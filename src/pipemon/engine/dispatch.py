@@ -4,8 +4,9 @@ acknowledgements. Pure: decides what to send and when; the outbox sends.
 Groups follow Alertmanager: an alert joins the group of each route that takes it (keyed by the route and
 its `group_by` labels); a new group is flushed after `group_wait`, then every `group_interval`. A flush
 sends a `trigger` when the group holds firing alerts not yet sent, a `repeat` when `repeat_interval` has
-passed since the last one (unless every firing alert is an `info` notice: notices are said once), and a
-`resolve` for alerts that were sent and have resolved. Two fixes over
+passed since the last one (for conditions still going on: failure, late, running long, a failure burst;
+an anomalous run, a missed SLA or a notice is said once), and a `resolve` for alerts that were sent and
+have resolved. Two fixes over
 Alertmanager: an alert that was sent stays on the group's sent list while silenced or inhibited, so its
 resolve is always delivered (prometheus/alertmanager#226); and an alert that resolves before its group is
 first flushed (a failure its retry fixed within group_wait) is dropped without a word.
@@ -28,6 +29,7 @@ from pipemon.model import AlertState, NotifyAction, Severity
 
 GROUP = "group"
 ESCALATION = "escalation"
+ONGOING = frozenset({"failure", "late", "running_long", "failure_rate", "receiver_failing"})
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,10 @@ class Dispatch:
                 resolved.add(fp)
         out: list[Outgoing] = []
         new = firing - g.sent
-        # info notices (an upstream's failure, a schema change) are said once; what needs action repeats
+        # What is still going on (a failing pipeline, a late run, a run still running) is repeated; what
+        # happened once (an anomalous run, a missed SLA, a notice) was said once
         repeat = (g.last_sent is not None and now - g.last_sent >= node.repeat_interval
-                  and any(alerts[fp].severity is not Severity.INFO for fp in firing))
+                  and any(alerts[fp].kind in ONGOING and alerts[fp].severity is not Severity.INFO for fp in firing))
         if firing and (new or repeat):
             action = NotifyAction.TRIGGER if new else NotifyAction.REPEAT
             out.append(Outgoing(g.receiver, action, g.key, g.labels, tuple(sorted(firing)), now))
