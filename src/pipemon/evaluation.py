@@ -23,6 +23,7 @@ from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
 from pipemon.engine.evaluator import Evaluator, Outcome
 from pipemon.model import Event, Run, RunStatus
+from pipemon.store import maintenance
 from pipemon.store import state as st
 from pipemon.store import writes
 
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_S = 5.0
 EXPIRE_S = 60.0
-VIEW_FLUSH_S = 1.0  # metrics-only view updates are written at most this often; state changes at once
+VIEW_FLUSH_S = 1.0
+STATS_S = 30.0      # how often PostgreSQL's planner statistics are checked (store/maintenance.py)
+RETENTION_S = 60.0  # a slice of the retention work every minute (of the engine's clock)
+RETENTION_SLICE = 500  # pipelines per slice: the writer never stops for long  # metrics-only view updates are written at most this often; state changes at once
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -58,7 +62,10 @@ class Evaluation:
         self._view_written: dict[str, float] = {}
         self._rollups: dict[tuple[int, str, float], list[float]] = {}
         self._last_checkpoint = time.monotonic()
+        self._last_stats = time.monotonic()
         self._last_expire = 0.0
+        self._last_retention = -1e18
+        self._retention_cursor = 0
 
     # --- start-up ---------------------------------------------------------------------------------------
     def load(self, conn: Connection, worker: Worker, now: float) -> None:
@@ -123,6 +130,8 @@ class Evaluation:
         self.write(conn, out, now)
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
+        if now - self._last_retention >= RETENTION_S:
+            self.retain(conn, now)
 
     def on_stop(self, conn: Connection, now: float) -> None:
         self.checkpoint(conn, now)
@@ -178,9 +187,24 @@ class Evaluation:
         st.save_engine_state(conn, rows)
         st.upsert_rollups(conn, [(pid, period, start, *vals) for (pid, period, start), vals in self._rollups.items()])
         st.set_checkpoint(conn, "engine", st.max_event_id(conn), now)
+        if time.monotonic() - self._last_stats >= STATS_S:
+            maintenance.refresh_statistics(conn)
+            self._last_stats = time.monotonic()
         self._dirty.clear()
         self._rollups.clear()
         self._last_checkpoint = time.monotonic()
+
+    def retain(self, conn: Connection, now: float) -> dict[str, int]:
+        """Delete raw history older than the retention period, a slice of pipelines at a time."""
+        self._last_retention = now
+        ids = sorted(self._ids.values())
+        part = ids[self._retention_cursor:self._retention_cursor + RETENTION_SLICE]
+        self._retention_cursor = 0 if self._retention_cursor + RETENTION_SLICE >= len(ids) else \
+            self._retention_cursor + RETENTION_SLICE
+        deleted = maintenance.apply_retention(conn, now - self.engine.settings.retention, part)
+        if any(deleted.values()):
+            log.info("retention: deleted %s", deleted)
+        return deleted
 
     def _roll(self, pid: int, run: Run) -> None:
         end = run.ended_at or run.started_at
