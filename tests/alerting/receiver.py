@@ -14,6 +14,7 @@ class Receiver:
         self.status = 200
         self.body = b"ok"
         self.delay = 0.0
+        self.failing: set[str] = set()  # paths that answer 503 while the rest work
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         outer = self
@@ -23,7 +24,7 @@ class Receiver:
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
                 with outer._cond:
-                    status = outer.status
+                    status = 503 if self.path in outer.failing else outer.status
                     if status < 300:
                         try:
                             body = json.loads(raw)

@@ -295,7 +295,7 @@ def test_a_backfill_neither_resolves_todays_alert_nor_raises_lateness(h, receive
 
 def test_the_receiver_down_for_10_minutes_loses_nothing_and_duplicates_nothing(h, receiver):
     hs = h(config(receiver.url))
-    receiver.status = 503
+    receiver.failing = {"/pay"}
     hs.run("pay/invoices", "r1", at(1, 0), at(1, 1), ok=False)
     import time
     for _ in range(10):  # ten minutes of retries against a receiver that answers 503
@@ -305,7 +305,17 @@ def test_the_receiver_down_for_10_minutes_loses_nothing_and_duplicates_nothing(h
     [n] = hs.client.get("/api/v1/notifications", params={"receiver": "payments"}).json()["items"]
     assert n["status"] == "pending" and n["attempts"] >= 3 and "503" in n["last_error"]
     assert receiver.on("/pay") == []
-    receiver.status = 200
+    # a receiver that keeps failing raises its own alert through the default route, and shows in /metrics
+    [own] = [r for r in receiver.on("/default") if r["body"]["alerts"][0]["labels"]["kind"] == "receiver_failing"]
+    assert own["body"]["alerts"][0]["labels"]["receiver"] == "payments"
+    from prometheus_client.parser import text_string_to_metric_families
+    fams = {f.name: f for f in text_string_to_metric_families(hs.client.get("/metrics").text)}
+    samples = {(s.labels.get("receiver"), s.labels.get("outcome")): s.value for s in fams["pipemon_notifications"].samples
+               if s.name.endswith("_total")}
+    assert samples[("payments", "retried")] >= 3
+    assert [s.value for s in fams["pipemon_receiver_consecutive_failures"].samples
+            if s.labels["receiver"] == "payments"][0] >= 3
+    receiver.failing = set()
     hs.clock.advance(120)
     got = receiver.wait("/pay", 1, timeout=10)
     time.sleep(1.5)
@@ -314,3 +324,5 @@ def test_the_receiver_down_for_10_minutes_loses_nothing_and_duplicates_nothing(h
     assert len(receiver.on("/pay")) == 1 and got[0]["body"]["pipemon"]["action"] == "trigger"
     [n] = hs.client.get("/api/v1/notifications", params={"receiver": "payments"}).json()["items"]
     assert n["status"] == "sent"
+    # deliveries work again: the receiver's own alert resolves
+    assert [a["state"] for a in hs.alerts(kind="receiver_failing")] == ["resolved"]

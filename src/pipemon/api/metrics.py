@@ -58,6 +58,20 @@ class _Collector:
                                 "last completed (lateness is found no later than this)", value=time.time() - last_tick)
         yield GaugeMetricFamily("pipemon_writer_queue", "Requests waiting for the writer", value=w.queue_depth())
 
+        d = pm.deliverer
+        if d is not None:
+            sent = CounterMetricFamily("pipemon_notifications", "Notification deliveries by receiver and outcome "
+                                       "(sent; retried: a transient failure; failed: permanent or given up)",
+                                       labels=["receiver", "outcome"])
+            streak = GaugeMetricFamily("pipemon_receiver_consecutive_failures",
+                                       "Deliveries to a receiver that failed in a row", labels=["receiver"])
+            for name in sorted(d.receivers):
+                c = d.counts[name]
+                for outcome in ("sent", "retried", "failed"):
+                    sent.add_metric([name, outcome], c[outcome])
+                streak.add_metric([name], d.failing_streak(name))
+            yield sent
+            yield streak
         labels = ["pipeline", "team"]
         state = GaugeMetricFamily("pipemon_pipeline_state", "1 for the pipeline's current health state",
                                   labels=labels + ["state"])

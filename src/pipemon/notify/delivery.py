@@ -73,7 +73,8 @@ class Deliverer:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pipemon-deliver")
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.stats = {"sent": 0, "failed": 0, "retried": 0}
+        # per receiver: sent, retried (a transient failure), failed (permanent or given up); for /metrics
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"sent": 0, "retried": 0, "failed": 0})
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,11 +156,12 @@ class Deliverer:
             else:
                 backoff = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
                 wait = max(backoff, e.retry_after or 0.0)
-                self.stats["retried"] += 1
+                self.counts[n.receiver]["retried"] += 1
                 self._record(n, attempts, "pending", str(e), now + wait)
             self._streak[n.receiver] += 1
             if self._streak[n.receiver] == self.threshold:
-                self._call(lambda conn, t: self.pm.alerting.receiver_status(conn, n.receiver, True, str(e), t))
+                why = str(e)  # `e` is unbound once the except block ends; the call runs later
+                self._call(lambda conn, t: self.pm.alerting.receiver_status(conn, n.receiver, True, why, t))
             return
         self._settled.pop(n.id, None)
         self._record(n, attempts, "sent", None, None)
@@ -169,11 +171,11 @@ class Deliverer:
 
     def _record(self, n: Notification, attempts: int, status: str, error: str | None, next_at: float | None) -> None:
         if status == "sent":
-            self.stats["sent"] += 1
+            self.counts[n.receiver]["sent"] += 1
             fn = lambda conn, t: store.mark_sent(conn, n.id, attempts, t)  # noqa: E731
         else:
             if status != "pending":
-                self.stats["failed"] += 1
+                self.counts[n.receiver]["failed"] += 1
                 log.warning("notification %s to %s %s: %s", n.id, n.receiver, status, error)
             fn = lambda conn, t: store.mark_failed(conn, n.id, attempts, status, error or "", next_at or t)  # noqa: E731
 
@@ -183,6 +185,9 @@ class Deliverer:
             with self._lock:
                 self._inflight.discard(n.id)
         fut.add_done_callback(done)
+
+    def failing_streak(self, receiver: str) -> int:
+        return self._streak.get(receiver, 0)
 
     def _call(self, fn) -> None:
         self.pm.worker.submit_call(fn)
