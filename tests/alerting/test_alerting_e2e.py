@@ -326,3 +326,46 @@ def test_the_receiver_down_for_10_minutes_loses_nothing_and_duplicates_nothing(h
     assert n["status"] == "sent"
     # deliveries work again: the receiver's own alert resolves
     assert [a["state"] for a in hs.alerts(kind="receiver_failing")] == ["resolved"]
+
+
+def test_a_failure_names_the_failing_task_and_its_root_error(h, receiver):
+    hs = h(config(receiver.url))
+    t0, t1 = at(1, 0), at(1, 9)
+    hs.clock.set(t1)
+    task = {"namespace": "pay", "name": "etl", "run_id": "dag-1"}
+    hs.post([
+        {"pipeline": "pay/etl", "run_id": "dag-1", "type": "START", "event_time": t0},
+        {"pipeline": "pay/etl.extract", "run_id": "t-1", "type": "START", "event_time": t0 + 1, "parent": task},
+        {"pipeline": "pay/etl.extract", "run_id": "t-1", "type": "COMPLETE", "event_time": t0 + 60, "parent": task},
+        {"pipeline": "pay/etl.load", "run_id": "t-2", "type": "START", "event_time": t0 + 61, "parent": task},
+        {"pipeline": "pay/etl.load", "run_id": "t-2", "type": "FAIL", "event_time": t0 + 300, "parent": task,
+         "error": {"message": "duplicate key value violates unique constraint \"invoices_pkey\"",
+                   "type": "UniqueViolation"}},
+        {"pipeline": "pay/etl", "run_id": "dag-1", "type": "FAIL", "event_time": t1,
+         "error": "upstream task failed"}])
+    hs.settle()
+    [note] = receiver.on("/pay")
+    [alert] = note["body"]["alerts"]
+    assert alert["annotations"]["failed_task"] == "pay/etl.load"
+    assert "invoices_pkey" in alert["annotations"]["error"]
+    [a] = hs.alerts(pipeline="pay/etl")
+    assert (a["failed_task"], a["run_id"]) == ("pay/etl.load", "dag-1")
+
+
+def test_the_noise_report(h, receiver):
+    hs = h(config(receiver.url))
+    for i, p in enumerate(["pay/a", "pay/b", "pay/a"]):
+        hs.run(p, f"r{i}", at(1, 10 * i), at(1, 10 * i + 1), ok=False)
+        hs.run(p, f"ok{i}", at(1, 10 * i + 2), at(1, 10 * i + 3))
+        hs.advance(at(1, 10 * i + 9))
+    hs.settle()
+    alerts = hs.alerts()
+    failures = [a for a in alerts if a["kind"] == "failure"]
+    assert len(failures) == 3  # (pay/a's second run in one hourly slot is also an extra_run notice)
+    rep = hs.client.get("/api/v1/reports/noise").json()
+    assert rep["alerts"] == len(alerts)
+    assert rep["noisiest_pipelines"][0]["pipeline"] == "pay/a"
+    triggers = receiver.actions("/pay").count("trigger")
+    assert sum(rep["notifications_per_team_per_week"]["payments"].values()) == triggers >= 3
+    assert sum(rep["notifications_per_receiver_per_week"]["payments"].values()) == triggers
+    assert rep["median_time_to_resolve_s"] == 120  # each failure resolved by the success 2 min later

@@ -169,3 +169,33 @@ def test_summary_team_health_and_filters(pm, client, clock):
     ids = [p["id"] for p in client.get("/api/v1/pipelines?team=marketing&q=a").json()["items"]]
     assert ids == ["mkt/a"]
     assert client.get("/api/v1/pipelines?state=broken").status_code == 400
+
+
+def test_a_pipeline_with_no_config_learns_an_hourly_cadence_and_turns_late_when_a_run_is_missed(pm, client, clock):
+    # ten days of hourly runs at about :05 past the hour (a little jitter), no configuration at all
+    for h in range(10 * 24):
+        start = at(0, 0) + h * 3600 + 300 + (h * 37) % 90
+        clock.set(start + 240)
+        client.post("/api/v1/events", json=run("learn/hourly", f"h{h}", start, start + 240, rows=1000))
+    pm.worker.tick()
+    p = state(client, "learn/hourly")
+    assert p["state"] == "healthy", p
+    assert p["schedule"]["source"] == "learned" and "hour" in p["schedule"]["description"]
+    last_start = at(0, 0) + (10 * 24 - 1) * 3600 + 300
+    # the next run (due at about :05) does not come; a little after its deadline the clock says late
+    advance_to(pm, clock, last_start + 3600 + 60)
+    p = state(client, "learn/hourly")
+    assert p["state"] == "healthy", (p["reason"], p["conditions"])
+    for minutes in range(2, 40):
+        advance_to(pm, clock, last_start + 3600 + minutes * 60)
+        if state(client, "learn/hourly")["state"] == "late":
+            break
+    p = state(client, "learn/hourly")
+    assert p["state"] == "late", p
+    late_at = clock.now()
+    assert late_at - (last_start + 3600) < 0.5 * 3600  # found within half an interval of the missed slot
+    # the run arrives: healthy again
+    clock.set(late_at + 240)
+    client.post("/api/v1/events", json=run("learn/hourly", "late", late_at, late_at + 240, rows=1000))
+    p = state(client, "learn/hourly")
+    assert p["state"] == "healthy", (p["reason"], p["conditions"])
