@@ -385,8 +385,7 @@ def sql_profile(url: str, targets: Targets, reps: int, seed: int) -> dict:
 
     def detail(conn):
         row = reads.pipeline_with_state(conn, rng.choice(targets.pipelines))
-        reads.neighbours(conn, row.id)
-        reads.datasets(conn, row.id)
+        reads.datasets(conn, row.id)  # upstream/downstream come from the engine's in-memory lineage
 
     def runs(conn):
         p = reads.pipeline_row(conn, rng.choice(targets.pipelines))

@@ -36,8 +36,9 @@ CHECKPOINT_S = 5.0
 EXPIRE_S = 60.0
 VIEW_FLUSH_S = 1.0
 STATS_S = 30.0      # how often PostgreSQL's planner statistics are checked (store/maintenance.py)
-RETENTION_S = 60.0  # a slice of the retention work every minute (of the engine's clock)
-RETENTION_SLICE = 500  # pipelines per slice: the writer never stops for long  # metrics-only view updates are written at most this often; state changes at once
+RETENTION_S = 60.0      # a slice of the retention work every minute of wall time …
+RETENTION_SLICE = 500   # … of at most this many pipelines, so the writer never stops for long;
+RETENTION_EVERY = 86400.0  # each pipeline is swept once a day (of the engine's clock)  # metrics-only view updates are written at most this often; state changes at once
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -65,7 +66,7 @@ class Evaluation:
         self._last_stats = time.monotonic()
         self._last_expire = 0.0
         self._last_retention = -1e18
-        self._retention_cursor = 0
+        self._swept_until: dict[int, float] = {}  # pipeline id -> engine time before which it needs no sweep
 
     # --- start-up ---------------------------------------------------------------------------------------
     def load(self, conn: Connection, worker: Worker, now: float) -> None:
@@ -130,7 +131,7 @@ class Evaluation:
         self.write(conn, out, now)
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
-        if now - self._last_retention >= RETENTION_S:
+        if time.monotonic() - self._last_retention >= RETENTION_S:
             self.retain(conn, now)
 
     def on_stop(self, conn: Connection, now: float) -> None:
@@ -195,12 +196,11 @@ class Evaluation:
         self._last_checkpoint = time.monotonic()
 
     def retain(self, conn: Connection, now: float) -> dict[str, int]:
-        """Delete raw history older than the retention period, a slice of pipelines at a time."""
-        self._last_retention = now
-        ids = sorted(self._ids.values())
-        part = ids[self._retention_cursor:self._retention_cursor + RETENTION_SLICE]
-        self._retention_cursor = 0 if self._retention_cursor + RETENTION_SLICE >= len(ids) else \
-            self._retention_cursor + RETENTION_SLICE
+        """Delete raw history older than the retention period: each pipeline once a day, a slice at a time."""
+        self._last_retention = time.monotonic()
+        part = [pid for pid in sorted(self._ids.values()) if self._swept_until.get(pid, -1e18) <= now][:RETENTION_SLICE]
+        for pid in part:
+            self._swept_until[pid] = now + RETENTION_EVERY
         deleted = maintenance.apply_retention(conn, now - self.engine.settings.retention, part)
         if any(deleted.values()):
             log.info("retention: deleted %s", deleted)
