@@ -64,6 +64,7 @@ class Evaluation:
         self._rollups: dict[tuple[int, str, float], list[float]] = {}
         self._last_checkpoint = time.monotonic()
         self._last_stats = time.monotonic()
+        self._vacuum_due = False
         self._last_expire = 0.0
         self._last_retention = -1e18
         self._swept_until: dict[int, float] = {}  # pipeline id -> engine time before which it needs no sweep
@@ -134,6 +135,12 @@ class Evaluation:
         if time.monotonic() - self._last_retention >= RETENTION_S:
             self.retain(conn, now)
 
+    def maintain(self, engine) -> None:
+        """Between transactions (the writer calls it after a tick): work that cannot run inside one."""
+        if self._vacuum_due:
+            self._vacuum_due = False
+            maintenance.vacuum_if_needed(engine)
+
     def on_stop(self, conn: Connection, now: float) -> None:
         self.checkpoint(conn, now)
 
@@ -190,6 +197,7 @@ class Evaluation:
         st.set_checkpoint(conn, "engine", st.max_event_id(conn), now)
         if time.monotonic() - self._last_stats >= STATS_S:
             maintenance.refresh_statistics(conn)
+            self._vacuum_due = True  # after this transaction: VACUUM cannot run inside one
             self._last_stats = time.monotonic()
         self._dirty.clear()
         self._rollups.clear()

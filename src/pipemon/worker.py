@@ -83,6 +83,8 @@ class Evaluator(Protocol):
 
     def on_stop(self, conn: Connection, now: float) -> None: ...
 
+    def maintain(self, engine: Engine) -> None: ...
+
     def after_commit(self) -> None: ...
 
 
@@ -288,6 +290,10 @@ class Worker:
             return
         self.evaluator.after_commit()
         self.stats["last_tick_wall"] = time.time()
+        try:
+            self.evaluator.maintain(self.engine)
+        except Exception:  # housekeeping must never stop the writer
+            log.exception("store maintenance failed")
         for fn in self.listeners:
             fn()
 

@@ -92,3 +92,25 @@ def test_openapi_document_fuzzed_by_schemathesis(client):
 
         run()
     assert not failures, "\n".join(failures[:10])
+
+
+def test_every_reference_in_the_openapi_document_resolves(client):
+    doc = client.get("/openapi.json").json()
+    refs = set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            if isinstance(x.get("$ref"), str):
+                refs.add(x["$ref"])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(doc)
+    assert "#/components/schemas/NativeEvent" in refs
+    for ref in refs:
+        node = doc
+        for part in ref.removeprefix("#/").split("/"):
+            node = node[part]
+        assert isinstance(node, dict), ref

@@ -54,6 +54,19 @@ def create_app(pm: Pipemon) -> FastAPI:
     app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     app.add_middleware(RejectNul)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, plus the native event's schema (msgspec's, referenced by /api/v1/events)."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            from pipemon.ingest import native
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(native.schema_components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:
         return {"service": "pipemon", "version": __version__, "api": "/docs"}

@@ -107,9 +107,6 @@ async def post_lineage(request: Request) -> Response:
     return await ingest_lineage(request.app.state.pm, request)
 
 
-_NATIVE_SCHEMA = native.schema_doc()
-
-
 @router.post("/api/v1/events", responses=_ACCEPTED, summary="Ingest native events (one, or a batch of up to 10,000)",
              openapi_extra=_body_doc({"oneOf": [{"$ref": "#/components/schemas/NativeEvent"},
                                                 {"type": "array", "maxItems": native.MAX_BATCH,

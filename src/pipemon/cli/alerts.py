@@ -183,22 +183,19 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
         for row in summary_table(res):
             t.add_row(*row)
         console.print(t)
-        weeks = sorted({w for c in res.pages_by_receiver_week.values() for w in c})
-        t = Table(title="pages per receiver per week", header_style="bold")
-        t.add_column("receiver")
-        for w in weeks:
-            t.add_column(w)
-        for r, c in sorted(res.pages_by_receiver_week.items()):
-            t.add_row(r, *(str(c.get(w, 0)) for w in weeks))
-        console.print(t)
-        weeks = sorted({w for c in res.pages_by_team_week.values() for w in c})
-        t = Table(title="pages per team per week", header_style="bold")
-        t.add_column("team")
-        for w in weeks:
-            t.add_column(w)
-        for team, c in sorted(res.pages_by_team_week.items()):
-            t.add_row(team, *(str(c.get(w, 0)) for w in weeks))
-        console.print(t)
+        console.print(_weekly("pages per receiver per week", "receiver", res.pages_by_receiver_week))
+        console.print(_weekly("pages per team per week", "team", res.pages_by_team_week))
+
+
+def _weekly(title: str, key: str, counts: dict) -> Table:
+    weeks = sorted({w for c in counts.values() for w in c})
+    t = Table(title=title, header_style="bold")
+    t.add_column(key)
+    for w in weeks:
+        t.add_column(w)
+    for name, c in sorted(counts.items()):
+        t.add_row(name, *(str(c.get(w, 0)) for w in weeks))
+    return t
 
 
 @app.command()

@@ -193,6 +193,7 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     return [start, event]
 
 
-def schema_doc() -> dict[str, Any]:
-    """The JSON schema of one native event, for the OpenAPI document."""
-    return msgspec.json.schema(NativeEvent)
+def schema_components(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:
+    """The JSON schemas of the native event and its parts, as OpenAPI components."""
+    _, components = msgspec.json.schema_components([NativeEvent], ref_template=ref_template)
+    return components

@@ -13,6 +13,9 @@ from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 HOT_TABLES = ("events", "runs", "pipeline_state", "lineage", "alerts", "notifications")
+# Small tables rewritten in place all the time: without vacuum their dead row versions pile up and every
+# read of them wades through it (measured: the fleet summary on PostgreSQL went from 3 ms to 700 ms).
+CHURN_TABLES = ("pipeline_state", "engine_state", "engine_blobs", "checkpoints")
 
 
 def refresh_statistics(conn: Connection) -> list[str]:
@@ -28,6 +31,27 @@ def refresh_statistics(conn: Connection) -> list[str]:
         done.append(table)
     if done:
         log.info("analyzed %s", ", ".join(done))
+    return done
+
+
+def vacuum_if_needed(engine) -> list[str]:
+    """Where autovacuum is off, VACUUM the churning tables once dead rows outnumber live ones. VACUUM cannot
+    run in a transaction, so this takes a connection of its own in autocommit mode."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT current_setting('autovacuum')").scalar() == "on":
+            return []
+        rows = conn.exec_driver_sql(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(%s) "
+            "AND n_dead_tup > GREATEST(1000, n_live_tup)", (list(CHURN_TABLES),)).all()
+    done = []
+    if rows:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for (table,) in rows:
+                conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")  # a name from CHURN_TABLES
+                done.append(table)
+        log.info("vacuumed %s (autovacuum is off)", ", ".join(done))
     return done
 
 
