@@ -77,6 +77,14 @@ class DeliveryError(TransportError):
 class Receiver:
     name: str
     channels: tuple[Channel[Any], ...]
+    rate: tuple[float, int] | None = None  # (messages a second, burst); None: what its channels tolerate
+
+    @property
+    def rate_limit(self) -> tuple[float, int]:
+        """The receiver's own rate limit, else the strictest of its channels' defaults."""
+        if self.rate is not None:
+            return self.rate
+        return min((ch.default_rate for ch in self.channels), default=Channel.default_rate)
 
     def targets(self, n: Notification) -> list[tuple[Channel[Any], Notification]]:
         """Which channels get `n`, and what of it (pure)."""
@@ -131,7 +139,8 @@ def build_receivers(configs: Iterable[Mapping[str, Any] | BaseModel],
             continue
         channels = tuple(registry[kind](c, name=f"{cfg.name}/{kind}[{j}]")
                          for kind, j, c in cfg.integrations())
-        out[cfg.name] = Receiver(cfg.name, channels)
+        limit = cfg.rate_limit
+        out[cfg.name] = Receiver(cfg.name, channels, None if limit is None else (limit.per_second, limit.burst))
     if errors:
         raise ConfigError(errors)
     return out

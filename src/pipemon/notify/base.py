@@ -122,6 +122,8 @@ C = TypeVar("C", bound=ChannelConfig)
 class Channel(ABC, Generic[C]):
     kind: ClassVar[str]
     config_model: ClassVar[type[ChannelConfig]]
+    # what the far end tolerates, as (messages a second, burst), when the receiver sets no rate_limit
+    default_rate: ClassVar[tuple[float, int]] = (20.0, 50)
 
     def __init__(self, config: C, *, name: str | None = None) -> None:
         self.config = config
@@ -214,13 +216,22 @@ def make_registry(*channels: type[Channel[Any]]) -> Registry:
     return MappingProxyType(reg)
 
 
+class RateLimit(Strict):
+    """At most `per_second` messages a second to a receiver, after a burst of `burst`."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
 class ReceiverConfigBase(Strict):
-    """A receiver: a name and any number of integrations, each key holding one mapping or a list."""
+    """A receiver: a name, an optional rate limit and any number of integrations, each key holding one
+    mapping or a list."""
 
     name: str = Field(min_length=1)
+    rate_limit: RateLimit | None = None
 
     def integrations(self) -> list[tuple[str, int, ChannelConfig]]:
-        return [(kind, i, c) for kind in type(self).model_fields if kind != "name"
+        return [(kind, i, c) for kind in type(self).model_fields if kind not in ("name", "rate_limit")
                 for i, c in enumerate(getattr(self, kind))]
 
 

@@ -39,13 +39,16 @@ POLL_S = 1.0
 
 @dataclass
 class _Bucket:
+    """A token bucket: `rate` messages a second after a burst of `burst`."""
+
     rate: float
     burst: float
     tokens: float
     at: float = field(default_factory=time.monotonic)
 
-    def wait(self) -> float:
-        now = time.monotonic()
+    def wait(self, now: float | None = None) -> float:
+        """Take a token and return 0, or return how long to wait for one (taking nothing)."""
+        now = time.monotonic() if now is None else now
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1:
@@ -56,7 +59,7 @@ class _Bucket:
 
 class Deliverer:
     def __init__(self, pm, receivers: dict[str, Receiver], http: httpx.Client | None = None, *,
-                 threshold: int = 5, max_age: float = MAX_AGE_S, rate: float = 20.0, burst: float = 50.0) -> None:
+                 threshold: int = 5, max_age: float = MAX_AGE_S) -> None:
         self.pm = pm
         self.receivers = receivers
         self.http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
@@ -67,7 +70,6 @@ class Deliverer:
         self._lock = threading.Lock()
         self._per_receiver: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._buckets: dict[str, _Bucket] = {}
-        self._rate, self._burst = rate, burst
         self._streak: dict[str, int] = defaultdict(int)
         self._settled: dict[int, tuple[str, ...]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pipemon-deliver")
@@ -135,12 +137,20 @@ class Deliverer:
             with self._lock:
                 self._inflight.discard(n.id)
 
+    def bucket(self, name: str) -> _Bucket:
+        """The rate limiter of a receiver (see Receiver.rate_limit)."""
+        b = self._buckets.get(name)
+        if b is None:
+            rate, burst = self.receivers[name].rate_limit
+            b = self._buckets[name] = _Bucket(rate, burst, burst)
+        return b
+
     def _send(self, n: Notification, attempts: int, created: float) -> None:
         receiver = self.receivers.get(n.receiver)
         if receiver is None:
             self._record(n, attempts, "dead", f"no receiver named {n.receiver!r} is configured", None)
             return
-        bucket = self._buckets.setdefault(n.receiver, _Bucket(self._rate, self._burst, self._burst))
+        bucket = self.bucket(n.receiver)
         while (delay := bucket.wait()) > 0:
             time.sleep(min(delay, 1.0))
         try:

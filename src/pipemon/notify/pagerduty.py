@@ -84,6 +84,7 @@ def event(n: Notification, a: AlertView, routing_key: str, client: str) -> dict[
 class PagerDutyChannel(HttpChannel[PagerDutyConfig]):
     kind = "pagerduty"
     config_model = PagerDutyConfig
+    default_rate = (2.0, 20)  # Events API v2: 120 events a minute per routing key
 
     def build(self, n: Notification) -> list[HttpRequest]:
         key = self.config.routing_key.get_secret_value()

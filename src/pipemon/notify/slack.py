@@ -73,6 +73,7 @@ def message(n: Notification) -> dict[str, Any]:
 class SlackChannel(HttpChannel[SlackConfig]):
     kind = "slack"
     config_model = SlackConfig
+    default_rate = (1.0, 10)  # incoming webhooks: one message a second, short bursts allowed
 
     def build(self, n: Notification) -> list[HttpRequest]:
         return [HttpRequest("POST", self.config.webhook_url.get_secret_value(), message(n))]
