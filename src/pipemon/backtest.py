@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import heapq
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ def read_lines(f: IO[bytes]) -> list[_Line]:
     """The records in time order (by start); a file that is not is sorted, stably."""
     dec = msgspec.json.Decoder(_Line)
     lines = [dec.decode(raw) for raw in f if raw.strip()]
+    for line in lines:  # one string per pipeline: the detectors' lookups then match it by identity
+        line.pipeline_id = sys.intern(line.pipeline_id)
     times = [_unix(line) for line in lines]
     if any(b < a for a, b in pairwise(times)):
         order = sorted(range(len(lines)), key=times.__getitem__)
@@ -99,8 +102,8 @@ def read_pipelines(f: IO[bytes], sensitivity: float) -> dict[str, DetectSpec]:
     for raw in f:
         if raw.strip():
             d = dec.decode(raw)
-            out[d.pipeline_id] = DetectSpec(d.cron or None, d.timezone, d.interval_s, d.grace_s, d.max_duration_s,
-                                            sensitivity)
+            out[sys.intern(d.pipeline_id)] = DetectSpec(d.cron or None, d.timezone, d.interval_s, d.grace_s,
+                                                        d.max_duration_s, sensitivity)
     return out
 
 

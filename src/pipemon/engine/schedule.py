@@ -70,14 +70,18 @@ class Calendar:
     cron: str | None = None  # the declared expression, when there is one
     exotic: bool = False  # cron features we do not evaluate ourselves ("1#2"): croniter does
     min_gap: float = field(init=False, compare=False)  # no two slots are closer (DST aside)
+    plain: bool = field(init=False, compare=False, repr=False)  # days x times of day in UTC, no date rule
 
     def __post_init__(self) -> None:
         t = self.times
         gaps = [b - a for a, b in pairwise(t)] + ([t[0] + DAY - t[-1]] if t else [])
         gap = self.every_s or (min(gaps) if gaps else DAY)
         object.__setattr__(self, "min_gap", 0.0 if self.exotic else gap - 3600.0 if self.tz != "UTC" else gap)
+        object.__setattr__(self, "plain", not (self.every_s or self.exotic or self.doms or self.months)
+                           and self.tz == "UTC")
 
     @staticmethod
+    @cache  # immutable: pipelines with the same cron share one (and the times they look up per run)
     def from_cron(expr: str, tz: str = "UTC") -> Calendar:
         fields = expr.split()
         if len(fields) != 5:
@@ -130,13 +134,8 @@ class Calendar:
 
     def next_after(self, t: float) -> float | None:
         """The first slot strictly after t."""
-        if self.every_s:
-            return self.anchor + (math.floor((t - self.anchor) / self.every_s) + 1) * self.every_s
-        if self.exotic:
-            return float(croniter(self.cron, _dt.datetime.fromtimestamp(t, _zone(self.tz) or _dt.UTC))
-                         .get_next(float))
         times = self.times
-        if self.tz == "UTC" and not (self.doms or self.months):  # the common case, in plain arithmetic
+        if self.plain:  # the common case, in plain arithmetic
             day = int(t // DAY)
             i = bisect.bisect_right(times, t - day * DAY)
             dows = self.dows
@@ -145,6 +144,11 @@ class Calendar:
                     return d * DAY + times[i]
                 i = 0
             return None
+        if self.every_s:
+            return self.anchor + (math.floor((t - self.anchor) / self.every_s) + 1) * self.every_s
+        if self.exotic:
+            return float(croniter(self.cron, _dt.datetime.fromtimestamp(t, _zone(self.tz) or _dt.UTC))
+                         .get_next(float))
         day, sod = self._local(t)
         i = bisect.bisect_right(times, sod)
         for d in range(day, day + _MAX_SEARCH_DAYS):
@@ -158,13 +162,8 @@ class Calendar:
 
     def prev_at_or_before(self, t: float) -> float | None:
         """The last slot at or before t."""
-        if self.every_s:
-            return self.anchor + math.floor((t - self.anchor) / self.every_s) * self.every_s
-        if self.exotic:
-            zone = _zone(self.tz) or _dt.UTC
-            return float(croniter(self.cron, _dt.datetime.fromtimestamp(t + 1e-3, zone)).get_prev(float))
         times = self.times
-        if self.tz == "UTC" and not (self.doms or self.months) and times:  # the common case, plain arithmetic
+        if self.plain and times:  # the common case, in plain arithmetic
             day = int(t // DAY)
             i = bisect.bisect_right(times, t - day * DAY)
             dows = self.dows
@@ -173,6 +172,11 @@ class Calendar:
                     return d * DAY + times[i - 1]
                 i = len(times)
             return None
+        if self.every_s:
+            return self.anchor + math.floor((t - self.anchor) / self.every_s) * self.every_s
+        if self.exotic:
+            zone = _zone(self.tz) or _dt.UTC
+            return float(croniter(self.cron, _dt.datetime.fromtimestamp(t + 1e-3, zone)).get_prev(float))
         day, sod = self._local(t)
         i = bisect.bisect_right(times, sod)
         for d in range(day, day - _MAX_SEARCH_DAYS, -1):
@@ -270,8 +274,8 @@ class ScheduleSource(str, Enum):
 class Schedule:
     """A calendar, shifted by a learned phase offset, with the learned start lag (jitter)."""
 
-    __slots__ = ("_grace", "calendar", "early_s", "grace_s", "interval_s", "lag_dev", "lag_loc", "lag_n", "offset_s",
-                 "source")
+    __slots__ = ("_grace", "_grace_for", "calendar", "early_s", "grace_s", "interval_s", "lag_dev", "lag_loc",
+                 "lag_n", "offset_s", "source")
 
     def __init__(self, calendar: Calendar, source: ScheduleSource, interval_s: float,
                  grace_s: float | None = None, offset_s: float = 0.0) -> None:
@@ -284,7 +288,8 @@ class Schedule:
         self.lag_loc = 0.0  # start lag after the slot: EW mean and mean absolute deviation
         self.lag_dev = 0.0
         self.lag_n = 0
-        self._grace: tuple[float, float] | None = None  # cache: (sensitivity, grace)
+        self._grace_for: float | None = None  # cache: the grace at this sensitivity (None: stale) ...
+        self._grace = 0.0  # ... is this
 
     @staticmethod
     def declared(cron: str | None = None, timezone: str = "UTC", interval_s: float | None = None,
@@ -324,16 +329,21 @@ class Schedule:
     def grace(self, sensitivity: float = 1.0) -> float:
         if self.grace_s is not None:
             return self.grace_s
-        cached = self._grace
-        if cached is not None and cached[0] == sensitivity:
-            return cached[1]
+        if self._grace_for == sensitivity:
+            return self._grace
         iv = self.interval_s
         if self.lag_n < _LAG_WARM:
             g = DEFAULT_GRACE_FRACTION * iv
         else:
             g = self.lag_loc + GRACE_K / sensitivity * self.lag_dev
-            g = min(max(g, GRACE_MIN_S, GRACE_MIN_FRACTION * iv), GRACE_MAX_FRACTION * iv)
-        self._grace = (sensitivity, g)
+            # min(max(g, GRACE_MIN_S, GRACE_MIN_FRACTION * iv), GRACE_MAX_FRACTION * iv), as compares
+            if GRACE_MIN_S > g:
+                g = GRACE_MIN_S
+            if GRACE_MIN_FRACTION * iv > g:
+                g = GRACE_MIN_FRACTION * iv
+            if GRACE_MAX_FRACTION * iv < g:
+                g = GRACE_MAX_FRACTION * iv
+        self._grace_for, self._grace = sensitivity, g
         return g
 
     def deadline(self, expected_ts: float, sensitivity: float = 1.0) -> float:
@@ -352,12 +362,12 @@ class Schedule:
     def observe_lag(self, lag: float) -> None:
         """Learn one on-time start's lag. The caller passes only starts within grace, which bounds
         an odd one's pull; a tighter clip would cut the heavy tail and make the grace too tight."""
-        self._grace = None
+        self._grace_for = None
         n = self.lag_n = self.lag_n + 1
         if n == 1:
             self.lag_loc = lag
             return
-        g = max(1.0 / n, 0.05)
+        g = 1.0 / n if n < 20 else 0.05  # max(1 / n, 0.05)
         r = lag - self.lag_loc
         self.lag_loc += g * r
         self.lag_dev += g * (abs(r) - self.lag_dev)

@@ -118,7 +118,8 @@ class CadenceDetector:
             if lag <= sch.grace():
                 sch.observe_lag(lag)
                 self._watch_ok = False  # the grace moved
-                self.shift_buf.clear()
+                if self.shift_buf:
+                    self.shift_buf.clear()
             else:
                 self._maybe_moved(t)
             return None
@@ -212,8 +213,8 @@ class CadenceDetector:
         if sch is None or self.covered is None:
             return None
         if not self._watch_ok or self._watch_sens != sensitivity:
-            self._watch = sch.next_expected(self.covered)
-            self._watch_dl = None if self._watch is None else sch.deadline(self._watch, sensitivity)
+            watch = self._watch = sch.next_expected(self.covered)
+            self._watch_dl = None if watch is None else watch + sch.grace(sensitivity)  # sch.deadline(watch)
             self._watch_ok, self._watch_sens = True, sensitivity
         dl = self._watch_dl
         return dl if dl is None or dl >= self.sleep_until else self.sleep_until

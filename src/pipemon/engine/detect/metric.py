@@ -150,7 +150,7 @@ class MetricBaseline:
 
     # ------------------------------------------------------------------------------- the model
     def inv(self, y: float) -> float:
-        return math.expm1(min(y, 700.0)) if self.log else y
+        return math.expm1(700.0 if y > 700.0 else y) if self.log else y
 
     def band_at(self, mu: float, s: float, z: float) -> tuple[float, float, float]:
         """(lower, expected, upper) in the metric's units for a model-space expectation and scale."""
@@ -162,11 +162,20 @@ class MetricBaseline:
         n = self.mon_n[mb]
         return n > 0 and self.mon[mb] * self.mon[mb] * n >= s * s
 
-    def _expect(self, t: float) -> Expect:
-        """(expected y, hour, weekday, month buckets, mature: enough runs overall and in the buckets,
+    def expect(self, t: float) -> Expect:
+        """The model's expectation at local time t, reusable by `update` while `version` stands. Pure.
+
+        (expected y, hour, weekday, month buckets, mature: enough runs overall and in the buckets,
         scale). A mature model with a known scale (dev_n >= MIN_SCALE) can judge a run."""
         # the scale: TAIL mean absolute errors, at least Q_TAIL 95th percentiles, and a small floor
-        s = max(TAIL * self.dev, Q_TAIL * self.q95, 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12)
+        # (max() spelled out: this runs twice per run, the builtin call costs more than the compares)
+        s = TAIL * self.dev
+        q = Q_TAIL * self.q95
+        if q > s:
+            s = q
+        floor = 0.02 if self.log else 1e-3 * abs(self.level) + 1e-12
+        if floor > s:
+            s = floor
         gap = self.gap
         mu = self.level
         warm = self.n >= MIN_RUNS
@@ -186,6 +195,8 @@ class MetricBaseline:
                 if mb >= 0 and self._month_used(mb, s):
                     mu += self.mon[mb]
         return mu, hb, db, mb, warm, s
+
+    _expect = expect
 
     # ----------------------------------------------------------------------------------- scoring
     def score(self, t: float, x: float) -> Scored | None:
@@ -223,14 +234,13 @@ class MetricBaseline:
         mu, _, _, _, mature, s = self._expect(t)
         return self.band_at(mu, s, z) if mature and self.dev_n >= MIN_SCALE else None
 
-    def expect(self, t: float) -> Expect:
-        """The model's expectation at local time t, reusable by `update` while `version` stands. Pure."""
-        return self._expect(t)
-
     def upper_of(self, e: Expect, z: float) -> float | None:
         """The value at +z scales (the running-long line) of an expectation, or None while cold. Pure."""
         mu, _, _, _, mature, s = e
-        return self.inv(mu + z * s) if mature and self.dev_n >= MIN_SCALE else None
+        if not mature or self.dev_n < MIN_SCALE:
+            return None
+        y = mu + z * s
+        return math.expm1(700.0 if y > 700.0 else y) if self.log else y
 
     def upper(self, t: float, z: float) -> float | None:
         return self.upper_of(self._expect(t), z)
@@ -283,7 +293,8 @@ class MetricBaseline:
         if self.log and x <= 0:
             self.zeros += _ZERO_GAIN * (1.0 - self.zeros)
             return
-        self.zeros -= _ZERO_GAIN * self.zeros
+        if self.zeros:  # (0.0 stays 0.0: leaving it be keeps the shared constant, not a new float per run)
+            self.zeros -= _ZERO_GAIN * self.zeros
         r = (math.log1p(x) if self.log else x) - mu
         if self.n == 0:
             self.level, self.n = r + mu, 1
@@ -326,23 +337,31 @@ class MetricBaseline:
                 if k == MIN_SCALE:
                     self.boot = []
             else:
-                self.dev += (a - self.dev) / min(k, SCALE_MEMORY)
+                self.dev += (a - self.dev) / (k if k <= SCALE_MEMORY else SCALE_MEMORY)
         n = self.n = self.n + 1
-        rpd = DAY / self.gap if self.gap else 1.0
+        gap = self.gap
+        rpd = DAY / gap if gap else 1.0
         # the weekday profile learns first and fastest per cycle, then the hour profile, then the slow
         # level: otherwise the level and hour buckets soak up every weekend and Monday
         # gains 1 / min(k, memory): a plain mean of the first runs, then an EW average with that memory
+        # (min and max spelled out as compares, in the builtins' order: this runs twice per run)
         if db >= 0:
             k = self.dow_n[db] = self.dow_n[db] + 1
-            g = 1.0 / min(k, DOW_MEMORY * max(1.0, rpd))
+            mem = DOW_MEMORY * (rpd if rpd > 1.0 else 1.0)
+            g = 1.0 / (k if k <= mem else mem)
             self.dow[db] += g * c
             c -= g * c
         if hb >= 0:
             k = self.hod_n[hb] = self.hod_n[hb] + 1
-            g = 1.0 / min(k, HOD_MEMORY * max(1.0, rpd / 24.0))
+            per_hour = rpd / 24.0
+            mem = HOD_MEMORY * (per_hour if per_hour > 1.0 else 1.0)
+            g = 1.0 / (k if k <= mem else mem)
             self.hod[hb] += g * c
             c -= g * c
-        self.level += c / min(n, min(max(LEVEL_DAYS * rpd, 8.0), LEVEL_MAX))
+        mem = LEVEL_DAYS * rpd
+        mem = mem if mem >= 8.0 else 8.0
+        mem = mem if mem <= LEVEL_MAX else LEVEL_MAX
+        self.level += c / (n if n <= mem else mem)
         if n % _RECENTER_EVERY == 0:
             self._recenter()
 

@@ -9,7 +9,8 @@
 
 The heap holds at most one cadence entry per pipeline plus one per running run, keyed by deadline,
 so a tick over 100,000 pipelines pops only what is due. Entries are checked, not deleted, when
-their pipeline moved on (a lazily invalidated heap).
+their pipeline moved on (a lazily invalidated heap). A finished run's timer is dead for good: those
+are swept out in bulk once they are half the heap, rather than each popped at its deadline.
 """
 from __future__ import annotations
 
@@ -44,17 +45,19 @@ METRIC_KINDS = {"duration_s": FindingKind.DURATION, "rows": FindingKind.VOLUME, 
 _LABELS = {"duration_s": "duration", "rows": "rows", "bytes": "bytes", "value": "value"}
 _MAX_RUNNING = 16  # in-flight runs kept per pipeline (a lost completion must not grow state)
 _STALE_S = 7 * 86400.0  # an in-flight run older than this no longer excuses missed slots
+_SWEEP_MIN = 256  # dead run timers before a sweep is worth it
 
 
 class _Running:
-    __slots__ = ("alarmed", "deadline", "expect", "start")
+    __slots__ = ("alarmed", "deadline", "expect", "run_id", "start")
 
     def __init__(self, start: float, deadline: float | None, alarmed: bool = False,
-                 expect: tuple[int, Expect] | None = None) -> None:
+                 expect: tuple[int, Expect] | None = None, run_id: str = "") -> None:
         self.start = start
-        self.deadline = deadline
+        self.deadline = deadline  # None once the run is over: its heap entry is dead
         self.alarmed = alarmed
         self.expect = expect  # (duration model version, its expectation for this run): reused at the end
+        self.run_id = run_id
 
 
 class _Pipeline:
@@ -62,6 +65,7 @@ class _Pipeline:
         "cad_queued",
         "cadence",
         "failures",
+        "max_duration_s",
         "metrics",
         "pid",
         "running",
@@ -73,6 +77,10 @@ class _Pipeline:
 
     def __init__(self, pid: str, spec: DetectSpec) -> None:
         self.pid = pid
+        self.reset(spec)
+
+    def reset(self, spec: DetectSpec) -> None:
+        """Everything learned forgotten (as new), the object kept: the heap's entries point at it."""
         self.metrics: dict[str, MetricBaseline] = {}
         self.failures = FailureRate()
         self.schema = SchemaWatch()
@@ -92,6 +100,7 @@ class _Pipeline:
 
     def _apply(self, spec: DetectSpec) -> None:
         self.sens = spec.sensitivity
+        self.max_duration_s = spec.max_duration_s
         self.zone = None if spec.timezone in ("UTC", "Etc/UTC") else ZoneInfo(spec.timezone)
 
     def local(self, t: float) -> float:
@@ -122,8 +131,10 @@ class DetectorSuite:
     def __init__(self, sensitivity: float = DEFAULT_SENSITIVITY) -> None:
         self.default_spec = DetectSpec(sensitivity=sensitivity)
         self._p: dict[str, _Pipeline] = {}
-        self._heap: list[tuple[float, int, str, str | None]] = []
+        # (deadline, seq, pipeline, None for its cadence check or the run to time); seq keeps ties FIFO
+        self._heap: list[tuple[float, int, _Pipeline, _Running | None]] = []
         self._seq = itertools.count()
+        self._dead = 0  # entries of runs already over, still in the heap
 
     # ------------------------------------------------------------------------------ pipelines
     def configure(self, pipeline_id: str, spec: DetectSpec, now: float | None = None) -> None:
@@ -153,19 +164,26 @@ class DetectorSuite:
 
     # ---------------------------------------------------------------------------------- runs
     def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float) -> list[Finding]:
-        p = self._get(pipeline_id)
-        if run_id in p.running:
+        p = self._p.get(pipeline_id)
+        if p is None:
+            p = self._get(pipeline_id)
+        running = p.running
+        if run_id in running:
             return []
         out = self._start(p, run_id, start)
         b = p.metrics.get("duration_s")
-        expect = (b.version, b.expect(start if p.zone is None else p.local(start))) if b is not None else None
-        deadline = self._long_deadline(p, start, b, expect[1] if expect else None)
-        running = p.running
+        if b is None:
+            expect = None
+            deadline = self._long_deadline(p, start, None, None)
+        else:
+            e = b.expect(start if p.zone is None else p.local(start))
+            expect = (b.version, e)
+            deadline = self._long_deadline(p, start, b, e)
         if len(running) >= _MAX_RUNNING:
-            del running[next(iter(running))]
-        running[run_id] = _Running(start, deadline, expect=expect)
+            self._retire(running.pop(next(iter(running))))
+        rec = running[run_id] = _Running(start, deadline, False, expect, run_id)
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, next(self._seq), pipeline_id, run_id))
+            heapq.heappush(self._heap, (deadline, next(self._seq), p, rec))
         return out
 
     def _start(self, p: _Pipeline, run_id: str, start: float) -> list[Finding]:
@@ -175,35 +193,57 @@ class DetectorSuite:
 
     def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
         """A finished run: each metric is scored with what came before, then learned."""
-        p = self._get(pipeline_id)
-        rec = p.running.pop(run.run_id, None)
-        out = self._start(p, run.run_id, run.start) if rec is None else []
-        long_alarmed = rec is not None and rec.alarmed
+        p = self._p.get(pipeline_id)
+        if p is None:
+            p = self._get(pipeline_id)
+        run_id = run.run_id
+        rec = p.running.pop(run_id, None)
+        if rec is None:
+            out = self._start(p, run_id, run.start)
+            long_alarmed, kept = False, None
+        else:
+            out = []
+            self._retire(rec)
+            long_alarmed, kept = rec.alarmed, rec.expect
         status = run.status
         if status is RunStatus.SUCCEEDED:
-            t = run.nominal_time if run.nominal_time is not None else run.start
+            nominal = run.nominal_time
+            t = nominal if nominal is not None else run.start
             if p.zone is not None:
                 t = p.local(t)
             if run.duration_s is not None:
-                kept = rec.expect if rec is not None and run.nominal_time is None else None
-                f = self._metric(p, "duration_s", t, run.duration_s, run.run_id, now, quiet_high=long_alarmed,
-                                 kept=kept)
+                f = self._metric(p, "duration_s", t, run.duration_s, run_id, now, quiet_high=long_alarmed,
+                                 kept=kept if nominal is None else None)
                 if f is not None:
                     out.append(f)
             for metric, x in (("rows", run.rows), ("bytes", run.bytes)):
                 if x is not None:
-                    f = self._metric(p, metric, t, x, run.run_id, now)
+                    f = self._metric(p, metric, t, x, run_id, now)
                     if f is not None:
                         out.append(f)
         if status is not RunStatus.ABORTED:
             failed = status is RunStatus.FAILED
-            f = p.failures.observe(pipeline_id, run.run_id, now, failed, p.sens)
+            f = p.failures.observe(pipeline_id, run_id, now, failed, p.sens)
             if f is not None:
                 out.append(f)
             p.cadence.on_finish(failed)
         if run.schemas:
-            out.extend(p.schema.observe(pipeline_id, run.run_id, now, run.schemas))
+            out.extend(p.schema.observe(pipeline_id, run_id, now, run.schemas))
         return out
+
+    def _retire(self, rec: _Running) -> None:
+        """A run is over: its timer, if still in the heap, is dead. Swept out once they are half of it."""
+        if rec.deadline is not None and not rec.alarmed:
+            self._dead += 1
+            if self._dead >= _SWEEP_MIN and 2 * self._dead > len(self._heap):
+                self._sweep()
+        rec.deadline = None
+
+    def _sweep(self) -> None:
+        heap = self._heap
+        heap[:] = [e for e in heap if e[3] is None or e[3].deadline is not None]
+        heapq.heapify(heap)
+        self._dead = 0
 
     def observe_value(self, pipeline_id: str, ts: float, value: float, now: float) -> list[Finding]:
         """One point of a generic metric series (no runs, no schedule)."""
@@ -213,7 +253,9 @@ class DetectorSuite:
 
     def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
                 quiet_high: bool = False, kept: tuple[int, Expect] | None = None) -> Finding | None:
-        b = p.baseline(metric)
+        b = p.metrics.get(metric)
+        if b is None:
+            b = p.baseline(metric)
         line = ALARM_SCORE / p.sens
         res, _, report = b.update(t, x, line, kept[1] if kept is not None and kept[0] == b.version else None)
         if not report or res is None:
@@ -234,22 +276,27 @@ class DetectorSuite:
         out: list[Finding] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            due, _, pid, run_id = heapq.heappop(heap)
-            p = self._p.get(pid)
-            if p is None:
+            due, _, p, rec = heap[0]
+            if rec is not None:  # a run's timer
+                heapq.heappop(heap)
+                if rec.deadline is None:
+                    self._dead -= 1
+                elif rec.deadline == due and not rec.alarmed:
+                    rec.alarmed = True
+                    out.append(self._long_finding(p, rec.run_id, rec, due))
                 continue
-            if run_id is None:
-                p.cad_queued = None
-                dl = p.cadence.due(p.sens)
-                if dl is not None and dl <= due:
-                    running = any(due - r.start < _STALE_S for r in p.running.values())
-                    out.extend(p.cadence.on_due(pid, due, p.sens, running))
-                self._queue_cadence(p)
-                continue
-            rec = p.running.get(run_id)
-            if rec is not None and not rec.alarmed and rec.deadline == due:
-                rec.alarmed = True
-                out.append(self._long_finding(p, run_id, rec, due))
+            cadence, sens = p.cadence, p.sens
+            dl = cadence.due(sens)
+            if dl is not None and dl <= due:
+                running = any(due - r.start < _STALE_S for r in p.running.values())
+                out.extend(cadence.on_due(p.pid, due, sens, running))
+                dl = cadence.due(sens)
+            # the pipeline's next check replaces this one (one sift instead of a pop and a push)
+            p.cad_queued = dl
+            if dl is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (dl, next(self._seq), p, None))
         return out
 
     def next_due(self) -> float | None:
@@ -258,14 +305,14 @@ class DetectorSuite:
     def _queue_cadence(self, p: _Pipeline) -> None:
         due = p.cadence.due(p.sens)
         if due is not None and (p.cad_queued is None or due < p.cad_queued):
-            heapq.heappush(self._heap, (due, next(self._seq), p.pid, None))
+            heapq.heappush(self._heap, (due, next(self._seq), p, None))
             p.cad_queued = due
 
     def _long_deadline(self, p: _Pipeline, start: float, b: MetricBaseline | None,
                        e: Expect | None) -> float | None:
         up = b.upper_of(e, ALARM_SCORE / p.sens) if b is not None and e is not None else None
         dl = None if up is None else start + up
-        mx = p.spec.max_duration_s
+        mx = p.max_duration_s
         if mx is not None and (dl is None or start + mx < dl):
             dl = start + mx
         return dl
@@ -323,14 +370,22 @@ class DetectorSuite:
         }
 
     def load_json(self, pipeline_id: str, d: dict[str, Any]) -> None:
-        p = _Pipeline(pipeline_id, DetectSpec(**d["spec"]))
+        spec = DetectSpec(**d["spec"])
+        p = self._p.get(pipeline_id)
+        if p is None:
+            p = _Pipeline(pipeline_id, spec)
+        else:
+            for r in p.running.values():
+                self._retire(r)
+            p.reset(spec)
         p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
         p.cadence = CadenceDetector.from_json(d["cadence"])
         p.failures = FailureRate.from_json(d["failures"])
         p.schema = SchemaWatch.from_json(d["schema"])
-        p.running = {rid: _Running(*v) for rid, v in d["running"].items()}  # (expectations are recomputed)
+        # (expectations are recomputed)
+        p.running = {rid: _Running(*v, run_id=rid) for rid, v in d["running"].items()}
         self._p[pipeline_id] = p
-        for rid, r in p.running.items():
+        for r in p.running.values():
             if r.deadline is not None and not r.alarmed:
-                heapq.heappush(self._heap, (r.deadline, next(self._seq), pipeline_id, rid))
+                heapq.heappush(self._heap, (r.deadline, next(self._seq), p, r))
         self._queue_cadence(p)
