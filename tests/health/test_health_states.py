@@ -34,6 +34,10 @@ def run(pipeline, run_id, start, end=None, status="COMPLETE", rows=None, error=N
     return evs
 
 
+def unix(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
 def state(client, pipeline):
     r = client.get(f"/api/v1/pipelines/{pipeline.replace('/', '%2F')}")
     assert r.status_code == 200, r.text
@@ -199,3 +203,45 @@ def test_a_pipeline_with_no_config_learns_an_hourly_cadence_and_turns_late_when_
     client.post("/api/v1/events", json=run("learn/hourly", "late", late_at, late_at + 240, rows=1000))
     p = state(client, "learn/hourly")
     assert p["state"] == "healthy", (p["reason"], p["conditions"])
+
+
+def test_nominal_times_set_the_schedule_when_none_is_declared(pm, client, clock):
+    # Airflow-style: the run for the interval starting at day d 02:00 (its nominalTime) starts when the interval
+    # ends, at d+1 02:00, plus a queueing delay of up to 40 minutes. No configuration at all.
+    for d in range(20):
+        nominal = at(d, 2)
+        start = nominal + 86400 + 60 * ((d * 17) % 40 + 1)
+        clock.set(start + 600)
+        client.post("/api/v1/events", json=run("airflow/daily_sales", f"d{d}", start, start + 600, rows=500,
+                                               nominal=nominal))
+    pm.worker.tick()
+    p = state(client, "airflow/daily_sales")
+    assert p["state"] == "healthy", p
+    # the scheduler's own grid, exactly: not "about" the jittered start times
+    assert p["schedule"]["source"] == "nominal", p["schedule"]
+    assert p["schedule"]["description"] == "daily at 02:00 UTC", p["schedule"]
+    assert p["schedule"]["next_expected"] == "2026-11-23T02:00:00Z" and at(21, 2) == unix("2026-11-23T02:00:00Z")
+    # the next run does not come: late after its deadline, and a run for it makes the pipeline healthy again
+    deadline = unix(p["schedule"]["deadline"])
+    advance_to(pm, clock, deadline - 60)
+    assert state(client, "airflow/daily_sales")["state"] == "healthy"
+    advance_to(pm, clock, deadline + 60)
+    assert state(client, "airflow/daily_sales")["state"] == "late"
+    start = clock.now() + 60
+    clock.set(start + 600)
+    client.post("/api/v1/events", json=run("airflow/daily_sales", "d20", start, start + 600, rows=500,
+                                           nominal=at(20, 2)))
+    p = state(client, "airflow/daily_sales")
+    assert p["state"] == "healthy", (p["reason"], p["conditions"])
+
+
+def test_a_declared_schedule_wins_over_nominal_times(pm, client, clock):
+    # finance/daily_close is declared "0 2 * * *"; its runs say they are for 00:30
+    for d in range(10):
+        start = at(d, 2, 5)
+        clock.set(start + 60)
+        client.post("/api/v1/events", json=run("finance/daily_close", f"d{d}", start, start + 60,
+                                               nominal=at(d, 0, 30)))
+    p = state(client, "finance/daily_close")
+    assert p["schedule"]["source"] == "declared", p["schedule"]
+    assert p["schedule"]["description"] == "daily at 02:00 UTC"

@@ -127,7 +127,8 @@ class Evaluator:
                 if after.run_id not in h.running:
                     h.run_started(after)
                     if not self._is_backfill(pipeline, after):
-                        found += self.detect.observe_start(pipeline, after.run_id, after.started_at, now)
+                        found += self.detect.observe_start(pipeline, after.run_id, after.started_at, now,
+                                                        after.nominal_time)
                 else:
                     h.run_updated(after)
             elif before is None or was_running:

@@ -267,8 +267,9 @@ def _span(s: float) -> str:
 
 # ----------------------------------------------------------------------------------------- Schedule
 class ScheduleSource(str, Enum):
-    DECLARED = "declared"
-    LEARNED = "learned"
+    DECLARED = "declared"  # the config's cron
+    NOMINAL = "nominal"    # learned from the scheduler's own nominal times (OpenLineage nominalTime): exact
+    LEARNED = "learned"    # learned from the start times: approximate
 
 
 class Schedule:

@@ -82,10 +82,12 @@ class CadenceDetector:
         self._watch_ok = False
 
     # ------------------------------------------------------------------------------- run starts
-    def on_start(self, pipeline_id: str, run_id: str | None, t: float) -> Finding | None:
+    def on_start(self, pipeline_id: str, run_id: str | None, t: float, nominal: float | None = None) -> Finding | None:
+        """A run started at t; `nominal` is the slot its scheduler says it is for, when it says (an Airflow
+        run's logical date is its interval's start, an interval before it runs: the same grid)."""
         self.last_start = t
         if self.learner is not None:
-            self._learn(t)
+            self._learn(t if nominal is None else nominal, nominal is not None)
         sch = self.schedule
         if sch is None:
             return None
@@ -178,7 +180,8 @@ class CadenceDetector:
             del self.learner.starts[:-_SHIFT_RUNS]
         return True
 
-    def _learn(self, t: float) -> None:
+    def _learn(self, t: float, nominal: bool = False) -> None:
+        """Learn the calendar from start times, or from nominal times: those sit exactly on the grid."""
         lr = self.learner
         assert lr is not None
         new_day = lr.observe(t)
@@ -198,7 +201,7 @@ class CadenceDetector:
             return
         if not lr.explains(cal):
             return
-        new = Schedule(cal, ScheduleSource.LEARNED, cal.typical_interval(t))
+        new = Schedule(cal, ScheduleSource.NOMINAL if nominal else ScheduleSource.LEARNED, cal.typical_interval(t))
         if old is not None:
             new.lag_loc, new.lag_dev, new.lag_n = old.lag_loc, old.lag_dev, old.lag_n
         self.schedule = new

@@ -163,14 +163,17 @@ class DetectorSuite:
         return p
 
     # ---------------------------------------------------------------------------------- runs
-    def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float) -> list[Finding]:
+    def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float,
+                      nominal: float | None = None) -> list[Finding]:
+        """A run started. `nominal`: the scheduled time it is for, when the scheduler says (OpenLineage
+        nominalTime); an undeclared schedule is then learned from those, exactly."""
         p = self._p.get(pipeline_id)
         if p is None:
             p = self._get(pipeline_id)
         running = p.running
         if run_id in running:
             return []
-        out = self._start(p, run_id, start)
+        out = self._start(p, run_id, start, nominal)
         b = p.metrics.get("duration_s")
         if b is None:
             expect = None
@@ -186,8 +189,8 @@ class DetectorSuite:
             heapq.heappush(self._heap, (deadline, next(self._seq), p, rec))
         return out
 
-    def _start(self, p: _Pipeline, run_id: str, start: float) -> list[Finding]:
-        f = p.cadence.on_start(p.pid, run_id, start)
+    def _start(self, p: _Pipeline, run_id: str, start: float, nominal: float | None = None) -> list[Finding]:
+        f = p.cadence.on_start(p.pid, run_id, start, nominal)
         self._queue_cadence(p)
         return [f] if f is not None else []
 
@@ -199,7 +202,7 @@ class DetectorSuite:
         run_id = run.run_id
         rec = p.running.pop(run_id, None)
         if rec is None:
-            out = self._start(p, run_id, run.start)
+            out = self._start(p, run_id, run.start, run.nominal_time)
             long_alarmed, kept = False, None
         else:
             out = []
