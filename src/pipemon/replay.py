@@ -4,12 +4,14 @@ Events (OpenLineage or native JSON lines, in event-time order) go through the sa
 writer, evaluator and alerting as live traffic; between events the clock ticks every `tick` seconds so
 timers fire (lateness, group_wait, escalation); at the end it advances to `until`. Nothing is sent: each
 notification that would have been is written as one JSON object a line. The store is a throwaway SQLite
-file (synchronous off: nothing here needs to survive a crash).
+file (synchronous off, one commit per hour of event time: nothing here needs to survive a crash).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from pipemon.ingest.common import iso
 from pipemon.model import Event, Notification
 
 BATCH = 2000
+COMMIT_EVERY_S = 3600.0  # of event time: a replay commits once an hour of it, not every batch and tick
 SENDS = frozenset({"trigger", "escalate", "repeat"})
 PAGING = frozenset({"critical", "error"})
 
@@ -111,8 +114,15 @@ def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until:
 
 def _drive(pm, clock: FakeClock, events: Iterator[Event], result: ReplayResult, until: float | None,
            tick: float) -> None:
+    with contextlib.ExitStack() as held:  # one transaction per COMMIT_EVERY_S of event time
+        _drive_held(pm, clock, events, result, until, tick, held)
+
+
+def _drive_held(pm, clock: FakeClock, events: Iterator[Event], result: ReplayResult, until: float | None,
+                tick: float, held: contextlib.ExitStack) -> None:
     batch: list[Event] = []
     next_tick: float | None = None
+    held_from = -math.inf
     for ev in events:
         t = ev.time
         if next_tick is None:
@@ -124,6 +134,11 @@ def _drive(pm, clock: FakeClock, events: Iterator[Event], result: ReplayResult, 
             clock.set(next_tick)
             pm.worker.tick()
             next_tick += tick
+        if t - held_from >= COMMIT_EVERY_S:
+            _flush(pm, batch)
+            held.close()
+            held.enter_context(pm.worker.one_transaction())
+            held_from = t
         clock.set(t)
         batch.append(ev)
         result.events += 1

@@ -70,3 +70,36 @@ def test_replay_rejects_bad_lines_and_a_bad_config(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pipemon", "replay", "--config", str(cfg), "--input", str(src)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "replayed 2 events (1 rejected)" in run.stderr
+
+
+def test_committing_once_an_hour_of_event_time_changes_no_notification(events, monkeypatch):
+    # replay holds one transaction per hour of event time; the live writer commits every batch and tick
+    import contextlib
+    import io
+
+    from pipemon.config import loads
+    from pipemon.replay import replay
+    from pipemon.worker import Worker
+
+    def notifications() -> list[dict]:
+        out = io.StringIO()
+        with open(events, "rb") as src:
+            res = replay(loads(CONFIG), src, out, until=None)
+        assert res.notifications > 0
+        return [json.loads(x) for x in out.getvalue().splitlines()]
+
+    held = notifications()
+    monkeypatch.setattr(Worker, "one_transaction", lambda self: contextlib.nullcontext())
+    assert notifications() == held
+
+
+def test_one_transaction_is_refused_while_the_writer_thread_runs(tmp_path):
+    from pipemon.app import build
+    pm = build(f"sqlite:///{tmp_path / 'p.db'}", deliver=False)
+    pm.worker.start()
+    try:
+        with pytest.raises(RuntimeError, match="not the live thread"):
+            with pm.worker.one_transaction():
+                pass
+    finally:
+        pm.close()

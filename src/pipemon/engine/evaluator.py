@@ -187,7 +187,7 @@ class Evaluator:
     def expire(self, now: float, out: Outcome) -> None:
         """Notices age out (an SLA miss, an extra run, a schema change speak for a day); run every minute."""
         for pipeline, h in self.health.items():
-            if h.conditions:
+            if h.conditions and h.expiring(now):  # (a _Diff costs an assessment: only where one goes)
                 with _Diff(self, pipeline, h, now, out):
                     h.expire(now)
 

@@ -210,6 +210,10 @@ class PipelineHealth:
         for d in [d for d in self.sla_days if d <= day - 30]:
             del self.sla_days[d]
 
+    def expiring(self, now: float) -> bool:
+        """Whether a notice is due to age out (see expire)."""
+        return any(c.kind in NOTICES and c.since < now - DEGRADED_WINDOW for c in self.conditions.values())
+
     def expire(self, now: float) -> None:
         """Notices age out: an SLA miss, an extra run or a schema change speaks for a day."""
         for k in [k for k, c in self.conditions.items() if c.kind in NOTICES and c.since < now - DEGRADED_WINDOW]:

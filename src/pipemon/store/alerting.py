@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from pipemon.errors import NotFound
 from pipemon.store.reads import Page, decode_cursor, encode_cursor
 from pipemon.store.schema import alerts, engine_blobs, notifications, silences
+from pipemon.store.writes import _sql
 
 _enc = msgspec.json.Encoder()
 
@@ -165,8 +166,10 @@ def get_blob(conn: Connection, name: str) -> dict | None:
     return msgspec.json.decode(row.body) if row else None
 
 
+_PUT_BLOB = ("INSERT INTO engine_blobs (name, body, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+             "DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")
+
+
 def put_blob(conn: Connection, name: str, body: dict, now: float) -> None:
-    text = _json(body)
-    n = conn.execute(sa.update(engine_blobs).where(engine_blobs.c.name == name).values(body=text, updated_at=now))
-    if n.rowcount == 0:
-        conn.execute(engine_blobs.insert().values(name=name, body=text, updated_at=now))
+    """One upsert, bound raw: the dispatcher saves its state on every change of groups and timers."""
+    conn.exec_driver_sql(_sql(conn, _PUT_BLOB), (name, _json(body), now))
