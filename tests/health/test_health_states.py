@@ -34,8 +34,12 @@ def run(pipeline, run_id, start, end=None, status="COMPLETE", rows=None, error=N
     return evs
 
 
-def unix(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
+def unix(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def state(client, pipeline):
@@ -206,8 +210,8 @@ def test_a_pipeline_with_no_config_learns_an_hourly_cadence_and_turns_late_when_
 
 
 def test_nominal_times_set_the_schedule_when_none_is_declared(pm, client, clock):
-    # Airflow-style: the run for the interval starting at day d 02:00 (its nominalTime) starts when the interval
-    # ends, at d+1 02:00, plus a queueing delay of up to 40 minutes. No configuration at all.
+    # Airflow-style: the run for the interval starting at day d 02:00 (its nominalTime) starts when the
+    # interval ends, at d+1 02:00, plus a queueing delay of up to 40 minutes. No configuration at all.
     for d in range(20):
         nominal = at(d, 2)
         start = nominal + 86400 + 60 * ((d * 17) % 40 + 1)
@@ -220,7 +224,7 @@ def test_nominal_times_set_the_schedule_when_none_is_declared(pm, client, clock)
     # the scheduler's own grid, exactly: not "about" the jittered start times
     assert p["schedule"]["source"] == "nominal", p["schedule"]
     assert p["schedule"]["description"] == "daily at 02:00 UTC", p["schedule"]
-    assert p["schedule"]["next_expected"] == "2026-11-23T02:00:00Z" and at(21, 2) == unix("2026-11-23T02:00:00Z")
+    assert p["schedule"]["next_expected"] == "2026-11-23T02:00:00Z" == iso(at(21, 2))
     # the next run does not come: late after its deadline, and a run for it makes the pipeline healthy again
     deadline = unix(p["schedule"]["deadline"])
     advance_to(pm, clock, deadline - 60)

@@ -13,7 +13,8 @@ HOOK = {"url": "https://hooks.example.com/x"}
 
 
 def test_a_configured_limit_wins_over_the_integrations_defaults():
-    r = build_receivers([{"name": "a", "rate_limit": {"per_second": 0.5, "burst": 3}, "slack": {"webhook_url": SLACK_URL}}])
+    r = build_receivers([{"name": "a", "rate_limit": {"per_second": 0.5, "burst": 3},
+                          "slack": {"webhook_url": SLACK_URL}}])
     assert r["a"].rate_limit == (0.5, 3)
 
 
@@ -21,7 +22,8 @@ def test_a_configured_limit_wins_over_the_integrations_defaults():
     ({"webhook": HOOK}, (20.0, 50)),
     ({"pagerduty": {"routing_key": ROUTING_KEY}}, (2.0, 20)),
     ({"slack": {"webhook_url": SLACK_URL}}, (1.0, 10)),
-    ({"slack": {"webhook_url": SLACK_URL}, "webhook": HOOK, "pagerduty": {"routing_key": ROUTING_KEY}}, (1.0, 10)),
+    ({"slack": {"webhook_url": SLACK_URL}, "webhook": HOOK, "pagerduty": {"routing_key": ROUTING_KEY}},
+     (1.0, 10)),
 ])
 def test_without_a_limit_the_strictest_integration_sets_it(integrations, expected):
     assert build_receivers([{"name": "a", **integrations}])["a"].rate_limit == expected
@@ -29,7 +31,8 @@ def test_without_a_limit_the_strictest_integration_sets_it(integrations, expecte
 
 @pytest.mark.parametrize("limit, problem", [
     ({"per_second": 0}, "receivers[0].rate_limit.per_second: Input should be greater than 0"),
-    ({"per_second": 1, "burst": 0}, "receivers[0].rate_limit.burst: Input should be greater than or equal to 1"),
+    ({"per_second": 1, "burst": 0},
+     "receivers[0].rate_limit.burst: Input should be greater than or equal to 1"),
     ({"per_minute": 1}, "receivers[0].rate_limit.per_minute: unknown key"),
 ])
 def test_a_bad_limit_is_named(limit, problem):

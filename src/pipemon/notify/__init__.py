@@ -139,8 +139,8 @@ def build_receivers(configs: Iterable[Mapping[str, Any] | BaseModel],
             continue
         channels = tuple(registry[kind](c, name=f"{cfg.name}/{kind}[{j}]")
                          for kind, j, c in cfg.integrations())
-        limit = cfg.rate_limit
-        out[cfg.name] = Receiver(cfg.name, channels, None if limit is None else (limit.per_second, limit.burst))
+        lim = cfg.rate_limit
+        out[cfg.name] = Receiver(cfg.name, channels, None if lim is None else (lim.per_second, lim.burst))
     if errors:
         raise ConfigError(errors)
     return out

@@ -82,7 +82,8 @@ class CadenceDetector:
         self._watch_ok = False
 
     # ------------------------------------------------------------------------------- run starts
-    def on_start(self, pipeline_id: str, run_id: str | None, t: float, nominal: float | None = None) -> Finding | None:
+    def on_start(self, pipeline_id: str, run_id: str | None, t: float,
+                 nominal: float | None = None) -> Finding | None:
         """A run started at t; `nominal` is the slot its scheduler says it is for, when it says (an Airflow
         run's logical date is its interval's start, an interval before it runs: the same grid)."""
         self.last_start = t
@@ -201,7 +202,8 @@ class CadenceDetector:
             return
         if not lr.explains(cal):
             return
-        new = Schedule(cal, ScheduleSource.NOMINAL if nominal else ScheduleSource.LEARNED, cal.typical_interval(t))
+        source = ScheduleSource.NOMINAL if nominal else ScheduleSource.LEARNED
+        new = Schedule(cal, source, cal.typical_interval(t))
         if old is not None:
             new.lag_loc, new.lag_dev, new.lag_n = old.lag_loc, old.lag_dev, old.lag_n
         self.schedule = new
@@ -217,7 +219,7 @@ class CadenceDetector:
             return None
         if not self._watch_ok or self._watch_sens != sensitivity:
             watch = self._watch = sch.next_expected(self.covered)
-            self._watch_dl = None if watch is None else watch + sch.grace(sensitivity)  # sch.deadline(watch)
+            self._watch_dl = None if watch is None else sch.deadline(watch, sensitivity)
             self._watch_ok, self._watch_sens = True, sensitivity
         dl = self._watch_dl
         return dl if dl is None or dl >= self.sleep_until else self.sleep_until
