@@ -157,6 +157,8 @@ def test_metrics_are_kept_current(pm, client, clock):
     assert m["duration_last_s"] == 1800 and m["duration_p50_s"] == 720
     assert (m["rows_last"], m["rows_typical"]) == (10, 2000)  # the lower median of the last successes
     assert m["mttr_30d_s"] == pytest.approx(59 * 60)  # failed at 02:31, recovered at 03:30
+    # one failure; watched since start-up (declared in the config) at day 0 00:00, failing for 59 minutes
+    assert m["mtbf_30d_s"] == pytest.approx(at(4, 4) - at(0, 0) - 59 * 60)
     assert m["last_success_at"] == "2026-11-06T03:30:00Z"
 
 

@@ -276,9 +276,16 @@ class PipelineHealth:
             "last_failure_at": self.last_failure,
             "sla_compliance_30d": (sum(sla) / len(sla)) if sla else None,
             "mttr_30d_s": (sum(closed) / len(closed)) if closed else None,
-            "mtbf_30d_s": ((now - starts[0]) / len(starts)) if starts else None,
+            "mtbf_30d_s": (self._uptime(now) / len(starts)) if starts else None,
             "running": len(self.running),
         }
+
+    def _uptime(self, now: float) -> float:
+        """Seconds not spent failing over the last 30 days (or since first seen): MTBF's numerator."""
+        since = max(now - INCIDENT_WINDOW, self.first_seen)
+        down = sum(min(b if b is not None else now, now) - max(a, since) for a, b in self.incidents
+                   if a is not None and (b is None or b > since))
+        return max(0.0, now - since - down)
 
     def _rate(self, now: float, window: float) -> float | None:
         lo = int((now - window) // HOUR)
