@@ -69,19 +69,20 @@ class Who(BaseModel):
 
 @router.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge: stops escalation; receivers that were paged are told")
 async def ack(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
-    pm = request.app.state.pm
-    who = body or Who()
-    a = await asyncio.wrap_future(pm.worker.submit_call(
-        lambda conn, now: pm.alerting.acknowledge(conn, alert_id, who.by, now)))
-    return _live_alert(pm, a)
+    return await _by_hand(request, "acknowledge", alert_id, body)
 
 
 @router.post("/api/v1/alerts/{alert_id}/resolve", summary="Resolve by hand (the receivers that were paged get the resolve)")
 async def resolve(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
+    return await _by_hand(request, "resolve", alert_id, body)
+
+
+async def _by_hand(request: Request, action: str, alert_id: int, body: Who | None) -> dict[str, Any]:
+    """An operator's acknowledge or resolve, in the writer (the single writer of the store)."""
     pm = request.app.state.pm
     who = body or Who()
-    a = await asyncio.wrap_future(pm.worker.submit_call(
-        lambda conn, now: pm.alerting.resolve(conn, alert_id, who.by, now)))
+    act = getattr(pm.alerting, action)
+    a = await asyncio.wrap_future(pm.worker.submit_call(lambda conn, now: act(conn, alert_id, who.by, now)))
     return _live_alert(pm, a)
 
 

@@ -10,15 +10,15 @@
 Scores share one scale: base.ALARM_SCORE (4.0) is the alarm line at sensitivity 1.0.
 """
 from pipemon.engine.detect.base import (
-                                        ALARM_SCORE,
-                                        DEFAULT_SENSITIVITY,
-                                        DetectSpec,
-                                        Direction,
-                                        Finding,
-                                        FindingKind,
-                                        RunObservation,
-                                        RunStatus,
-                                        Verdict,
+    ALARM_SCORE,
+    DEFAULT_SENSITIVITY,
+    DetectSpec,
+    Direction,
+    Finding,
+    FindingKind,
+    RunObservation,
+    RunStatus,
+    Verdict,
 )
 from pipemon.engine.detect.suite import DetectorSuite
 
