@@ -169,5 +169,6 @@ def backtest(runs: IO[bytes], out: IO[str], pipelines: IO[bytes] | None = None, 
 
 def flag(f: Finding) -> dict[str, object]:
     """A finding in the benchmark's flag format (plus kind and explanation)."""
-    return {"pipeline_id": f.pipeline_id, "ts": iso_utc(f.time), "ts_unix": f.time, "score": round(f.score, 3),
-            "metric": f.metric, "kind": f.kind.value, "explanation": f.explanation}
+    return {"pipeline_id": f.pipeline_id, "ts": iso_utc(f.time), "ts_unix": f.time,
+            "score": round(f.score, 3), "metric": f.metric, "kind": f.kind.value,
+            "explanation": f.explanation}

@@ -22,7 +22,8 @@ import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -42,8 +43,9 @@ def _split(pipeline: str) -> tuple[str, str]:
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8787", token: str | None = None, *, timeout: float = 2.0,
-                 attempts: int = 3, backoff: float = 0.25, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8787", token: str | None = None, *,
+                 timeout: float = 2.0, attempts: int = 3, backoff: float = 0.25,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -76,7 +78,8 @@ class Client:
                     return False
             if attempt + 1 < self.attempts:
                 time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random() / 2))
-        log.warning("pipemon at %s unreachable after %d attempts (%s); report dropped", self.url, self.attempts, why)
+        log.warning("pipemon at %s unreachable after %d attempts (%s); report dropped",
+                    self.url, self.attempts, why)
         return False
 
     def event(self, pipeline: str, type: str, run_id: str | None = None, **fields: Any) -> bool:
@@ -107,7 +110,8 @@ class Client:
 class RunContext:
     """One run: START on enter; COMPLETE, or FAIL with the exception, on exit. The exception propagates."""
 
-    def __init__(self, client: Client, pipeline: str, run_id: str, team: str | None, nominal_time: str | None):
+    def __init__(self, client: Client, pipeline: str, run_id: str, team: str | None,
+                 nominal_time: str | None):
         self.client, self.pipeline, self.run_id = client, pipeline, run_id
         self.team, self.nominal_time = team, nominal_time
         self.metrics: dict[str, float] = {}
@@ -121,7 +125,8 @@ class RunContext:
         self.client.event(self.pipeline, "START", self.run_id, team=self.team, nominal_time=self.nominal_time)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         fields: dict[str, Any] = {"metrics": self.metrics or None, "team": self.team, "log": self.log}
         if exc_type is None:
             self.client.event(self.pipeline, "COMPLETE", self.run_id, **fields)

@@ -41,8 +41,10 @@ class ReplayResult:
     seconds: float = 0.0
     start: float | None = None
     end: float | None = None
-    pages_by_receiver_week: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(collections.Counter))
-    pages_by_team_week: dict[str, collections.Counter] = field(default_factory=lambda: collections.defaultdict(collections.Counter))
+    pages_by_receiver_week: dict[str, collections.Counter] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    pages_by_team_week: dict[str, collections.Counter] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
     naive_by_team: collections.Counter = field(default_factory=collections.Counter)
     pages_by_team: collections.Counter = field(default_factory=collections.Counter)
     other_by_team: collections.Counter = field(default_factory=collections.Counter)
@@ -79,8 +81,10 @@ def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=db_dir, prefix="pipemon-replay-") as tmp:
         clock = FakeClock(0.0)
-        pm = build(f"sqlite:///{Path(tmp) / 'replay.db'}", settings, clock=clock, synchronous="OFF", deliver=False)
-        pm.evaluation.checkpoint_s = 1e18  # no checkpoints and no health views: the replay store is thrown away
+        pm = build(f"sqlite:///{Path(tmp) / 'replay.db'}", settings, clock=clock, synchronous="OFF",
+                   deliver=False)
+        # no checkpoints and no health views: the replay store is thrown away
+        pm.evaluation.checkpoint_s = 1e18
         pm.evaluation.views = False
 
         def record(ns: list[Notification]) -> None:

@@ -44,8 +44,8 @@ def api_send(method: str, url: str, token: str | None, path: str, body: dict | N
 
 @app.command()
 def alerts(team: str | None = typer.Option(None, help="Only this team's alerts."),
-           state: str = typer.Option("firing,acknowledged", help="States, comma-separated (firing, acknowledged, "
-                                                                 "resolved)."),
+           state: str = typer.Option("firing,acknowledged",
+                                     help="States, comma-separated (firing, acknowledged, resolved)."),
            limit: int = typer.Option(100), url: str = UrlOption, token: str | None = TokenOption) -> None:
     """Alerts, newest first."""
     data = api_get(url, token, "/api/v1/alerts", {"team": team, "state": state, "limit": limit})
@@ -80,7 +80,8 @@ def resolve(alert_id: int = typer.Argument(...), by: str = typer.Option("cli"),
 
 
 @silence_app.command("add")
-def silence_add(matcher: list[str] = typer.Option(..., "--matcher", "-m", help='e.g. team="payments" (repeatable)'),
+def silence_add(matcher: list[str] = typer.Option(..., "--matcher", "-m",
+                                                  help='e.g. team="payments" (repeatable)'),
                 for_: str = typer.Option("2h", "--for", help="How long: 30m, 2h, 1d."),
                 comment: str = typer.Option("", help="Why."),
                 author: str = typer.Option("cli", "--author", help="Who."),
@@ -100,7 +101,8 @@ def silence_list(all_: bool = typer.Option(False, "--all", help="Include expired
     for col in ("id", "state", "matchers", "ends", "by", "comment"):
         t.add_column(col, overflow="fold")
     for s in data["items"]:
-        t.add_row(str(s["id"]), s["state"], " ".join(s["matchers"]), s["ends_at"], s["created_by"], s["comment"])
+        t.add_row(str(s["id"]), s["state"], " ".join(s["matchers"]), s["ends_at"], s["created_by"],
+                  s["comment"])
     Console().print(t)
 
 
@@ -126,26 +128,31 @@ def receivers_test(name: str = typer.Argument(..., help="Receiver name from the 
 
 @app.command()
 def notifications(receiver: str | None = typer.Option(None), status: str | None = typer.Option(None),
-                  limit: int = typer.Option(50), url: str = UrlOption, token: str | None = TokenOption) -> None:
+                  limit: int = typer.Option(50), url: str = UrlOption,
+                  token: str | None = TokenOption) -> None:
     """The delivery log."""
-    data = api_get(url, token, "/api/v1/notifications", {"receiver": receiver, "status": status, "limit": limit})
+    data = api_get(url, token, "/api/v1/notifications",
+                   {"receiver": receiver, "status": status, "limit": limit})
     t = Table(title="notifications", header_style="bold")
     for col in ("id", "receiver", "action", "status", "attempts", "created", "alerts", "last error"):
         t.add_column(col, overflow="fold")
     for n in data["items"]:
-        t.add_row(str(n["id"]), n["receiver"], n["action"], n["status"], str(n["attempts"]), _ago(n["created_at"]),
-                  ", ".join(f"{a['pipeline']} {a['kind']}" for a in n["alerts"])[:80], (n["last_error"] or "")[:80])
+        t.add_row(str(n["id"]), n["receiver"], n["action"], n["status"], str(n["attempts"]),
+                  _ago(n["created_at"]), ", ".join(f"{a['pipeline']} {a['kind']}" for a in n["alerts"])[:80],
+                  (n["last_error"] or "")[:80])
     Console().print(t)
 
 
 @app.command()
 def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.yaml to try."),
-           input_: Path = typer.Option(..., "--input", "-i", help="Events as JSON lines (OpenLineage or native), "
-                                                                   "in event-time order; - for stdin."),
+           input_: Path = typer.Option(..., "--input", "-i",
+                                       help="Events as JSON lines (OpenLineage or native), "
+                                            "in event-time order; - for stdin."),
            output: Path | None = typer.Option(None, "--output", "-o", help="Notifications as JSON lines."),
            until: str | None = typer.Option(None, help="ISO time to advance the clock to at the end."),
            tick: float = typer.Option(60.0, help="Clock step between events, seconds."),
-           summary: bool = typer.Option(False, "--summary", help="Print pages per receiver and team per week.")
+           summary: bool = typer.Option(False, "--summary",
+                                        help="Print pages per receiver and team per week.")
            ) -> None:
     """Run the engine over recorded events with this configuration; write the notifications it would send."""
     from datetime import datetime, timezone
@@ -176,8 +183,8 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
                + (f" -> {output}" if output else ""), err=True)
     if summary:
         console = Console()
-        t = Table(title="pages per team (a trigger, repeat or escalation with a critical or error alert) vs a naive "
-                        "one-page-per-failed-or-late-run policy", header_style="bold")
+        t = Table(title="pages per team (a trigger, repeat or escalation with a critical or error alert) "
+                        "vs a naive one-page-per-failed-or-late-run policy", header_style="bold")
         for col in ("team", "pages", "of which repeats", "warnings and notices", "naive pages"):
             t.add_column(col)
         for row in summary_table(res):
@@ -199,8 +206,9 @@ def _weekly(title: str, key: str, counts: dict) -> Table:
 
 
 @app.command()
-def findings(pipeline: str | None = typer.Option(None, help="namespace/name"), team: str | None = typer.Option(None),
-             limit: int = typer.Option(50), url: str = UrlOption, token: str | None = TokenOption) -> None:
+def findings(pipeline: str | None = typer.Option(None, help="namespace/name"),
+             team: str | None = typer.Option(None), limit: int = typer.Option(50), url: str = UrlOption,
+             token: str | None = TokenOption) -> None:
     """Anomaly findings, newest first, with their evidence."""
     data = api_get(url, token, "/api/v1/findings", {"pipeline": pipeline, "team": team, "limit": limit})
     t = Table(title="findings", header_style="bold")

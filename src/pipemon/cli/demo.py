@@ -24,11 +24,13 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
                                             "(learned schedules need 8 days of runs)."),
          pipelines: int = typer.Option(240, help="Pipelines in the simulated fleet (>= 200)."),
          seed: int = typer.Option(0, help="Seed of the simulation (same seed, same fleet and incidents)."),
-         export: Path | None = typer.Option(None, "--export", help="Write the event stream as JSON lines and exit."),
+         export: Path | None = typer.Option(None, "--export",
+                                            help="Write the event stream as JSON lines and exit."),
          days: float = typer.Option(30.0, help="With --export: days of events."),
          fmt: str = typer.Option("openlineage", "--format", help="With --export: openlineage or native."),
          config_out: Path = typer.Option(Path("pipemon-demo.yaml"), "--config-out",
-                                         help="Where the demo's pipemon.yaml is written, to read and reuse.")) -> None:
+                                         help="Where the demo's pipemon.yaml is written, "
+                                              "to read and reuse.")) -> None:
     """Run pipemon with a simulated fleet: ≥ 200 pipelines of 7 teams, their lineage and incidents,
     fed live in accelerated time. With --export, write the same events as JSON lines instead."""
     from pipemon import sim
@@ -36,8 +38,9 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     if export is not None:
         t0 = time.monotonic()
         summary = sim.export(export, days=days, seed=seed, pipelines=pipelines, fmt=fmt)
-        typer.echo(f"wrote {summary.events:,} events ({days:g} days, {pipelines} pipelines) to {summary.events_path} "
-                   f"and {summary.incidents} incidents to {summary.incidents_path} in {time.monotonic() - t0:.1f}s")
+        typer.echo(f"wrote {summary.events:,} events ({days:g} days, {pipelines} pipelines) "
+                   f"to {summary.events_path} and {summary.incidents} incidents to {summary.incidents_path} "
+                   f"in {time.monotonic() - t0:.1f}s")
         return
 
     from pipemon.app import build
@@ -57,8 +60,9 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     threading.Thread(target=_feed, args=(pm, clock, feeder, start + history_days * DAY), daemon=True,
                      name="pipemon-demo-feed").start()
     run_server(pm, host, port, (
-        f"pipemon demo: {len(fleet.pipelines)} pipelines, {len(fleet.teams)} teams, {history_days:g} days of history, "
-        f"then {speed:g}x real time\n  {url}/docs (API)   {url}/api/v1/summary   pipemon status --url {url}\n"
+        f"pipemon demo: {len(fleet.pipelines)} pipelines, {len(fleet.teams)} teams, "
+        f"{history_days:g} days of history, then {speed:g}x real time\n"
+        f"  {url}/docs (API)   {url}/api/v1/summary   pipemon status --url {url}\n"
         f"  config: {config_out}   database: {db}"))
 
 

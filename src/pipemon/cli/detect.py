@@ -21,7 +21,8 @@ def detect(
              "without it schedules are learned.")] = None,
     fmt: Annotated[InputFormat, typer.Option("--format", help="The input's shape.")] = InputFormat.RUNS,
     sensitivity: Annotated[float, typer.Option(
-        "--sensitivity", min=0.05, max=20.0, help="Higher: more alarms (recall); lower: fewer (precision).")] = 1.0,
+        "--sensitivity", min=0.05, max=20.0,
+        help="Higher: more alarms (recall); lower: fewer (precision).")] = 1.0,
 ) -> None:
     """Run the detectors over a run history, the clock following the records, and write flags."""
     from rich.console import Console

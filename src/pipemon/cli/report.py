@@ -48,7 +48,8 @@ def send(pipeline: str = typer.Argument(..., help="namespace/name"),
         raise typer.BadParameter("only a finished run has a duration", param_hint="--duration")
     metrics = {k: v for k, v in (("rows", rows), ("bytes", bytes_)) if v is not None}
     with Client(url, token) as client:
-        ok = client.event(pipeline, _TYPE[status], run_id or (str(uuid.uuid4()) if duration is not None else None),
+        ok = client.event(pipeline, _TYPE[status],
+                          run_id or (str(uuid.uuid4()) if duration is not None else None),
                           duration_s=duration, metrics=metrics or None,
                           error={"message": error} if error else None, team=team)
     if not ok:
@@ -87,8 +88,9 @@ def run(ctx: typer.Context,
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", bufsize=1)
         except OSError as e:
-            client.event(pipeline, "FAIL", run_id, error={"message": f"cannot start {command[0]!r}: {e.strerror}",
-                                                          "type": "ExitCode"}, team=team)
+            client.event(pipeline, "FAIL", run_id,
+                         error={"message": f"cannot start {command[0]!r}: {e.strerror}", "type": "ExitCode"},
+                         team=team)
             typer.secho(f"cannot start {command[0]!r}: {e.strerror}", fg=typer.colors.RED, err=True)
             raise typer.Exit(127) from None
         assert proc.stdout is not None

@@ -28,11 +28,13 @@ class Silence:
 
 
 class Muter:
-    def __init__(self, windows: Iterable[MaintenanceWindow] = (), inhibit: Iterable[InhibitRule] = ()) -> None:
+    def __init__(self, windows: Iterable[MaintenanceWindow] = (),
+                 inhibit: Iterable[InhibitRule] = ()) -> None:
         self.silences: dict[int, Silence] = {}
         self.windows = tuple(windows)
         self.inhibit = tuple(inhibit)
-        self._window_cache: dict[str, tuple[float, float, float]] = {}  # name -> (checked_for_minute, start, end)
+        # name -> (checked_for_minute, start, end)
+        self._window_cache: dict[str, tuple[float, float, float]] = {}
 
     # --- silences and maintenance ---------------------------------------------------------------------
     def silence_for(self, labels: Mapping[str, str], now: float) -> Silence | None:
@@ -52,7 +54,8 @@ class Muter:
         cached = self._window_cache.get(w.name)
         if cached is None or cached[0] != minute:
             # the latest start at or before now (croniter's get_prev is strict, so look from a second later)
-            start = croniter(w.schedule, datetime.fromtimestamp(now + 1, ZoneInfo(w.timezone))).get_prev(float)
+            start = croniter(w.schedule,
+                             datetime.fromtimestamp(now + 1, ZoneInfo(w.timezone))).get_prev(float)
             cached = (minute, start, start + w.duration)
             self._window_cache[w.name] = cached
         return cached[1] <= now < cached[2]
@@ -61,7 +64,8 @@ class Muter:
         """Silenced or in maintenance: the reason, for the alert and the pipeline's `paused` state."""
         s = self.silence_for(labels, now)
         if s is not None:
-            return f"silenced by #{s.id} ({s.created_by}: {s.comment})" if s.comment else f"silenced by #{s.id}"
+            return (f"silenced by #{s.id} ({s.created_by}: {s.comment})" if s.comment
+                    else f"silenced by #{s.id}")
         w = self.window_for(labels, now)
         if w is not None:
             return f"in maintenance window {w.name}"
@@ -78,6 +82,7 @@ class Muter:
             if fp == target_fp:
                 continue
             for r in rules:
-                if match_all(r.source_matchers, labels) and all(labels.get(k) == target.get(k) for k in r.equal):
+                if match_all(r.source_matchers, labels) and all(labels.get(k) == target.get(k)
+                                                                 for k in r.equal):
                     return fp
         return None

@@ -51,7 +51,8 @@ def _compile(r: Route, parent: RouteNode | None, rid: str) -> RouteNode:
         id=rid,
         receiver=r.receiver if r.receiver is not None else (parent.receiver if parent else None),
         matchers=r.matchers,
-        group_by=tuple(r.group_by) if r.group_by is not None else (parent.group_by if parent else DEFAULT_GROUP_BY),
+        group_by=(tuple(r.group_by) if r.group_by is not None
+                  else (parent.group_by if parent else DEFAULT_GROUP_BY)),
         group_wait=pick(r.group_wait, parent and parent.group_wait, DEFAULT_GROUP_WAIT),
         group_interval=pick(r.group_interval, parent and parent.group_interval, DEFAULT_GROUP_INTERVAL),
         repeat_interval=pick(r.repeat_interval, parent and parent.repeat_interval, DEFAULT_REPEAT_INTERVAL),

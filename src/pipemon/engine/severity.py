@@ -1,11 +1,11 @@
 """Severity: the one place where an alert's severity is decided. PagerDuty's four levels.
 
-    kind               base      tier 1   tier 3   score            blast radius            age
-    failure            error     +1       -1       -                +1 if >= 10 downstream  a warning open
-    late               warning   +1       -1       -                pipelines or >= 3       longer than
-    sla_miss           error     +1       -1       -                downstream teams        `warning_escalates_after`
-    running_long       warning   +1       -1       -                                        (default 4h) is
-    duration_anomaly   warning   +1       -1       +1 if score >= 2x the alarm line          raised to error
+    kind               base      tier 1   tier 3   score     blast radius            age
+    failure            error     +1       -1       -         +1 if >= 10 downstream  a warning open
+    late               warning   +1       -1       -         pipelines or >= 3       longer than
+    sla_miss           error     +1       -1       -         downstream teams        `warning_escalates_after`
+    running_long       warning   +1       -1       -                                 (default 4h) is
+    duration_anomaly   warning   +1       -1       +1 if score >= 2x the alarm line   raised to error
     volume_anomaly     warning   +1       -1       +1 if score >= 2x the alarm line
     failure_rate       warning   +1       -1       -
     extra_run          info      -        -        -
@@ -24,9 +24,9 @@ from pipemon.model import Severity
 
 BASE = {
     "failure": Severity.ERROR, "late": Severity.WARNING, "sla_miss": Severity.ERROR,
-    "running_long": Severity.WARNING, "duration_anomaly": Severity.WARNING, "volume_anomaly": Severity.WARNING,
-    "failure_rate": Severity.WARNING, "extra_run": Severity.INFO, "schema_change": Severity.INFO,
-    "upstream_failure": Severity.INFO, "receiver_failing": Severity.ERROR,
+    "running_long": Severity.WARNING, "duration_anomaly": Severity.WARNING,
+    "volume_anomaly": Severity.WARNING, "failure_rate": Severity.WARNING, "extra_run": Severity.INFO,
+    "schema_change": Severity.INFO, "upstream_failure": Severity.INFO, "receiver_failing": Severity.ERROR,
 }
 FIXED = frozenset({"upstream_failure", "extra_run", "schema_change", "receiver_failing"})
 SCORED = frozenset({"duration_anomaly", "volume_anomaly"})
@@ -61,7 +61,8 @@ def severity(kind: str, impact: Impact, warning_escalates_after: float) -> tuple
         why.append(f"score {impact.score:.1f} (>= {2 * ALARM_SCORE:g}): +1")
     if impact.downstream_pipelines >= BLAST_PIPELINES or impact.downstream_teams >= BLAST_TEAMS:
         level += 1
-        why.append(f"{impact.downstream_pipelines} pipelines of {impact.downstream_teams} teams downstream: +1")
+        why.append(f"{impact.downstream_pipelines} pipelines of {impact.downstream_teams} teams "
+                   "downstream: +1")
     sev = Severity.of_level(level)
     if sev is Severity.WARNING and impact.age_s >= warning_escalates_after:
         sev = Severity.ERROR

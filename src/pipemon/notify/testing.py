@@ -9,17 +9,19 @@ from pipemon.model import AlertState, AlertView, Notification, NotifyAction, Sev
 
 def test_notifications(receiver: str, now: float, external_url: str | None) -> list[Notification]:
     fp = "test-" + uuid.uuid4().hex[:16]
-    alert = AlertView(fingerprint=fp, pipeline="pipemon/test", team="pipemon", kind="test", severity=Severity.INFO,
-                      state=AlertState.FIRING, summary=f"pipemon test notification for receiver {receiver}",
+    alert = AlertView(fingerprint=fp, pipeline="pipemon/test", team="pipemon", kind="test",
+                      severity=Severity.INFO, state=AlertState.FIRING,
+                      summary=f"pipemon test notification for receiver {receiver}",
                       description="If you can read this, pipemon can reach this receiver. Nothing is broken.",
-                      labels={"team": "pipemon", "pipeline": "pipemon/test", "kind": "test", "severity": "info"},
+                      labels={"team": "pipemon", "pipeline": "pipemon/test", "kind": "test",
+                              "severity": "info"},
                       started_at=now, last_seen=now)
     trigger = Notification(id=0, receiver=receiver, action=NotifyAction.TEST, group_key=f"test:{fp}",
-                           group_labels={"pipeline": "pipemon/test"}, alerts=(alert,), time=now, key=fp + "-t",
-                           external_url=external_url)
+                           group_labels={"pipeline": "pipemon/test"}, alerts=(alert,), time=now,
+                           key=fp + "-t", external_url=external_url)
     resolved = AlertView(**{**{f: getattr(alert, f) for f in alert.__struct_fields__},
                             "state": AlertState.RESOLVED, "resolved_at": now})
     resolve = Notification(id=0, receiver=receiver, action=NotifyAction.RESOLVE, group_key=f"test:{fp}",
-                           group_labels={"pipeline": "pipemon/test"}, alerts=(resolved,), time=now, key=fp + "-r",
-                           external_url=external_url)
+                           group_labels={"pipeline": "pipemon/test"}, alerts=(resolved,), time=now,
+                           key=fp + "-r", external_url=external_url)
     return [trigger, resolve]

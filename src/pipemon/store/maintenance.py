@@ -43,8 +43,8 @@ def vacuum_if_needed(engine) -> list[str]:
         if conn.exec_driver_sql("SELECT current_setting('autovacuum')").scalar() == "on":
             return []
         rows = conn.exec_driver_sql(
-            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(%s) "
-            "AND n_dead_tup > GREATEST(1000, n_live_tup)", (list(CHURN_TABLES),)).all()
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND relname = ANY(%s) AND n_dead_tup > GREATEST(1000, n_live_tup)", (list(CHURN_TABLES),)).all()
     done = []
     if rows:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -73,7 +73,8 @@ def first_event_id_after(conn: Connection, cutoff: float) -> int | None:
     return row[0] if row is not None and row[1] >= cutoff else None
 
 
-def apply_retention(conn: Connection, cutoff: float, pipeline_ids: list[int], chunk: int = 20_000) -> dict[str, int]:
+def apply_retention(conn: Connection, cutoff: float, pipeline_ids: list[int],
+                    chunk: int = 20_000) -> dict[str, int]:
     """Delete what is older than `cutoff`: events (by id range, a chunk at a time), and for the given
     pipelines their finished runs, findings and hourly rollups (daily rollups are kept for long windows);
     resolved alerts and delivered notifications. Every delete walks an index."""
@@ -81,7 +82,8 @@ def apply_retention(conn: Connection, cutoff: float, pipeline_ids: list[int], ch
     first_kept = first_event_id_after(conn, cutoff)
     low = conn.exec_driver_sql("SELECT MIN(id) FROM events").scalar()
     if low is not None:
-        stop = first_kept if first_kept is not None else conn.exec_driver_sql("SELECT MAX(id) + 1 FROM events").scalar()
+        stop = (first_kept if first_kept is not None
+                else conn.exec_driver_sql("SELECT MAX(id) + 1 FROM events").scalar())
         upto = min(stop, low + chunk)
         deleted["events"] = conn.exec_driver_sql(f"DELETE FROM events WHERE id < {int(upto)}").rowcount
     p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -94,8 +96,8 @@ def apply_retention(conn: Connection, cutoff: float, pipeline_ids: list[int], ch
         n_rollups += conn.exec_driver_sql(f"DELETE FROM rollups WHERE pipeline_id = {p} AND period = 'h' "
                                           f"AND start < {p}", (pid, cutoff)).rowcount
     deleted.update(runs=n_runs, findings=n_findings, rollups=n_rollups)
-    deleted["alerts"] = conn.exec_driver_sql(f"DELETE FROM alerts WHERE started_at < {p} AND state = 'resolved'",
-                                             (cutoff,)).rowcount
+    deleted["alerts"] = conn.exec_driver_sql(
+        f"DELETE FROM alerts WHERE started_at < {p} AND state = 'resolved'", (cutoff,)).rowcount
     deleted["notifications"] = conn.exec_driver_sql(
         f"DELETE FROM notifications WHERE created_at < {p} AND status <> 'pending'", (cutoff,)).rowcount
     return deleted

@@ -30,8 +30,8 @@ def upsert_views(conn: Connection, rows: list[tuple[int, str, str, float, str, f
         conn.exec_driver_sql(_sql(conn, _UPSERT_VIEW), rows)
 
 
-_SAVE_STATE = ("INSERT INTO engine_state (health, detect, pipeline_id) VALUES (?, ?, ?) ON CONFLICT (pipeline_id) "
-               "DO UPDATE SET health = excluded.health, detect = excluded.detect")
+_SAVE_STATE = ("INSERT INTO engine_state (health, detect, pipeline_id) VALUES (?, ?, ?) "
+               "ON CONFLICT (pipeline_id) DO UPDATE SET health = excluded.health, detect = excluded.detect")
 
 
 def save_engine_state(conn: Connection, rows: list[tuple[str, str, int]]) -> None:
@@ -41,16 +41,17 @@ def save_engine_state(conn: Connection, rows: list[tuple[str, str, int]]) -> Non
 
 
 def load_engine_state(conn: Connection) -> list[sa.Row]:
-    return list(conn.execute(sa.select(engine_state.c.pipeline_id, engine_state.c.health, engine_state.c.detect)))
+    return list(conn.execute(sa.select(engine_state.c.pipeline_id, engine_state.c.health,
+                                       engine_state.c.detect)))
 
 
-_INSERT_FINDING = ("INSERT INTO findings (pipeline_id, kind, metric, time, run_id, observed, expected, lower, upper, "
-                   "score, direction, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_FINDING = ("INSERT INTO findings (pipeline_id, kind, metric, time, run_id, observed, expected, "
+                   "lower, upper, score, direction, explanation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def insert_findings(conn: Connection, rows: Iterable[tuple[int, Finding]]) -> None:
-    values = [(pid, f.kind.value, f.metric, f.time, f.run_id, f.observed, f.expected, f.lower, f.upper, f.score,
-               f.direction.value if f.direction else None, f.explanation) for pid, f in rows]
+    values = [(pid, f.kind.value, f.metric, f.time, f.run_id, f.observed, f.expected, f.lower, f.upper,
+               f.score, f.direction.value if f.direction else None, f.explanation) for pid, f in rows]
     if values:
         conn.exec_driver_sql(_sql(conn, _INSERT_FINDING), values)
 
@@ -62,12 +63,14 @@ def upsert_rollups(conn: Connection, rows: list[tuple]) -> None:
         return
     greatest = "max" if conn.dialect.name == "sqlite" else "GREATEST"
     conn.exec_driver_sql(_sql(conn, (
-        "INSERT INTO rollups (pipeline_id, period, start, runs, succeeded, failed, duration_sum, duration_max, "
-        "rows_sum, bytes_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline_id, period, start) "
-        "DO UPDATE SET runs = rollups.runs + excluded.runs, succeeded = rollups.succeeded + excluded.succeeded, "
-        "failed = rollups.failed + excluded.failed, duration_sum = rollups.duration_sum + excluded.duration_sum, "
+        "INSERT INTO rollups (pipeline_id, period, start, runs, succeeded, failed, duration_sum, "
+        "duration_max, rows_sum, bytes_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (pipeline_id, period, start) DO UPDATE SET runs = rollups.runs + excluded.runs, "
+        "succeeded = rollups.succeeded + excluded.succeeded, failed = rollups.failed + excluded.failed, "
+        "duration_sum = rollups.duration_sum + excluded.duration_sum, "
         f"duration_max = {greatest}(rollups.duration_max, excluded.duration_max), "
-        "rows_sum = rollups.rows_sum + excluded.rows_sum, bytes_sum = rollups.bytes_sum + excluded.bytes_sum")),
+        "rows_sum = rollups.rows_sum + excluded.rows_sum, "
+        "bytes_sum = rollups.bytes_sum + excluded.bytes_sum")),
         rows)
 
 
@@ -94,5 +97,6 @@ def runs_touched_since(conn: Connection, event_id: int) -> list[tuple[int, str]]
 
 
 def set_verdict(conn: Connection, finding_id: int, verdict: str, now: float) -> sa.Row | None:
-    conn.execute(sa.update(findings).where(findings.c.id == finding_id).values(verdict=verdict, verdict_at=now))
+    conn.execute(sa.update(findings).where(findings.c.id == finding_id)
+                 .values(verdict=verdict, verdict_at=now))
     return conn.execute(sa.select(findings).where(findings.c.id == finding_id)).first()

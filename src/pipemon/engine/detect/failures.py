@@ -4,8 +4,9 @@ The rate p is a forgetful count (memory ~200 runs) with a prior of 1 failure in 
 pipeline that never failed is not certain never to fail. A streak of k failures has probability
 p**k under that rate; the score is its z-like equivalent, ALARM_SCORE * sqrt(ln P / ln ALPHA) with
 ALPHA = 1e-4, so the default alarm needs P <= 1e-4: 2 in a row at p <= 1 %, 3 at <= 4.6 %, 6 at 20 %. An
-isolated failure is never an anomaly, at any sensitivity: a burst is at least MIN_STREAK (2) failures. One finding per streak; the failures of
-a flagged streak are kept out of the rate, unless the operator says it is EXPECTED.
+isolated failure is never an anomaly, at any sensitivity: a burst is at least MIN_STREAK (2) failures.
+One finding per streak; the failures of a flagged streak are kept out of the rate, unless the operator
+says it is EXPECTED.
 """
 from __future__ import annotations
 

@@ -254,7 +254,8 @@ class MetricBaseline:
         """Whether a flagged z is news: not the episode already reported, unless clearly worse. Pure."""
         return self.episode != (1 if z > 0 else -1) or abs(z) > ESCALATE * self.ep_score
 
-    def update(self, t: float, x: float, line: float, e: Expect | None = None) -> tuple[Scored | None, bool, bool]:
+    def update(self, t: float, x: float, line: float,
+               e: Expect | None = None) -> tuple[Scored | None, bool, bool]:
         """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run;
         `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved."""
         if e is None:
@@ -436,7 +437,8 @@ class MetricBaseline:
     @staticmethod
     def from_json(d: dict[str, Any]) -> MetricBaseline:
         m = MetricBaseline(bool(d["log"]))
-        m.n, m.level, m.dev, m.dev_n, m.gap, m.last_t = d["n"], d["level"], d["dev"], d["dev_n"], d["gap"], d["last_t"]
+        m.n, m.level, m.dev, m.dev_n, m.gap, m.last_t = (d["n"], d["level"], d["dev"], d["dev_n"], d["gap"],
+                                                         d["last_t"])
         m.q95, m.boot = d["q95"], list(d.get("boot", []))
         for name in ("hod", "dow", "mon"):
             if name in d:

@@ -268,7 +268,8 @@ class DetectorSuite:
             return None
         lo, exp, hi = b.band_at(mu, s, line)
         v = explain.value
-        text = (f"{_LABELS[metric]} {v(metric, x)}{' on a successful run' if metric != 'value' and x == 0 else ''}"
+        text = (f"{_LABELS[metric]} {v(metric, x)}"
+                f"{' on a successful run' if metric != 'value' and x == 0 else ''}"
                 f", expected {v(metric, exp)} ({v(metric, lo)}-{v(metric, hi)}){explain.season(*season)}")
         return Finding(p.pid, METRIC_KINDS[metric], metric, now, run_id, float(x), exp, lo, hi, abs(z),
                        Direction.HIGH if z > 0 else Direction.LOW, text)
@@ -331,11 +332,11 @@ class DetectorSuite:
         if band is not None:
             lo, exp, hi = band
             usual = f"usually {explain.duration(exp)} ({explain.duration(lo)}-{explain.duration(hi)})"
-            return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, exp, lo, hi, score,
-                           Direction.HIGH, f"still running after {explain.duration(elapsed)}, {usual}")
-        return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, None, None, mx, score,
-                       Direction.HIGH, f"still running after {explain.duration(elapsed)}, "
-                                       f"declared max {explain.duration(mx)}")
+            return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, exp, lo, hi,
+                           score, Direction.HIGH, f"still running after {explain.duration(elapsed)}, {usual}")
+        return Finding(p.pid, FindingKind.RUNNING_LONG, "duration_s", now, run_id, elapsed, None, None, mx,
+                       score, Direction.HIGH, f"still running after {explain.duration(elapsed)}, "
+                                              f"declared max {explain.duration(mx)}")
 
     # ------------------------------------------------------------------------------ feedback
     def feedback(self, pipeline_id: str, metric: str, verdict: Verdict) -> None:
@@ -386,7 +387,7 @@ class DetectorSuite:
         p.failures = FailureRate.from_json(d["failures"])
         p.schema = SchemaWatch.from_json(d["schema"])
         # (expectations are recomputed)
-        p.running = {rid: _Running(*v, run_id=rid) for rid, v in d["running"].items()}
+        p.running = {rid: _Running(v[0], v[1], v[2], run_id=rid) for rid, v in d["running"].items()}
         self._p[pipeline_id] = p
         for r in p.running.values():
             if r.deadline is not None and not r.alarmed:

@@ -30,7 +30,8 @@ def upgrade() -> None:
     op.create_table(
         "runs",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  nullable=False),
         sa.Column("run_id", sa.Text, nullable=False),
         sa.Column("parent_run_id", sa.Text),
         sa.Column("job", sa.Text),
@@ -61,7 +62,8 @@ def upgrade() -> None:
         "events",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("key", sa.String(32), nullable=False, unique=True),
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  nullable=False),
         sa.Column("run_id", sa.Text, nullable=False),
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("source", sa.String(16), nullable=False),
@@ -71,7 +73,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "lineage",
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  nullable=False),
         sa.Column("dataset", sa.Text, nullable=False),
         sa.Column("role", sa.String(3), nullable=False),
         sa.Column("last_seen", sa.Float, nullable=False),

@@ -16,7 +16,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "pipeline_state",
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  primary_key=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("state_since", sa.Float, nullable=False),
@@ -29,7 +30,8 @@ def upgrade() -> None:
     op.create_table(
         "findings",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  nullable=False),
         sa.Column("kind", sa.String(24), nullable=False),
         sa.Column("metric", sa.Text, nullable=False),
         sa.Column("time", sa.Float, nullable=False),
@@ -47,7 +49,8 @@ def upgrade() -> None:
     op.create_index("ix_findings_pipeline_time", "findings", ["pipeline_id", "time"])
     op.create_table(
         "rollups",
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  nullable=False),
         sa.Column("period", sa.String(1), nullable=False),
         sa.Column("start", sa.Float, nullable=False),
         sa.Column("runs", sa.Integer, nullable=False),

@@ -32,7 +32,8 @@ def upgrade() -> None:
         sa.Column("body", sa.Text, nullable=False),
     )
     op.create_index("uq_alerts_open_fingerprint", "alerts", ["fingerprint"], unique=True,
-                    sqlite_where=sa.text("state <> 'resolved'"), postgresql_where=sa.text("state <> 'resolved'"))
+                    sqlite_where=sa.text("state <> 'resolved'"),
+                    postgresql_where=sa.text("state <> 'resolved'"))
     op.create_index("ix_alerts_team_state", "alerts", ["team", "state"])
     op.create_index("ix_alerts_started", "alerts", ["started_at"])
     op.create_table(

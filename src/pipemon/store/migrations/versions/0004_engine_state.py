@@ -20,7 +20,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "engine_state",
-        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("pipeline_id", sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"),
+                  primary_key=True),
         sa.Column("health", sa.Text, nullable=False),
         sa.Column("detect", sa.Text),
     )
