@@ -77,3 +77,40 @@ def test_a_tier1_pipeline_failing_three_times_in_a_row_pages_its_receiver_once()
     assert pages[0]["receiver"] == "oncall" and pages[0]["action"] == "trigger"
     assert [a["kind"] for a in pages[0]["alerts"]] == ["failure"]
     assert "failure_rate" not in kinds  # the burst joined the open failure instead of opening an alert
+
+
+def test_the_failure_resolves_once_with_its_burst_when_the_pipeline_succeeds_again():
+    events: list[dict] = []
+    t = T0
+    for i in range(72):
+        events += _run("core/orders", f"ok-{i}", t + 60, t + 300)
+        t += HOUR
+    for i in range(3):
+        events += _run("core/orders", f"bad-{i}", t + 60, t + 300, ok=False)
+        t += HOUR
+    events += _run("core/orders", "fixed", t + 60, t + 300)
+    lines = [n for n in _replay(events, until=t + 1800) if any(a["pipeline"] == "core/orders" for a in n["alerts"])]
+    assert [(n["action"], [a["kind"] for a in n["alerts"]]) for n in lines] == [
+        ("trigger", ["failure"]), ("resolve", ["failure"])]
+
+
+def test_a_declared_pipeline_whose_history_arrives_two_days_old_goes_late_at_once():
+    now = T0 + 2 * DAY + 10 * HOUR          # Wednesday 10:00; the replay starts at 08:59
+    events: list[dict] = []
+    for t in (now - 2 * HOUR, now - HOUR):  # another pipeline's live traffic moves the clock
+        events += _run("core/orders", f"o-{t}", t + 60, t + 300)
+    # then core/ledger's history is sent (an import): daily runs, the last one on Monday, two days ago. Events
+    # with old event times: the replay's clock does not go back, they are learned "now", as live
+    for day in (-2, -1, 0):
+        s = T0 + day * DAY + 2 * HOUR + 300
+        events += _run("core/ledger", f"l{day}", s, s + 600)
+    lines = _replay(events, until=now + 1800)
+
+    late = [n for n in lines if any(a["pipeline"] == "core/ledger" and a["kind"] == "late" for a in n["alerts"])]
+    assert late, json.dumps(lines, indent=1)
+    first = late[0]
+    # at once: within a minute of the import (its group_wait is 30 s), not at Thursday's 03:00 deadline
+    assert first["time"] <= "2026-11-04T09:07:00Z" and first["action"] == "trigger", first
+    summary = first["alerts"][0]["summary"]
+    assert "since the Tue 2026-11-03 02:00 UTC slot" in summary and "n/a" not in summary
+    assert summary.startswith("core/ledger is 31h") and " late: " in summary  # as of the notification

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipemon.config import Settings
 from pipemon.engine.evaluator import Evaluator, Signal, SignalType
+from pipemon.engine.health import late_by
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.severity import Impact, severity
 from pipemon.model import AlertState, AlertView, Severity
@@ -106,6 +107,7 @@ class Alert:
     page_after: int | None = None          # a failure pages from this many consecutive failures on
     notified: dict[str, str] = field(default_factory=dict)   # receiver -> last action sent
     evidence: list[dict[str, Any]] = field(default_factory=list)  # conditions this alert explains (joined)
+    overdue_since: float | None = None     # late: the first unserved slot (the figure is computed when shown)
     id: int | None = None
 
     @property
@@ -139,10 +141,16 @@ class Alert:
             lines.append(f"- {e['kind']} ({', '.join(notes)}): {e['text']}")
         return self.description + "\nAlso explained by this failure:\n" + "\n".join(lines)
 
-    def view(self, url: str | None = None) -> AlertView:
+    def view(self, url: str | None = None, now: float | None = None) -> AlertView:
+        """As a notification shows it at `now`: a late alert says how late its first unserved slot is then."""
+        summary, detail = self.summary, self.detail()
+        if now is not None and self.overdue_since is not None and self.open:
+            figure = f"{late_by(now - self.overdue_since)} late"
+            summary = f"{self.pipeline} is {figure}: {self.summary.split(': ', 1)[-1]}"
+            detail = f"{figure}: {detail}"
         return AlertView(fingerprint=self.fingerprint, pipeline=self.pipeline, team=self.team, kind=self.kind,
-                         severity=self.severity, state=self.state, summary=self.summary,
-                         description=self.detail(), labels=dict(self.labels), started_at=self.started_at,
+                         severity=self.severity, state=self.state, summary=summary,
+                         description=detail, labels=dict(self.labels), started_at=self.started_at,
                          last_seen=self.last_seen, occurrences=self.occurrences, resolved_at=self.resolved_at,
                          run_id=self.run_id, error=self.error, failed_task=self.failed_task,
                          root_cause=self.root_pipeline, root_cause_team=self.root_team, url=url)
@@ -224,6 +232,8 @@ class AlertBook:
         a.score = max(a.score, sig.score)
         if sig.run_id:
             a.run_id = sig.run_id
+        if sig.due is not None:
+            a.overdue_since = sig.due
         self._rate(a, now)
         self.enrich(a)
         self.changes.append(Change(a, "updated"))
@@ -268,8 +278,8 @@ class AlertBook:
         for key in sorted(keys):
             c = h.conditions.get(key) if h is not None else None
             if c is not None:
-                self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id),
-                               now)
+                self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                      due=c.due), now)
 
     def _new(self, fp: str, sig: Signal, kind: str, metric: str, now: float) -> Alert:
         info = self.info(sig.pipeline)
@@ -280,7 +290,7 @@ class AlertBook:
         a = Alert(fingerprint=fp, pipeline=sig.pipeline, team=info.team, kind=kind, labels=labels,
                   severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text), description=sig.text,
                   started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
-                  page_after=info.page_after_failures)
+                  page_after=info.page_after_failures, overdue_since=sig.due)
         if kind == "failure":
             a.error = self.ev.health[sig.pipeline].last_error if sig.pipeline in self.ev.health else None
         hold = self.holdoff.get(sig.pipeline)
@@ -403,7 +413,8 @@ class AlertBook:
                     fp = fingerprint(p, c.kind.value, metric)
                     a = self.open.get(fp)
                     if a is None:
-                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id), now)
+                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                              due=c.due), now)
                     elif a.held_until is not None:
                         a.held_until = None
                         self.changes.append(Change(a, "updated"))
