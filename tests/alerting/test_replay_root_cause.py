@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipemon.config import loads
 from pipemon.replay import PAGING, SENDS, replay
 
-T0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # a Monday
+T0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()  # a Monday
 HOUR = 3600.0
 DAY = 86400.0
 

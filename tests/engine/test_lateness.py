@@ -3,7 +3,7 @@ judged against the newest run known, whenever it becomes known; texts hold the f
 lateness figure is computed when read."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ from pipemon.engine.evaluator import Evaluator
 from pipemon.engine.health import Condition, ConditionKind, HealthState, PipelineHealth, reason_now
 from pipemon.model import Run, RunStatus
 
-MON = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()
+MON = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 H, DAY = 3600.0, 86400.0
 
 
@@ -52,7 +52,7 @@ def test_history_learned_late_is_judged_at_the_next_tick(last_run_day, now, kind
     f = found[-1]
     assert f.kind is kind and f.time <= now + 60
     assert all(overdue_since(x) == first_unserved for x in found)
-    day = datetime.fromtimestamp(first_unserved, timezone.utc).strftime("%a %Y-%m-%d %H:%M UTC")
+    day = datetime.fromtimestamp(first_unserved, UTC).strftime("%a %Y-%m-%d %H:%M UTC")
     assert f"the {day} slot" in f.explanation
     assert (f"{missed} expected runs missed" in f.explanation) is (missed > 1)
 

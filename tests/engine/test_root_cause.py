@@ -31,7 +31,7 @@ def _failure(state=AlertState.FIRING, started=100.0) -> Alert:
     (_failure(started=100.0), "running_long", 110.0, None, True),    # no streak known: the alert's start
     (_failure(), "running_long", None, 120.0, False),                # a run we cannot place is not explained
     (_failure(), "duration_anomaly", None, None, False),             # other kinds keep their own alerts
-    (_failure(), "sla_miss", None, None, False),
+    (_failure(), "sla_miss", None, None, True),                      # no success since the failure: missed
     (_failure(), "schema_change", None, None, False),
     (_failure(AlertState.ACKNOWLEDGED), "failure_rate", None, None, True),  # acknowledged is still open
     (_failure(AlertState.RESOLVED), "failure_rate", None, None, False),     # a resolved failure explains nothing

@@ -2,13 +2,13 @@
 whose history arrives late is judged against it at once, and its reason's lateness figure is current when read."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from pipemon.config import loads
 
-DAY0 = datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp()  # a Monday, 00:00 UTC
+DAY0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 
 
 def at(day: int, hh: int, mm: int = 0) -> float:

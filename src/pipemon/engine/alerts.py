@@ -36,7 +36,7 @@ METRIC_KINDS = frozenset({"duration_anomaly", "volume_anomaly", "schema_change"}
 UPSTREAM_FAILURE = "upstream_failure"
 FAILURE = "failure"
 # Evidence that the failure is more than a blip: it pages a failure still below `page_after_failures`.
-PAGES_HELD_FAILURE = frozenset({"running_long", "late"})
+PAGES_HELD_FAILURE = frozenset({"running_long", "late", "sla_miss"})
 
 
 def explains(failure: Alert | None, kind: str, run_started: float | None = None,
@@ -47,7 +47,9 @@ def explains(failure: Alert | None, kind: str, run_started: float | None = None,
     - failure_rate: the burst is made of the very failures the alert is about;
     - running_long: a run that started at or after the first failure of the streak is a retry of the
       failing run (a run that was already going before it is not explained by it);
-    - late: the failure is open, so nothing succeeded since it; the slots owed since are owed because it fails.
+    - late: the failure is open, so nothing succeeded since it; the slots owed since are owed because it fails;
+    - sla_miss: likewise, the deadline passed without a success because the pipeline fails.
+    Other kinds (anomalies of successful runs, schema changes, extra runs) are not explained by a failure.
     """
     if failure is None or not failure.open or failure.kind != FAILURE:
         return None
@@ -60,6 +62,8 @@ def explains(failure: Alert | None, kind: str, run_started: float | None = None,
         return None
     if kind == "late":
         return "a slot the failing pipeline has not served"
+    if kind == "sla_miss":
+        return "nothing succeeded since the failure"
     return None
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import enum
 import math
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pipemon.model import Run, RunStatus
