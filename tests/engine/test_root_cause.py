@@ -213,3 +213,22 @@ def test_joined_evidence_round_trips_through_json():
     a = w.book.open[fingerprint("core/a", "failure")]
     b = Alert.from_json(a.to_json())
     assert b.evidence == a.evidence and b.conditions == a.conditions and b.detail() == a.detail()
+
+
+@pytest.mark.parametrize("occurrences, page_after, evidence, held", [
+    (1, 3, [], True),
+    (3, 3, [], False),
+    (1, None, [], False),
+    (2, 3, ["failure_rate"], True),     # a burst counts the same failures: page_after decides
+    (1, 3, ["running_long"], False),    # a retry hanging: more than a blip, page now
+    (1, 3, ["late"], False),
+    (1, 3, ["sla_miss"], False),
+])
+def test_a_held_failure_pages_early_on_evidence_that_it_is_more_than_a_blip(occurrences, page_after, evidence,
+                                                                             held):
+    a = _failure()
+    a.occurrences = occurrences
+    a.evidence = [{"kind": k, "key": f"{k}:x", "why": "w", "count": 1, "text": "t"} for k in evidence]
+    assert a.below_page_after(page_after) is held
+    a.page_after = page_after
+    assert (a.held(0.0) is not None) is held

@@ -416,6 +416,9 @@ class AlertBook:
                     metric = key.split(":", 1)[1] if c.kind.value in METRIC_KINDS else ""
                     fp = fingerprint(p, c.kind.value, metric)
                     a = self.open.get(fp)
+                    host = self.open.get(fingerprint(p, FAILURE))
+                    if a is None and host is not None and key in host.conditions:
+                        continue  # joined the open failure as evidence: nothing to un-hold
                     if a is None:
                         self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
                                               due=c.due), now)
