@@ -31,7 +31,10 @@ def alert_view(row) -> dict[str, Any]:
             "acknowledged_at": iso(b.get("acked_at")), "acknowledged_by": b.get("acked_by"),
             "run_id": b.get("run_id"), "error": b.get("error"), "failed_task": b.get("failed_task"),
             "root_cause": {"pipeline": b["root_pipeline"], "team": b.get("root_team")} if b.get("root_pipeline") else None,
-            "attached": b.get("root_cause") is not None, "notified": b.get("notified", {})}
+            "attached": b.get("root_cause") is not None, "notified": b.get("notified", {}),
+            "evidence": [{"kind": e["kind"], "why": e["why"], "text": e["text"], "run_id": e.get("run_id"),
+                          "count": e["count"], "since": iso(e["since"]), "last_seen": iso(e["last_seen"]),
+                          "cleared_at": iso(e.get("cleared_at"))} for e in b.get("evidence", [])]}
 
 
 def _live_alert(pm, a) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from pipemon.config import PipelineRule, Settings
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, FindingKind, RunObservation, Verdict
+from pipemon.engine.detect.cadence import overdue_since
 from pipemon.engine.health import DAY, ConditionKind, HealthState, PipelineHealth, span
 from pipemon.model import Run, RunStatus
 
@@ -41,6 +42,7 @@ class Signal:
     score: float = 0.0
     run_id: str | None = None
     finding: Finding | None = None
+    due: float | None = None   # late: the first unserved slot
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class Evaluator:
             if f.kind not in _FINDING_KIND:
                 continue
             kind, key = condition_key(f)
-            h.open(kind, key, f.time, f.explanation, f.score, f.run_id)
+            h.open(kind, key, f.time, f.explanation, f.score, f.run_id, overdue_since(f))
 
     # --- the clock ---------------------------------------------------------------------------------------
     def on_tick(self, now: float) -> Outcome:
@@ -253,6 +255,7 @@ class Evaluator:
             schedule = {"source": sched.source.value, "description": sched.describe(), "next_expected": nxt,
                         "deadline": sched.deadline(nxt) if nxt is not None else None}
         return {"state": h.state.value, "reason": h.reason, "state_since": h.state_since,
+                "overdue_since": h.overdue_since(),
                 "metrics": h.metrics(now), "schedule": schedule, "last_run": h.last_run,
                 "conditions": [{"kind": c.kind.value, "key": k, "since": c.since, "text": c.text,
                                 "score": round(c.score, 3), "run_id": c.run_id} for k, c in h.conditions.items()]}
@@ -276,7 +279,7 @@ class _Diff:
         self.ev, self.pipeline, self.h, self.now, self.out = ev, pipeline, h, now, out
 
     def __enter__(self) -> None:
-        self.before = {k: (c.since, c.run_id, c.text) for k, c in self.h.conditions.items()}
+        self.before = {k: (c.since, c.run_id, c.text, c.due) for k, c in self.h.conditions.items()}
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
@@ -286,9 +289,11 @@ class _Diff:
         for k, c in after.items():
             prev = self.before.get(k)
             if prev is None:
-                out.signals.append(Signal(p, c.kind, k, SignalType.OPENED, now, c.text, c.score, c.run_id))
-            elif (c.run_id, c.text) != prev[1:]:
-                out.signals.append(Signal(p, c.kind, k, SignalType.REPEATED, now, c.text, c.score, c.run_id))
+                out.signals.append(Signal(p, c.kind, k, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                          due=c.due))
+            elif (c.run_id, c.text, c.due) != prev[1:]:
+                out.signals.append(Signal(p, c.kind, k, SignalType.REPEATED, now, c.text, c.score, c.run_id,
+                                          due=c.due))
         for k in self.before.keys() - after.keys():
             kind = ConditionKind(k.split(":", 1)[0])
             out.signals.append(Signal(p, kind, k, SignalType.CLOSED, now, self.before[k][2]))

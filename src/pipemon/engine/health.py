@@ -12,15 +12,17 @@ accumulated (runs, open conditions raised by the detectors) and the time. Preced
     healthy       none of the above
 
 Reasons carry absolute times ("at 2026-11-26 02:14 UTC"), never "5m ago": a stored reason stays true,
-and it changes only when something happened (a healthy one carries none: the metrics say when). Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
+and it changes only when something happened (a healthy one carries none: the metrics say when). A late
+pipeline's reason names its first unserved slot; how late that slot is now is computed at read time
+from the stored slot (`reason_now`, with the view's `overdue_since`), so it is current whenever read. Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
 hourly buckets, 30 days of incidents and SLA days), so a read never scans history.
 """
 from __future__ import annotations
 
 import enum
 import math
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pipemon.model import Run, RunStatus
@@ -84,13 +86,15 @@ class Condition:
     text: str
     score: float = 0.0
     run_id: str | None = None
+    due: float | None = None   # late: the first unserved slot (how late it is now is computed when read)
 
     def to_json(self) -> list:
-        return [self.kind.value, self.key, self.since, self.text, self.score, self.run_id]
+        v = [self.kind.value, self.key, self.since, self.text, self.score, self.run_id]
+        return v if self.due is None else [*v, self.due]
 
     @staticmethod
     def from_json(v: list) -> Condition:
-        return Condition(ConditionKind(v[0]), v[1], v[2], v[3], v[4], v[5])
+        return Condition(ConditionKind(v[0]), v[1], v[2], v[3], v[4], v[5], v[6] if len(v) > 6 else None)
 
 
 @dataclass
@@ -186,15 +190,22 @@ class PipelineHealth:
                              "error": run.error_message}
 
     def open(self, kind: ConditionKind, key: str, since: float, text: str, score: float = 0.0,
-             run_id: str | None = None) -> str:
-        """Open a condition (a repeat only refreshes its text, score and run); returns its key."""
+             run_id: str | None = None, due: float | None = None) -> str:
+        """Open a condition (a repeat only refreshes its text, score, run and due slot); returns its key."""
         k = f"{kind.value}:{key}"
         cur = self.conditions.get(k)
         if cur is not None:
             cur.text, cur.score, cur.run_id = text, max(cur.score, score), run_id or cur.run_id
+            cur.due = due if due is not None else cur.due
             return k
-        self.conditions[k] = Condition(kind, key, since, text, score, run_id)
+        self.conditions[k] = Condition(kind, key, since, text, score, run_id, due)
         return k
+
+    def overdue_since(self) -> float | None:
+        """While the state is late: the first unserved slot its reason names (readers add how late it is)."""
+        if self.state is not HealthState.LATE:
+            return None
+        return next((c.due for c in self.conditions.values() if c.kind is ConditionKind.LATE), None)
 
     def _close(self, kind: ConditionKind, key: str | None = None) -> None:
         for k in [k for k, c in self.conditions.items() if c.kind is kind and (key is None or c.key == key)]:
@@ -343,6 +354,18 @@ def _median(xs: list[float]) -> float | None:
 def _short(text: str | None, n: int = 120) -> str:
     t = " ".join((text or "").split())
     return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def reason_now(reason: str, overdue_since: float | None, now: float) -> str:
+    """A stored reason as of a read: a late pipeline's reason leads with how late its first unserved slot is
+    now (computed here, so the figure never freezes at the moment the state changed)."""
+    if overdue_since is None:
+        return reason
+    return f"{late_by(now - overdue_since)} late: {reason}"
+
+
+def late_by(seconds: float) -> str:
+    return span(max(seconds, 0.0))
 
 
 def at(t: float | None) -> str:
