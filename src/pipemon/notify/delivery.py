@@ -135,9 +135,7 @@ class _Record:
     fn: Callable[[Any, float], object]
     what: str
     final: bool = False           # a notification's end: its id is done once this is stored
-    failures: int = 0
-    retry_at: float = 0.0         # monotonic
-    future: Future | None = None
+    future: Future | None = None  # submitted to the writer, not answered yet
 
 
 class _Lane:
@@ -211,6 +209,8 @@ class Deliverer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_failures = 0
+        self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
+        self._store_retry_at = 0.0    # monotonic
         # per receiver: sent, retried (a transient failure), failed (permanent or given up), skipped; /metrics
         self.counts: dict[str, dict[str, int]] = defaultdict(
             lambda: {"sent": 0, "retried": 0, "failed": 0, "skipped": 0})
@@ -306,6 +306,8 @@ class Deliverer:
         if self._poll_failures:
             log.warning("polling the outbox works again after %d failed tries", self._poll_failures)
             self._poll_failures = 0
+        self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
+        self._store_retry_at = 0.0    # monotonic
         for r in rows:
             n = msgspec.json.decode(r.body, type=Notification)
             self._route(msgspec.structs.replace(n, id=r.id), r.attempts, r.created_at, r.next_attempt_at)
@@ -404,15 +406,25 @@ class Deliverer:
 
     def _next_record_at(self) -> float:
         with self._lock:
-            return min((r.retry_at for r in self._records.values() if r.future is None), default=float("inf"))
+            if not any(r.future is None for r in self._records.values()):
+                return float("inf")
+            return self._store_retry_at
 
     def _flush_records(self) -> None:
+        """Submit the records waiting. After a failure, one record at a time probes the store (after a
+        capped, jittered backoff) so that an outage costs one failing write per backoff, not one per result."""
         now = time.monotonic()
         with self._lock:
-            due = [(k, r) for k, r in self._records.items() if r.future is None and r.retry_at <= now]
-            for _, r in due:
+            if now < self._store_retry_at:
+                return
+            waiting = [(k, r) for k, r in self._records.items() if r.future is None]
+            if self._store_failures:
+                if any(r.future is not None for r in self._records.values()):
+                    return  # the probe is out
+                waiting = waiting[:1]
+            for _, r in waiting:
                 r.future = Future()  # claimed: not submitted twice
-        for key, rec in due:
+        for key, rec in waiting:
             try:
                 fut = self.pm.worker.submit_call(rec.fn)
             except Exception as e:  # noqa: BLE001 - the writer may refuse work while it recovers
@@ -427,15 +439,20 @@ class Deliverer:
                     del self._records[key]
                 if rec.final and key[0] == "n":
                     self._done[key[1]] = time.monotonic()  # type: ignore[index]
-                if rec.failures:
-                    log.warning("%s is stored after %d failed tries", rec.what, rec.failures)
-                return
-            rec.failures += 1
-            wait = backoff(rec.failures, base=self.store_backoff_base, cap=self.store_backoff_cap,
-                           jitter=random.uniform(0.5, 1.0))
-            rec.retry_at = time.monotonic() + wait
-            rec.future = None
-        (log.warning if rec.failures == 1 else log.debug)(
+                failures, self._store_failures, self._store_retry_at = self._store_failures, 0, 0.0
+            else:
+                rec.future = None
+                self._store_failures += 1
+                failures = self._store_failures
+                wait = backoff(failures, base=self.store_backoff_base, cap=self.store_backoff_cap,
+                               jitter=random.uniform(0.5, 1.0))
+                self._store_retry_at = time.monotonic() + wait
+        if error is None:
+            if failures:
+                log.warning("the store takes the deliverer's results again (after %d failed tries)", failures)
+                self._inbox.put(None)  # submit the rest now
+            return
+        (log.warning if failures == 1 else log.debug)(
             "storing %s failed (%s: %s); retrying in %.1fs", rec.what, type(error).__name__, error, wait)
         self._inbox.put(None)
 
