@@ -227,9 +227,14 @@ class Deliverer:
             lane.kick()
         if self._thread is not None:
             self._thread.join(5)
+        deadline = time.monotonic() + 5
         for lane in list(self._lanes.values()):
-            if lane.thread.is_alive():
-                lane.thread.join(2)
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
+        # results not stored yet: one last try, queued to the writer, which stops after us and finishes its
+        # queue first; a result lost here leaves its row pending: resent after a restart, same idempotency key
+        with self._lock:
+            self._store_failures, self._store_retry_at = 0, 0.0
+        self._flush_records()
 
     def alive(self) -> bool:
         """The deliverer thread and every receiver's lane are running (for /readyz)."""
@@ -251,12 +256,21 @@ class Deliverer:
     @property
     def _inflight(self) -> set[int]:
         """Notifications queued in a lane, or whose result is not stored yet."""
-        with self._lock:
-            ids = {k[1] for k, r in self._records.items() if k[0] == "n" and r.final}
+        return self._held(with_done=False)
+
+    def _held(self, with_done: bool = True) -> set[int]:
+        """Ids this process holds: queued in a lane, ended but not stored yet, or (with_done) stored since
+        the last poll. The lanes are read first: an id leaves its lane only after its result is kept, and
+        its result only when the id is done, so no id slips between the reads."""
+        ids: set[int] = set()
         for lane in list(self._lanes.values()):
             with lane.cond:
                 ids |= set(lane.items)
-        return {i for i in ids if isinstance(i, int)}
+        with self._lock:
+            ids |= {k[1] for k, r in self._records.items() if k[0] == "n" and r.final}  # type: ignore[misc]
+            if with_done:
+                ids |= set(self._done)
+        return ids
 
     def failing_streak(self, receiver: str) -> int:
         lane = self._lanes.get(receiver)
@@ -291,10 +305,8 @@ class Deliverer:
         try:
             with self.pm.engine.connect() as conn:
                 ids = store.pending_ids(conn)
-                held = self._inflight
-                with self._lock:
-                    done = set(self._done)
-                new = [i for i in ids if i not in held and i not in done]
+                held = self._held()
+                new = [i for i in ids if i not in held]
                 rows = store.notifications_by_id(conn, new) if new else []
         except Exception as e:  # noqa: BLE001 - any store failure: back off and poll again
             self._poll_failures += 1
