@@ -179,7 +179,13 @@ class _Lane:
                 self.cond.wait(POLL_S if wake is None else min(LANE_TICK_S, max(0.01, wake - now)))
                 return
             item = self.items[q.id]
-        result = self.d._attempt(self, item)
+        try:
+            result = self.d._attempt(self, item)
+        except Exception:  # a bug on one notification: push its next attempt forward, serve the others
+            log.exception("delivering notification %s to %s failed unexpectedly", item.n.id, self.name)
+            item.attempts += 1
+            item.next_at = self.d.pm.clock.now() + self.d.backoff_cap
+            result = Outcome.RETRY
         with self.cond:
             if result.final:
                 self.items.pop(item.n.id, None)
@@ -318,8 +324,6 @@ class Deliverer:
         if self._poll_failures:
             log.warning("polling the outbox works again after %d failed tries", self._poll_failures)
             self._poll_failures = 0
-        self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
-        self._store_retry_at = 0.0    # monotonic
         for r in rows:
             n = msgspec.json.decode(r.body, type=Notification)
             self._route(msgspec.structs.replace(n, id=r.id), r.attempts, r.created_at, r.next_attempt_at)
