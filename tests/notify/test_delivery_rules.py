@@ -33,8 +33,8 @@ def q(id: int, fps: str, group: str = "", next_at: float = NOW) -> Queued:
     # only A's: nothing may go until the trigger's retry is due
     ([q(1, "A", next_at=NOW + 30), q(2, "A")], None, NOW + 30),
     # a crash left both pending, the resolve's retry time earlier than the trigger's: still the trigger first
-    ([q(2, "A", next_at=NOW - 5), q(1, "A", next_at=NOW + 10)], None, NOW + 10),
-    ([q(2, "A", next_at=NOW - 5), q(1, "A", next_at=NOW - 1)], 1, None),
+    ([q(1, "A", next_at=NOW + 10), q(2, "A", next_at=NOW - 5)], None, NOW + 10),
+    ([q(1, "A", next_at=NOW - 1), q(2, "A", next_at=NOW - 5)], 1, None),
     # a group notification carrying A and B holds back a later one for B alone
     ([q(1, "A B", group="g1", next_at=NOW + 7), q(2, "B", group="g2")], None, NOW + 7),
     # the same group with other alerts (a later flush of the group) keeps its order too

@@ -46,7 +46,6 @@ from pipemon.model import Notification
 from pipemon.notify import DeliveryError, Receiver, TransportError
 from pipemon.notify.rules import (
     Outcome,
-    Queued,
     ReceiverChange,
     backoff,
     outcome,
@@ -123,9 +122,18 @@ class _Item:
     created: float
     next_at: float
     settled: tuple[str, ...] = ()
+    fingerprints: frozenset[str] = field(init=False)  # with id, group_key, next_at: a rules.QueuedLike
 
-    def queued(self) -> Queued:
-        return Queued(self.n.id, frozenset(a.fingerprint for a in self.n.alerts), self.n.group_key, self.next_at)
+    def __post_init__(self) -> None:
+        self.fingerprints = frozenset(a.fingerprint for a in self.n.alerts)
+
+    @property
+    def id(self) -> int:
+        return self.n.id
+
+    @property
+    def group_key(self) -> str:
+        return self.n.group_key
 
 
 @dataclass
@@ -147,16 +155,24 @@ class _Lane:
         self.items: dict[int, _Item] = {}
         self.cond = threading.Condition()
         self.streak = 0
+        self.changed = False             # items added or changed since the last pick
+        self.wake: float | None = None   # when the last pick said something becomes due
         self.thread = threading.Thread(target=self._run, name=f"pipemon-deliver-{name}", daemon=True)
 
     def add(self, item: _Item) -> None:
         with self.cond:
-            if item.n.id not in self.items:
-                self.items[item.n.id] = item
-                self.cond.notify()
+            if item.id in self.items:
+                return
+            last = next(reversed(self.items), None)
+            self.items[item.id] = item
+            if last is not None and item.id < last:  # kept in creation order (rare: a poll finds an older row)
+                self.items = dict(sorted(self.items.items()))
+            self.changed = True
+            self.cond.notify()
 
     def kick(self) -> None:
         with self.cond:
+            self.changed = True
             self.cond.notify()
 
     def _run(self) -> None:
@@ -173,12 +189,15 @@ class _Lane:
                 self.cond.wait(POLL_S)
                 return
             now = self.d.pm.clock.now()
-            q, wake = pick([i.queued() for i in self.items.values()], now)
-            if q is None:
-                # the clock is injected (a FakeClock moves without telling us): look again within a tick
-                self.cond.wait(POLL_S if wake is None else min(LANE_TICK_S, max(0.01, wake - now)))
+            if not self.changed and (self.wake is None or now < self.wake):
+                # nothing new and nothing due yet: wait, looking at the clock again within a tick (it is
+                # injected: a FakeClock moves without telling us)
+                self.cond.wait(POLL_S if self.wake is None else min(LANE_TICK_S, max(0.01, self.wake - now)))
                 return
-            item = self.items[q.id]
+            self.changed = False
+            item, self.wake = pick(self.items.values(), now)
+            if item is None:
+                return
         try:
             result = self.d._attempt(self, item)
         except Exception:  # a bug on one notification: push its next attempt forward, serve the others
@@ -189,6 +208,7 @@ class _Lane:
         with self.cond:
             if result.final:
                 self.items.pop(item.n.id, None)
+            self.changed = True
 
 
 class Deliverer:

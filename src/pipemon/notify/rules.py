@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 
 class Outcome(enum.StrEnum):
@@ -29,6 +30,17 @@ class ReceiverChange(enum.Enum):
     RECOVERED = "recovered"  # resolve it
 
 
+class QueuedLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def fingerprints(self) -> frozenset[str]: ...
+    @property
+    def group_key(self) -> str: ...
+    @property
+    def next_at(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class Queued:
     """What ordering needs of a queued notification: its outbox id (creation order), the alerts it
@@ -40,16 +52,20 @@ class Queued:
     next_at: float
 
 
-def pick(queue: Iterable[Queued], now: float) -> tuple[Queued | None, float | None]:
-    """The first notification of one receiver's queue that may be sent at `now`: it is due, and no earlier
-    notification (lower id) still queued concerns one of its alerts or its group. A resolve therefore never
-    overtakes its trigger, even when the trigger waits for a retry or both were left by a crash.
+Q = TypeVar("Q", bound=QueuedLike)
+
+
+def pick(queue: Iterable[Q], now: float) -> tuple[Q | None, float | None]:
+    """The first notification of one receiver's queue (in creation order: ascending id) that may be sent at
+    `now`: it is due, and no earlier notification still queued concerns one of its alerts or its group. A
+    resolve therefore never overtakes its trigger, even when the trigger waits for a retry or both were left
+    by a crash. Stops at the first that may go (a queue that drains is not scanned whole each time).
 
     Returns (that notification, None), or (None, the earliest time one becomes due; None if none can)."""
     fps: set[str] = set()
     groups: set[str] = set()
     wake: float | None = None
-    for q in sorted(queue, key=lambda q: q.id):
+    for q in queue:
         blocked = q.group_key in groups or not fps.isdisjoint(q.fingerprints)
         if not blocked:
             if q.next_at <= now:
