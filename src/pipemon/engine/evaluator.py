@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from pipemon.config import PipelineRule, Settings
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, FindingKind, RunObservation, Verdict
 from pipemon.engine.health import DAY, ConditionKind, HealthState, PipelineHealth, span
-from pipemon.model import Run, RunStatus
+from pipemon.model import MANUAL_SCHEDULE, Run, RunStatus
 
 
 class SignalType(enum.StrEnum):
@@ -90,6 +90,7 @@ class Evaluator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.health: dict[str, PipelineHealth] = {}
+        self.event_schedules: dict[str, tuple[str, str]] = {}  # pipeline -> (cron | manual, tz) sent
         self.detect = DetectorSuite()
         self._sla: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -105,11 +106,26 @@ class Evaluator:
 
     def spec_for(self, pipeline: str) -> DetectSpec:
         rule = self.settings.rule_for(pipeline)
+        sent = self.event_schedules.get(pipeline)
+        from_events: dict[str, Any] = {}
+        if sent is not None and (rule is None or not rule.schedule):  # the config's schedule overrides
+            cron, tz = sent
+            from_events = ({"manual": True} if cron == MANUAL_SCHEDULE else {"cron": cron, "timezone": tz}) | {
+                "from_events": True}
         if rule is None:
-            return DetectSpec()
-        return DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
+            return DetectSpec(**from_events)
+        return DetectSpec(**({"cron": rule.schedule, "timezone": rule.timezone} | from_events), grace_s=rule.grace,
                           max_duration_s=rule.max_duration,
                           **({"sensitivity": rule.sensitivity} if rule.sensitivity else {}))
+
+    def event_schedule(self, pipeline: str, cron: str, tz: str, now: float) -> None:
+        """The schedule the producer sends (Airflow's timetable: cron and time zone, or MANUAL_SCHEDULE), used
+        when the config declares none for the pipeline."""
+        if self.event_schedules.get(pipeline) == (cron, tz):
+            return
+        self.event_schedules[pipeline] = (cron, tz)
+        if pipeline in self.health:
+            self.detect.configure(pipeline, self.spec_for(pipeline), now=now)
 
     def rule(self, pipeline: str) -> PipelineRule | None:
         return self.settings.rule_for(pipeline)
@@ -264,6 +280,10 @@ class Evaluator:
         self.health[pipeline] = PipelineHealth.from_json(health)
         if detect:
             self.detect.load_json(pipeline, detect)
+            spec = detect.get("spec") or {}
+            if spec.get("from_events"):  # the schedule the producer sent survives a restart
+                self.event_schedules[pipeline] = (MANUAL_SCHEDULE if spec.get("manual") else spec["cron"],
+                                                  spec.get("timezone") or "UTC")
         self.detect.configure(pipeline, self.spec_for(pipeline), now=None if detect else now)
         self._queue_sla(pipeline, now)
 
