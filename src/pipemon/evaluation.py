@@ -243,10 +243,11 @@ def _schemas_by_run(events: list[Event]) -> dict[tuple[str, str], dict]:
 
 
 def _event_schedules(events: list[Event]) -> dict[str, tuple[str, str]]:
-    """The schedule each pipeline's producer sent (Airflow's timetable; a task's event speaks for its root)."""
+    """The schedule each pipeline's producer sent (Airflow's timetable; a task's event speaks for its DAG)."""
     out: dict[str, tuple[str, str]] = {}
     for ev in events:
         if ev.schedule:
             top = ev.root or ev.parent
-            out[top.namespace + "/" + top.name if top else ev.pipeline] = (ev.schedule, ev.schedule_tz or "UTC")
+            key = top.namespace + "/" + top.name if top else ev.pipeline
+            out[key] = (ev.schedule, ev.schedule_tz or "UTC")
     return out

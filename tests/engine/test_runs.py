@@ -73,9 +73,10 @@ def _task(job, status, start, end=None, rows=None, err=None, etype=None, log=Non
 
 def test_a_pending_parent_takes_start_rows_and_cause_from_its_tasks_never_its_outcome():
     parent = runs.placeholder("n/dag", "R", 150)
-    done = runs.rollup(parent, [_task("extract", "ok", 100, 200, rows=10), _task("load", "ok", 210, 300, rows=5)])
-    assert (done.status, done.started_at, done.ended_at, done.rows, done.cause) == (RunStatus.RUNNING, 100, None,
-                                                                                    15, None)
+    done = runs.rollup(parent, [_task("extract", "ok", 100, 200, rows=10),
+                                _task("load", "ok", 210, 300, rows=5)])
+    assert (done.status, done.started_at, done.ended_at, done.rows, done.cause) == (
+        RunStatus.RUNNING, 100, None, 15, None)
     failed = runs.rollup(parent, [_task("extract", "ok", 100, 200),
                                   _task("load", "fail", 210, 250, err="disk full", etype="OSError")])
     assert (failed.status, failed.cause) == (RunStatus.RUNNING, "load failed: OSError: disk full")
@@ -96,8 +97,9 @@ def test_what_broke_names_the_first_failing_task_its_error_trace_and_how_many_mo
              _task("transform", "fail", 210, 250, err="bad row in orders: id=42", etype="ValueError",
                    log='  File "dag.py", line 18\nValueError: bad row in orders: id=42'),
              _task("audit", "fail", 220, 260, err="boom", etype="python")]
-    assert runs.what_broke("n/dag", tasks) == ('transform failed: ValueError: bad row in orders: id=42 (and 1 more)'
-                                               '\n  File "dag.py", line 18\nValueError: bad row in orders: id=42')
+    assert runs.what_broke("n/dag", tasks) == (
+        'transform failed: ValueError: bad row in orders: id=42 (and 1 more)'
+        '\n  File "dag.py", line 18\nValueError: bad row in orders: id=42')
     assert runs.what_broke("n/dag", tasks[2:]) == "audit failed: boom"  # a language is no error type
     assert runs.what_broke("n/dag", tasks[:1]) is None
 

@@ -7,13 +7,15 @@ never ran are listed; the DAG's owner and timetable are used with no configurati
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from pipemon.api.app import create_app
 from pipemon.app import build
@@ -44,7 +46,8 @@ def test_the_providers_facets_give_task_states_schedule_owner_and_the_stack_trac
     assert dag_fail.error_message == "task_failure"
     task_fail = next(e for e in SCHEDULER if e.name == "orders_daily.transform" and e.type is EventType.FAIL)
     assert (task_fail.error_message, task_fail.error_type) == ("bad row in orders: id=42", "ValueError")
-    assert task_fail.log is not None and task_fail.log.splitlines()[-1] == "ValueError: bad row in orders: id=42"
+    assert task_fail.log is not None
+    assert task_fail.log.splitlines()[-1] == "ValueError: bad row in orders: id=42"
     assert 'raise ValueError("bad row in orders: id=42")' in task_fail.log
     assert (task_fail.root_team, task_fail.schedule) == ("orders-team", "0 0 * * *")
     customers = next(e for e in SCHEDULER if e.pipeline == "prod_airflow/customers_daily")
@@ -100,8 +103,8 @@ class Replay:
         """Runs (every stored field), figures and open alerts: what must not depend on arrival order."""
         with self.pm.engine.connect() as c:
             runs = sorted(tuple(str(v) for v in r) for r in c.exec_driver_sql(
-                "SELECT p.key, r.run_id, r.parent_run_id, r.job, r.status, r.started_at, r.ended_at, r.start_seen, "
-                "r.own_events, r.rows, r.error_message, r.error_type, r.log_excerpt, r.task_states, r.cause "
+                "SELECT p.key, r.run_id, r.parent_run_id, r.job, r.status, r.started_at, r.ended_at, "
+                "r.start_seen, r.own_events, r.rows, r.error_message, r.error_type, r.log_excerpt, r.task_states, r.cause "
                 "FROM runs r JOIN pipelines p ON p.id = r.pipeline_id"))
         figures = {}
         for p in self.get("/api/v1/pipelines")["items"]:
@@ -136,7 +139,8 @@ def replay(tmp_path):
 
 
 def test_dags_test_counts_one_failed_dag_run_names_what_broke_and_lists_the_task_that_never_ran(replay):
-    r = replay(now=max(e.time for e in DAGS_TEST) + 60).feed(DAGS_TEST)  # tasks first: no DAG START in this mode
+    # tasks first: `dags test` sends no DAG START
+    r = replay(now=max(e.time for e in DAGS_TEST) + 60).feed(DAGS_TEST)
     p = r.pipeline(ORDERS)
     m = p["metrics"]
     assert (m["runs_total"], m["success_rate_24h"], m["last_success_at"]) == (1, 0.0, None)
@@ -164,7 +168,8 @@ def test_scheduler_events_one_run_per_dag_retry_superseded_and_schedule_from_the
         runs = r.get(f"/api/v1/pipelines/prod_airflow/{dag}/runs")["items"]
         assert [x["status"] for x in runs] == [status], dag
         assert r.pipeline(f"prod_airflow/{dag}")["metrics"]["runs_total"] == 1
-    inv = r.get(f"/api/v1/runs/{r.get('/api/v1/pipelines/prod_airflow/invoices_hourly/runs')['items'][0]['run_id']}")
+    [inv_run] = r.get("/api/v1/pipelines/prod_airflow/invoices_hourly/runs")["items"]
+    inv = r.get(f"/api/v1/runs/{inv_run['run_id']}")
     assert inv["what_broke"] is None  # the retry of `fetch` succeeded
     assert sorted(t["status"] for t in inv["tasks"]) == ["failed", "succeeded"]
     assert {r.pipeline(f"prod_airflow/{d}")["team"] for d in ("orders_daily", "customers_daily")} == {
@@ -221,7 +226,7 @@ def test_a_dag_on_midnight_with_no_config_is_late_when_its_run_is_missing(replay
 
 def _missing_next_day(r: Replay) -> dict:
     for hour in range(1, 30):
-        r.clock.set(datetime(2026, 12, 4, 0, tzinfo=timezone.utc).timestamp() + hour * 3600)
+        r.clock.set(datetime(2026, 12, 4, 0, tzinfo=UTC).timestamp() + hour * 3600)
         r.pm.worker.tick()
     return r.pipeline("prod_airflow/customers_daily")
 

@@ -153,9 +153,10 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
         broke = r.get("what_broke") or {}
         err = broke.get("headline") or (r.get("error") or {}).get("message") or ""
         status = "pending" if r.get("pending") else r["status"]
-        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{status}[/]", (r.get("started_at") or "-")[:19],
-                   _span(r.get("duration_s")) if r.get("duration_s") is not None else "-", _num(r.get("rows")),
-                   err[:110])
+        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{status}[/]",
+                   (r.get("started_at") or "-")[:19],
+                   _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
+                   _num(r.get("rows")), err[:110])
     console.print(rt)
     if recent:
         _show_tasks(console, url, token, pipeline, recent[0]["run_id"])
@@ -171,7 +172,8 @@ def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, ru
         tt.add_column(col, overflow="fold")
     for t in sorted(run.get("tasks", []), key=lambda t: t.get("started_at") or ""):
         err = (t.get("error") or {}).get("message") or ""
-        tt.add_row(t.get("task") or t.get("job") or t["run_id"], f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",
+        tt.add_row(t.get("task") or t.get("job") or t["run_id"],
+                   f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",
                    (t.get("started_at") or "-")[:19],
                    _span(t.get("duration_s")) if t.get("duration_s") is not None else "-", err[:80])
     for nr in run.get("not_run", []):

@@ -8,6 +8,7 @@ The same code runs live (wall clock) and in replay (time following the events).
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -106,17 +107,17 @@ class Evaluator:
 
     def spec_for(self, pipeline: str) -> DetectSpec:
         rule = self.settings.rule_for(pipeline)
+        spec = DetectSpec()
+        if rule is not None:
+            spec = DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
+                              max_duration_s=rule.max_duration,
+                              sensitivity=rule.sensitivity or spec.sensitivity)
         sent = self.event_schedules.get(pipeline)
-        from_events: dict[str, Any] = {}
-        if sent is not None and (rule is None or not rule.schedule):  # the config's schedule overrides
+        if sent is not None and not spec.cron:  # the config's schedule overrides the one the producer sent
             cron, tz = sent
-            from_events = ({"manual": True} if cron == MANUAL_SCHEDULE else {"cron": cron, "timezone": tz}) | {
-                "from_events": True}
-        if rule is None:
-            return DetectSpec(**from_events)
-        return DetectSpec(**({"cron": rule.schedule, "timezone": rule.timezone} | from_events), grace_s=rule.grace,
-                          max_duration_s=rule.max_duration,
-                          **({"sensitivity": rule.sensitivity} if rule.sensitivity else {}))
+            spec = (dataclasses.replace(spec, manual=True, from_events=True) if cron == MANUAL_SCHEDULE
+                    else dataclasses.replace(spec, cron=cron, timezone=tz, from_events=True))
+        return spec
 
     def event_schedule(self, pipeline: str, cron: str, tz: str, now: float) -> None:
         """The schedule the producer sends (Airflow's timetable: cron and time zone, or MANUAL_SCHEDULE), used

@@ -177,7 +177,8 @@ class PipelineHealth:
                 self.incidents.append([end, None])
             self.consecutive_failures += 1
             n = self.consecutive_failures
-            self.open(ConditionKind.FAILURE, "status", end, _failure_text(run, n), score=float(n), run_id=run.run_id)
+            self.open(ConditionKind.FAILURE, "status", end, _failure_text(run, n), score=float(n),
+                      run_id=run.run_id)
         self.incidents = [i for i in self.incidents if i[1] is None or i[1] > end - INCIDENT_WINDOW]
 
     def _remember(self, run: Run) -> None:
@@ -343,7 +344,7 @@ def _median(xs: list[float]) -> float | None:
 
 
 def _failure_text(run: Run, n: int) -> str:
-    """`run R failed: transform failed: ValueError: …` (what broke, else the run's own error) and the streak."""
+    """`run R failed: transform failed: ValueError: …` (what broke, else its own error) and the streak."""
     err = f": {_short(run.failure_text)}" if run.failure_text else ""
     return f"run {run.run_id} {run.status.value}{err}" + (f" ({n} consecutive failures)" if n > 1 else "")
 

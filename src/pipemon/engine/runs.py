@@ -115,7 +115,8 @@ LANGUAGES = frozenset({"python", "java", "scala", "sql", "r", "javascript", "go"
 
 
 def task_name(pipeline: str, job: str | None) -> str:
-    """A task's short name: `transform` for job `prod_airflow/orders_daily.transform` of `prod_airflow/orders_daily`."""
+    """A task's short name: `transform` for job `prod_airflow/orders_daily.transform` of the DAG
+    `prod_airflow/orders_daily`."""
     if not job:
         return "?"
     if job.startswith(pipeline + "."):
@@ -124,7 +125,7 @@ def task_name(pipeline: str, job: str | None) -> str:
 
 
 def error_line(message: str | None, error_type: str | None) -> str | None:
-    """`ValueError: bad row in orders: id=42`; a language name (OpenLineage programmingLanguage) is no type."""
+    """`ValueError: bad row in orders: id=42`; a language (OpenLineage programmingLanguage) is no type."""
     if not message:
         return error_type if error_type and error_type.lower() not in LANGUAGES else None
     if not error_type or error_type.lower() in LANGUAGES or message.startswith(error_type):
@@ -135,7 +136,8 @@ def error_line(message: str | None, error_type: str | None) -> str | None:
 def what_broke(pipeline: str, tasks: Iterable[Run]) -> str | None:
     """What broke a run, from its tasks' latest attempts: `transform failed: ValueError: bad row in orders:
     id=42`, ` (and 2 more)` when several failed, then the last lines of the first one's stack trace (its log
-    excerpt) on the lines after. None when no task failed. The first line is the headline (Run.failure_text)."""
+    excerpt) on the lines after. None when no task failed. The first line is the headline
+    (Run.failure_text)."""
     failed = [t for t in latest_attempts(tasks) if t.status in (RunStatus.FAILED, RunStatus.ABORTED)]
     if not failed:
         return None

@@ -11,7 +11,7 @@ Spec 2.x RunEvents map to pipemon events:
   job.facets.ownership.owners                  -> owner team ("team:payments" or type "team")
   job.facets.jobType.integration               -> AIRFLOW, DBT, SPARK …
   run.facets.errorMessage.stackTrace           -> the run's log excerpt (its last lines), the exception type
-  run.facets.airflowState.tasksState           -> the state of every task of a DAG run, those that never ran too
+  run.facets.airflowState.tasksState           -> every task of a DAG run and its state (those never run too)
   run.facets.airflow / airflowDagRun .dag      -> the DAG's timetable (its schedule) and owner (the team)
 JobEvents (no run) register the job, its datasets and owner; DatasetEvents are accepted and kept raw.
 Events are keyed by job, run id, event type and event time: the client's retries are stored once.
@@ -263,7 +263,8 @@ def _team_of(owners: list[_Owner]) -> str | None:
 TRACE_LINES = 5
 # Airflow's schedule presets, as cron (`@once`, `@continuous` and None are no schedule: MANUAL_SCHEDULE).
 PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
-           "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+           "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *",
+           "@annually": "0 0 1 1 *"}
 _NO_SCHEDULE = {"none", "@once", "@continuous", "null", "dataset triggered", "asset triggered"}
 
 
@@ -333,7 +334,8 @@ def _schedule_of(dag: _Dag) -> tuple[str | None, str | None]:
     summary = (dag.timetable_summary or dag.schedule_interval or "").strip()
     if summary in PRESETS:
         return PRESETS[summary], (tt.timezone if tt is not None else None) or "UTC"
-    if tt is not None and tt.delta is None and (summary.lower() in _NO_SCHEDULE or tt.dataset_condition is not None):
+    no_schedule = summary.lower() in _NO_SCHEDULE or (tt is not None and tt.dataset_condition is not None)
+    if tt is not None and tt.delta is None and no_schedule:
         return MANUAL_SCHEDULE, None
     return None, None  # a timedelta or custom timetable: pipemon learns the schedule from the runs
 
