@@ -71,12 +71,12 @@ def _task(job, status, start, end=None, rows=None, err=None, etype=None, log=Non
     return r
 
 
-def test_a_pending_parent_takes_start_rows_and_cause_from_its_tasks_never_its_outcome():
+def test_a_pending_parent_takes_its_start_and_cause_from_its_tasks_never_its_outcome_or_rows():
     parent = runs.placeholder("n/dag", "R", 150)
     done = runs.rollup(parent, [_task("extract", "ok", 100, 200, rows=10),
                                 _task("load", "ok", 210, 300, rows=5)])
     assert (done.status, done.started_at, done.ended_at, done.rows, done.cause) == (
-        RunStatus.RUNNING, 100, None, 15, None)
+        RunStatus.RUNNING, 100, None, None, None)  # rows stay on the tasks
     failed = runs.rollup(parent, [_task("extract", "ok", 100, 200),
                                   _task("load", "fail", 210, 250, err="disk full", etype="OSError")])
     assert (failed.status, failed.cause) == (RunStatus.RUNNING, "load failed: OSError: disk full")

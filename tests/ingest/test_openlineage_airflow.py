@@ -185,10 +185,8 @@ def _runs_of(events: list[Event]) -> dict[str, list[int]]:
     return by
 
 
-@st.composite
-def arrival_orders(draw, events: list[Event]):
-    """Any order of the events that keeps each run's START before its end (and its other events)."""
-    order = draw(st.permutations(range(len(events))))
+def starts_first(events: list[Event], order: list[int]) -> list[Event]:
+    """`order` with each run's START moved before its run's other events (they keep their slots)."""
     out = list(order)
     for idxs in _runs_of(events).values():
         pos = sorted(out.index(i) for i in idxs)
@@ -199,18 +197,98 @@ def arrival_orders(draw, events: list[Event]):
     return [events[i] for i in out]
 
 
+@st.composite
+def arrival_orders(draw, events: list[Event]):
+    """Any order of the events that keeps each run's START before its end (and its other events)."""
+    return starts_first(events, list(draw(st.permutations(range(len(events))))))
+
+
+def dbt_events() -> list[Event]:
+    """A `dbt run` as dbt-ol reports it: the run's own START and FAIL, and each model a task run of it,
+    built with the real openlineage-python classes."""
+    from openlineage.client.event_v2 import Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run, output_statistics_output_dataset, parent_run
+    from openlineage.client.serde import Serde
+    parent_id, t0 = "01a2340d-0c00-7000-8000-00000000d0d0", "2026-12-03T06:00:0{}+00:00"
+    parent = {"parent": parent_run.ParentRunFacet(run=parent_run.Run(runId=parent_id),
+                                                  job=parent_run.Job(namespace="dbt_prod", name="dbt-run-shop"))}
+
+    def ev(state, sec, run_id, name, facets=None, rows=None):
+        outs = [OutputDataset(namespace="postgres://wh", name=name, outputFacets={
+            "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                rowCount=rows)})] if rows is not None else []
+        body = Serde.to_json(RunEvent(eventType=state, eventTime=t0.format(sec), run=Run(runId=run_id,
+                                      facets=facets or {}), job=Job(namespace="dbt_prod", name=name),
+                                      producer="https://github.com/OpenLineage/OpenLineage/tree/1.54.0/"
+                                               "integration/dbt", outputs=outs))
+        return openlineage.parse(body.encode(), 0.0)[0]
+    m1, m2, m3 = (f"01a2340d-0c00-7000-8000-00000000d0{i}0" for i in (1, 2, 3))
+    err = {**parent, "errorMessage": error_message_run.ErrorMessageRunFacet(
+        message='relation "raw.orders" does not exist', programmingLanguage="sql")}
+    return [ev(RunState.START, 0, parent_id, "dbt-run-shop"),
+            ev(RunState.START, 1, m1, "shop.model.shop.customers", parent),
+            ev(RunState.COMPLETE, 2, m1, "shop.model.shop.customers", parent, rows=120),
+            ev(RunState.START, 3, m2, "shop.model.shop.orders", parent),
+            ev(RunState.FAIL, 4, m2, "shop.model.shop.orders", err),
+            ev(RunState.START, 5, m3, "shop.model.shop.payments", parent),
+            ev(RunState.FAIL, 6, m3, "shop.model.shop.payments", err),
+            ev(RunState.FAIL, 7, parent_id, "dbt-run-shop")]
+
+
+DBT = dbt_events()
+
+
+def test_dbt_models_are_tasks_of_the_dbt_run_and_what_broke_is_the_same_rule(replay):
+    r = replay(now=max(e.time for e in DBT) + 60).feed(DBT)
+    ids = [p["id"] for p in r.get("/api/v1/pipelines")["items"]]
+    assert ids == ["dbt_prod/dbt-run-shop"]
+    [run] = r.get("/api/v1/pipelines/dbt_prod/dbt-run-shop/runs")["items"]
+    assert run["status"] == "failed" and run["rows"] is None  # the models' rows stay on the models
+    assert run["what_broke"]["headline"] == ('shop.model.shop.orders failed: relation "raw.orders" does not exist'
+                                             ' (and 1 more)')
+    [alert] = r.get("/api/v1/alerts", pipeline="dbt_prod/dbt-run-shop")["items"]
+    assert "shop.model.shop.orders failed" in alert["summary"]
+    assert r.pipeline("dbt_prod/dbt-run-shop")["metrics"]["runs_total"] == 1
+
+
+def test_a_task_event_first_gives_the_dag_its_owner(replay):
+    first_task = next(e for e in SCHEDULER if e.parent is not None and "orders_daily" in e.pipeline)
+    r = replay().feed([first_task])
+    assert r.pipeline(ORDERS)["team"] == "orders-team"
+    [run] = r.get(f"/api/v1/pipelines/{ORDERS}/runs")["items"]
+    assert (run["status"], run["pending"]) == ("running", True)
+    assert r.pipeline(ORDERS)["metrics"].get("runs_total", 0) == 0  # a pending run counts in no figure
+
+
 EXPECTED: dict[str, dict] = {}
+SETS = {"scheduler": SCHEDULER, "dags_test": DAGS_TEST, "dbt": DBT}
 
 
-@hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def snapshot_of(replay, name: str, events: list[Event]) -> dict:
+    if name not in EXPECTED:
+        EXPECTED[name] = replay(f"{name}_in_order", now=max(e.time for e in events) + 60).feed(events).snapshot()
+    return EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_newest_first_gives_the_same_runs_figures_and_alerts(replay, name):
+    """The hardest order: every parent's end before its tasks' events (each run's START still first)."""
+    events = SETS[name]
+    expected = snapshot_of(replay, name, events)
+    newest_first = starts_first(events, sorted(range(len(events)), key=lambda i: -events[i].time))
+    got = replay(f"{name}_newest_first", now=max(e.time for e in events) + 60).feed(newest_first).snapshot()
+    assert got == expected
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_arrival_order_gives_the_same_runs_figures_and_alerts(replay, data):
-    if "in_order" not in EXPECTED:
-        EXPECTED["in_order"] = replay("in_order").feed(SCHEDULER).snapshot()
-    expected = EXPECTED["in_order"]
-    shuffled = data.draw(arrival_orders(SCHEDULER))
-    got = replay(f"s{len(EXPECTED)}").feed(shuffled).snapshot()
-    EXPECTED[f"s{len(EXPECTED)}"] = {}
+def test_any_arrival_order_gives_the_same_runs_figures_and_alerts(replay, name, data):
+    events = SETS[name]
+    expected = snapshot_of(replay, name, events)
+    assert expected["runs"] and expected["figures"] and expected["alerts"]  # something to compare
+    shuffled = data.draw(arrival_orders(events))
+    got = replay(f"{name}_shuffled", now=max(e.time for e in events) + 60).feed(shuffled).snapshot()
     assert got == expected
 
 

@@ -8,7 +8,7 @@ DAG's. So a run is a commutative fold over its events, keyed by event time, not 
     HEARTBEAT or START arriving after it changes nothing but the start;
   - metrics come from the latest event that carries any; the error from the latest that carries one;
   - a task's events land in its parent's run tree; a parent seen only through its tasks is pending
-    (rollup: its start, rows and what broke come from its tasks, never its outcome).
+    (rollup: its start and what broke come from its tasks, never its outcome or rows).
 Applying the same event twice gives the same run, so a duplicate that slips past deduplication is harmless.
 """
 from __future__ import annotations
@@ -85,10 +85,11 @@ def latest_attempts(tasks: Iterable[Run]) -> list[Run]:
 def rollup(parent: Run, tasks: Iterable[Run]) -> Run:
     """What a parent run learns from its tasks, the same whatever order their events came in:
       - its start, while it has not sent its own START: the earliest of its own and its tasks' events;
-      - its rows and bytes, when it sent none itself: the sum over its tasks' latest attempts;
       - `cause`: what broke (what_broke), when a task's latest attempt failed.
     Its status is never taken from the tasks: a pending parent stays `running` until its own end arrives
-    (a task that succeeded says nothing of the tasks still to come)."""
+    (a task that succeeded says nothing of the tasks still to come). Nor are its rows: a run's rows are
+    its own (each task's are on the task), so a task's output arriving after its parent's end changes no
+    figure already counted."""
     tasks = list(tasks)
     if not tasks:
         return parent
@@ -101,11 +102,6 @@ def rollup(parent: Run, tasks: Iterable[Run]) -> Run:
     last = max(parent.last_event_time, max(r.last_event_time for r in tasks))
     if last != parent.last_event_time:
         changes["last_event_time"] = last
-    if parent.metrics_time is None:  # no rows of its own: its tasks'
-        rows = [r.rows for r in runs if r.rows is not None]
-        byts = [r.bytes for r in runs if r.bytes is not None]
-        changes["rows"] = sum(rows) if rows else None
-        changes["bytes"] = sum(byts) if byts else None
     changes["cause"] = what_broke(parent.pipeline, runs)
     return msgspec.structs.replace(parent, **changes)
 
