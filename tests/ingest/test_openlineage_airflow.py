@@ -321,3 +321,16 @@ def test_a_manual_dag_is_never_late(replay):
                  for e in SCHEDULER if "customers_daily" in e.pipeline]
     p = _missing_next_day(replay().feed(customers))
     assert p["state"] == "healthy", p
+
+
+def test_the_timetable_schedule_survives_a_restart(replay):
+    customers = [e for e in SCHEDULER if "customers_daily" in e.pipeline]
+    first = replay("restart").feed(customers)
+    first.pm.worker.stop()  # a clean stop checkpoints the engine's state
+    first.close()
+    again = replay("restart", now=first.clock.now())
+    again.pm.worker.tick()  # loads the checkpoint
+    schedule = again.pm.evaluation.engine.detect.schedule("prod_airflow/customers_daily")
+    assert schedule is not None and schedule.source.value == "declared"
+    assert "00:00" in schedule.describe(), schedule.describe()
+    assert _missing_next_day(again)["state"] == "late"
