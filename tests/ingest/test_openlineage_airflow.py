@@ -23,6 +23,7 @@ from pipemon.clock import FakeClock
 from pipemon.config import Settings, loads
 from pipemon.ingest import openlineage
 from pipemon.model import MANUAL_SCHEDULE, Event, EventType
+from tests.alerting.conftest import receiver  # noqa: F401 - the fixture
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "airflow"
 ORDERS = "prod_airflow/orders_daily"
@@ -334,3 +335,31 @@ def test_the_timetable_schedule_survives_a_restart(replay):
     assert schedule is not None and schedule.source.value == "declared"
     assert "00:00" in schedule.describe(), schedule.describe()
     assert _missing_next_day(again)["state"] == "late"
+
+
+def test_the_notification_a_team_receives_says_what_broke(tmp_path, receiver):
+    """Through the real front door (POST /api/v1/lineage) and a real webhook delivery to a local receiver."""
+    from tests.alerting.harness import Harness
+    cfg = f"""
+receivers:
+  - name: orders
+    webhook: {{url: "{receiver.url}/orders"}}
+route:
+  receiver: orders
+  group_by: [team, pipeline]
+  group_wait: 0s
+"""
+    hs = Harness(f"sqlite:///{tmp_path}/n.db", cfg, max(e.time for e in DAGS_TEST) + 5)
+    try:
+        for line in (FIXTURES / "dags_test_orders.jsonl").read_text().splitlines():
+            r = hs.client.post("/api/v1/lineage", content=line, headers={"content-type": "application/json"})
+            assert r.status_code in (200, 201), r.text
+        hs.settle()
+        [note] = receiver.on("/orders")
+        [alert] = note["body"]["alerts"]
+        assert alert["labels"]["team"] == "orders-team"
+        assert "transform failed: ValueError: bad row in orders: id=42" in alert["annotations"]["summary"]
+        assert alert["annotations"]["error"] == "bad row in orders: id=42"  # the failing task's own
+        assert alert["annotations"]["failed_task"] == f"{ORDERS}.transform"
+    finally:
+        hs.close()
