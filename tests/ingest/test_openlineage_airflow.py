@@ -23,7 +23,7 @@ from pipemon.clock import FakeClock
 from pipemon.config import Settings, loads
 from pipemon.ingest import openlineage
 from pipemon.model import MANUAL_SCHEDULE, Event, EventType
-from tests.alerting.conftest import receiver  # noqa: F401 - the fixture
+from tests.alerting.receiver import Receiver
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "airflow"
 ORDERS = "prod_airflow/orders_daily"
@@ -335,6 +335,13 @@ def test_the_timetable_schedule_survives_a_restart(replay):
     assert schedule is not None and schedule.source.value == "declared"
     assert "00:00" in schedule.describe(), schedule.describe()
     assert _missing_next_day(again)["state"] == "late"
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
 
 
 def test_the_notification_a_team_receives_says_what_broke(tmp_path, receiver):
