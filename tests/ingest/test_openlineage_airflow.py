@@ -112,11 +112,13 @@ class Replay:
             v = self.pipeline(p["id"] if "id" in p else p["pipeline"])
             m = v["metrics"]
             figures[v["pipeline"] if "pipeline" in v else v["id"]] = (
-                v["state"], v["team"], m["runs_total"], m["success_rate_24h"], m["last_success_at"],
+                v["state"], v["reason"], v["team"], m["runs_total"], m["success_rate_24h"], m["last_success_at"],
                 m.get("last_failure_at"), m.get("duration_p50_s"))
         alerts = sorted((a["pipeline"], a["kind"], a["summary"], a["team"], a["run_id"], a["failed_task"],
                          a["error"]) for a in self.get("/api/v1/alerts")["items"])
-        return {"runs": runs, "figures": figures, "alerts": alerts}
+        findings = sorted((f.get("pipeline"), f.get("kind"), f.get("metric"), f.get("run_id"))
+                          for f in self.get("/api/v1/findings")["items"])
+        return {"runs": runs, "figures": figures, "alerts": alerts, "findings": findings}
 
     def close(self) -> None:
         self.api.close()
