@@ -372,3 +372,21 @@ route:
         assert alert["annotations"]["failed_task"] == f"{ORDERS}.transform"
     finally:
         hs.close()
+
+
+def test_pipemon_replay_of_a_midnight_dag_with_no_schedule_configured_pages_it_late(tmp_path):
+    """`pipemon replay` (replay.py: the clock follows the events, then runs on to `until`)."""
+    import io
+
+    from pipemon.replay import replay as run_replay
+    cfg = loads('receivers:\n  - name: all\n    webhook: {url: "http://127.0.0.1:9/x"}\nroute:\n  receiver: all\n'
+                '  group_wait: 0s\n')
+    lines = [ln for ln in (FIXTURES / "scheduler.jsonl").read_bytes().splitlines() if b"customers_daily" in ln]
+    out = io.StringIO()
+    until = datetime(2026, 12, 5, 0, tzinfo=UTC).timestamp()
+    result = run_replay(cfg, io.BytesIO(b"\n".join(lines)), out, until=until, tick=600, db_dir=str(tmp_path))
+    assert result.events == len(lines)
+    sent = [json.loads(x) for x in out.getvalue().splitlines()]
+    late = [(n["time"], a["team"]) for n in sent for a in n["alerts"] if a["kind"] == "late"]
+    assert late and late[0][1] == "crm-team", sent
+    assert "2026-12-04T00:00" < late[0][0] < "2026-12-04T12:00", late  # past the 00:00 run's deadline
