@@ -29,8 +29,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not AIRFLOW or not Path(AIRFLOW).is_file(),
                        reason="PIPEMON_TEST_AIRFLOW (path to the `airflow` binary of a venv with "
-                              "apache-airflow 2.10.5 and apache-airflow-providers-openlineage 2.8.0) is not set; "
-                              ".ci/run sets it"),
+                              "apache-airflow 2.10.5 and apache-airflow-providers-openlineage 2.8.0) "
+                              "is not set; .ci/run sets it"),
 ]
 
 

@@ -105,14 +105,16 @@ class Replay:
         with self.pm.engine.connect() as c:
             runs = sorted(tuple(str(v) for v in r) for r in c.exec_driver_sql(
                 "SELECT p.key, r.run_id, r.parent_run_id, r.job, r.status, r.started_at, r.ended_at, "
-                "r.start_seen, r.own_events, r.rows, r.error_message, r.error_type, r.log_excerpt, r.task_states, r.cause "
+                "r.start_seen, r.own_events, r.rows, r.error_message, r.error_type, r.log_excerpt, "
+                "r.task_states, r.cause "
                 "FROM runs r JOIN pipelines p ON p.id = r.pipeline_id"))
         figures = {}
         for p in self.get("/api/v1/pipelines")["items"]:
             v = self.pipeline(p["id"] if "id" in p else p["pipeline"])
             m = v["metrics"]
             figures[v["pipeline"] if "pipeline" in v else v["id"]] = (
-                v["state"], v["reason"], v["team"], m["runs_total"], m["success_rate_24h"], m["last_success_at"],
+                v["state"], v["reason"], v["team"], m["runs_total"], m["success_rate_24h"],
+                m["last_success_at"],
                 m.get("last_failure_at"), m.get("duration_p50_s"))
         alerts = sorted((a["pipeline"], a["kind"], a["summary"], a["team"], a["run_id"], a["failed_task"],
                          a["error"]) for a in self.get("/api/v1/alerts")["items"])
@@ -213,8 +215,8 @@ def dbt_events() -> list[Event]:
     from openlineage.client.facet_v2 import error_message_run, output_statistics_output_dataset, parent_run
     from openlineage.client.serde import Serde
     parent_id, t0 = "01a2340d-0c00-7000-8000-00000000d0d0", "2026-12-03T06:00:0{}+00:00"
-    parent = {"parent": parent_run.ParentRunFacet(run=parent_run.Run(runId=parent_id),
-                                                  job=parent_run.Job(namespace="dbt_prod", name="dbt-run-shop"))}
+    parent = {"parent": parent_run.ParentRunFacet(
+        run=parent_run.Run(runId=parent_id), job=parent_run.Job(namespace="dbt_prod", name="dbt-run-shop"))}
 
     def ev(state, sec, run_id, name, facets=None, rows=None):
         outs = [OutputDataset(namespace="postgres://wh", name=name, outputFacets={
@@ -247,8 +249,8 @@ def test_dbt_models_are_tasks_of_the_dbt_run_and_what_broke_is_the_same_rule(rep
     assert ids == ["dbt_prod/dbt-run-shop"]
     [run] = r.get("/api/v1/pipelines/dbt_prod/dbt-run-shop/runs")["items"]
     assert run["status"] == "failed" and run["rows"] is None  # the models' rows stay on the models
-    assert run["what_broke"]["headline"] == ('shop.model.shop.orders failed: relation "raw.orders" does not exist'
-                                             ' (and 1 more)')
+    assert run["what_broke"]["headline"] == (
+        'shop.model.shop.orders failed: relation "raw.orders" does not exist (and 1 more)')
     [alert] = r.get("/api/v1/alerts", pipeline="dbt_prod/dbt-run-shop")["items"]
     assert "shop.model.shop.orders failed" in alert["summary"]
     assert r.pipeline("dbt_prod/dbt-run-shop")["metrics"]["runs_total"] == 1
@@ -269,7 +271,8 @@ SETS = {"scheduler": SCHEDULER, "dags_test": DAGS_TEST, "dbt": DBT}
 
 def snapshot_of(replay, name: str, events: list[Event]) -> dict:
     if name not in EXPECTED:
-        EXPECTED[name] = replay(f"{name}_in_order", now=max(e.time for e in events) + 60).feed(events).snapshot()
+        done = replay(f"{name}_in_order", now=max(e.time for e in events) + 60).feed(events)
+        EXPECTED[name] = done.snapshot()
     return EXPECTED[name]
 
 
@@ -379,9 +382,10 @@ def test_pipemon_replay_of_a_midnight_dag_with_no_schedule_configured_pages_it_l
     import io
 
     from pipemon.replay import replay as run_replay
-    cfg = loads('receivers:\n  - name: all\n    webhook: {url: "http://127.0.0.1:9/x"}\nroute:\n  receiver: all\n'
-                '  group_wait: 0s\n')
-    lines = [ln for ln in (FIXTURES / "scheduler.jsonl").read_bytes().splitlines() if b"customers_daily" in ln]
+    cfg = loads('receivers:\n  - name: all\n    webhook: {url: "http://127.0.0.1:9/x"}\n'
+                'route:\n  receiver: all\n  group_wait: 0s\n')
+    lines = [ln for ln in (FIXTURES / "scheduler.jsonl").read_bytes().splitlines()
+             if b"customers_daily" in ln]
     out = io.StringIO()
     until = datetime(2026, 12, 5, 0, tzinfo=UTC).timestamp()
     result = run_replay(cfg, io.BytesIO(b"\n".join(lines)), out, until=until, tick=600, db_dir=str(tmp_path))

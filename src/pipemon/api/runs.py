@@ -63,5 +63,6 @@ def get_pipeline_runs(
         page = reads.list_runs(conn, p.id, p.key, limit=limit, cursor=cursor,
                                since=since.timestamp() if since else None,
                                status=status.value if status else None, tasks=tasks)
-    items = [run_view(r) | {"what_broke": what_broke_view(r), "pending": not r.own_events} for r in page.items]
+    items = [run_view(r) | {"what_broke": what_broke_view(r), "pending": not r.own_events}
+             for r in page.items]
     return {"pipeline": p.key, "items": items, "next_cursor": page.next_cursor}
