@@ -507,21 +507,25 @@ class Worker:
             recs[k] = rec
             if new.parent_run_id is None:
                 self._track_open(rec, run_id, new)
+                if new.status in (RunStatus.FAILED, RunStatus.ABORTED):
+                    parents_to_roll.add(k)  # what broke comes from its tasks, whichever came first
 
         children: dict[tuple[int, str], list[Run]] = {}
         if parents_to_roll:
             for k2, r2 in work.items():
                 if r2.parent_run_id is not None:
                     children.setdefault((k2[0], r2.parent_run_id), []).append(r2)
-        for pk in parents_to_roll:
+        for pk in sorted(parents_to_roll):
             parent = work.get(pk) or self._runs.get(pk)
-            if parent is None or parent.own_events:
+            if parent is None:
                 continue
             rec = recs.setdefault(pk, self.by_id[pk[0]])
             tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
             for r2 in children.get(pk, ()):
                 tasks[r2.run_id] = r2
             rolled = runfold.rollup(parent, tasks.values())
+            if rolled == parent and pk not in work:
+                continue
             if pk not in before:
                 before[pk] = parent
             work[pk] = rolled
@@ -553,10 +557,11 @@ class Worker:
         if ev.time > rec.last_event_at:
             rec.last_event_at = ev.time
             self._touched[rec.id] = rec
-        if own_team and ev.team and ev.team != rec.event_team:
-            rec.event_team = ev.team
+        team = ev.team if own_team else ev.root_team  # a task's event names its DAG's owner, when it does
+        if team and team != rec.event_team:
+            rec.event_team = team
             rule = self.settings.rule_for(rec.key)
-            rec.team = rule.team if rule and rule.team else ev.team
+            rec.team = rule.team if rule and rule.team else team
             changed = True
         if own_team and ev.integration and ev.integration != rec.integration:
             rec.integration = ev.integration

@@ -8,6 +8,7 @@ The same code runs live (wall clock) and in replay (time following the events).
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -20,7 +21,7 @@ from pipemon.config import PipelineRule, Settings
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, FindingKind, RunObservation, Verdict
 from pipemon.engine.detect.cadence import overdue_since
 from pipemon.engine.health import DAY, ConditionKind, HealthState, PipelineHealth, span
-from pipemon.model import Run, RunStatus
+from pipemon.model import MANUAL_SCHEDULE, Run, RunStatus
 
 
 class SignalType(enum.StrEnum):
@@ -92,6 +93,7 @@ class Evaluator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.health: dict[str, PipelineHealth] = {}
+        self.event_schedules: dict[str, tuple[str, str]] = {}  # pipeline -> (cron | manual, tz) sent
         self.detect = DetectorSuite()
         self._sla: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -107,11 +109,26 @@ class Evaluator:
 
     def spec_for(self, pipeline: str) -> DetectSpec:
         rule = self.settings.rule_for(pipeline)
-        if rule is None:
-            return DetectSpec()
-        return DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
-                          max_duration_s=rule.max_duration,
-                          **({"sensitivity": rule.sensitivity} if rule.sensitivity else {}))
+        spec = DetectSpec()
+        if rule is not None:
+            spec = DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
+                              max_duration_s=rule.max_duration,
+                              sensitivity=rule.sensitivity or spec.sensitivity)
+        sent = self.event_schedules.get(pipeline)
+        if sent is not None and not spec.cron:  # the config's schedule overrides the one the producer sent
+            cron, tz = sent
+            spec = (dataclasses.replace(spec, manual=True, from_events=True) if cron == MANUAL_SCHEDULE
+                    else dataclasses.replace(spec, cron=cron, timezone=tz, from_events=True))
+        return spec
+
+    def event_schedule(self, pipeline: str, cron: str, tz: str, now: float) -> None:
+        """The schedule the producer sends (Airflow's timetable: cron and time zone, or MANUAL_SCHEDULE), used
+        when the config declares none for the pipeline."""
+        if self.event_schedules.get(pipeline) == (cron, tz):
+            return
+        self.event_schedules[pipeline] = (cron, tz)
+        if pipeline in self.health:
+            self.detect.configure(pipeline, self.spec_for(pipeline), now=now)
 
     def rule(self, pipeline: str) -> PipelineRule | None:
         return self.settings.rule_for(pipeline)
@@ -267,6 +284,10 @@ class Evaluator:
         self.health[pipeline] = PipelineHealth.from_json(health)
         if detect:
             self.detect.load_json(pipeline, detect)
+            spec = detect.get("spec") or {}
+            if spec.get("from_events"):  # the schedule the producer sent survives a restart
+                self.event_schedules[pipeline] = (MANUAL_SCHEDULE if spec.get("manual") else spec["cron"],
+                                                  spec.get("timezone") or "UTC")
         self.detect.configure(pipeline, self.spec_for(pipeline), now=None if detect else now)
         self._queue_sla(pipeline, now)
 

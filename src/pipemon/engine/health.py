@@ -132,6 +132,10 @@ class PipelineHealth:
 
     def run_updated(self, run: Run) -> None:
         self._remember(run)
+        c = self.conditions.get(f"{ConditionKind.FAILURE.value}:status")
+        if c is not None and c.run_id == run.run_id and run.status is not RunStatus.SUCCEEDED:
+            c.text = _failure_text(run, int(c.score))  # what broke became known after the run ended
+            self.last_error = run.failure_text
 
     def run_finished(self, run: Run, backfill: bool) -> None:
         """Count a finished top-level run. A backfill (a rerun of an old date) counts in the statistics
@@ -171,15 +175,14 @@ class PipelineHealth:
                 self._close(kind)
         else:
             self.last_failure = max(self.last_failure or 0.0, end)
-            self.last_error = run.error_message
+            self.last_error = run.failure_text
             self.last_finished_status, self.last_finished_at = run.status.value, end
             if self.consecutive_failures == 0:
                 self.incidents.append([end, None])
             self.consecutive_failures += 1
             n = self.consecutive_failures
-            err = f": {_short(run.error_message)}" if run.error_message else ""
-            self.open(ConditionKind.FAILURE, "status", end, f"run {run.run_id} {run.status.value}{err}"
-                      + (f" ({n} consecutive failures)" if n > 1 else ""), score=float(n), run_id=run.run_id)
+            self.open(ConditionKind.FAILURE, "status", end, _failure_text(run, n), score=float(n),
+                      run_id=run.run_id)
         self.incidents = [i for i in self.incidents if i[1] is None or i[1] > end - INCIDENT_WINDOW]
 
     def _remember(self, run: Run) -> None:
@@ -187,7 +190,7 @@ class PipelineHealth:
         if last is None or run.started_at >= last["started_at"] or last["run_id"] == run.run_id:
             self.last_run = {"run_id": run.run_id, "status": run.status.value, "started_at": run.started_at,
                              "ended_at": run.ended_at, "duration": run.duration, "rows": run.rows,
-                             "error": run.error_message}
+                             "error": run.failure_text}
 
     def open(self, kind: ConditionKind, key: str, since: float, text: str, score: float = 0.0,
              run_id: str | None = None, due: float | None = None) -> str:
@@ -349,6 +352,12 @@ def _pct(sorted_xs: list[float], q: float) -> float | None:
 
 def _median(xs: list[float]) -> float | None:
     return _pct(sorted(xs), 0.5) if xs else None
+
+
+def _failure_text(run: Run, n: int) -> str:
+    """`run R failed: transform failed: ValueError: …` (what broke, else its own error) and the streak."""
+    err = f": {_short(run.failure_text)}" if run.failure_text else ""
+    return f"run {run.run_id} {run.status.value}{err}" + (f" ({n} consecutive failures)" if n > 1 else "")
 
 
 def _short(text: str | None, n: int = 120) -> str:
