@@ -4,8 +4,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
@@ -75,13 +74,37 @@ def create_app(pm: Pipemon) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["service"], summary="Readiness: the database answers and the writer runs")
-    def readyz(request: Request) -> JSONResponse:
-        try:
-            with pm.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            return JSONResponse({"status": "database unavailable"}, status_code=503)
+    @app.get("/readyz", tags=["service"], summary="Readiness: the writer and the deliverer run and the "
+             "database takes writes", responses={503: {"description": "Not ready; `failing` names the parts"}})
+    def readyz() -> JSONResponse:
+        failing = readiness(pm)
+        if failing:
+            return JSONResponse({"status": "not ready", "failing": failing}, status_code=503,
+                                headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this, the store is not writable
+
+
+def readiness(pm: Pipemon) -> dict[str, str]:
+    """What keeps this process from doing its job, by component (empty when ready). Reads in-memory state
+    only, so it answers at once even while the database hangs."""
+    failing: dict[str, str] = {}
+    if not pm.started:
+        failing["service"] = "not started"
+        return failing
+    w = pm.worker.health()
+    if not w.alive:
+        failing["writer"] = f"the writer thread has stopped: {w.died or 'not running'}"
+    elif w.down_for is not None:
+        failing["database"] = f"unavailable for {w.down_for:.0f} s; reconnecting ({w.last_error})"
+    elif w.last_write_age is None or w.last_write_age > READY_STALE_S:
+        age = "never" if w.last_write_age is None else f"{w.last_write_age:.0f} s ago"
+        failing["database"] = f"not writable: the writer's last committed write was {age}"
+    alive = getattr(pm.deliverer, "alive", None)
+    if callable(alive) and not alive():
+        failing["deliverer"] = "the deliverer has stopped: notifications are not being sent"
+    return failing

@@ -59,7 +59,7 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     run_server(pm, host, port, (
         f"pipemon demo: {len(fleet.pipelines)} pipelines, {len(fleet.teams)} teams, {history_days:g} days of history, "
         f"then {speed:g}x real time\n  {url}/docs (API)   {url}/api/v1/summary   pipemon status --url {url}\n"
-        f"  config: {config_out}   database: {db}"))
+        f"  config: {config_out}   database: {pm.safe_db_url}"))
 
 
 def _feed(pm, clock, feeder, history_end: float) -> None:
