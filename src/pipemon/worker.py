@@ -191,6 +191,10 @@ _Item = _Submission | _TickRequest | _Call
 _STOP = object()
 
 
+class _Abandoned(Exception):  # control flow, never seen outside the writer
+    """A request of the unit was answered 503 (its deadline passed) before the commit: roll back."""
+
+
 class Worker:
     def __init__(self, engine: Engine, settings: Settings, clock: Clock, evaluator: Evaluator | None = None,
                  tick_interval: float = 1.0, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
@@ -213,7 +217,7 @@ class Worker:
         self.listeners: list[Callable[[], None]] = []  # woken after each commit (e.g. the notifier)
         self.stats: dict = {"events": 0, "duplicates": 0, "batches": 0, "failed_batches": 0, "by_source": {},
                             "last_tick_wall": None, "started_wall": time.time(), "outages": 0,
-                            "reconnects": 0, "timed_out": 0, "rejected": 0}
+                            "reconnects": 0, "timed_out": 0, "rejected": 0, "abandoned": 0}
         # Recovery state (the writer thread writes it; /readyz and submit() read it).
         self._down_since: float | None = None   # monotonic time the database was lost; None when connected
         self._last_error: str | None = None
@@ -327,35 +331,38 @@ class Worker:
         """The writer takes an item: False when it was cancelled or answered 503 meanwhile (then it is
         never started), or when its deadline has passed (answered 503 here)."""
         with self._claim_lock:
-            self._waiting.pop(id(item), None)
             fut = item.future
             if fut.done():
+                self._waiting.pop(id(item), None)
                 return False
             if time.monotonic() > item.deadline:
+                self._waiting.pop(id(item), None)
                 self.stats["timed_out"] += 1
                 fut.set_exception(Unavailable("the request waited too long for the writer; retry"))
                 return False
             return fut.running() or fut.set_running_or_notify_cancel()
 
-    @staticmethod
-    def _answer(item: _Item, result: object = None, error: BaseException | None = None) -> None:
-        fut = item.future
-        if fut.done():  # cancelled by the caller or expired at stop: nobody waits for it any more
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
+    def _answer(self, item: _Item, result: object = None, error: BaseException | None = None) -> None:
+        with self._claim_lock:
+            self._waiting.pop(id(item), None)
+            fut = item.future
+            if fut.done():  # cancelled, or answered 503 at its deadline: nobody waits for it any more
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
 
     def _expire(self, now: float, why: str = "") -> None:
-        """Answer 503 to waiting requests whose deadline is before `now` (all of them at stop)."""
+        """Answer 503 to requests whose deadline is before `now` (all of them at stop), queued or in work:
+        work in progress checks before its commit and rolls back (see `_process`)."""
         with self._claim_lock:
             while self._waiting:
                 key, item = next(iter(self._waiting.items()))
                 if item.deadline > now:
                     break
                 del self._waiting[key]
-                if not item.future.done() and not item.future.running():
+                if not item.future.done():
                     self.stats["timed_out"] += 1
                     item.future.set_exception(Unavailable(why or self._late_reason()))
 
@@ -378,6 +385,11 @@ class Worker:
             conn = self._connection()
             with conn.begin():
                 result = item.fn(conn, self.clock.now())
+                if item.future.done():
+                    raise _Abandoned
+        except _Abandoned:
+            self._reset()  # the call may have changed in-memory state that is now rolled back
+            return
         except (PipemonError, LookupError, ValueError) as e:
             self._answer(item, error=e)  # the call's own answer (not found, bad request …)
             return
@@ -606,7 +618,16 @@ class Worker:
         if not group:
             return
         try:
-            results = self._process([s.events for s in group])
+            results = self._process([s.events for s in group], lambda: any(s.future.done() for s in group))
+        except _Abandoned:
+            self.stats["abandoned"] += 1
+            self._reset()  # the caches may hold what was rolled back
+            rest = [s for s in group if not s.future.done()]
+            if rest and self._down_since is None:
+                self._commit_group(rest)
+            elif rest:
+                self._retry.extend(rest)
+            return
         except Exception as e:
             self.stats["failed_batches"] += 1
             fault = classify(e)
@@ -740,7 +761,10 @@ class Worker:
             self._runs.popitem(last=False)
 
     # --- one group, one transaction --------------------------------------------------------------
-    def _process(self, requests: list[list[Event]]) -> list[IngestResult]:
+    def _process(self, requests: list[list[Event]],
+                 abandoned: Callable[[], bool] | None = None) -> list[IngestResult]:
+        """One group in one transaction; `abandoned()` true just before the commit rolls it back instead
+        (a request was answered 503 meanwhile: it must not be stored behind its client's back)."""
         now = self.clock.now()
         conn = self._connection()
         with self._begin(conn):
@@ -763,6 +787,8 @@ class Worker:
             fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
             if fresh:
                 self._apply(conn, fresh, now)
+            if abandoned is not None and abandoned():
+                raise _Abandoned
         by_source = self.stats["by_source"]
         for ev in fresh:
             by_source[ev.source.value] = by_source.get(ev.source.value, 0) + 1
