@@ -404,13 +404,14 @@ class Worker:
             if fault is Fault.TRANSIENT:
                 self._lost(e, [item])
                 return
+            if fault is Fault.BUG:
+                log.exception("a writer call failed")
+            self._reset()  # first: the caller, once answered, sees the state as stored
             if fault is Fault.INPUT:
                 self.stats["rejected"] += 1
                 self._answer(item, error=Rejected(f"the database refused this change: {self._describe(e)}"))
             else:
-                log.exception("a writer call failed")
                 self._answer(item, error=e)
-            self._reset()
             return
         self._committed()
         if self.evaluator is not None:
@@ -452,7 +453,7 @@ class Worker:
     def _loop(self) -> None:
         try:
             self._serve()
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - whatever ends the thread is reported, then it ends
             self._died = f"{type(e).__name__}: {self._describe(e)}"
             log.critical("the writer thread died; /readyz now fails and requests get 503", exc_info=True)
             for item in self._retry:
@@ -460,7 +461,7 @@ class Worker:
             self._retry = []
             self._drain(Unavailable("the writer has stopped; retry", 5.0))
             self._expire(float("inf"), "the writer has stopped; retry")
-            raise
+            # not re-raised: logged above, once; the thread ends and /readyz reports it
 
     def _serve(self) -> None:
         next_tick = time.monotonic()

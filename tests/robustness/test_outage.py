@@ -13,15 +13,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import httpx
 import msgspec
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import PG_URL, LiveServer, _pg_schema_url
-from tests.robustness.proxy import FaultProxy
+from tests.conftest import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -77,28 +76,6 @@ def wait_accepting(url: str, since: float) -> float:
             assert time.monotonic() - since < BACK_WITHIN_S, \
                 f"no event accepted within {BACK_WITHIN_S:.0f} s of the database's return"
             time.sleep(0.1)
-
-
-@pytest.fixture
-def owned_db(tmp_path):
-    """A schema of its own on the shared server, and a proxy to it that the test can cut and freeze."""
-    if not PG_URL:
-        pytest.skip("needs PIPEMON_TEST_POSTGRES_URL")
-    from pipemon.store.db import normalize_url
-    base = sa.make_url(normalize_url(PG_URL))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as c:
-        c.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    proxy = FaultProxy((base.host or "127.0.0.1", base.port or 5432))
-    via_proxy = base.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    try:
-        yield _pg_schema_url(via_proxy, schema), proxy, _pg_schema_url(str(normalize_url(PG_URL)), schema)
-    finally:
-        proxy.close()
-        with admin.begin() as c:
-            c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
