@@ -173,8 +173,8 @@ def main() -> None:
         with admin.begin() as c:
             c.exec_driver_sql(f"CREATE SCHEMA {schema}")
         proxy = FaultProxy((base.host or "127.0.0.1", base.port or 5432))
-        via = _pg_schema_url(base.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
-                             schema)
+        proxied = base.set(host="127.0.0.1", port=proxy.port)
+        via = _pg_schema_url(proxied.render_as_string(hide_password=False), schema)
         direct = _pg_schema_url(base.render_as_string(hide_password=False), schema)
         try:
             if kind == "kill9":

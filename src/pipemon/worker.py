@@ -153,7 +153,8 @@ class Evaluator(Protocol):
 
     def load(self, conn: Connection, worker: Worker, now: float) -> None: ...
 
-    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None: ...
+    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event],
+                   now: float) -> None: ...
 
     def on_tick(self, conn: Connection, now: float) -> None: ...
 
@@ -259,8 +260,9 @@ class Worker:
         if self._conn is not None and self._down_since is None:
             try:  # a clean stop saves what is otherwise saved every few seconds
                 with self._conn.begin():
-                    writes.update_pipelines(self._conn, [(r.team, r.event_team, r.integration, r.last_event_at,
-                                                          r.id) for r in self._touched.values()])
+                    rows = [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                            for r in self._touched.values()]
+                    writes.update_pipelines(self._conn, rows)
                     if self.evaluator is not None:
                         self.evaluator.on_stop(self._conn, self.clock.now())
             except Exception as e:
@@ -274,8 +276,9 @@ class Worker:
         now = time.monotonic()
         down = self._down_since
         wrote = self._wrote_at
-        return WriterHealth(alive=self.alive(), died=self._died, down_for=None if down is None else now - down,
-                            last_error=self._last_error, last_write_age=None if wrote is None else now - wrote)
+        return WriterHealth(alive=self.alive(), died=self._died,
+                            down_for=None if down is None else now - down, last_error=self._last_error,
+                            last_write_age=None if wrote is None else now - wrote)
 
     def _refusal(self) -> Unavailable | None:
         """Why a new request cannot be taken now (answered at once, not after a timeout), or None."""
@@ -649,7 +652,8 @@ class Worker:
             if fault is Fault.INPUT:
                 self.stats["rejected"] += 1
                 log.warning("the database refused a request: %s", self._describe(e))
-                self._answer(group[0], error=Rejected(f"the database refused this input: {self._describe(e)}"))
+                why = f"the database refused this input: {self._describe(e)}"
+                self._answer(group[0], error=Rejected(why))
             else:
                 log.exception("writing a batch failed")
                 self._answer(group[0], error=e)
@@ -736,7 +740,8 @@ class Worker:
             ns, _, name = key.rpartition("/")
             row = {"key": key, "namespace": ns, "name": name, "team": rule.team, "event_team": None,
                    "integration": None, "first_seen": now, "last_event_at": now}
-            rec = PipelineRec(writes.insert_pipeline(conn, row), key, ns, name, rule.team, None, None, now, now)
+            pid = writes.insert_pipeline(conn, row)
+            rec = PipelineRec(pid, key, ns, name, rule.team, None, None, now, now)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
 

@@ -42,7 +42,7 @@ def with_password(url: str) -> str:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_startup_line_logs_and_repr_hide_the_password(owned_db, tmp_path, caplog):
-    url = with_password(owned_db[0])  # the shared test server trusts local connections: the password is ignored
+    url = with_password(owned_db[0])  # the shared test server trusts local connections: password ignored
     server = LiveServer(url, tmp_path).start()
     server.stop()
     out = server.logs()

