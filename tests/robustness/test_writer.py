@@ -158,6 +158,7 @@ def test_a_dead_writer_takes_readyz_down_and_requests_get_503(tmp_path, caplog):
     pm = build(f"sqlite:///{tmp_path / 'p.db'}", clock=WallClock(), deliver=False)
     with TestClient(create_app(pm), raise_server_exceptions=False) as client:
         assert client.get("/readyz").status_code == 200
+        assert "pipemon_writer_up 1.0" in client.get("/metrics").text
 
         def fatal(conn, now):
             raise _Fatal("boom")
@@ -170,4 +171,5 @@ def test_a_dead_writer_takes_readyz_down_and_requests_get_503(tmp_path, caplog):
         post = client.post("/api/v1/events", json={"pipeline": "a/b", "type": "HEARTBEAT"})
         assert post.status_code == 503 and int(post.headers["Retry-After"]) >= 1
         assert post.json()["error"] == "storage_unavailable"
+        assert "pipemon_writer_up 0.0" in client.get("/metrics").text
     assert any(r.levelname == "CRITICAL" and "writer thread died" in r.getMessage() for r in caplog.records)
