@@ -690,8 +690,6 @@ class Worker:
             self._reset()
             if request is not None:
                 self._answer(request, error=e)
-            elif self._thread is None:
-                raise
             return
         self._committed()
         self.evaluator.after_commit()
