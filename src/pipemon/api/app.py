@@ -73,14 +73,16 @@ def create_app(pm: Pipemon) -> FastAPI:
     def root() -> dict[str, Any]:
         return {"service": "pipemon", "version": __version__, "api": "/docs"}
 
+    # Both probes are `async`: they run on the event loop, so a thread pool full of requests waiting for a
+    # silent database cannot hold them up; they read in-memory state only.
     @app.get("/healthz", tags=["service"], summary="Liveness")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["service"],
              summary="Readiness: the writer and the deliverer run and the database takes writes",
              responses={503: {"description": "Not ready; `failing` names the parts"}})
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         failing = readiness(pm)
         if failing:
             return JSONResponse({"status": "not ready", "failing": failing}, status_code=503,
