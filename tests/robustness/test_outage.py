@@ -63,6 +63,18 @@ class Loader:
                 time.sleep(0.05)
 
 
+def watch_ready(url: str, stop: threading.Event, seen: list[tuple[float, int | str]]) -> None:
+    """What a load balancer sees: /readyz every half second (it must answer at once, also while frozen)."""
+    with httpx.Client(timeout=5) as http:
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                seen.append((t, http.get(url + "/readyz").status_code))
+            except httpx.HTTPError as e:
+                seen.append((t, type(e).__name__))
+            stop.wait(0.5)
+
+
 def wait_accepting(url: str, since: float) -> float:
     """Seconds from `since` until the service acknowledges a new event; fails past BACK_WITHIN_S."""
     with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
@@ -85,8 +97,12 @@ def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
     server = LiveServer(url, tmp_path, str(cfg)).start()
     loader = Loader(server.url)
     feeding = threading.Thread(target=loader.run, daemon=True)
+    ready: list[tuple[float, int | str]] = []
+    probing = threading.Thread(target=watch_ready, args=(server.url, loader.stop, ready), daemon=True)
+    windows: dict[str, tuple[float, float]] = {}
     try:
         feeding.start()
+        probing.start()
         time.sleep(2)
         back: dict[str, float] = {}
         for outage in (1, 5, 30):
@@ -96,19 +112,23 @@ def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
                     {"namespace": "robust", "name": "minutely", "run_id": "r1", "type": t,
                      "event_time": served} for t in ("START", "COMPLETE")], timeout=CLIENT_TIMEOUT_S)
                 assert ok.status_code == 200, ok.text
+            t0 = time.monotonic()
             proxy.cut()
             time.sleep(outage)
             proxy.restore()
+            windows[f"cut {outage} s"] = (t0, time.monotonic())
             back[f"cut {outage} s"] = wait_accepting(server.url, time.monotonic())
         frozen_at = time.monotonic()
         proxy.freeze()
         time.sleep(20)
         proxy.restore()
         thawed_at = time.monotonic()
+        windows["frozen 20 s"] = (frozen_at, thawed_at)
         back["frozen 20 s"] = wait_accepting(server.url, thawed_at)
         time.sleep(1)
         loader.stop.set()
         feeding.join(CLIENT_TIMEOUT_S + 5)
+        probing.join(10)
 
         # While frozen, requests were answered 503 (with Retry-After), and none hung until the client gave up.
         during = [s for (t0, _, s) in loader.statuses if frozen_at <= t0 < thawed_at]
@@ -116,6 +136,12 @@ def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
         hung = [s for (_, _, s) in loader.statuses if s == "timeout"]
         assert not hung, f"{len(hung)} requests hung until the client's {CLIENT_TIMEOUT_S:.0f} s timeout"
         assert {s for (_, _, s) in loader.statuses} <= {200, 503}, "only 200 or 503, never a 500 or a reset"
+
+        # /readyz said so while the database was away or silent, always at once.
+        for name in ("cut 30 s", "frozen 20 s"):
+            lo, hi = windows[name]
+            assert 503 in [st for t, st in ready if lo <= t < hi], f"/readyz never 503 during {name}: {ready}"
+        assert {st for _, st in ready} <= {200, 503}, f"/readyz did not answer: {ready}"
 
         # The clock still finds lateness after the outages (a tick, no event): the slot after the run is late.
         deadline = time.monotonic() + 70
