@@ -173,3 +173,21 @@ def test_a_dead_writer_takes_readyz_down_and_requests_get_503(tmp_path, caplog):
         assert post.json()["error"] == "storage_unavailable"
         assert "pipemon_writer_up 0.0" in client.get("/metrics").text
     assert any(r.levelname == "CRITICAL" and "writer thread died" in r.getMessage() for r in caplog.records)
+
+
+def test_stall_guard_turns_a_silent_server_into_a_lost_connection(owned_db):
+    from pipemon.store.db import STALL_GUARD, normalize_url
+    url, proxy, _direct = owned_db
+    engine = sa.create_engine(normalize_url(url))
+    raw = engine.raw_connection()
+    try:
+        dbapi_conn = raw.dbapi_connection
+        shut = STALL_GUARD.shut
+        proxy.freeze()  # the server's kernel would still acknowledge TCP: no socket timeout fires
+        with pytest.raises(psycopg.OperationalError), STALL_GUARD.watch(dbapi_conn, limit=1.0):
+            dbapi_conn.execute("SELECT 1")
+        assert STALL_GUARD.shut == shut + 1
+    finally:
+        proxy.restore()
+        raw.invalidate()
+        engine.dispose()
