@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from pipemon.api.body import read_body
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipemon.api.errors import ingest_error, storage_error
-from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem
+from pipemon.api.errors import ingest_error, rejected, storage_error, unavailable
+from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem, Rejected, Unavailable
 from pipemon.ingest import native, openlineage, ping
 from pipemon.model import Event
 
@@ -36,6 +36,7 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _commit(pm, events: list[Event]) -> Response:
+    # The writer answers every request within its request_timeout (503 when it could not start it in time)
     result = await asyncio.wrap_future(pm.worker.submit(events))
     return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
                      media_type="application/json")
@@ -76,6 +77,10 @@ class IngestFastPath:
             response = await handler(self.pm, Request(scope, receive))
         except IngestError as e:
             response = ingest_error(e, self.metrics)
+        except Unavailable as e:
+            response = unavailable(e)
+        except Rejected as e:
+            response = rejected(e)
         except SQLAlchemyError as e:
             response = storage_error(e)
         await response(scope, receive, send)
