@@ -23,13 +23,21 @@ from typing import Annotated, Any, Union
 import msgspec
 
 from pipemon.errors import BadJson, InvalidEvent, Problem
-from pipemon.ingest.common import event_key, parse_time, problem_from, scrub_nul, split_items
+from pipemon.ingest import limits
+from pipemon.ingest.common import (
+    checked_items,
+    event_key,
+    parse_time,
+    scrub_nul,
+    split_items,
+    struct_problems,
+)
 from pipemon.model import Event, EventType, RunRef, Source, split_pipeline_key
 
 MAX_BATCH = 10_000
 MAX_LOG = 10_240
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Name = Annotated[str, msgspec.Meta(min_length=1)]  # lengths in bytes: limits.py
 Time = Union[str, float]
 
 
@@ -66,26 +74,30 @@ class NativeEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(NativeEvent)
-_FIELD_TYPES = {f.name: f.type for f in msgspec.structs.fields(NativeEvent)}
 _EVENT_TYPES = {t.value: t for t in EventType}
 
 
-def parse(body: bytes, now: float) -> list[Event]:
+def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list[Event]:
+    """`horizon`: how far past `now` an event time may be (a replay of history passes infinity)."""
     items, was_array = split_items(body, MAX_BATCH)
     events: list[Event] = []
     problems: list[Problem] = []
-    for i, raw in enumerate(items):
-        prefix = f"$[{i}]" if was_array else "$"
+    for prefix, raw, deep in checked_items(items, was_array):
+        if deep:
+            problems += deep
+            continue
         try:
             item = _DECODER.decode(raw)
-            got = _normalize(item, raw, prefix, now)
+        except msgspec.ValidationError:
+            problems += _all_problems(raw, prefix, now, horizon)
+            continue
+        except msgspec.DecodeError as e:
+            raise BadJson(f"body is not valid JSON: {e}") from None
+        try:
+            got = _normalize(item, raw, prefix, now, horizon)
             if b"\\u0000" in bytes(raw):
                 got = [scrub_nul(ev, prefix) for ev in got]
             events.extend(got)
-        except msgspec.ValidationError:
-            problems.extend(_all_problems(raw, prefix))
-        except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
         except InvalidEvent as e:
             problems.extend(e.problems)
     if problems:
@@ -95,39 +107,52 @@ def parse(body: bytes, now: float) -> list[Event]:
     return events
 
 
-def _all_problems(raw: msgspec.Raw, prefix: str) -> list[Problem]:
-    """msgspec stops at the first bad field; go field by field to name every one."""
+def _all_problems(raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Problem]:
+    """msgspec stops at the first bad field; go field by field to name every one, limits included."""
+    def check(path: str, value: Any, loc: str) -> list[Problem]:
+        return _field_limits(path, value, loc, now, horizon)
+
+    out = struct_problems(bytes(raw), NativeEvent, prefix, forbid_unknown=True, check=check)
     try:
-        obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError as e:
-        return [Problem(prefix, f"not valid JSON: {e}")]
-    if not isinstance(obj, dict):
-        return [Problem(prefix, f"expected an event object, got {type(obj).__name__}")]
-    out = []
-    for k, v in obj.items():
-        t = _FIELD_TYPES.get(k)
-        if t is None:
-            out.append(Problem(f"{prefix}.{k}", "unknown field"))
-            continue
-        try:
-            msgspec.convert(v, t, strict=False)
-        except msgspec.ValidationError as e:
-            if k == "metrics" and isinstance(v, dict):  # name the metric, not `metrics[...]`
-                for mk, mv in v.items():
-                    if isinstance(mv, bool) or not isinstance(mv, (int, float)):
-                        out.append(Problem(f"{prefix}.metrics.{mk}", f"expected a number, got {mv!r}"[:200]))
-            else:
-                out.append(problem_from(e, f"{prefix}.{k}"))
-    if "type" not in obj:
-        out.append(Problem(f"{prefix}.type", "required field is missing"))
-    elif isinstance(obj["type"], str) and obj["type"].upper() not in _EVENT_TYPES:
-        out.append(Problem(f"{prefix}.type", f"unknown event type {obj['type']!r}; expected one of "
+        obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        etype = msgspec.json.decode(obj["type"]) if "type" in obj else None
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        etype = None
+    if isinstance(etype, str) and etype.upper() not in _EVENT_TYPES:
+        out.append(Problem(f"{prefix}.type", f"unknown event type {etype!r}; expected one of "
                                              + ", ".join(_EVENT_TYPES)))
     return out or [Problem(prefix, "invalid event")]
 
 
-def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> list[Event]:
-    problems = []
+def _field_limits(path: str, value: Any, loc: str, now: float, horizon: float) -> list[Problem]:
+    """The limits of one decoded field (the same rules as limits.event_problems, for a decode that failed
+    elsewhere in the event)."""
+    if path in _ID_PATHS:
+        return limits.ident(value, loc)
+    if path == "pipeline":  # namespace/name: each part within the limit
+        ns, _, name = value.rpartition("/")
+        return limits.ident(ns, loc + " (namespace part)") + limits.ident(name, loc + " (name part)")
+    if path in ("inputs", "outputs"):
+        return limits.datasets(value, loc)
+    if path == "metrics":
+        return limits.metrics(value, loc)
+    if path in ("rows", "bytes", "duration_s"):
+        return limits.number(value, loc, lo=0.0)
+    if path in ("event_time", "nominal_time") and value is not None:
+        try:
+            return limits.event_time(parse_time(value, loc), loc, now, horizon)
+        except InvalidEvent as e:
+            return e.problems
+    return []
+
+
+_ID_PATHS = frozenset({"namespace", "name", "run_id", "event_id", "team", "parent.namespace", "parent.name",
+                       "parent.run_id"})
+
+
+
+def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Event]:
+    problems = _typed_limits(e, prefix, now, horizon)
     etype = _EVENT_TYPES.get(e.type.upper())
     if etype is None:
         problems.append(Problem(f"{prefix}.type", f"unknown event type {e.type!r}; expected one of "
@@ -146,22 +171,14 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
                                 "required: namespace and name (or pipeline: \"namespace/name\")"))
     if e.duration_s is not None and etype is not None and not etype.is_terminal:
         problems.append(Problem(f"{prefix}.duration_s", "only a COMPLETE, FAIL or ABORT event may carry a duration"))
-    for field in ("rows", "bytes"):
-        v = (e.metrics or {}).get(field)
-        if v is not None and v < 0:
-            problems.append(Problem(f"{prefix}.metrics.{field}", "must be >= 0"))
-    t = now
-    nominal = None
-    try:
-        if e.event_time is not None:
-            t = parse_time(e.event_time, f"{prefix}.event_time")
-        if e.nominal_time is not None:
-            nominal = parse_time(e.nominal_time, f"{prefix}.nominal_time")
-    except InvalidEvent as err:
-        problems.extend(err.problems)
     if problems:
         raise InvalidEvent("invalid event", problems)
     assert ns is not None and name is not None and etype is not None
+    t = parse_time(e.event_time, "") if e.event_time is not None else now  # both checked by _typed_limits
+    nominal = parse_time(e.nominal_time, "") if e.nominal_time is not None else None
+    if e.duration_s is not None and t - e.duration_s < 0:
+        raise InvalidEvent("invalid event", [Problem(f"{prefix}.duration_s", f"a run of {e.duration_s:g} s "
+                                                     f"ending at {t:g} would start before 1970-01-01")])
 
     pipeline = f"{ns}/{name}"
     run_id = e.run_id
@@ -177,8 +194,9 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     metrics = dict(e.metrics) if e.metrics else {}
     rows = metrics.pop("rows", e.rows)
     byts = metrics.pop("bytes", e.bytes)
-    err = e.error
-    err_msg, err_type = (err, None) if isinstance(err, str) else ((err.message, err.type) if err else (None, None))
+    error = e.error
+    err_msg, err_type = (error, None) if isinstance(error, str) else (
+        (error.message, error.type) if error else (None, None))
     parent = RunRef(e.parent.namespace, e.parent.name, e.parent.run_id) if e.parent else None
     event = Event(
         key=key, source=Source.NATIVE, namespace=ns, name=name, run_id=run_id or "", type=etype, time=t,
@@ -191,6 +209,20 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     start = Event(key=event_key(t - e.duration_s, key, "start"), source=Source.NATIVE, namespace=ns, name=name, run_id=event.run_id,
                   type=EventType.START, time=t - e.duration_s, parent=parent, team=e.team, nominal_time=nominal)
     return [start, event]
+
+
+def _typed_limits(e: NativeEvent, prefix: str, now: float, horizon: float) -> list[Problem]:
+    """_field_limits over a decoded event, only where a field is set (the hot path: a few µs)."""
+    out: list[Problem] = []
+    for f in ("namespace", "name", "pipeline", "run_id", "event_id", "team", "inputs", "outputs", "metrics",
+              "rows", "bytes", "duration_s", "event_time", "nominal_time"):
+        v = getattr(e, f)
+        if v is not None:
+            out += _field_limits(f, v, f"{prefix}.{f}", now, horizon)
+    if e.parent is not None:
+        for f in ("namespace", "name", "run_id"):
+            out += limits.ident(getattr(e.parent, f), f"{prefix}.parent.{f}")
+    return out
 
 
 def schema_components(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:
