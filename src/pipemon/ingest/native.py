@@ -27,6 +27,7 @@ from pipemon.ingest import limits
 from pipemon.ingest.common import (
     checked_items,
     event_key,
+    iso,
     parse_time,
     scrub_nul,
     split_items,
@@ -152,7 +153,7 @@ _ID_PATHS = frozenset({"namespace", "name", "run_id", "event_id", "team", "paren
 
 
 def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Event]:
-    problems = _typed_limits(e, prefix, now, horizon)
+    problems = _typed_limits(e, len(raw), prefix)
     etype = _EVENT_TYPES.get(e.type.upper())
     if etype is None:
         problems.append(Problem(f"{prefix}.type", f"unknown event type {e.type!r}; expected one of "
@@ -171,14 +172,27 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
                                 "required: namespace and name (or pipeline: \"namespace/name\")"))
     if e.duration_s is not None and etype is not None and not etype.is_terminal:
         problems.append(Problem(f"{prefix}.duration_s", "only a COMPLETE, FAIL or ABORT event may carry a duration"))
+    t = now
+    nominal = None
+    for f in ("event_time", "nominal_time"):
+        value = getattr(e, f)
+        if value is not None:
+            try:
+                parsed = parse_time(value, f"{prefix}.{f}")
+            except InvalidEvent as bad:
+                problems += bad.problems
+                continue
+            problems += limits.event_time(parsed, f"{prefix}.{f}", now, horizon)
+            if f == "event_time":
+                t = parsed
+            else:
+                nominal = parsed
+    if e.duration_s is not None and not problems and t - e.duration_s < 0:
+        problems.append(Problem(f"{prefix}.duration_s", f"a run of {e.duration_s:g} s ending at {iso(t)} "
+                                                        "would start before 1970-01-01"))
     if problems:
         raise InvalidEvent("invalid event", problems)
     assert ns is not None and name is not None and etype is not None
-    t = parse_time(e.event_time, "") if e.event_time is not None else now  # both checked by _typed_limits
-    nominal = parse_time(e.nominal_time, "") if e.nominal_time is not None else None
-    if e.duration_s is not None and t - e.duration_s < 0:
-        raise InvalidEvent("invalid event", [Problem(f"{prefix}.duration_s", f"a run of {e.duration_s:g} s "
-                                                     f"ending at {t:g} would start before 1970-01-01")])
 
     pipeline = f"{ns}/{name}"
     run_id = e.run_id
@@ -211,17 +225,23 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
     return [start, event]
 
 
-def _typed_limits(e: NativeEvent, prefix: str, now: float, horizon: float) -> list[Problem]:
-    """_field_limits over a decoded event, only where a field is set (the hot path: a few µs)."""
+def _typed_limits(e: NativeEvent, raw_len: int, prefix: str) -> list[Problem]:
+    """The limits of a decoded event but its times (the hot path: a few µs)."""
     out: list[Problem] = []
-    for f in ("namespace", "name", "pipeline", "run_id", "event_id", "team", "inputs", "outputs", "metrics",
-              "rows", "bytes", "duration_s", "event_time", "nominal_time"):
+    if raw_len > limits.MAX_ID_BYTES:  # else no string in it can be longer: UTF-8 never outgrows its JSON
+        for f in ("namespace", "name", "pipeline", "run_id", "event_id", "team", "inputs", "outputs"):
+            v = getattr(e, f)
+            if v:
+                out += _field_limits(f, v, f"{prefix}.{f}", 0.0, 0.0)
+        if e.parent is not None:
+            for f in ("namespace", "name", "run_id"):
+                out += limits.ident(getattr(e.parent, f), f"{prefix}.parent.{f}")
+    if e.metrics:
+        out += limits.metrics(e.metrics, f"{prefix}.metrics")
+    for f in ("rows", "bytes", "duration_s"):
         v = getattr(e, f)
         if v is not None:
-            out += _field_limits(f, v, f"{prefix}.{f}", now, horizon)
-    if e.parent is not None:
-        for f in ("namespace", "name", "run_id"):
-            out += limits.ident(getattr(e.parent, f), f"{prefix}.parent.{f}")
+            out += limits.number(v, f"{prefix}.{f}", lo=0.0)
     return out
 
 
