@@ -50,8 +50,31 @@ def iso(ts: float | None) -> str | None:
 def decode_json(body: bytes) -> Any:
     try:
         return _JSON.decode(body)
-    except (msgspec.DecodeError, RecursionError) as e:
-        raise BadJson(f"body is not valid JSON: {e}") from None
+    except msgspec.DecodeError as e:
+        raise bad_json(e, body) from None
+    except RecursionError:
+        raise InvalidEvent("invalid event", [limits.deep("$")]) from None
+
+
+_BYTE = re.compile(r"\(byte (\d+)\)")
+_KEY_BEFORE = re.compile(rb'"((?:[^"\\]|\\.){1,100})"\s*:\s*$')
+_NON_NUMBERS = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity", b"-NaN")
+
+
+def bad_json(err: msgspec.DecodeError, body: bytes) -> BadJson:
+    """400 for a body that is not JSON; for the usual extensions (NaN, Infinity) name the field that holds
+    one, as `$..name` (somewhere in the body, that key)."""
+    m = _BYTE.search(str(err))
+    if m is not None:
+        at = int(m.group(1))
+        at -= body[at - 1:at] in (b"-", b"+")  # msgspec points past the sign
+        token = next((t for t in _NON_NUMBERS if body.startswith(t, at)), None)
+        if token is not None:
+            key = _KEY_BEFORE.search(body[max(0, at - 200):at])
+            loc = f"$..{key.group(1).decode(errors='replace')}" if key else f"byte {at}"
+            msg = f"{token.decode()} is not a JSON number (byte {at}); send a finite number, or null"
+            return BadJson(f"body is not valid JSON: {msg}", [Problem(loc, msg)])
+    return BadJson(f"body is not valid JSON: {err}")
 
 
 def problem_from(err: msgspec.ValidationError, prefix: str) -> Problem:
@@ -75,7 +98,7 @@ def split_items(body: bytes, max_items: int) -> tuple[list[msgspec.Raw], bool]:
             raise InvalidEvent("batch too long", [Problem("$", f"a batch holds at most {max_items:,} events, "
                                                                 f"got more")]) from None
         except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
+            raise bad_json(e, body) from None
         if not items:
             raise InvalidEvent("empty batch", [Problem("$", "a batch holds at least one event")])
         if len(items) > max_items:
@@ -129,8 +152,11 @@ def struct_problems(raw: bytes, typ: type, prefix: str, *, forbid_unknown: bool 
         obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
     except msgspec.ValidationError:
         return [Problem(prefix, f"expected an object, got {_kind(raw)}")]
-    except (msgspec.DecodeError, RecursionError) as e:
-        return [Problem(prefix, f"not valid JSON: {e}")]
+    except msgspec.DecodeError as e:
+        bad = bad_json(e, raw)
+        return bad.problems or [Problem(prefix, bad.message)]
+    except RecursionError:
+        return [limits.deep(prefix)]
     fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
     out: list[Problem] = []
     for k, v in obj.items():

@@ -22,9 +22,10 @@ from typing import Annotated, Any, Union
 
 import msgspec
 
-from pipemon.errors import BadJson, InvalidEvent, Problem
+from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
 from pipemon.ingest.common import (
+    bad_json,
     checked_items,
     event_key,
     iso,
@@ -93,7 +94,7 @@ def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list
             problems += _all_problems(raw, prefix, now, horizon)
             continue
         except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
+            raise bad_json(e, bytes(raw)) from None
         try:
             got = _normalize(item, raw, prefix, now, horizon)
             if b"\\u0000" in bytes(raw):

@@ -20,9 +20,10 @@ from typing import Annotated
 
 import msgspec
 
-from pipemon.errors import BadJson, InvalidEvent, Problem
+from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
 from pipemon.ingest.common import (
+    bad_json,
     checked_items,
     event_key,
     parse_time,
@@ -159,7 +160,7 @@ def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list
             problems += _all_problems(raw, prefix, now, horizon)
             continue
         except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
+            raise bad_json(e, bytes(raw)) from None
         try:
             got = _normalize(ev, raw, prefix)
             if got is not None:
