@@ -38,7 +38,8 @@ def parse_time(value: Any, loc: str) -> float:
             return d.timestamp()
         except (ValueError, OverflowError):  # year 1 with a positive offset overflows
             pass
-    raise InvalidEvent("invalid event", [Problem(loc, f"expected an ISO 8601 time or unix seconds, got {value!r}"[:200])])
+    raise InvalidEvent("invalid event",
+                       [Problem(loc, f"expected an ISO 8601 time or unix seconds, got {value!r}"[:200])])
 
 
 def iso(ts: float | None) -> str | None:
@@ -111,7 +112,8 @@ def split_items(body: bytes, max_items: int) -> tuple[list[msgspec.Raw], bool]:
             raise InvalidEvent("invalid event", deep)
         return [msgspec.Raw(body)], False
     decode_json(body)  # raises BadJson for non-JSON; valid JSON of another type falls through
-    raise InvalidEvent("invalid event", [Problem("$", "expected a JSON object (one event) or an array of them")])
+    raise InvalidEvent("invalid event",
+                       [Problem("$", "expected a JSON object (one event) or an array of them")])
 
 
 def _batch(body: bytes, max_items: int) -> list[msgspec.Raw]:
@@ -131,8 +133,8 @@ _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 @functools.lru_cache(maxsize=4)
 def _capped_decoder(capacity: int) -> msgspec.json.Decoder:
     fields = [(f"i{k}", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET) for k in range(capacity)]
-    cls = msgspec.defstruct("Batch", fields, array_like=True, forbid_unknown_fields=True,  # type: ignore[arg-type]
-                            module=__name__)
+    cls = msgspec.defstruct("Batch", fields, array_like=True,  # type: ignore[arg-type]
+                            forbid_unknown_fields=True, module=__name__)
     return msgspec.json.Decoder(cls)
 
 
@@ -144,7 +146,8 @@ def checked_items(items: list[msgspec.Raw], was_array: bool) -> list[tuple[str, 
 
 
 def struct_problems(raw: bytes, typ: type, prefix: str, *, forbid_unknown: bool = False,
-                    check: Callable[[str, Any, str], list[Problem]] | None = None, path: str = "") -> list[Problem]:
+                    check: Callable[[str, Any, str], list[Problem]] | None = None,
+                    path: str = "") -> list[Problem]:
     """Every problem of a JSON object against a msgspec Struct type, not only the first one the decoder
     meets: field by field, into nested structs, with missing required fields. `check(path, value, loc)`
     adds the door's limits for each field that decoded (path: dotted field names, e.g. `run.runId`)."""
@@ -221,7 +224,8 @@ _TEXT_FIELDS = ("error_message", "error_type", "log")
 
 def scrub_nul(ev, prefix: str):
     """PostgreSQL text cannot hold NUL: an identifier with one is rejected (422), free text has it replaced.
-    Valid JSON can only carry NUL as the escape \\u0000, so callers skip this unless the raw body holds one."""
+    Valid JSON can only carry NUL as the escape \\u0000, so callers skip this unless the raw body holds
+    one."""
     import msgspec
 
     problems = [Problem(f"{prefix}.{f}", "must not contain NUL characters") for f in _ID_FIELDS
@@ -233,7 +237,8 @@ def scrub_nul(ev, prefix: str):
     for ds, cols in (ev.schemas or {}).items():
         ids += [ds, *(c for col in cols for c in col)]
     if any("\x00" in s for s in ids):
-        problems.append(Problem(prefix, "dataset, parent, metric and column names must not contain NUL characters"))
+        problems.append(Problem(prefix, "dataset, parent, metric and column names must not contain NUL "
+                                        "characters"))
     if problems:
         raise InvalidEvent("invalid event", problems)
     fixed = {f: getattr(ev, f).replace("\x00", "\ufffd") for f in _TEXT_FIELDS if getattr(ev, f)}

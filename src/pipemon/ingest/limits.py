@@ -27,6 +27,7 @@ MAX_METRIC_NAME_BYTES = 200
 MAX_NUMBER = float(2**63)    # |metric|, rows, bytes: within int64, so sums and squares stay finite
 MAX_DEPTH = 64               # JSON nesting, the batch array included
 MAX_FUTURE_S = 86_400.0      # an event time at most a day ahead of the server's clock
+_Y2K = 946_684_800.0         # 2000-01-01: a number that is a time after this in ms was meant as seconds
 
 _KEYS = re.compile(rb'"[^"]*"')  # a quoted run, once escapes are gone (see nesting_depth)
 _STRUCTURAL = bytes.maketrans(b"[{]}", b"(())")
@@ -89,10 +90,10 @@ def number(value: float | None, loc: str, *, lo: float = -MAX_NUMBER) -> list[Pr
         return []
     if not math.isfinite(value):
         return [Problem(loc, f"must be a finite number, got {value!r}")]
-    if value < lo:
-        return [Problem(loc, f"must be >= {lo:g}, got {value!r}")]
     if abs(value) > MAX_NUMBER:
         return [Problem(loc, f"{value:g} is out of range; the limit is ±2^63 ({MAX_NUMBER:.4g})")]
+    if value < lo:
+        return [Problem(loc, f"must be >= {lo:g}, got {value!r}")]
     return []
 
 
@@ -101,7 +102,8 @@ def metrics(values: Mapping[str, float] | None, loc: str) -> list[Problem]:
         return []
     if len(values) > MAX_METRICS:
         return [Problem(loc, f"{len(values):,} metrics; the limit is {MAX_METRICS:,} per event")]
-    if (all(0 < len(k) <= MAX_METRIC_NAME_BYTES // 4 and -MAX_NUMBER <= v <= MAX_NUMBER for k, v in values.items())
+    short = MAX_METRIC_NAME_BYTES // 4
+    if (all(0 < len(k) <= short and -MAX_NUMBER <= v <= MAX_NUMBER for k, v in values.items())
             and values.get("rows", 0.0) >= 0 and values.get("bytes", 0.0) >= 0):
         return []  # the common case, at a glance (NaN fails every comparison and takes the long way)
     out: list[Problem] = []
@@ -117,9 +119,11 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def event_time(t: float, loc: str, now: float, horizon: float = MAX_FUTURE_S) -> list[Problem]:
-    """A time in unix seconds from 1970-01-01 to a day after `now`. A number that would be sane in
-    milliseconds (or micro-, nanoseconds) gets a message that says so: a common client bug."""
+def event_time(t: float, loc: str, now: float, horizon: float = MAX_FUTURE_S, *, numeric: bool = True
+               ) -> list[Problem]:
+    """A time in unix seconds from 1970-01-01 to a day after `now`. A number (`numeric`: sent as a
+    number, not a string) that would be a time of this century in milliseconds (or micro-, nanoseconds)
+    gets a message that says so: a common client bug."""
     if not math.isfinite(t):
         return [Problem(loc, f"must be a finite time, got {t!r}")]
     if t < 0:
@@ -127,14 +131,15 @@ def event_time(t: float, loc: str, now: float, horizon: float = MAX_FUTURE_S) ->
     if t <= now + horizon:
         return []
     for unit, scale in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
-        if t / scale <= now + horizon:
+        if numeric and _Y2K <= t / scale <= now + horizon:
             return [Problem(loc, f"{t:.0f} looks like unix {unit}, not seconds: send {t / scale:.3f} "
                                  f"({_iso(t / scale)}) or an ISO 8601 time")]
     what = _iso(t) if t < 253_402_300_800 else f"{t:g} seconds"  # up to year 9999
     return [Problem(loc, f"{what} is more than {horizon / 3600:g} h in the future (server time {_iso(now)})")]
 
 
-def event_problems(ev: Event, loc: Mapping[str, str], now: float, horizon: float = MAX_FUTURE_S) -> list[Problem]:
+def event_problems(ev: Event, loc: Mapping[str, str], now: float,
+                   horizon: float = MAX_FUTURE_S) -> list[Problem]:
     """Every limit on a normalized event, whatever door it came through. `loc` names, for this door, where
     each of the event's fields came from (e.g. `namespace` -> `$.job.namespace`, `parent.run_id` ->
     `$.run.facets.parent.run.runId`); a field without an entry is not checked (the door has none)."""
@@ -156,7 +161,7 @@ def event_problems(ev: Event, loc: Mapping[str, str], now: float, horizon: float
     if "metrics" in loc:
         out += metrics(ev.metrics, loc["metrics"])
     if "time" in loc:
-        out += event_time(ev.time, loc["time"], now, horizon)
+        out += event_time(ev.time, loc["time"], now, horizon, numeric=False)  # ISO text, or the clock
     if ev.nominal_time is not None and "nominal_time" in loc:
-        out += event_time(ev.nominal_time, loc["nominal_time"], now, horizon)
+        out += event_time(ev.nominal_time, loc["nominal_time"], now, horizon, numeric=False)
     return out

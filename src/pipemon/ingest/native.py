@@ -103,8 +103,8 @@ def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list
         except InvalidEvent as e:
             problems.extend(e.problems)
     if problems:
-        what = f"{len({p.loc.split('.')[0] for p in problems})} of {len(items)} events are invalid; none was stored" \
-            if was_array else "invalid event"
+        bad = len({p.loc.split(".")[0] for p in problems})
+        what = f"{bad} of {len(items)} events are invalid; none was stored" if was_array else "invalid event"
         raise InvalidEvent(what, problems)
     return events
 
@@ -142,7 +142,8 @@ def _field_limits(path: str, value: Any, loc: str, now: float, horizon: float) -
         return limits.number(value, loc, lo=0.0)
     if path in ("event_time", "nominal_time") and value is not None:
         try:
-            return limits.event_time(parse_time(value, loc), loc, now, horizon)
+            return limits.event_time(parse_time(value, loc), loc, now, horizon,
+                                     numeric=not isinstance(value, str))
         except InvalidEvent as e:
             return e.problems
     return []
@@ -162,7 +163,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
     ns, name = e.namespace, e.name
     if e.pipeline is not None:
         if ns is not None or name is not None:
-            problems.append(Problem(f"{prefix}.pipeline", "give either pipeline or namespace + name, not both"))
+            problems.append(Problem(f"{prefix}.pipeline",
+                                    "give either pipeline or namespace + name, not both"))
         else:
             try:
                 ns, name = split_pipeline_key(e.pipeline)
@@ -172,7 +174,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
         problems.append(Problem(f"{prefix}.{'name' if ns else 'namespace'}",
                                 "required: namespace and name (or pipeline: \"namespace/name\")"))
     if e.duration_s is not None and etype is not None and not etype.is_terminal:
-        problems.append(Problem(f"{prefix}.duration_s", "only a COMPLETE, FAIL or ABORT event may carry a duration"))
+        problems.append(Problem(f"{prefix}.duration_s",
+                                "only a COMPLETE, FAIL or ABORT event may carry a duration"))
     t = now
     nominal = None
     for f in ("event_time", "nominal_time"):
@@ -183,7 +186,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
             except InvalidEvent as bad:
                 problems += bad.problems
                 continue
-            problems += limits.event_time(parsed, f"{prefix}.{f}", now, horizon)
+            problems += limits.event_time(parsed, f"{prefix}.{f}", now, horizon,
+                                          numeric=not isinstance(value, str))
             if f == "event_time":
                 t = parsed
             else:
@@ -199,7 +203,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
     run_id = e.run_id
     if run_id is None and (etype is EventType.START or e.duration_s is not None):
         # A new run without a producer id: derive it from event_id so a retry lands on the same run.
-        run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, pipeline + "#" + e.event_id)) if e.event_id else str(uuid.uuid4())
+        run_id = (str(uuid.uuid5(uuid.NAMESPACE_URL, pipeline + "#" + e.event_id)) if e.event_id
+                  else str(uuid.uuid4()))
     if e.event_id is not None:
         key = event_key(t if e.event_time is not None else None, "n", pipeline, e.event_id)
     elif e.run_id is not None:
@@ -215,14 +220,16 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
     parent = RunRef(e.parent.namespace, e.parent.name, e.parent.run_id) if e.parent else None
     event = Event(
         key=key, source=Source.NATIVE, namespace=ns, name=name, run_id=run_id or "", type=etype, time=t,
-        parent=parent, rows=rows, bytes=byts, metrics=metrics or None, error_message=err_msg, error_type=err_type,
+        parent=parent, rows=rows, bytes=byts, metrics=metrics or None, error_message=err_msg,
+        error_type=err_type,
         inputs=tuple(e.inputs), outputs=tuple(e.outputs), team=e.team, nominal_time=nominal,
         log=e.log[-MAX_LOG:] if e.log else None, raw=bytes(raw),
     )
     if e.duration_s is None:
         return [event]
-    start = Event(key=event_key(t - e.duration_s, key, "start"), source=Source.NATIVE, namespace=ns, name=name, run_id=event.run_id,
-                  type=EventType.START, time=t - e.duration_s, parent=parent, team=e.team, nominal_time=nominal)
+    start = Event(key=event_key(t - e.duration_s, key, "start"), source=Source.NATIVE, namespace=ns, name=name,
+                  run_id=event.run_id, type=EventType.START, time=t - e.duration_s, parent=parent, team=e.team,
+                  nominal_time=nominal)
     return [start, event]
 
 

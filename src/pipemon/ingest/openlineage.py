@@ -175,7 +175,8 @@ def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list
         if got is not None:
             out.append(got)
     if problems:
-        raise InvalidEvent("invalid OpenLineage event" + ("s; none was stored" if was_array else ""), problems)
+        raise InvalidEvent("invalid OpenLineage event" + ("s; none was stored" if was_array else ""),
+                           problems)
     return out
 
 
@@ -187,7 +188,8 @@ def _locs(prefix: str) -> dict[str, str]:
     stats = f"{prefix}.outputs[].outputFacets.outputStatistics"
     return {
         "namespace": f"{prefix}.job.namespace", "name": f"{prefix}.job.name", "run_id": f"{prefix}.run.runId",
-        "team": f"{prefix}.job.facets.ownership.owners", "integration": f"{prefix}.job.facets.jobType.integration",
+        "team": f"{prefix}.job.facets.ownership.owners",
+        "integration": f"{prefix}.job.facets.jobType.integration",
         "parent.namespace": f"{parent}.job.namespace", "parent.name": f"{parent}.job.name",
         "parent.run_id": f"{parent}.run.runId", "root.namespace": f"{root}.job.namespace",
         "root.name": f"{root}.job.name", "root.run_id": f"{root}.run.runId",
@@ -206,7 +208,7 @@ def _all_problems(raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> 
             return limits.datasets((f"{d.namespace}/{d.name}" for d in value), loc)
         if path == "eventTime" and isinstance(value, str):
             try:
-                return limits.event_time(parse_time(value, loc), loc, now, horizon)
+                return limits.event_time(parse_time(value, loc), loc, now, horizon, numeric=False)
             except InvalidEvent as e:
                 return e.problems
         return []
