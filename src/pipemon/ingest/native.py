@@ -227,8 +227,9 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
     )
     if e.duration_s is None:
         return [event]
-    start = Event(key=event_key(t - e.duration_s, key, "start"), source=Source.NATIVE, namespace=ns, name=name,
-                  run_id=event.run_id, type=EventType.START, time=t - e.duration_s, parent=parent, team=e.team,
+    began = t - e.duration_s
+    start = Event(key=event_key(began, key, "start"), source=Source.NATIVE, namespace=ns, name=name,
+                  run_id=event.run_id, type=EventType.START, time=began, parent=parent, team=e.team,
                   nominal_time=nominal)
     return [start, event]
 
