@@ -39,38 +39,42 @@ times = st.one_of(
 )
 names = st.one_of(
     st.text(min_size=1, max_size=12),
-    st.sampled_from(["a" * 1000, "a" * 1001, "é" * 500, "é" * 501, "😀" * 250, "😀" * 251, "x\x00y", "/", "a/b/"]),
+    st.sampled_from(["a" * 1000, "a" * 1001, "é" * 500, "é" * 501, "😀" * 250, "😀" * 251, "x\x00y", "/",
+                     "a/b/"]),
     st.integers(1, 3000).map(lambda n: "ü" * n),
 )
+numbers = st.one_of(bad_numbers, st.floats())
 odd = st.one_of(deep, bad_numbers, times, names, st.none(), st.booleans(),
-                st.lists(names, max_size=3), st.dictionaries(names, st.one_of(bad_numbers, st.floats()), max_size=3))
+                st.lists(names, max_size=3), st.dictionaries(names, numbers, max_size=3))
+event_types = st.sampled_from(["START", "COMPLETE", "FAIL", "RUNNING", "OTHER", "x"])
 
 native_event = st.fixed_dictionaries(
-    {"namespace": names, "name": names, "type": st.sampled_from(["START", "COMPLETE", "FAIL", "RUNNING", "x"])},
+    {"namespace": names, "name": names, "type": event_types},
     optional={"run_id": names, "event_id": names, "team": names, "event_time": times, "nominal_time": times,
-              "duration_s": st.one_of(bad_numbers, st.floats(0, 1e10)), "rows": bad_numbers, "bytes": bad_numbers,
-              "metrics": st.one_of(st.dictionaries(names, st.one_of(bad_numbers, st.floats()), max_size=4),
+              "duration_s": st.one_of(bad_numbers, st.floats(0, 1e10)), "rows": bad_numbers,
+              "bytes": bad_numbers,
+              "metrics": st.one_of(st.dictionaries(names, numbers, max_size=4),
                                    st.integers(90, 120).map(lambda n: {f"m{i}": i for i in range(n)}), deep),
-              "inputs": st.one_of(st.lists(names, max_size=3), st.integers(990, 1010).map(lambda n: ["d"] * n)),
+              "inputs": st.one_of(st.lists(names, max_size=3),
+                                  st.integers(990, 1010).map(lambda n: ["d"] * n)),
               "outputs": st.lists(names, max_size=3),
               "parent": st.fixed_dictionaries({"namespace": names, "name": names, "run_id": names}),
               "error": st.one_of(st.text(max_size=20), deep), "extra": odd},
 )
+job_ref = st.fixed_dictionaries({"namespace": names, "name": names})
+run_facets = st.fixed_dictionaries({}, optional={
+    "parent": st.fixed_dictionaries({"run": st.fixed_dictionaries({"runId": names}), "job": job_ref}),
+    "nominalTime": st.fixed_dictionaries({"nominalStartTime": times}),
+    "custom": odd})
+job_facets = st.fixed_dictionaries({}, optional={"ownership": st.fixed_dictionaries({"owners": st.lists(
+    st.fixed_dictionaries({"name": names}), max_size=2)})})
+output = st.fixed_dictionaries({"namespace": names, "name": names}, optional={
+    "outputFacets": st.fixed_dictionaries({"outputStatistics": st.fixed_dictionaries({"rowCount": bad_numbers})})})
 ol_event = st.fixed_dictionaries(
-    {"eventTime": times, "eventType": st.sampled_from(["START", "COMPLETE", "FAIL", "OTHER", "x"]),
-     "run": st.fixed_dictionaries({"runId": st.one_of(names, bad_numbers)}, optional={"facets": st.fixed_dictionaries(
-         {}, optional={"parent": st.fixed_dictionaries({"run": st.fixed_dictionaries({"runId": names}),
-                                                         "job": st.fixed_dictionaries({"namespace": names,
-                                                                                       "name": names})}),
-                       "nominalTime": st.fixed_dictionaries({"nominalStartTime": times}),
-                       "custom": odd})}),
-     "job": st.fixed_dictionaries({"namespace": names, "name": names}, optional={"facets": st.fixed_dictionaries(
-         {}, optional={"ownership": st.fixed_dictionaries({"owners": st.lists(
-             st.fixed_dictionaries({"name": names}), max_size=2)})})})},
-    optional={"outputs": st.lists(st.fixed_dictionaries({"namespace": names, "name": names}, optional={
-        "outputFacets": st.fixed_dictionaries({"outputStatistics": st.fixed_dictionaries(
-            {"rowCount": bad_numbers})})}), max_size=3), "inputs": st.lists(
-        st.fixed_dictionaries({"namespace": names, "name": names}), max_size=3), "producer": odd},
+    {"eventTime": times, "eventType": event_types,
+     "run": st.fixed_dictionaries({"runId": st.one_of(names, bad_numbers)}, optional={"facets": run_facets}),
+     "job": st.fixed_dictionaries({"namespace": names, "name": names}, optional={"facets": job_facets})},
+    optional={"outputs": st.lists(output, max_size=3), "inputs": st.lists(job_ref, max_size=3), "producer": odd},
 )
 native_body = st.one_of(native_event, st.lists(native_event, min_size=1, max_size=3), deep,
                         st.lists(deep, min_size=1, max_size=2), odd).map(dumps)
@@ -141,7 +145,8 @@ def edge_but_valid() -> list[tuple[str, bytes]]:
               {"name": "team:" + "t" * 995}]}}},
           "outputs": [{"namespace": "n", "name": "d" * 1998, "outputFacets": {
               "outputStatistics": {"rowCount": 2**63, "size": 0}}}]}
-    native = [{"namespace": "a" * 1000, "name": "é" * 500, "run_id": "😀" * 250, "type": "START", "event_time": 0},
+    native = [{"namespace": "a" * 1000, "name": "é" * 500, "run_id": "😀" * 250, "type": "START",
+               "event_time": 0},
               {"namespace": "a" * 1000, "name": "é" * 500, "run_id": "😀" * 250, "type": "COMPLETE",
                "event_time": T0 + 86_400, "metrics": {f"m{i}": (-1) ** i * 2.0**63 for i in range(100)},
                "inputs": [f"in/{i}" for i in range(1000)], "team": "t" * 1000},
@@ -161,7 +166,8 @@ def test_hostile_bodies_on_every_door_never_a_5xx_and_every_read_still_answers(c
 
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(ns=names, name=names, signal=st.one_of(st.none(), st.sampled_from(["start", "fail", "0", "256", "x"])),
-           rid=st.one_of(st.none(), names), body=st.binary(max_size=64), method=st.sampled_from(["GET", "POST"]))
+           rid=st.one_of(st.none(), names), body=st.binary(max_size=64),
+           method=st.sampled_from(["GET", "POST"]))
     def ping(ns, name, signal, rid, body, method):
         url = f"/ping/{quote(ns, safe='')}/{quote(name, safe='')}" + (f"/{signal}" if signal else "")
         r = client.request(method, url, params={"rid": rid} if rid is not None else None,
@@ -204,11 +210,13 @@ def test_an_array_bomb_in_gzip_stops_at_the_limit(client, pm):
 
 
 def test_an_event_with_many_bad_fields_names_them_all(client):
-    ol = {"eventTime": None, "eventType": "START", "run": {"runId": 5}, "job": {"namespace": "n", "name": "j"}}
+    ol = {"eventTime": None, "eventType": "START", "run": {"runId": 5},
+          "job": {"namespace": "n", "name": "j"}}
     r = client.post("/api/v1/lineage", content=json.dumps(ol))
     assert r.status_code == 422
     assert {p["loc"] for p in r.json()["problems"]} == {"$.eventTime", "$.run.runId"}
-    batch = [{"pipeline": "a/b", "type": "START"}, {"pipeline": "a/b", "type": "START", "event_time": T0 * 1000},
+    batch = [{"pipeline": "a/b", "type": "START"},
+             {"pipeline": "a/b", "type": "START", "event_time": T0 * 1000},
              {"pipeline": "a/" + "é" * 501, "type": "START", "rows": -3}]
     r = client.post("/api/v1/events", content=json.dumps(batch))
     assert r.status_code == 422
