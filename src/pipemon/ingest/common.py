@@ -6,7 +6,7 @@ import hashlib
 import re
 import typing
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -15,7 +15,7 @@ from pipemon.errors import BadJson, InvalidEvent, Problem
 from pipemon.ingest import limits
 
 _JSON = msgspec.json.Decoder()
-_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<loc>[^`]*)`)?$", re.S)
+_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<loc>[^`]*)`)?$", re.DOTALL)
 
 
 def event_key(t: float | None, *parts: str) -> str:
@@ -34,7 +34,7 @@ def parse_time(value: Any, loc: str) -> float:
         try:
             d = datetime.fromisoformat(value)
             if d.tzinfo is None:
-                d = d.replace(tzinfo=timezone.utc)
+                d = d.replace(tzinfo=UTC)
             return d.timestamp()
         except (ValueError, OverflowError):  # year 1 with a positive offset overflows
             pass
@@ -45,7 +45,7 @@ def parse_time(value: Any, loc: str) -> float:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def decode_json(body: bytes) -> Any:

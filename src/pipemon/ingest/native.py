@@ -18,7 +18,7 @@ A batch is all-or-nothing: with any bad item, nothing is stored and the answer n
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
@@ -40,7 +40,7 @@ MAX_BATCH = 10_000
 MAX_LOG = 10_240
 
 Name = Annotated[str, msgspec.Meta(min_length=1)]  # lengths in bytes: limits.py
-Time = Union[str, float]
+Time = str | float
 
 
 class NativeError(msgspec.Struct, forbid_unknown_fields=True):
