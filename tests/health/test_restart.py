@@ -2,8 +2,6 @@
 checkpoint is replayed from the store."""
 from __future__ import annotations
 
-import math
-
 import msgspec
 
 from pipemon.app import build
@@ -20,7 +18,7 @@ def history(n: int, pipeline: str = "rs/daily") -> list:
         evs += native.parse(msgspec.json.encode([
             {"pipeline": pipeline, "run_id": f"r{i}", "type": "START", "event_time": start},
             {"pipeline": pipeline, "run_id": f"r{i}", "type": "COMPLETE", "event_time": start + 600 + (i % 5) * 7,
-             "metrics": {"rows": 1000 + (i % 3) * 10}}]), 0, horizon=math.inf)  # history: no clock to be after
+             "metrics": {"rows": 1000 + (i % 3) * 10}}]), 0)
     return evs
 
 

@@ -18,7 +18,7 @@ DAY = 86_400.0
 def native_problems(body) -> list[tuple[str, str]]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises((InvalidEvent, BadJson)) as e:
-        native.parse(raw, NOW)
+        native.parse(raw, NOW, horizon=limits.MAX_FUTURE_S)
     return [(p.loc, p.msg) for p in e.value.problems]
 
 
@@ -33,7 +33,7 @@ def ol_event(**over) -> dict:
 def ol_problems(body) -> list[tuple[str, str]]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises((InvalidEvent, BadJson)) as e:
-        openlineage.parse(raw, NOW)
+        openlineage.parse(raw, NOW, horizon=limits.MAX_FUTURE_S)
     return [(p.loc, p.msg) for p in e.value.problems]
 
 
@@ -201,7 +201,7 @@ def test_event_time_range(value, ok, says):
     for field in ("event_time", "nominal_time"):
         ev = {"pipeline": "a/b", "type": "START", field: value}
         if ok:
-            assert native.parse(json.dumps(ev).encode(), NOW)
+            assert native.parse(json.dumps(ev).encode(), NOW, horizon=limits.MAX_FUTURE_S)
         else:
             [(loc, msg)] = native_problems(ev)
             assert loc == f"$.{field}" and says in msg, msg
@@ -216,9 +216,11 @@ def test_openlineage_times_use_the_same_rule():
     assert loc == "$.run.facets.nominalTime.nominalStartTime" and "in the future" in msg
 
 
-def test_a_replay_of_history_has_no_future():
+def test_history_has_no_future_unless_a_horizon_is_given():
     body = json.dumps({"pipeline": "a/b", "type": "START", "event_time": NOW + 400 * DAY}).encode()
-    assert native.parse(body, 0.0, horizon=float("inf"))[0].time == NOW + 400 * DAY
+    assert native.parse(body, 0.0)[0].time == NOW + 400 * DAY  # replay, the demo: no clock to be after
+    with pytest.raises(InvalidEvent):
+        native.parse(body, NOW, horizon=limits.MAX_FUTURE_S)  # the HTTP door
 
 
 # --- batch size without building the batch ----------------------------------------------------------------

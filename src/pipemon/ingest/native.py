@@ -17,6 +17,7 @@ A batch is all-or-nothing: with any bad item, nothing is stored and the answer n
 """
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Annotated, Any
 
@@ -79,8 +80,9 @@ _DECODER = msgspec.json.Decoder(NativeEvent)
 _EVENT_TYPES = {t.value: t for t in EventType}
 
 
-def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list[Event]:
-    """`horizon`: how far past `now` an event time may be (a replay of history passes infinity)."""
+def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
+    """`now`: the time of an event that gives none. `horizon`: how far past `now` an event time may be;
+    the HTTP door passes limits.MAX_FUTURE_S, history (replay, tests, the demo) has no clock to be after."""
     items, was_array = split_items(body, MAX_BATCH)
     events: list[Event] = []
     problems: list[Problem] = []

@@ -16,6 +16,7 @@ Facets stay raw (msgspec.Raw) until asked for: most are never decoded.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import msgspec
@@ -145,8 +146,9 @@ def _facet(facets: Facets, name: str, typ: type, loc: str, problems: list[Proble
     return None
 
 
-def parse(body: bytes, now: float, horizon: float = limits.MAX_FUTURE_S) -> list[Event]:
-    """`horizon`: how far past `now` an event time may be (a replay of history passes infinity)."""
+def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
+    """`horizon`: how far past `now` an event time may be; the HTTP door passes limits.MAX_FUTURE_S,
+    history (replay, tests, the demo) has no clock to be after."""
     items, was_array = split_items(body, MAX_BATCH)
     out: list[Event] = []
     problems: list[Problem] = []
