@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipemon.api.errors import ingest_error, rejected, storage_error, unavailable
 from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem, Rejected, Unavailable
 from pipemon.ingest import native, openlineage, ping
+from pipemon.ingest.limits import MAX_FUTURE_S
 from pipemon.model import Event
 
 router = APIRouter(tags=["ingest"])
@@ -44,7 +45,7 @@ async def _commit(pm, events: list[Event]) -> Response:
 
 async def ingest_lineage(pm, request: Request) -> Response:
     body = await read_body(request, pm.settings.limits.max_body)
-    return await _commit(pm, openlineage.parse(body, pm.clock.now()))
+    return await _commit(pm, openlineage.parse(body, pm.clock.now(), horizon=MAX_FUTURE_S))
 
 
 async def ingest_events(pm, request: Request) -> Response:
@@ -52,7 +53,7 @@ async def ingest_events(pm, request: Request) -> Response:
     body = await read_body(request, limits.max_batch_body)
     if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
         raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
-    return await _commit(pm, native.parse(body, pm.clock.now()))
+    return await _commit(pm, native.parse(body, pm.clock.now(), horizon=MAX_FUTURE_S))
 
 
 _FAST = {"/api/v1/lineage": ingest_lineage, "/api/v1/events": ingest_events}

@@ -19,17 +19,20 @@ Facets stay raw (msgspec.Raw) until asked for: most are never decoded.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import msgspec
 from croniter import croniter
 
-from pipemon.errors import BadJson, InvalidEvent, Problem
-from pipemon.ingest.common import event_key, parse_time, problem_from, scrub_nul, split_items
+from pipemon.errors import InvalidEvent, Problem
+from pipemon.ingest import limits
+from pipemon.ingest.common import (bad_json, checked_items, event_key, parse_time, problem_from, scrub_nul,
+                                   split_items, struct_problems)
 from pipemon.model import MANUAL_SCHEDULE, Event, EventType, RunRef, Source
 
 MAX_BATCH = 10_000
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Name = Annotated[str, msgspec.Meta(min_length=1)]  # lengths in bytes: limits.py
 Facets = dict[str, msgspec.Raw]
 
 
@@ -139,21 +142,29 @@ def _facet(facets: Facets, name: str, typ: type, loc: str, problems: list[Proble
     return None
 
 
-def parse(body: bytes, now: float) -> list[Event]:
+def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
+    """`horizon`: how far past `now` an event time may be; the HTTP door passes limits.MAX_FUTURE_S,
+    history (replay, tests, the demo) has no clock to be after."""
     items, was_array = split_items(body, MAX_BATCH)
     out: list[Event] = []
     problems: list[Problem] = []
-    for i, raw in enumerate(items):
-        prefix = f"$[{i}]" if was_array else "$"
+    for prefix, raw, deep in checked_items(items, was_array):
+        if deep:
+            problems += deep
+            continue
         try:
             ev = _DECODER.decode(raw)
-        except msgspec.ValidationError as e:
-            problems.append(problem_from(e, prefix))
+        except msgspec.ValidationError:
+            problems += _all_problems(raw, prefix, now, horizon)
             continue
         except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
+            raise bad_json(e, bytes(raw)) from None
         try:
             got = _normalize(ev, raw, prefix)
+            if got is not None:
+                lim = limits.event_problems(got, _locs(prefix), now, horizon)
+                if lim:
+                    raise InvalidEvent("invalid OpenLineage event", lim)
             if got is not None and got.raw is not None and b"\\u0000" in got.raw:
                 got = scrub_nul(got, prefix)
         except InvalidEvent as e:
@@ -162,8 +173,44 @@ def parse(body: bytes, now: float) -> list[Event]:
         if got is not None:
             out.append(got)
     if problems:
-        raise InvalidEvent("invalid OpenLineage event" + ("s; none was stored" if was_array else ""), problems)
+        raise InvalidEvent("invalid OpenLineage event" + ("s; none was stored" if was_array else ""),
+                           problems)
     return out
+
+
+# --- validation and limits (pipemon.ingest.limits), apart from the mapping above -----------------------
+
+def _locs(prefix: str) -> dict[str, str]:
+    """Where each field of the normalized event comes from in an OpenLineage event."""
+    parent, root = f"{prefix}.run.facets.parent", f"{prefix}.run.facets.parent.root"
+    stats = f"{prefix}.outputs[].outputFacets.outputStatistics"
+    return {
+        "namespace": f"{prefix}.job.namespace", "name": f"{prefix}.job.name", "run_id": f"{prefix}.run.runId",
+        "team": f"{prefix}.job.facets.ownership.owners",
+        "integration": f"{prefix}.job.facets.jobType.integration",
+        "parent.namespace": f"{parent}.job.namespace", "parent.name": f"{parent}.job.name",
+        "parent.run_id": f"{parent}.run.runId", "root.namespace": f"{root}.job.namespace",
+        "root.name": f"{root}.job.name", "root.run_id": f"{root}.run.runId",
+        "inputs": f"{prefix}.inputs", "outputs": f"{prefix}.outputs",
+        "rows": f"{stats}.rowCount", "bytes": f"{stats}.size", "time": f"{prefix}.eventTime",
+        "nominal_time": f"{prefix}.run.facets.nominalTime.nominalStartTime",
+    }
+
+
+def _all_problems(raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Problem]:
+    """The decoder stops at the first bad field; name every one (a bad run.runId and a missing eventTime)."""
+    def check(path: str, value: object, loc: str) -> list[Problem]:
+        if path in ("job.namespace", "job.name", "run.runId") and isinstance(value, str):
+            return limits.ident(value, loc)
+        if path in ("inputs", "outputs") and isinstance(value, list):
+            return limits.datasets((f"{d.namespace}/{d.name}" for d in value), loc)
+        if path == "eventTime" and isinstance(value, str):
+            try:
+                return limits.event_time(parse_time(value, loc), loc, now, horizon, numeric=False)
+            except InvalidEvent as e:
+                return e.problems
+        return []
+    return struct_problems(bytes(raw), OLEvent, prefix, check=check) or [Problem(prefix, "invalid event")]
 
 
 def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
