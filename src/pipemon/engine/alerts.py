@@ -386,6 +386,9 @@ class AlertBook:
         joined = {k for k in a.conditions if k.split(":", 1)[0] != a.kind} if a.kind == FAILURE else set()
         if joined:  # a resolved failure explains nothing any more
             a.conditions -= joined
+            for e in a.evidence:  # the same record whichever of the closings the engine sent first
+                if e["key"] in joined and e["cleared_at"] is None:
+                    e["cleared_at"] = now
             self._release(a.pipeline, joined, now)
         if a.kind in ROOT_KINDS and a.root_cause is None:
             self._root_resolved(a, now)
