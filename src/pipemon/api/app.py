@@ -34,9 +34,11 @@ def create_app(pm: Pipemon) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         pm.start()
+        app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
         try:
             yield
         finally:
+            await app.state.metrics.lag.stop()
             pm.stop()
 
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan,
