@@ -52,7 +52,7 @@ _SIZE_UNITS = {None: 1, "b": 1, "kib": 1 << 10, "kb": 1000, "mib": 1 << 20, "mb"
 def parse_size(v: Any) -> int:
     """'64MiB', '500MB', '1GiB', '4096' or a number of bytes -> bytes."""
     if isinstance(v, bool):
-        raise ValueError("expected a size such as 64MiB, 500MB or 1GiB")
+        raise ValueError("expected a size such as 64MiB, 500MB or 1GiB")  # noqa: TRY004 (pydantic wants it)
     if isinstance(v, (int, float)):
         if v < 0:
             raise ValueError("a size cannot be negative")
