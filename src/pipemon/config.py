@@ -46,7 +46,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|mib|mb|gib|gb)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "kib": 1 << 10, "kb": 1000, "mib": 1 << 20, "mb": 10**6, "gib": 1 << 30, "gb": 10**9}
+_SIZE_UNITS = {None: 1, "b": 1, "kib": 1 << 10, "kb": 1000, "mib": 1 << 20, "mb": 10**6, "gib": 1 << 30,
+               "gb": 10**9}
 
 
 def parse_size(v: Any) -> int:
@@ -217,8 +218,8 @@ class Limits(_Strict):
 
 class Cache(_Strict):
     """In-memory caches, each bounded by an estimate of its size in bytes (README: Operating at scale)."""
-    runs: Size = Field(default=64 << 20, ge=0)           # recent runs, so an END finds its START unread
-    metrics: Size = Field(default=64 << 20, ge=0)        # /metrics text of each pipeline, kept between scrapes
+    runs: Size = Field(default=64 << 20, ge=0)      # recent runs, so an END finds its START unread
+    metrics: Size = Field(default=64 << 20, ge=0)   # each pipeline's /metrics text, kept between scrapes
 
 
 class Settings(_Strict):

@@ -126,8 +126,8 @@ def _esc(v: str) -> str:
 
 _FAMILIES: tuple[tuple[str, str], ...] = (
     ("pipemon_pipeline_state", "1 for the pipeline's current health state"),
-    ("pipemon_pipeline_state_code", ("Health as a number: 0 healthy, 1 unknown, 2 paused, 3 degraded, 4 late, "
-                                     "5 running_long, 6 failing")),
+    ("pipemon_pipeline_state_code", ("Health as a number: 0 healthy, 1 unknown, 2 paused, 3 degraded, "
+                                     "4 late, 5 running_long, 6 failing")),
     ("pipemon_pipeline_last_success_timestamp_seconds", "Unix time the last successful run ended"),
     ("pipemon_pipeline_last_duration_seconds", "Duration of the last run"),
     ("pipemon_pipeline_last_rows", "Rows written by the last run"),
