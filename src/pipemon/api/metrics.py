@@ -137,6 +137,7 @@ _HEADERS = tuple(f"# HELP {n} {h}\n# TYPE {n} gauge\n".encode() for n, h in _FAM
 _ENTRY_OVERHEAD = 420  # bytes: the dict entry, two tuples, six bytes objects' headers (measured, 64-bit)
 
 Signature = tuple[str, HealthState, Any, Any, Any, int]
+_NO_RUN: dict[str, Any] = {}
 
 
 def _lines(key: str, sig: Signature) -> tuple[bytes, ...]:
@@ -165,32 +166,33 @@ class FleetText:
 
     def render(self, health: Iterable[tuple[str, Any]], teams: dict[str, str]) -> bytes:
         rows = self._rows
-        new: dict[str, tuple[Signature, tuple[bytes, ...], int]] = {}
-        used = 0
-        out: list[list[bytes]] = [[h] for h in _HEADERS]
+        keep: dict[str, tuple[Signature, tuple[bytes, ...], int]] = {}
+        entries: list[tuple[Signature, tuple[bytes, ...], int]] = []
+        used, budget = 0, self.max_bytes
         counts = dict.fromkeys(HealthState, 0)
         for key, h in health:
-            last = h.last_run or {}
+            last = h.last_run or _NO_RUN
             sig: Signature = (teams.get(key, "unassigned"), h.state, h.last_success, last.get("duration"),
                               last.get("rows"), h.consecutive_failures)
             counts[h.state] += 1
-            old = rows.get(key)
-            if old is not None and old[0] == sig:
-                lines, size = old[1], old[2]
-            else:
+            entry = rows.get(key)
+            if entry is None or entry[0] != sig:
                 self.renders += 1
                 lines = _lines(key, sig)
-                size = _ENTRY_OVERHEAD + sum(len(b) for b in lines)
-            if used + size <= self.max_bytes:
-                new[key] = (sig, lines, size)
-                used += size
-            for i, b in enumerate(lines):
-                out[i].append(b)
-        self._rows, self.bytes = new, used  # pipelines gone from the engine leave the cache here
-        fleet = [b"# HELP pipemon_pipelines Pipelines by health state\n# TYPE pipemon_pipelines gauge\n"]
-        fleet += [f'pipemon_pipelines{{state="{s.value}"}} {floatToGoString(n)}\n'.encode()
-                  for s, n in counts.items()]
-        return b"".join(b"".join(part) for part in out) + b"".join(fleet)
+                entry = (sig, lines, _ENTRY_OVERHEAD + sum(map(len, lines)))
+            entries.append(entry)
+            if used + entry[2] <= budget:
+                keep[key] = entry
+                used += entry[2]
+        self._rows, self.bytes = keep, used  # pipelines gone from the engine leave the cache here
+        out = []
+        for i, header in enumerate(_HEADERS):
+            out.append(header)
+            out.append(b"".join([e[1][i] for e in entries]))
+        out.append(b"# HELP pipemon_pipelines Pipelines by health state\n# TYPE pipemon_pipelines gauge\n")
+        out += [f'pipemon_pipelines{{state="{s.value}"}} {floatToGoString(n)}\n'.encode()
+                for s, n in counts.items()]
+        return b"".join(out)
 
 
 class _Collector:
