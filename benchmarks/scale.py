@@ -85,7 +85,7 @@ def rss_kib(pid: int) -> int:
 
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))] if s else float("nan")
+    return s[min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))] if s else float("nan")
 
 
 def iso(t: float) -> str:
@@ -201,7 +201,7 @@ async def fire(s: aiohttp.ClientSession, url: str, bodies: list[bytes], conc: in
                 async with s.post(url, data=body, headers=JSON) as r:
                     await r.read()
                     ok = r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             lat.append(time.perf_counter() - t0)
             errors += not ok
@@ -280,7 +280,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict:
                     await asyncio.wait_for(ev.wait(), 10)
                     if j >= 5:
                         notify.append(rec.arrived[key] - t0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     missed += 1
                 await asyncio.sleep(0.01)
             out.update(notify_samples=len(notify), notify_missed=missed,

@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import JSON, Receiver, Server, log, ol, pct  # noqa: E402  (a sibling script, not a package)
+from scale import JSON, Receiver, Server, log, ol, pct
 
 
 def lineage_event(i: int, run_id: str, etype: str, when: float, error: str | None = None) -> bytes:
@@ -89,7 +89,7 @@ async def soak(args: argparse.Namespace) -> int:
                     async with s.post(base + "/api/v1/lineage", data=body, headers=JSON) as r:
                         await r.read()
                     ok = r.status == 200
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError) as e:
                     ok, status = False, type(e).__name__
                 else:
                     status = str(r.status)
@@ -140,7 +140,7 @@ async def soak(args: argparse.Namespace) -> int:
                         data = await r.read()
                         status = str(r.status)
                         gz = r.headers.get("Content-Encoding") == "gzip"
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError) as e:
                     status, data, gz = type(e).__name__, b"", False
                 if status != "200":
                     cur.error(f"GET {path.split('?')[0].split('%2F')[0]} {status}")
@@ -180,7 +180,7 @@ async def soak(args: argparse.Namespace) -> int:
                     m, cur = cur, Minute()
                     c1, t1 = server.cpu(), time.monotonic()
                     minute += 1
-                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")  # noqa: E731
+                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")
                     row = {"minute": minute, "rss_mib": server.rss() / 1024, "acked": m.acked,
                            "ingest_p50": ms(m.ingest, .5), "ingest_p99": ms(m.ingest, .99),
                            "read_p50": ms(m.reads, .5), "read_p99": ms(m.reads, .99),
