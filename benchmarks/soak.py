@@ -12,7 +12,8 @@ Prometheus and a Grafana would: GET /metrics (gzip) every 15 s, and every second
 notifications.
 
 Each minute it prints: the server's RSS, ingest p50/p99, read p50/p99, server CPU (% of one core), errors, the
-/metrics time and the worst event-loop lag the server reported. At the end: events stored (counted in the
+/metrics time and the worst event-loop lag the server reported, next to the worst lag of an idle control
+server started alongside (same code, no load: on a shared machine its lag is the noise floor). At the end: events stored (counted in the
 database) = events acknowledged (200 answers), or it says by how many they differ.
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Minute:
         self.acked = 0
         self.scrapes: list[float] = []
         self.lag = 0.0
+        self.control_lag = 0.0
         self.why: dict[str, int] = {}
 
     def error(self, why: str) -> None:
@@ -69,6 +71,8 @@ async def soak(args: argparse.Namespace) -> int:
     rec = Receiver()
     await rec.start()
     server = Server(work, rec.port)
+    (work / "control").mkdir()
+    control = Server(work / "control", rec.port)  # idle: its loop lag is the machine's noise floor
     cur = Minute()
     acked = sent = 0
     stop_at = 0.0
@@ -77,6 +81,7 @@ async def soak(args: argparse.Namespace) -> int:
         conn = aiohttp.TCPConnector(limit=128)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=conn) as s:
             await server.ready(s)
+            await control.ready(s)
             base = server.base
             rnd = random.Random(7)
             started: set[int] = set()
@@ -157,6 +162,10 @@ async def soak(args: argparse.Namespace) -> int:
                     for line in (text or b"").splitlines():
                         if line.startswith(b"pipemon_event_loop_lag_seconds "):
                             cur.lag = max(cur.lag, float(line.split()[1]))
+                    async with s.get(control.base + "/metrics") as r:
+                        for line in (await r.read()).splitlines():
+                            if line.startswith(b"pipemon_event_loop_lag_seconds "):
+                                cur.control_lag = max(cur.control_lag, float(line.split()[1]))
                     await asyncio.sleep(15)
 
             async def dashboard() -> None:
@@ -180,29 +189,31 @@ async def soak(args: argparse.Namespace) -> int:
                     m, cur = cur, Minute()
                     c1, t1 = server.cpu(), time.monotonic()
                     minute += 1
-                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")
-                    row = {"minute": minute, "rss_mib": server.rss() / 1024, "acked": m.acked,
+                    label = str(minute) if t1 - t0 > 50 else "end"  # the last seconds, the load drained                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")
+                    row = {"minute": label, "rss_mib": server.rss() / 1024, "acked": m.acked,
                            "ingest_p50": ms(m.ingest, .5), "ingest_p99": ms(m.ingest, .99),
                            "read_p50": ms(m.reads, .5), "read_p99": ms(m.reads, .99),
                            "cpu_pct": (c1 - c0) / (t1 - t0) * 100, "errors": m.errors,
                            "scrape_ms": statistics.median(m.scrapes) * 1000 if m.scrapes else float("nan"),
-                           "lag_ms": m.lag * 1000, "why": m.why}
+                           "lag_ms": m.lag * 1000, "control_ms": m.control_lag * 1000, "why": m.why,
+                           "load": os.getloadavg()[0]}
                     c0, t0 = c1, t1
                     rows.append(row)
                     print("| {minute} | {rss_mib:.0f} | {acked:,} | {ingest_p50:.1f} / {ingest_p99:.1f} | "
                           "{read_p50:.1f} / {read_p99:.1f} | {cpu_pct:.0f} | {errors} | {scrape_ms:.0f} | "
-                          "{lag_ms:.0f} |".format(**row), flush=True)
+                          "{lag_ms:.0f} ({control_ms:.0f}) | {load:.1f} |".format(**row), flush=True)
 
             print(f"\n### soak: {args.rate:g} events/s over {args.pipelines:,} pipelines, {args.fail_pct:g} % "
                   f"failures, lineage; /metrics every 15 s, dashboard reads every 1 s; {args.minutes:g} min; "
                   f"load average {os.getloadavg()[0]:.2f} at the start, {os.cpu_count()} cores\n")
             print("| minute | RSS MiB | events acked | ingest p50 / p99 ms | read p50 / p99 ms | server CPU % | "
-                  "errors | /metrics ms | worst loop lag ms |")
-            print("|---|---|---|---|---|---|---|---|---|", flush=True)
+                  "errors | /metrics ms | worst loop lag ms (idle control) | load average |")
+            print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
             await asyncio.gather(load(), scraper(), dashboard(), reporter())
             await asyncio.sleep(2)  # the writer's last flush
     finally:
         server.stop()
+        control.stop()
         await rec.stop()
     try:
         with sqlite3.connect(work / "pipemon.db") as db:
