@@ -14,6 +14,7 @@ loop every 100 ms and exports the worst lag seen since the previous scrape, so a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import threading
 import time
@@ -103,17 +104,23 @@ class LoopLag:
             self.worst = max(self.worst, lag)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._probe(), name="pipemon-loop-lag")
+        loop = asyncio.get_running_loop()
+        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+            return
+        self._task = loop.create_task(self._probe(), name="pipemon-loop-lag")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        other = task.get_loop()
+        if other is not asyncio.get_running_loop():  # started under another loop (a test client's)
+            if not other.is_closed():
+                other.call_soon_threadsafe(task.cancel)
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def take(self) -> float:
         worst, self.worst = self.worst, 0.0
