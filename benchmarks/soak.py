@@ -189,7 +189,8 @@ async def soak(args: argparse.Namespace) -> int:
                     m, cur = cur, Minute()
                     c1, t1 = server.cpu(), time.monotonic()
                     minute += 1
-                    label = str(minute) if t1 - t0 > 50 else "end"  # the last seconds, the load drained                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")
+                    label = str(minute) if t1 - t0 > 50 else "end"  # the last seconds, the load drained
+                    ms = lambda xs, q: pct(xs, q) * 1000 if xs else float("nan")
                     row = {"minute": label, "rss_mib": server.rss() / 1024, "acked": m.acked,
                            "ingest_p50": ms(m.ingest, .5), "ingest_p99": ms(m.ingest, .99),
                            "read_p50": ms(m.reads, .5), "read_p99": ms(m.reads, .99),
