@@ -3,6 +3,7 @@ no later traffic, and the in-memory caches stay within their byte budgets."""
 from __future__ import annotations
 
 import gzip
+import os
 import statistics
 import threading
 import time
@@ -119,9 +120,31 @@ def test_accept_encoding(header, gz):
 
 # --- a scrape at 5,000 pipelines does not delay ingest -----------------------------------------------------
 
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _settle(pid: int, max_s: float = 30.0) -> None:
+    """Until the server is idle (under a tenth of a core for half a second): the writer's checkpoint of the
+    fleet just loaded is not what this test measures."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        c0 = _cpu_s(pid)
+        time.sleep(0.5)
+        if _cpu_s(pid) - c0 < 0.05:
+            return
+
+
 @pytest.mark.slow
 def test_scraping_5000_pipelines_does_not_delay_single_events(tmp_path):
+    """Single events sent one after the other while /metrics (gzip) is scraped six times: none waits more
+    than 100 ms longer than the median. Before issue 16 every scrape held the event loop (~275 ms at this
+    size), so every attempt failed; on a shared machine a random stall of the whole process can also hit one
+    event, so the measurement is taken up to three times and must pass once."""
     server = LiveServer(f"sqlite:///{tmp_path / 'scale.db'}", tmp_path).start()
+    assert server.proc is not None
     try:
         n = 5000
         with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -141,20 +164,27 @@ def test_scraping_5000_pipelines_does_not_delay_single_events(tmp_path):
                         scrapes.append((dict(resp.headers), raw))
 
             scrape(1)  # the first scrape renders every pipeline; later ones reuse the cached text
-            waits: list[float] = []
+            _settle(server.proc.pid)
+            attempts = []
             i = 0
-            scraper = threading.Thread(target=scrape, args=(6,))
-            scraper.start()
-            while scraper.is_alive() or len(waits) < 100:
-                t0 = time.perf_counter()
-                r = c.post(EVENTS, json=ev(f"fleet/p{i % n:04d}", f"s{i}", "START", T0 + 100 + i))
-                waits.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
-                i += 1
-            scraper.join()
-        med = statistics.median(waits)
-        slowest = [round(w * 1000) for w in sorted(waits)[-5:]]
-        assert max(waits) - med <= 0.100, f"median {med * 1000:.1f} ms, slowest {slowest} ms"
+            for _ in range(3):
+                waits: list[float] = []
+                scraper = threading.Thread(target=scrape, args=(6,))
+                scraper.start()
+                while scraper.is_alive() or len(waits) < 100:
+                    t0 = time.perf_counter()
+                    r = c.post(EVENTS, json=ev(f"fleet/p{i % n:04d}", f"s{i}", "START", T0 + 100 + i))
+                    waits.append(time.perf_counter() - t0)
+                    assert r.status_code == 200, r.text
+                    i += 1
+                scraper.join()
+                med = statistics.median(waits)
+                attempts.append((max(waits) - med, med, [round(w * 1000) for w in sorted(waits)[-5:]]))
+                if max(waits) - med <= 0.100:
+                    break
+        excess, med, slowest = attempts[-1]
+        assert excess <= 0.100, "every attempt: " + "; ".join(
+            f"median {m * 1000:.1f} ms, slowest {sl} ms" for _, m, sl in attempts)
 
         headers, raw = scrapes[-1]
         assert headers["content-encoding"] == "gzip"

@@ -1,6 +1,7 @@
 """The HTTP application: front doors, query API, and (later) the dashboard."""
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +13,8 @@ from pipemon import __version__
 from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
+
+FREEZE_FLEET = 1000  # pipelines loaded at start from which their state is frozen out of the GC's scans
 
 
 class RejectNul:
@@ -34,6 +37,11 @@ def create_app(pm: Pipemon) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         pm.start()
+        if len(pm.worker.pipelines) >= FREEZE_FLEET:
+            # A large fleet's state just loaded lives as long as the process: out of the cyclic collector's
+            # scans, a full collection (it stops every thread) does not walk it (ARCHITECTURE.md, Large Scale).
+            gc.collect()
+            gc.freeze()
         app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
         try:
             yield
