@@ -182,7 +182,7 @@ def test_scraping_5000_pipelines_does_not_delay_single_events(tmp_path):
                 attempts.append((max(waits) - med, med, [round(w * 1000) for w in sorted(waits)[-5:]]))
                 if max(waits) - med <= 0.100:
                     break
-        excess, med, slowest = attempts[-1]
+        excess = attempts[-1][0]
         assert excess <= 0.100, "every attempt: " + "; ".join(
             f"median {m * 1000:.1f} ms, slowest {sl} ms" for _, m, sl in attempts)
 
