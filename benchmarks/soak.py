@@ -63,6 +63,7 @@ class Minute:
         self.scrapes: list[float] = []
         self.lag = 0.0
         self.control_lag = 0.0
+        self.gc = 0.0
         self.why: dict[str, int] = {}
 
     def error(self, why: str) -> None:
@@ -171,6 +172,8 @@ async def soak(args: argparse.Namespace) -> int:
                     for line in (text or b"").splitlines():
                         if line.startswith(b"pipemon_event_loop_lag_seconds "):
                             cur.lag = max(cur.lag, float(line.split()[1]))
+                        if line.startswith(b"pipemon_gc_pause_seconds "):
+                            cur.gc = max(cur.gc, float(line.split()[1]))
                     async with s.get(control.base + "/metrics") as r:
                         for line in (await r.read()).splitlines():
                             if line.startswith(b"pipemon_event_loop_lag_seconds "):
@@ -205,20 +208,21 @@ async def soak(args: argparse.Namespace) -> int:
                            "read_p50": ms(m.reads, .5), "read_p99": ms(m.reads, .99),
                            "cpu_pct": (c1 - c0) / (t1 - t0) * 100, "errors": m.errors,
                            "scrape_ms": statistics.median(m.scrapes) * 1000 if m.scrapes else float("nan"),
-                           "lag_ms": m.lag * 1000, "control_ms": m.control_lag * 1000, "why": m.why,
+                           "lag_ms": m.lag * 1000, "control_ms": m.control_lag * 1000, "gc_ms": m.gc * 1000,
+                           "why": m.why,
                            "load": os.getloadavg()[0]}
                     c0, t0 = c1, t1
                     rows.append(row)
                     print("| {minute} | {rss_mib:.0f} | {acked:,} | {ingest_p50:.1f} / {ingest_p99:.1f} | "
                           "{read_p50:.1f} / {read_p99:.1f} | {cpu_pct:.0f} | {errors} | {scrape_ms:.0f} | "
-                          "{lag_ms:.0f} ({control_ms:.0f}) | {load:.1f} |".format(**row), flush=True)
+                          "{lag_ms:.0f} ({control_ms:.0f}) | {gc_ms:.0f} | {load:.1f} |".format(**row), flush=True)
 
             print(f"\n### soak: {args.rate:g} events/s over {args.pipelines:,} pipelines, {args.fail_pct:g} % "
                   f"failures, lineage; /metrics every 15 s, dashboard reads every 1 s; {args.minutes:g} min; "
                   f"load average {os.getloadavg()[0]:.2f} at the start, {os.cpu_count()} cores\n")
             print("| minute | RSS MiB | events acked | ingest p50 / p99 ms | read p50 / p99 ms | server CPU % | "
-                  "errors | /metrics ms | worst loop lag ms (idle control) | load average |")
-            print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+                  "errors | /metrics ms | worst loop lag ms (idle control) | worst GC pause ms | load average |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
             await asyncio.gather(load(), scraper(), dashboard(), reporter())
             await asyncio.sleep(2)  # the writer's last flush
     finally:

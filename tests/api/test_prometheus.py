@@ -331,3 +331,5 @@ def test_a_gzip_scrape_is_the_same_exposition_compressed(client, clock):
     [lag] = fams["pipemon_event_loop_lag_seconds"].samples
     assert lag.value >= 0
     assert fams["pipemon_event_loop_lag_seconds"].type == "gauge"
+    [gc_pause] = fams["pipemon_gc_pause_seconds"].samples
+    assert gc_pause.value >= 0

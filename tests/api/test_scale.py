@@ -2,6 +2,7 @@
 no later traffic, and the in-memory caches stay within their byte budgets."""
 from __future__ import annotations
 
+import gc
 import gzip
 import os
 import statistics
@@ -13,7 +14,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipemon.api.metrics import FleetText, accepts_gzip
+from pipemon.api.metrics import FleetText, GcPauses, accepts_gzip
 from pipemon.config import Settings, loads
 from pipemon.engine.health import HealthState, PipelineHealth
 from pipemon.ingest import native
@@ -109,6 +110,20 @@ def test_fleet_text_renders_a_pipeline_only_when_it_changes():
     # a pipeline gone from the engine leaves the cache
     text.render(fleet[:10], teams)
     assert len(text._rows) == 10
+
+
+def test_gc_pauses_are_recorded_and_reset_by_each_take():
+    pauses = GcPauses()
+    pauses.start()
+    try:
+        garbage = [[i] for i in range(10_000)]
+        del garbage
+        gc.collect()
+        assert pauses.take() > 0
+        assert pauses.take() == 0
+    finally:
+        pauses.stop()
+    assert pauses._callback not in gc.callbacks
 
 
 @pytest.mark.parametrize("header, gz", [("gzip", True), ("gzip, deflate, br", True), ("*", True),

@@ -43,9 +43,11 @@ def create_app(pm: Pipemon) -> FastAPI:
             gc.collect()
             gc.freeze()
         app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
+        app.state.metrics.gc.start()   # and the garbage collector's pauses (pipemon_gc_pause_seconds)
         try:
             yield
         finally:
+            app.state.metrics.gc.stop()
             await app.state.metrics.lag.stop()
             pm.stop()
 
