@@ -14,8 +14,6 @@ from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
 
-FREEZE_FLEET = 1000  # pipelines loaded at start from which their state is frozen out of the GC's scans
-
 
 class RejectNul:
     """NUL cannot be stored in PostgreSQL text: a path or query holding %00 is a 400, not a storage error."""
@@ -33,13 +31,14 @@ class RejectNul:
         await self.app(scope, receive, send)
 
 
-def create_app(pm: Pipemon) -> FastAPI:
+def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
+    """freeze_gc (`pipemon serve`): once started, move everything alive (imports, the state just loaded) out
+    of the garbage collector's scans, so its full collections, which stop every thread, walk only what came
+    later (ARCHITECTURE.md, Large Scale). Not for tests, which build many apps in one process."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         pm.start()
-        if len(pm.worker.pipelines) >= FREEZE_FLEET:
-            # A large fleet's state just loaded lives as long as the process: out of the cyclic collector's
-            # scans, a full collection (it stops every thread) does not walk it (ARCHITECTURE.md, Large Scale).
+        if freeze_gc:
             gc.collect()
             gc.freeze()
         app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
