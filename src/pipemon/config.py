@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from datetime import time as dtime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from pipemon.engine.matchers import Matcher
 from pipemon.errors import ConfigError, Problem
-from pipemon.notify import ReceiverConfig
+
+# ReceiverConfig is a model created at run time (a key per registered integration), which mypy cannot
+# use as a type: it checks against the base class; pydantic validates with the real model.
+if TYPE_CHECKING:
+    from pipemon.notify.base import ReceiverConfigBase as ReceiverConfig
+else:
+    from pipemon.notify import ReceiverConfig
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*w)?\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?"
                        r"\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*(?:(\d+)\s*ms)?\s*$")
@@ -163,7 +170,8 @@ class Route(_Strict):
     page_after_failures: int | None = Field(default=None, ge=1)
     routes: tuple[Route, ...] = ()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              arbitrary_types_allowed=True)
 
 
 class EscalationStep(_Strict):
@@ -267,7 +275,9 @@ class Settings(_Strict):
 
     def rule_for(self, pipeline: str) -> PipelineRule | None:
         """The first rule whose glob matches (memoised: globs are checked once per pipeline)."""
-        memo = self.__pydantic_private__["_matched"]  # direct: pydantic's __getattr__ costs microseconds
+        private = self.__pydantic_private__
+        assert private is not None  # a model with private attributes always has this dict
+        memo = private["_matched"]  # direct: pydantic's __getattr__ costs microseconds
         try:
             return memo[pipeline]
         except KeyError:
@@ -303,7 +313,7 @@ def loads(text: str, filename: str = "<config>") -> Settings:
 _PATH_IN_MSG = re.compile(r"^(?:Value error, )?([a-z_]+(?:\[\d+\]|\.[a-z_]+)*): ")
 
 
-def _problem(err: dict, lines: dict[tuple, int], filename: str) -> Problem:
+def _problem(err: Mapping[str, Any], lines: dict[tuple, int], filename: str) -> Problem:
     loc = tuple(err["loc"])
     m = _PATH_IN_MSG.match(err["msg"]) if not loc else None
     if m:  # a cross-reference check names its own path: point at that line
@@ -336,7 +346,8 @@ def _parse_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
         loader.dispose()
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], loader: yaml.SafeLoader, filename: str) -> Any:
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], loader: yaml.SafeLoader,
+          filename: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for k_node, v_node in node.value:

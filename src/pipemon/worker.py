@@ -835,7 +835,7 @@ class Worker:
     def _apply(self, conn: Connection, fresh: list[Event], now: float) -> None:
         dirty: dict[int, PipelineRec] = {}
         event_rows = []
-        lineage_rows = []
+        lineage_rows: list[dict] = []
         before: dict[tuple[int, str], Run | None] = {}
         work: dict[tuple[int, str], Run] = {}
         recs: dict[tuple[int, str], PipelineRec] = {}
@@ -844,7 +844,7 @@ class Worker:
         # Where does each event land? (pipeline, run) — a task lands in its root pipeline's run tree.
         parent_ids = sorted({ev.parent.run_id for ev in fresh if ev.parent is not None})
         known_parents = writes.find_task_parents(conn, parent_ids) if parent_ids else {}
-        targets = []
+        targets: list[tuple[PipelineRec, str, str | None, str | None]] = []
         for ev in fresh:
             if ev.parent is None:
                 rec = self._pipeline(conn, ev, ev.pipeline, ev.namespace, ev.name)
@@ -885,7 +885,8 @@ class Worker:
             parents_to_roll.add(k)
 
         for ev, (rec, run_id, parent_id, job) in zip(fresh, targets):
-            event_rows.append((ev.key, rec.id, ev.run_id, ev.type.value, ev.source.value, ev.time, now, ev.raw))
+            event_rows.append((ev.key, rec.id, ev.run_id, ev.type.value, ev.source.value, ev.time, now,
+                               ev.raw))
             for ds in ev.inputs:
                 self._edge(rec.id, ds, "in", now, lineage_rows)
             for ds in ev.outputs:
@@ -935,7 +936,8 @@ class Worker:
             if rolled.parent_run_id is None:
                 self._track_open(rec, pk[1], rolled)
 
-        inserts, updates = [], []
+        inserts: list[tuple[int, Run]] = []
+        updates: list[tuple[int, Run]] = []
         for k, run in work.items():
             (updates if before.get(k) is not None else inserts).append((k[0], run))
         writes.insert_events(conn, event_rows)
@@ -952,7 +954,8 @@ class Worker:
         for k, run in work.items():
             self._cache_put(k, run)
 
-    def _touch(self, rec: PipelineRec, ev: Event, dirty: dict[int, PipelineRec], own_team: bool = True) -> None:
+    def _touch(self, rec: PipelineRec, ev: Event, dirty: dict[int, PipelineRec],
+               own_team: bool = True) -> None:
         changed = False
         if ev.time > rec.last_event_at:
             rec.last_event_at = ev.time

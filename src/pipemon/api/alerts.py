@@ -26,12 +26,14 @@ def alert_view(row) -> dict[str, Any]:
     b = msgspec.json.decode(row.body)
     return {"id": row.id, "fingerprint": b["fingerprint"], "pipeline": b["pipeline"], "team": b["team"],
             "kind": b["kind"], "severity": b["severity"], "severity_reasons": b.get("severity_why", []),
-            "state": b["state"], "summary": b["summary"], "description": b["description"], "labels": b["labels"],
-            "started_at": iso(b["started_at"]), "last_seen": iso(b["last_seen"]), "occurrences": b["occurrences"],
+            "state": b["state"], "summary": b["summary"], "description": b["description"],
+            "labels": b["labels"], "started_at": iso(b["started_at"]), "last_seen": iso(b["last_seen"]),
+            "occurrences": b["occurrences"],
             "resolved_at": iso(b.get("resolved_at")), "resolved_by": b.get("resolved_by"),
             "acknowledged_at": iso(b.get("acked_at")), "acknowledged_by": b.get("acked_by"),
             "run_id": b.get("run_id"), "error": b.get("error"), "failed_task": b.get("failed_task"),
-            "root_cause": {"pipeline": b["root_pipeline"], "team": b.get("root_team")} if b.get("root_pipeline") else None,
+            "root_cause": ({"pipeline": b["root_pipeline"], "team": b.get("root_team")}
+                           if b.get("root_pipeline") else None),
             "attached": b.get("root_cause") is not None, "notified": b.get("notified", {}),
             "evidence": [{"kind": e["kind"], "why": e["why"], "text": e["text"], "run_id": e.get("run_id"),
                           "count": e["count"], "since": iso(e["since"]), "last_seen": iso(e["last_seen"]),
@@ -47,9 +49,11 @@ def _live_alert(pm, a) -> dict[str, Any]:
 
 @router.get("/api/v1/alerts", summary="Alerts, newest first; filter by team, state, kind, pipeline")
 def list_alerts(request: Request, team: str | None = None,
-                state: Annotated[str | None, Query(description="comma-separated: firing, acknowledged, resolved")] = None,
+                state: Annotated[str | None,
+                                 Query(description="comma-separated: firing, acknowledged, resolved")] = None,
                 kind: str | None = None, pipeline: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                cursor: str | None = None) -> dict[str, Any]:
     states = [s.strip() for s in state.split(",") if s.strip()] if state else None
     if states and any(s not in _STATES for s in states):
         raise BadRequest(f"unknown alert state in {state!r}; expected some of {', '.join(_STATES)}")
@@ -71,12 +75,14 @@ class Who(BaseModel):
     comment: str = Field(default="", max_length=2000)
 
 
-@router.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge: stops escalation; receivers that were paged are told")
+@router.post("/api/v1/alerts/{alert_id}/ack",
+             summary="Acknowledge: stops escalation; receivers that were paged are told")
 async def ack(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
     return await _by_hand(request, "acknowledge", alert_id, body)
 
 
-@router.post("/api/v1/alerts/{alert_id}/resolve", summary="Resolve by hand (the receivers that were paged get the resolve)")
+@router.post("/api/v1/alerts/{alert_id}/resolve",
+             summary="Resolve by hand (the receivers that were paged get the resolve)")
 async def resolve(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
     return await _by_hand(request, "resolve", alert_id, body)
 
@@ -93,7 +99,8 @@ async def _by_hand(request: Request, action: str, alert_id: int, body: Who | Non
 # --- silences -----------------------------------------------------------------------------------------------
 
 class NewSilence(BaseModel):
-    matchers: list[str] = Field(min_length=1, description='label matchers, e.g. ["team=\\"payments\\"", "kind=~\\"late|sla_miss\\""]')
+    matchers: list[str] = Field(min_length=1, description='label matchers, e.g. '
+                                '["team=\\"payments\\"", "kind=~\\"late|sla_miss\\""]')
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration: str | None = Field(default=None, description="instead of ends_at: 2h, 30m, 1d")
@@ -108,10 +115,12 @@ class NewSilence(BaseModel):
 
 
 def silence_view(row, now: float) -> dict[str, Any]:
-    matchers = msgspec.json.decode(row.matchers) if isinstance(row.matchers, str) else [str(m) for m in row.matchers]
+    matchers = (msgspec.json.decode(row.matchers) if isinstance(row.matchers, str)
+                else [str(m) for m in row.matchers])
     return {"id": row.id, "matchers": matchers, "starts_at": iso(row.starts_at), "ends_at": iso(row.ends_at),
             "created_by": row.created_by, "comment": row.comment,
-            "state": "active" if row.starts_at <= now < row.ends_at else ("pending" if now < row.starts_at else "expired")}
+            "state": ("active" if row.starts_at <= now < row.ends_at
+                      else ("pending" if now < row.starts_at else "expired"))}
 
 
 @router.post("/api/v1/silences", summary="Silence matching alerts (still recorded and visible, not notified)")
@@ -155,21 +164,24 @@ async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
 
 @router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error")
 def list_notifications(request: Request, receiver: str | None = None,
-                       status: Annotated[str | None, Query(pattern="^(pending|sent|skipped|failed|dead)$")] = None,
+                       status: Annotated[str | None,
+                                         Query(pattern="^(pending|sent|skipped|failed|dead)$")] = None,
                        alert: Annotated[str | None, Query(description="an alert fingerprint")] = None,
-                       limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        page = store.list_notifications(conn, receiver=receiver, status=status, fingerprint=alert, limit=limit,
-                                        cursor=cursor)
+        page = store.list_notifications(conn, receiver=receiver, status=status, fingerprint=alert,
+                                        limit=limit, cursor=cursor)
     items = []
     for r in page.items:
         body = msgspec.json.decode(r.body)
         items.append({"id": r.id, "receiver": r.receiver, "action": r.action, "group_key": r.group_key,
                       "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
                       "created_at": iso(r.created_at), "sent_at": iso(r.sent_at),
-                      "alerts": [{"fingerprint": a["fingerprint"], "pipeline": a["pipeline"], "team": a["team"],
-                                  "kind": a["kind"], "severity": a["severity"]} for a in body["alerts"]]})
+                      "alerts": [{"fingerprint": a["fingerprint"], "pipeline": a["pipeline"],
+                                  "team": a["team"], "kind": a["kind"], "severity": a["severity"]}
+                                 for a in body["alerts"]]})
     return {"items": items, "next_cursor": page.next_cursor}
 
 
@@ -203,8 +215,8 @@ async def test_receiver(request: Request, name: str) -> Any:
 
 # --- the noise report ---------------------------------------------------------------------------------------
 
-@router.get("/api/v1/reports/noise", summary="On-call load: notifications per team and receiver per week, the "
-                                              "noisiest pipelines, time to acknowledge and to resolve")
+@router.get("/api/v1/reports/noise", summary="On-call load: notifications per team and receiver per week, "
+                                              "the noisiest pipelines, time to acknowledge and to resolve")
 def noise(request: Request, weeks: Annotated[int, Query(ge=1, le=52)] = 4) -> dict[str, Any]:
     pm = request.app.state.pm
     now = pm.clock.now()
@@ -233,9 +245,14 @@ def noise_report(notes, alerts) -> dict[str, Any]:
     noisy = collections.Counter(a.pipeline for a in alerts)
     tta = [a.acked_at - a.started_at for a in alerts if a.acked_at]
     ttr = [a.resolved_at - a.started_at for a in alerts if a.resolved_at]
-    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
-    return {"notifications_per_team_per_week": {t: dict(sorted(c.items())) for t, c in sorted(per_team.items())},
-            "notifications_per_receiver_per_week": {r: dict(sorted(c.items())) for r, c in sorted(per_receiver.items())},
+
+    def med(xs):
+        return sorted(xs)[len(xs) // 2] if xs else None
+
+    return {"notifications_per_team_per_week": {t: dict(sorted(c.items()))
+                                                for t, c in sorted(per_team.items())},
+            "notifications_per_receiver_per_week": {r: dict(sorted(c.items()))
+                                                    for r, c in sorted(per_receiver.items())},
             "noisiest_pipelines": [{"pipeline": p, "alerts": n} for p, n in noisy.most_common(10)],
             "alerts": len(alerts),
             "median_time_to_acknowledge_s": med(tta), "median_time_to_resolve_s": med(ttr)}

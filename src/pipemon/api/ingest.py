@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from pipemon.api.body import read_body
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +20,7 @@ from pipemon.model import Event
 
 router = APIRouter(tags=["ingest"])
 
-_ACCEPTED = {
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
     "200": {"description": "Committed (a retried event counts as a duplicate and is stored once).",
             "content": {"application/json": {"schema": {"type": "object", "properties": {
                 "accepted": {"type": "integer"}, "duplicates": {"type": "integer"}}}}}},
@@ -77,10 +77,12 @@ class IngestFastPath:
 
     def __init__(self, app, pm, metrics=None) -> None:
         self.app, self.pm, self.metrics = app, pm, metrics
-        self.routes = {r.path: r for r in router.routes if getattr(r, "path", None) in _FAST}
+        self.routes = {getattr(r, "path", None): r
+                       for r in router.routes if getattr(r, "path", None) in _FAST}
 
     async def __call__(self, scope, receive, send) -> None:
-        handler = _FAST.get(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        handler = (_FAST.get(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST"
+                   else None)
         if handler is None:
             await self.app(scope, receive, send)
             return
@@ -99,8 +101,8 @@ class IngestFastPath:
 
 
 _OL_SCHEMA = {
-    "description": "An OpenLineage 2.x RunEvent (JobEvent and DatasetEvent accepted too), or an array of them. "
-                   "See https://openlineage.io/spec/2-0-2/OpenLineage.json",
+    "description": "An OpenLineage 2.x RunEvent (JobEvent and DatasetEvent accepted too), or an array of "
+                   "them. See https://openlineage.io/spec/2-0-2/OpenLineage.json",
     "type": "object",
     "required": ["eventTime", "run", "job"],
     "properties": {
@@ -124,7 +126,8 @@ async def post_lineage(request: Request) -> Response:
     return await ingest_lineage(request.app.state.pm, request)
 
 
-@router.post("/api/v1/events", responses=_ACCEPTED, summary="Ingest native events (one, or a batch of up to 10,000)",
+@router.post("/api/v1/events", responses=_ACCEPTED,
+             summary="Ingest native events (one, or a batch of up to 10,000)",
              openapi_extra=_body_doc({"oneOf": [{"$ref": "#/components/schemas/NativeEvent"},
                                                 {"type": "array", "maxItems": native.MAX_BATCH,
                                                  "items": {"$ref": "#/components/schemas/NativeEvent"}}]}))
@@ -140,7 +143,8 @@ def _ping_parts(request: Request) -> tuple[str, str, str | None]:
         return parts[0], parts[1], None
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]
-    raise InvalidEvent("invalid ping", [Problem("path", "expected /ping/{namespace}/{name}[/start|/fail|/{exit_code}]")])
+    raise InvalidEvent("invalid ping", [Problem("path", "expected /ping/{namespace}/{name}"
+                                                "[/start|/fail|/{exit_code}]")])
 
 
 async def _ping(request: Request) -> Response:
@@ -154,7 +158,8 @@ async def _ping(request: Request) -> Response:
     return Response("OK\n", media_type="text/plain")
 
 
-_PING_RESPONSES = {"200": {"description": "OK"}, "422": {"description": "Unknown signal"}}
+_PING_RESPONSES: dict[int | str, dict[str, Any]] = {"200": {"description": "OK"},
+                                                    "422": {"description": "Unknown signal"}}
 
 
 async def ping_success(request: Request, namespace: str, name: str) -> Response:
@@ -171,7 +176,8 @@ for _method in ("GET", "POST"):
                          summary="Ping: success (healthchecks.io style)")
     router.add_api_route("/ping/{namespace}/{name}/{signal}", ping_signal, methods=[_method],
                          response_class=Response, responses=_PING_RESPONSES,
-                         operation_id=f"ping_signal_{_method.lower()}", summary="Ping: start, fail or an exit code 0-255")
+                         operation_id=f"ping_signal_{_method.lower()}",
+                         summary="Ping: start, fail or an exit code 0-255")
 
 
 @router.api_route("/ping/{rest:path}", include_in_schema=False, methods=["GET", "POST"])

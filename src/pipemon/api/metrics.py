@@ -243,11 +243,13 @@ class _Collector:
     def collect(self):
         pm = self.pm
         w = pm.worker
-        by_source = CounterMetricFamily("pipemon_events_ingested", "Events stored, by front door", labels=["source"])
+        by_source = CounterMetricFamily("pipemon_events_ingested", "Events stored, by front door",
+                                        labels=["source"])
         for source, n in sorted(w.stats["by_source"].items()):
             by_source.add_metric([source], n)
         yield by_source
-        yield CounterMetricFamily("pipemon_events_duplicate", "Retried events recognised and not stored again",
+        yield CounterMetricFamily("pipemon_events_duplicate",
+                                  "Retried events recognised and not stored again",
                                   value=w.stats["duplicates"])
         yield CounterMetricFamily("pipemon_writer_batches", "Transactions committed by the writer",
                                   value=w.stats["batches"])
@@ -255,28 +257,32 @@ class _Collector:
                                   value=w.stats["failed_batches"])
         last_tick = w.stats.get("last_tick_wall") or w.stats["started_wall"]  # never evaluated: lag grows
         yield GaugeMetricFamily("pipemon_evaluation_lag_seconds", "Seconds since the clock-driven evaluation "
-                                "last completed (lateness is found no later than this)", value=time.time() - last_tick)
-        yield GaugeMetricFamily("pipemon_writer_queue", "Requests waiting for the writer", value=w.queue_depth())
+                                "last completed (lateness is found no later than this)",
+                                value=time.time() - last_tick)
+        yield GaugeMetricFamily("pipemon_writer_queue", "Requests waiting for the writer",
+                                value=w.queue_depth())
         health = w.health()
         yield GaugeMetricFamily("pipemon_writer_up", "1 while the writer runs and has its database, else 0",
                                 value=1 if health.alive and health.down_for is None else 0)
-        yield CounterMetricFamily("pipemon_writer_outages", "Times the writer lost its database and reconnected",
+        yield CounterMetricFamily("pipemon_writer_outages",
+                                  "Times the writer lost its database and reconnected",
                                   value=w.stats["outages"])
         yield CounterMetricFamily("pipemon_writer_timed_out", "Requests answered 503 at their deadline",
                                   value=w.stats["timed_out"])
-        yield CounterMetricFamily("pipemon_writer_rejected", "Requests whose input the database refused (422)",
+        yield CounterMetricFamily("pipemon_writer_rejected",
+                                  "Requests whose input the database refused (422)",
                                   value=w.stats["rejected"])
         yield GaugeMetricFamily("pipemon_event_loop_lag_seconds", "Worst event-loop lag a probe every "
-                                f"{LAG_PROBE_S:g} s saw since the previous scrape (a stall of every request)",
-                                value=self.lag.take())
-        yield GaugeMetricFamily("pipemon_gc_pause_seconds", "Longest pause of the garbage collector (it stops "
-                                "every thread) since the previous scrape", value=self.gc.take())
+                                f"{LAG_PROBE_S:g} s saw since the previous scrape "
+                                "(a stall of every request)", value=self.lag.take())
+        yield GaugeMetricFamily("pipemon_gc_pause_seconds", "Longest pause of the garbage collector (it "
+                                "stops every thread) since the previous scrape", value=self.gc.take())
 
         d = pm.deliverer
         if d is not None:
-            sent = CounterMetricFamily("pipemon_notifications", "Notification deliveries by receiver and outcome "
-                                       "(sent; retried: a transient failure; failed: permanent or given up)",
-                                       labels=["receiver", "outcome"])
+            sent = CounterMetricFamily("pipemon_notifications", "Notification deliveries by receiver and "
+                                       "outcome (sent; retried: a transient failure; failed: permanent "
+                                       "or given up)", labels=["receiver", "outcome"])
             streak = GaugeMetricFamily("pipemon_receiver_consecutive_failures",
                                        "Deliveries to a receiver that failed in a row", labels=["receiver"])
             for name in sorted(d.receivers):
