@@ -158,3 +158,28 @@ def test_docs_and_redoc_load_their_assets_from_the_package(client):
             if u.startswith("/static/"):
                 assert client.get(u).status_code == 200, u
     assert client.get("/openapi.json").status_code == 200
+
+
+ROW = re.compile(r'<tr class="row-(\w+)">\s*<td>.*?</td>\s*<td><a href="[^"]+">([^<]+)</a></td>\s*<td>([^<]+)</td>',
+                 re.S)
+
+
+def test_every_pipeline_is_on_exactly_one_page_grouped_by_team_worst_team_first(client, clock):
+    t = clock.now()
+    teams = {"alpha": 90, "beta": 80, "gamma": 70}
+    post(client, [{"pipeline": f"{team}/p{i:03d}", "run_id": "r", "type": "COMPLETE", "event_time": t - 100,
+                   "duration_s": 10, "team": team} for team, n in teams.items() for i in range(n)])
+    for name in ("gamma/p005", "gamma/p050"):
+        failed_run(client, clock, name, "r2", "boom")
+    seen = []
+    for n in (1, 2, 3):
+        seen += ROW.findall(client.get(f"/?page={n}").text)
+    assert len(seen) == 240 and len({k for _, k, _ in seen}) == 240
+    rank = {"failing": 0, "healthy": 6}
+    worst = {"gamma": 0, "alpha": 6, "beta": 6}
+    assert seen == sorted(seen, key=lambda r: (worst[r[2]], r[2], rank[r[0]], r[1]))
+    assert seen[:2] == [("failing", "gamma/p005", "gamma"), ("failing", "gamma/p050", "gamma")]
+    beta = ROW.findall(client.get("/?team=beta&page=1").text)
+    assert len(beta) == 80 and {r[2] for r in beta} == {"beta"}
+    text = ROW.findall(client.get("/?q=p05").text)  # p050 … p059 of each team, gamma's failing one first
+    assert len(text) == 30 and text[0] == ("failing", "gamma/p050", "gamma")

@@ -86,7 +86,8 @@ def series(points: list[Point], band: list[tuple[float, float, float]], title: s
     t0, t1 = min(ts), max(ts)
     if t1 - t0 < 1:
         t0, t1 = t0 - 1800, t1 + 1800
-    y1 = max(ys) * 1.08 or 1.0
+    # the band's top is clipped at 2.5x the largest run: a wide band must not flatten the runs
+    y1 = min(max(ys), 2.5 * max(p.y for p in points)) * 1.08 or 1.0
     y0 = 0.0
 
     def x(t: float) -> float:

@@ -76,7 +76,7 @@ def _overview(request: Request, team: str | None, state: str | None, q: str | No
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         counts = reads.state_counts(conn)
-        fleet = queries.fleet_page(conn, team=team, states=states, q=(q or "").strip() or None,
+        fleet = queries.fleet_page(conn, counts, team=team, states=states, q=(q or "").strip() or None,
                                    offset=(n - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     by_state = dict.fromkeys(STATES, 0)
     teams: dict[str, dict[str, int]] = {}

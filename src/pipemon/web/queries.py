@@ -16,7 +16,7 @@ from pipemon.engine.health import HealthState
 from pipemon.store.schema import engine_state, pipeline_state, pipelines
 
 STATE = sa.func.coalesce(pipeline_state.c.state, "unknown")
-RANK = sa.case({s.value: s.rank for s in HealthState}, value=STATE, else_=len(HealthState))
+RANK = sa.case({s.value: s.rank for s in HealthState}, value=STATE, else_=len(HealthState))  # worst first
 
 
 @dataclass(frozen=True)
@@ -25,28 +25,42 @@ class Fleet:
     total: int  # pipelines matching the filters (for the page count)
 
 
-def fleet_page(conn: Connection, *, team: str | None, states: list[str] | None, q: str | None,
-               offset: int, limit: int) -> Fleet:
-    """Pipelines by team (the team with the worst state first), worst first within a team; one page,
-    never the whole fleet (OFFSET: at 100 a page, a fleet of 10,000 has 100 pages)."""
-    base = pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id)
-    where = []
-    if team is not None:
-        where.append(pipelines.c.team == team)
-    if q:
-        where.append(pipelines.c.key.contains(q, autoescape=True))
-    if states:
-        where.append(STATE.in_(states))
-    total = conn.execute(sa.select(sa.func.count()).select_from(base).where(*where)).scalar_one()
-    # grouped by team, the team with the worst pipeline first; within a team, worst first
-    team_worst = sa.func.min(RANK).over(partition_by=pipelines.c.team)
-    inner = (sa.select(pipelines.c.key, pipelines.c.team, STATE.label("state"), RANK.label("rank"),
-                       team_worst.label("team_rank"), pipeline_state.c.reason, pipeline_state.c.state_since)
-             .select_from(base).where(*where).subquery())
-    rows = list(conn.execute(
-        sa.select(inner.c.key, inner.c.team, inner.c.state, inner.c.reason, inner.c.state_since)
-        .order_by(inner.c.team_rank, inner.c.team, inner.c.rank, inner.c.key).offset(offset).limit(limit)))
-    return Fleet(rows, total)
+_BASE = pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id)
+_RANK = {s.value: s.rank for s in HealthState}
+
+
+def _team_is(team: str | None):
+    return pipelines.c.team.is_(None) if team is None else pipelines.c.team == team
+
+
+def fleet_page(conn: Connection, counts: list[tuple[str | None, str, int]], *, team: str | None,
+               states: list[str] | None, q: str | None, offset: int, limit: int) -> Fleet:
+    """One page of pipelines grouped by team (the team with the worst state first), worst first within a
+    team, then by id. Never the whole fleet: `counts` (the fleet summary's GROUP BY, `reads.state_counts`)
+    says which (team, state) buckets the page falls in, and only those are read, each by its index."""
+    if q:  # a text filter: count the matching pipelines per bucket first (one scan of the ids)
+        counts = [(r[0], r[1], r[2]) for r in conn.execute(
+            sa.select(pipelines.c.team, STATE, sa.func.count()).select_from(_BASE)
+            .where(pipelines.c.key.contains(q, autoescape=True)).group_by(pipelines.c.team, STATE))]
+    buckets = [(t, s, n) for t, s, n in counts
+               if n and (team is None or (t or "unassigned") == team) and (not states or s in states)]
+    worst: dict[str | None, int] = {}
+    for t, s, _ in buckets:
+        worst[t] = min(worst.get(t, 99), _RANK.get(s, 99))
+    buckets.sort(key=lambda b: (worst[b[0]], b[0] or "unassigned", _RANK.get(b[1], 99)))
+    rows: list[sa.Row] = []
+    at = 0
+    for t, s, n in buckets:
+        if at + n > offset and len(rows) < limit:
+            skip = max(0, offset - at)
+            stmt = (sa.select(pipelines.c.key, pipelines.c.team, STATE.label("state"),
+                              pipeline_state.c.reason, pipeline_state.c.state_since)
+                    .select_from(_BASE).where(_team_is(t), STATE == s))
+            if q:
+                stmt = stmt.where(pipelines.c.key.contains(q, autoescape=True))
+            rows += conn.execute(stmt.order_by(pipelines.c.key).offset(skip).limit(limit - len(rows))).all()
+        at += n
+    return Fleet(rows, sum(n for _, _, n in buckets))
 
 
 def states_of(conn: Connection, keys: list[str]) -> dict[str, str]:
