@@ -10,11 +10,13 @@ import asyncio
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from pipemon.config import parse_duration
 from pipemon.errors import BadRequest, NotFound
+from pipemon.store import alerting as alert_store
 from pipemon.web.render import error_page
 
 router = APIRouter(include_in_schema=False)
@@ -110,9 +112,7 @@ async def silence(request: Request, alert_id: str) -> Response:
         comment = form.get("comment", "")[:2000] or "silenced from the dashboard"
 
         def add(conn, now):
-            from pipemon.store import alerting as store
-            import msgspec
-            body = msgspec.json.decode(store.get_alert(conn, aid).body)
+            body = msgspec.json.decode(alert_store.get_alert(conn, aid).body)
             matchers = [quote_matcher("pipeline", body["pipeline"])]
             if scope != "pipeline":
                 matchers.append(quote_matcher("kind", body["kind"]))

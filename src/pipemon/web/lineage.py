@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
 
-from pipemon.errors import BadRequest
+from pipemon.errors import BadRequest, NotFound
 from pipemon.store import reads
 from pipemon.web import queries
 from pipemon.web.render import STATES, page, pipeline_url
@@ -148,7 +148,6 @@ def team_page(request: Request, team: str | None) -> Response:
     with pm.engine.connect() as conn:
         own = queries.team_keys(conn, team, TEAM_NODES)
         if not own:
-            from pipemon.errors import NotFound
             raise NotFound(f"no pipelines of team {team!r}")
         nodes = set(own)
         for n in own:  # one step out: where the team's inputs come from and whom it feeds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -20,7 +21,7 @@ from pipemon.errors import BadRequest, Conflict, NotFound
 from pipemon.model import Severity
 from pipemon.store import alerting as alert_store
 from pipemon.store import reads
-from pipemon.web import charts, queries
+from pipemon.web import charts, lineage, queries
 from pipemon.web.render import STATES, error_page, page
 
 router = APIRouter(include_in_schema=False)
@@ -96,7 +97,6 @@ def _overview(request: Request, team: str | None, state: str | None, q: str | No
 
 
 def _query(base: dict[str, Any], **changes: Any) -> str:
-    from urllib.parse import urlencode
     merged = {**base, **changes}
     qs = urlencode({k: v for k, v in merged.items() if v not in (None, "", 1)})
     return "/?" + qs if qs else "/"
@@ -228,11 +228,9 @@ def deliveries(request: Request, alert_id: str) -> Response:
 
 @router.get("/lineage", response_class=HTMLResponse)
 def team_lineage(request: Request, team: str | None = None) -> Response:
-    from pipemon.web import lineage
     return _guard(request, lambda: lineage.team_page(request, team))
 
 
 @router.get("/lineage/{pipeline_id:path}", response_class=HTMLResponse)
 def pipeline_lineage(request: Request, pipeline_id: str) -> Response:
-    from pipemon.web import lineage
     return _guard(request, lambda: lineage.pipeline_page(request, pipeline_id))
