@@ -14,7 +14,8 @@
   function live(el) {
     var every = parseInt(el.getAttribute("data-live"), 10) || 5000;
     function refresh() {
-      if (document.hidden) return setTimeout(refresh, every);
+      // not while hidden, nor while the keyboard is inside the region (a refresh would lose the focus)
+      if (document.hidden || el.contains(document.activeElement)) return setTimeout(refresh, every);
       var url = new URL(window.location.href);
       url.searchParams.set("fragment", "live");
       fetch(url, {headers: {"Accept": "text/html"}, credentials: "same-origin"}).then(function (r) {
