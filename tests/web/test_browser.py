@@ -90,8 +90,8 @@ def _incident(url: str) -> None:
         tid = f"e2e-bad-{task}"
         ev += [{"namespace": ns, "name": f"{name}.{task}", "run_id": tid, "type": "START",
                 "event_time": t - 800 + i * 200, "parent": parent},
-               {"namespace": ns, "name": f"{name}.{task}", "run_id": tid, "type": "COMPLETE" if ok else "FAIL",
-                "event_time": t - 700 + i * 200, "parent": parent,
+               {"namespace": ns, "name": f"{name}.{task}", "run_id": tid,
+                "type": "COMPLETE" if ok else "FAIL", "event_time": t - 700 + i * 200, "parent": parent,
                 **({} if ok else {"error": {"message": ERROR, "type": "UndefinedTable"}})}]
     ev.append({"pipeline": ROOT, "run_id": "e2e-bad", "type": "FAIL", "event_time": t - 60, "outputs": out,
                "error": {"message": f"Task transform failed: {ERROR}", "type": "UndefinedTable"},
@@ -158,6 +158,7 @@ def test_the_dashboard_in_a_real_browser(served):
             shot("overview")
 
             # … and updates without a reload: a pipeline that breaks now appears by itself.
+            page.goto(url + "/?state=failing")
             page.evaluate("window.__stillHere = 1")
             _post(url, [{"pipeline": "cron://e2e-host/fresh_failure", "run_id": "f1", "type": "START",
                          "event_time": time.time() - 30},
@@ -166,13 +167,15 @@ def test_the_dashboard_in_a_real_browser(served):
             expect(page.locator("#live")).to_contain_text("cron://e2e-host/fresh_failure", timeout=30_000)
             assert page.evaluate("window.__stillHere") == 1, "the page reloaded"
             expect(page.locator('[data-count="total"]')).to_have_text(f"{total + 1:,}")
+            shot("overview-failing")
 
             # Times are the viewer's (Paris), UTC on hover.
             stamp = page.locator("table.pipelines time").first
             assert stamp.get_attribute("title").endswith(" UTC")
             assert "UTC" not in stamp.inner_text()
 
-            # Filters: a team, then a state.
+            # The team filter.
+            page.goto(url + "/")
             page.select_option("select[name=team]", "finance")
             page.click("form.filters button")
             expect(page.locator("h2", has_text="Pipelines of finance")).to_be_visible()

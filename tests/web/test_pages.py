@@ -6,9 +6,6 @@ import re
 
 import pytest
 
-NOW_EVENT = {"type": "START"}
-
-
 def post(client, events: list[dict]) -> None:
     r = client.post("/api/v1/events", json=events)
     assert r.status_code == 200, r.text
@@ -21,10 +18,9 @@ def failed_run(client, clock, pipeline: str, run_id: str, error: str, tasks: boo
     if tasks:
         parent = {"namespace": ns, "name": name, "run_id": run_id}
         for i, (task, ok) in enumerate([("extract", True), ("transform", False), ("publish", True)]):
-            events += [{"namespace": ns, "name": f"{name}.{task}", "run_id": f"{run_id}-{task}", "type": "START",
-                        "event_time": t - 500 + i * 100, "parent": parent},
-                       {"namespace": ns, "name": f"{name}.{task}", "run_id": f"{run_id}-{task}",
-                        "type": "COMPLETE" if ok else "FAIL", "event_time": t - 450 + i * 100, "parent": parent,
+            job = {"namespace": ns, "name": f"{name}.{task}", "run_id": f"{run_id}-{task}", "parent": parent}
+            events += [{**job, "type": "START", "event_time": t - 500 + i * 100},
+                       {**job, "type": "COMPLETE" if ok else "FAIL", "event_time": t - 450 + i * 100,
                         **({} if ok else {"error": {"message": error, "type": "ProgrammingError"}})}]
     events.append({"pipeline": pipeline, "run_id": run_id, "type": "FAIL", "event_time": t - 60,
                    "error": {"message": error, "type": "ProgrammingError"}})
@@ -55,7 +51,8 @@ def test_the_pipeline_page_answers_the_url_notifications_carry_and_the_plain_for
     assert "no pipeline" in r.text and "Traceback" not in r.text
 
 
-@pytest.mark.parametrize("path", ["/?state=exploded", "/?page=0", "/?page=abc", "/?page=99999999", "/lineage"])
+@pytest.mark.parametrize("path", ["/?state=exploded", "/?page=0", "/?page=abc", "/?page=99999999",
+                                  "/lineage"])
 def test_bad_input_is_a_400_page(client, path):
     r = client.get(path)
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
@@ -98,7 +95,8 @@ def test_the_overview_pages_the_fleet_worst_first(client, clock):
 
 
 def test_the_run_page_lists_the_failing_task_first(client, clock):
-    failed_run(client, clock, "airflow://prod/orders", "run-7", "relation orders_raw does not exist", tasks=True)
+    failed_run(client, clock, "airflow://prod/orders", "run-7", "relation orders_raw does not exist",
+               tasks=True)
     r = client.get("/runs/run-7", params={"pipeline": "airflow://prod/orders"})
     assert r.status_code == 200
     tasks = re.findall(r'<td class="task">([^<]+)</td>', r.text)
@@ -160,8 +158,8 @@ def test_docs_and_redoc_load_their_assets_from_the_package(client):
     assert client.get("/openapi.json").status_code == 200
 
 
-ROW = re.compile(r'<tr class="row-(\w+)">\s*<td>.*?</td>\s*<td><a href="[^"]+">([^<]+)</a></td>\s*<td>([^<]+)</td>',
-                 re.S)
+ROW = re.compile(r'<tr class="row-(\w+)">\s*<td>.*?</td>\s*'
+                 r'<td><a href="[^"]+">([^<]+)</a></td>\s*<td>([^<]+)</td>', re.S)
 
 
 def test_every_pipeline_is_on_exactly_one_page_grouped_by_team_worst_team_first(client, clock):

@@ -84,9 +84,8 @@ def _overview(request: Request, team: str | None, state: str | None, q: str | No
     for t, s, k in counts:
         by_state[s] = by_state.get(s, 0) + k
         teams.setdefault(t or "unassigned", dict.fromkeys(STATES, 0))[s] += k
-    rank = {s: i for i, s in enumerate(STATES)}
-    team_list = sorted(teams.items(),
-                       key=lambda kv: (min((rank[s] for s, k in kv[1].items() if k), default=99), kv[0]))
+    order = queries.team_order([(t or "unassigned", s, k) for t, s, k in counts])
+    team_list = sorted(teams.items(), key=lambda kv: order.get(kv[0], len(order)))
     pages = max(1, math.ceil(fleet.total / PAGE_SIZE))
     ctx: dict[str, Any] = dict(
         title="Fleet", by_state=by_state, total=sum(by_state.values()), teams=team_list, rows=fleet.rows,

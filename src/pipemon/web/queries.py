@@ -44,10 +44,8 @@ def fleet_page(conn: Connection, counts: list[tuple[str | None, str, int]], *, t
             .where(pipelines.c.key.contains(q, autoescape=True)).group_by(pipelines.c.team, STATE))]
     buckets = [(t, s, n) for t, s, n in counts
                if n and (team is None or (t or "unassigned") == team) and (not states or s in states)]
-    worst: dict[str | None, int] = {}
-    for t, s, _ in buckets:
-        worst[t] = min(worst.get(t, 99), _RANK.get(s, 99))
-    buckets.sort(key=lambda b: (worst[b[0]], b[0] or "unassigned", _RANK.get(b[1], 99)))
+    order = team_order([(t or "unassigned", s, n) for t, s, n in buckets])
+    buckets.sort(key=lambda b: (order[b[0] or "unassigned"], _RANK.get(b[1], 99)))
     rows: list[sa.Row] = []
     at = 0
     for t, s, n in buckets:
@@ -61,6 +59,17 @@ def fleet_page(conn: Connection, counts: list[tuple[str | None, str, int]], *, t
             rows += conn.execute(stmt.order_by(pipelines.c.key).offset(skip).limit(limit - len(rows))).all()
         at += n
     return Fleet(rows, sum(n for _, _, n in buckets))
+
+
+def team_order(counts: list[tuple[str, str, int]]) -> dict[str, int]:
+    """team -> position: the team with the worst state first, then the one with more pipelines in it, then
+    by name (the overview's team cards and its table agree on this)."""
+    worst: dict[str, tuple[int, int]] = {}
+    for t, s, n in counts:
+        if n:
+            key = (_RANK.get(s, 99), -n)
+            worst[t] = min(worst.get(t, key), key)
+    return {t: i for i, t in enumerate(sorted(worst, key=lambda t: (*worst[t], t)))}
 
 
 def states_of(conn: Connection, keys: list[str]) -> dict[str, str]:
