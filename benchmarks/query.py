@@ -413,13 +413,12 @@ def sql_profile(url: str, targets: Targets, reps: int, seed: int) -> dict:
         queries.fleet_page(conn, reads.state_counts(conn), team=None, states=None, q=None, offset=0, limit=100)
 
     def page_pipeline(conn):
-        from pipemon.store import alerting
         from pipemon.web import queries
         row = reads.pipeline_with_state(conn, rng.choice(targets.pipelines))
         reads.list_runs(conn, row.id, row.key, limit=120)
         reads.recent_findings(conn, row.id, limit=100)
         queries.detect_state(conn, row.id)
-        alerting.list_alerts(conn, pipeline=row.key, states=["firing", "acknowledged"], limit=20)
+        queries.open_alerts_of(conn, row.key, row.team)
         reads.datasets(conn, row.id)
 
     calls = {"summary": summary, "team": team, "team-page": team_page, "detail": detail, "runs": runs,

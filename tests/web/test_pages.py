@@ -46,6 +46,7 @@ def test_the_pipeline_page_answers_the_url_notifications_carry_and_the_plain_for
         r = client.get(path)
         assert r.status_code == 200, path
         assert "relation sales_raw does not exist" in r.text and "failing" in r.text
+        assert "Open alerts" in r.text and '/alerts#alert-' in r.text
     r = client.get("/pipelines/airflow://prod/no_such")
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
     assert "no pipeline" in r.text and "Traceback" not in r.text

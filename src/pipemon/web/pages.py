@@ -122,7 +122,7 @@ def _pipeline(request: Request, key: str) -> Response:
         runs = reads.list_runs(conn, row.id, row.key, limit=120).items
         found = reads.recent_findings(conn, row.id, limit=100)
         detect = queries.detect_state(conn, row.id)
-        alerts = alert_store.list_alerts(conn, pipeline=row.key, states=OPEN, limit=20).items
+        alerts = queries.open_alerts_of(conn, row.key, row.team)
         datasets = reads.datasets(conn, row.id)
         up, down = sorted(lineage.upstream(row.key)), sorted(lineage.downstream(row.key))
         states = queries.states_of(conn, up + down)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipemon.engine.health import HealthState
-from pipemon.store.schema import engine_state, pipeline_state, pipelines
+from pipemon.store.schema import alerts, engine_state, pipeline_state, pipelines
 
 STATE = sa.func.coalesce(pipeline_state.c.state, "unknown")
 RANK = sa.case({s.value: s.rank for s in HealthState}, value=STATE, else_=len(HealthState))  # worst first
@@ -102,3 +102,12 @@ def detect_state(conn: Connection, pipeline_id: int) -> dict[str, Any] | None:
         return msgspec.json.decode(row.detect)
     except msgspec.DecodeError:
         return None
+
+
+def open_alerts_of(conn: Connection, pipeline: str, team: str | None) -> list[sa.Row]:
+    """A pipeline's open alerts, newest first, through the (team, state) index: alerts carry no index on the
+    pipeline, and the alert list's query (ordered by start) would walk every alert to find them."""
+    rows = conn.execute(sa.select(alerts).where(alerts.c.team == (team or "unassigned"),
+                                                alerts.c.state.in_(("firing", "acknowledged")),
+                                                alerts.c.pipeline == pipeline))
+    return sorted(rows, key=lambda r: (r.started_at, r.id), reverse=True)
