@@ -205,7 +205,8 @@ class Alerting:
 
     def _emit(self, conn: Connection, outgoing: list[Outgoing], now: float) -> None:
         for o in outgoing:
-            views = tuple(a.view(self.url(a.pipeline)) for fp in o.fingerprints if (a := self.lookup(fp)) is not None)
+            views = tuple(a.view(self.url(a.pipeline), o.time) for fp in o.fingerprints
+                          if (a := self.lookup(fp)) is not None)
             if not views:
                 continue
             key = hashlib.blake2b("\x1f".join([o.receiver, o.group_key, o.action.value, repr(o.time),

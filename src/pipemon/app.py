@@ -27,9 +27,14 @@ class Pipemon:
     worker: Worker
     evaluation: Evaluation
     alerting: Alerting
-    db_url: str
+    db_url: str = field(repr=False)  # may hold a password: show `safe_db_url` instead
     deliverer: Deliverer | None = None
     started: bool = field(default=False)
+
+    @property
+    def safe_db_url(self) -> str:
+        """The database URL with its password hidden, for logs, errors and the start-up line."""
+        return db.redact(self.db_url)
 
     def start(self, threaded: bool = True) -> None:
         if self.started:

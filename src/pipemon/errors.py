@@ -9,7 +9,9 @@
     │   └── UnsupportedMedia   415: a Content-Encoding we do not speak
     ├── BadRequest             400 from the query API (e.g. an invalid cursor)
     ├── NotFound               404 from the query API
-    └── Conflict               409 (e.g. a run id shared by several pipelines)
+    ├── Conflict               409 (e.g. a run id shared by several pipelines)
+    ├── Unavailable            503 + Retry-After: the database is away or the writer is behind; retry
+    └── Rejected               422: the database refused this one input (a constraint); retrying cannot help
 
 Third-party errors (msgspec, SQLAlchemy, httpx) are translated where they are caught, at the edges.
 """
@@ -85,3 +87,16 @@ class NotFound(PipemonError):
 
 class Conflict(PipemonError):
     pass
+
+
+class Unavailable(PipemonError):
+    """The request was not carried out (nothing of it is stored) or its outcome is unknown; a retry with
+    the same idempotency keys is safe."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Rejected(PipemonError):
+    """The database refused what this one request asked to store (a constraint or a value it cannot hold)."""

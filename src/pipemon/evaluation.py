@@ -90,7 +90,7 @@ class Evaluation:
             replay = sorted((writes.run_from_row(by_id[pid].key, row) for (pid, _), row in rows.items()),
                             key=lambda r: (r.ended_at or r.started_at))
             for run in replay:
-                if run.parent_run_id is None:
+                if run.counts:
                     self.engine.on_run(run.pipeline, by_id[self._ids[run.pipeline]].first_seen, None, run,
                                        run.ended_at or run.started_at, out=out)
             log.info("replayed %d runs after checkpoint %d", len(replay), mark)
@@ -109,15 +109,18 @@ class Evaluation:
                 self.engine.ensure(ev.pipeline, ev.time, now)
                 out.changed.add(ev.pipeline)
         schemas = _schemas_by_run(events)
+        for pipeline, (cron, tz) in _event_schedules(events).items():
+            self.engine.event_schedule(pipeline, cron, tz, now)
         for ch in changes:
             rec = ch.pipeline
             self._ids[rec.key] = rec.id
             run = ch.after
-            if run.parent_run_id is not None:
-                continue  # tasks reach health through their parent's roll-up
-            self.engine.on_run(rec.key, rec.first_seen, ch.before, run, now,
+            if not run.counts:
+                continue  # tasks reach health through their parent; a pending parent once it speaks
+            before = ch.before if ch.before is not None and ch.before.counts else None  # new to the engine
+            self.engine.on_run(rec.key, rec.first_seen, before, run, now,
                                schemas.get((rec.key, run.run_id)), out=out)
-            if run.status is not RunStatus.RUNNING and (ch.before is None or ch.before.status is RunStatus.RUNNING):
+            if run.status is not RunStatus.RUNNING and (before is None or before.status is RunStatus.RUNNING):
                 self._roll(rec.id, run)
         self.write(conn, out, now)
 
@@ -236,4 +239,15 @@ def _schemas_by_run(events: list[Event]) -> dict[tuple[str, str], dict]:
     for ev in events:
         if ev.schemas and ev.parent is None:
             out.setdefault((ev.pipeline, ev.run_id), {}).update(ev.schemas)
+    return out
+
+
+def _event_schedules(events: list[Event]) -> dict[str, tuple[str, str]]:
+    """The schedule each pipeline's producer sent (Airflow's timetable; a task's event speaks for its DAG)."""
+    out: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        if ev.schedule:
+            top = ev.root or ev.parent
+            key = top.namespace + "/" + top.name if top else ev.pipeline
+            out[key] = (ev.schedule, ev.schedule_tz or "UTC")
     return out

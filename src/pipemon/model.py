@@ -88,6 +88,15 @@ class Event(msgspec.Struct, frozen=True):
     # Output dataset -> ((column, type), …) when the producer sent a schema facet.
     schemas: dict[str, tuple[tuple[str, str], ...]] | None = None
     raw: builtins.bytes | None = None
+    # What a scheduler says of a run's tasks, those that never ran included (Airflow's
+    # airflowState.tasksState): task id -> the scheduler's own state word (success, upstream_failed …).
+    task_states: dict[str, str] | None = None
+    # The schedule of the pipeline this event's run belongs to (the root's, for a task event), when the
+    # producer sends it (Airflow's timetable): a cron expression, or MANUAL for a DAG with no schedule.
+    schedule: str | None = None
+    schedule_tz: str | None = None
+    # The owner of the root pipeline, sent with a task event (Airflow's DAG owner in the `airflow` facet).
+    root_team: str | None = None
 
     @property
     def pipeline(self) -> str:
@@ -115,7 +124,9 @@ class Run(msgspec.Struct, frozen=True):
     nominal_time: float | None = None
     parent_run_id: str | None = None
     job: str | None = None  # for a task run: the task's own job id (namespace/name)
-    own_events: bool = True  # False for a parent known only through its tasks' events
+    own_events: bool = True  # False for a pending parent: known only through its tasks' events so far
+    task_states: dict[str, str] | None = None  # the scheduler's word on each task (see Event.task_states)
+    cause: str | None = None  # what broke, from its tasks (engine.runs.what_broke); None when no task failed
 
     @property
     def duration(self) -> float | None:
@@ -127,6 +138,20 @@ class Run(msgspec.Struct, frozen=True):
     @property
     def is_task(self) -> bool:
         return self.parent_run_id is not None
+
+    @property
+    def counts(self) -> bool:
+        """Does this run count in its pipeline's figures? Top-level runs that spoke for themselves: a task
+        rolls up into its parent, and a pending parent (tasks seen, none of its own events) waits."""
+        return self.parent_run_id is None and self.own_events
+
+    @property
+    def failure_text(self) -> str | None:
+        """One line for a failed run: what broke (its failing task) when known, else its own error."""
+        return (self.cause.split("\n", 1)[0] if self.cause else None) or self.error_message
+
+
+MANUAL_SCHEDULE = "manual"  # Event.schedule of a pipeline run only by hand (Airflow's schedule=None)
 
 
 def pipeline_key(namespace: str, name: str) -> str:

@@ -11,28 +11,45 @@ Requests hand their parsed events to `submit()` and wait; the writer drains what
 One writer means no write-write races on SQLite and no locks around the in-memory state; on
 PostgreSQL with several replicas each writer owns a partition of pipelines (see ARCHITECTURE.md).
 Between batches the writer ticks the evaluator with the clock, so lateness is found with no event.
+
+Faults (see `classify`). Every unit of work (a group, a tick, a call) runs in one recovery path:
+  - TRANSIENT (the database went away, timed out, or could not serialize): the writer goes `down`, answers
+    every request at once with Unavailable (503 + Retry-After), reconnects with capped, jittered backoff,
+    reloads its state from the store, and retries the work it held while that work's deadline lasts.
+    Nothing acknowledged is lost (a 2xx means committed); unacknowledged work is committed once
+    (idempotency keys make a client's retry of an event a duplicate) or answered 503.
+  - INPUT (this request's data broke a constraint): that request alone fails with Rejected (422); the
+    group's other requests are committed; the state is reloaded once, never in a loop.
+  - BUG (anything else): as INPUT, but logged with its traceback and answered as the error it is.
+Every request has a deadline (`request_timeout`): a watcher thread answers 503 to any request still
+queued past it, also when the writer is stuck on a silent database or has died. A request answered 503
+that way was never started, so it is never committed later behind the client's back.
 """
 from __future__ import annotations
 
+import enum
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
 from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from pipemon.clock import Clock
 from pipemon.config import Settings
-from pipemon.errors import PipemonError
 from pipemon.engine import runs as runfold
+from pipemon.errors import PipemonError, Rejected, Unavailable
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
+from pipemon.store import state as st
 from pipemon.store import writes
 
 log = logging.getLogger(__name__)
@@ -41,6 +58,64 @@ MAX_GROUP_EVENTS = 20_000
 TOUCH_FLUSH_S = 5.0
 RUN_CACHE = 200_000
 UNASSIGNED = None
+REQUEST_TIMEOUT_S = 10.0   # a request waits this long for the writer at most, then gets 503
+BACKOFF_BASE_S = 0.25      # reconnect backoff: doubling from here, capped, with jitter ×[0.5, 1]
+BACKOFF_CAP_S = 4.0        # capped low: the database's return is noticed within a few seconds
+HEARTBEAT = "writer_heartbeat"  # the checkpoints row each tick writes: proof the store is writable
+
+
+class Fault(enum.Enum):
+    TRANSIENT = "transient"  # the database is away, slow or busy: reconnect, reload, retry
+    INPUT = "input"          # this request's data cannot be stored: fail it alone (422)
+    BUG = "bug"              # anything else: fail it alone, reload, log the traceback
+
+
+# SQLSTATE classes (the first two characters): what the input caused, and what a retry may cure.
+_INPUT_SQLSTATE = ("22", "23", "54")          # data exception, integrity violation, program limit (index row)
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "55", "57", "58", "XX")  # connection, rollback (serialization,
+# deadlock), resources, lock not available, operator intervention (shutdown, statement timeout), system
+
+
+def classify(e: BaseException) -> Fault:
+    """What a failed unit of work means for the writer (pure: looks at the exception only)."""
+    if isinstance(e, Unavailable):
+        return Fault.TRANSIENT
+    orig = getattr(e, "orig", None) or e
+    code = getattr(orig, "sqlstate", None) or ""
+    if code[:2] in _INPUT_SQLSTATE:
+        return Fault.INPUT
+    if code[:2] in _TRANSIENT_SQLSTATE:
+        return Fault.TRANSIENT
+    if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+        return Fault.TRANSIENT
+    if isinstance(e, (sa_exc.IntegrityError, sa_exc.DataError)):
+        return Fault.INPUT
+    if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                      sa_exc.DisconnectionError, sa_exc.PendingRollbackError, sa_exc.ResourceClosedError)):
+        return Fault.TRANSIENT
+    mod = type(orig).__module__.split(".")[0]
+    name = type(orig).__name__
+    if mod in ("psycopg", "sqlite3") and name in ("OperationalError", "InterfaceError"):
+        return Fault.TRANSIENT
+    if mod in ("psycopg", "sqlite3") and name in ("IntegrityError", "DataError"):
+        return Fault.INPUT
+    return Fault.BUG
+
+
+def backoff(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (1, 2, …): capped exponential, jittered."""
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * rng(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class WriterHealth:
+    """What /readyz reports about the writer."""
+
+    alive: bool                 # the thread runs (False also before start and after stop)
+    died: str | None            # why the thread ended unexpectedly
+    down_for: float | None      # seconds since the database was lost; None while connected
+    last_error: str | None      # the last transient error, password-free
+    last_write_age: float | None  # seconds since the last committed write (the tick's heartbeat included)
 
 
 @dataclass
@@ -78,7 +153,8 @@ class Evaluator(Protocol):
 
     def load(self, conn: Connection, worker: Worker, now: float) -> None: ...
 
-    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None: ...
+    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event],
+                   now: float) -> None: ...
 
     def on_tick(self, conn: Connection, now: float) -> None: ...
 
@@ -93,11 +169,13 @@ class Evaluator(Protocol):
 class _Submission:
     events: list[Event]
     future: Future
+    deadline: float = float("inf")  # time.monotonic() after which it is answered 503, not started
 
 
 @dataclass
 class _TickRequest:
     future: Future
+    deadline: float = float("inf")
 
 
 @dataclass
@@ -107,19 +185,26 @@ class _Call:
 
     fn: Callable[[Connection, float], object]
     future: Future
+    deadline: float = float("inf")
 
 
+_Item = _Submission | _TickRequest | _Call
 _STOP = object()
+
+
+class _Abandoned(Exception):  # control flow, never seen outside the writer
+    """A request of the unit was answered 503 (its deadline passed) before the commit: roll back."""
 
 
 class Worker:
     def __init__(self, engine: Engine, settings: Settings, clock: Clock, evaluator: Evaluator | None = None,
-                 tick_interval: float = 1.0) -> None:
+                 tick_interval: float = 1.0, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock
         self.evaluator = evaluator
         self.tick_interval = tick_interval
+        self.request_timeout = request_timeout
         self.pipelines: dict[str, PipelineRec] = {}
         self.by_id: dict[int, PipelineRec] = {}
         self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()
@@ -132,38 +217,94 @@ class Worker:
         self._held = False  # inside one_transaction(): ingest and tick do not begin or commit their own
         self.listeners: list[Callable[[], None]] = []  # woken after each commit (e.g. the notifier)
         self.stats: dict = {"events": 0, "duplicates": 0, "batches": 0, "failed_batches": 0, "by_source": {},
-                            "last_tick_wall": None, "started_wall": time.time()}
+                            "last_tick_wall": None, "started_wall": time.time(), "outages": 0,
+                            "reconnects": 0, "timed_out": 0, "rejected": 0, "abandoned": 0}
+        # Recovery state (the writer thread writes it; /readyz and submit() read it).
+        self._down_since: float | None = None   # monotonic time the database was lost; None when connected
+        self._last_error: str | None = None
+        self._died: str | None = None
+        self._wrote_at: float | None = None     # monotonic time of the last committed write
+        self._retry: list[_Item] = []           # work caught by an outage, retried after reconnecting
+        # Requests not yet started, oldest first (all share one timeout, so also soonest deadline first):
+        # the watcher answers 503 to those past their deadline. The lock orders claiming against expiry.
+        self._waiting: OrderedDict[int, _Item] = OrderedDict()
+        self._claim_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._load()
+        self._wrote_at = time.monotonic()
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._loop, name="pipemon-writer", daemon=True)
         self._thread.start()
+        self._watcher = threading.Thread(target=self._watch, name="pipemon-writer-watch", daemon=True)
+        self._watcher.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        stuck = False
         if self._thread is not None:
             self._q.put(_STOP)
             self._thread.join(timeout)
+            stuck = self._thread.is_alive()
             self._thread = None
-        if self._conn is not None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(2.0)
+            self._watcher = None
+        self._expire(float("inf"), "the service is stopping")
+        if stuck:  # the thread still holds the connection: leave both alone
+            log.error("the writer did not stop within %.0f s; its unsaved state is lost", timeout)
+            return
+        if self._conn is not None and self._down_since is None:
             try:  # a clean stop saves what is otherwise saved every few seconds
                 with self._conn.begin():
-                    writes.update_pipelines(self._conn, [(r.team, r.event_team, r.integration, r.last_event_at,
-                                                          r.id) for r in self._touched.values()])
+                    rows = [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                            for r in self._touched.values()]
+                    writes.update_pipelines(self._conn, rows)
                     if self.evaluator is not None:
                         self.evaluator.on_stop(self._conn, self.clock.now())
-            except Exception:
-                log.warning("could not save state on stop", exc_info=True)
-            self._conn.close()
-            self._conn = None
+            except Exception as e:
+                log.warning("could not save state on stop: %s", self._describe(e))
+        self._close()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._died is None
+
+    def health(self) -> WriterHealth:
+        now = time.monotonic()
+        down = self._down_since
+        wrote = self._wrote_at
+        return WriterHealth(alive=self.alive(), died=self._died,
+                            down_for=None if down is None else now - down, last_error=self._last_error,
+                            last_write_age=None if wrote is None else now - wrote)
+
+    def _refusal(self) -> Unavailable | None:
+        """Why a new request cannot be taken now (answered at once, not after a timeout), or None."""
+        if self._died is not None:
+            return Unavailable("the writer has stopped (see /readyz); retry against another instance", 5.0)
+        if self._down_since is not None:
+            return Unavailable("the database is unavailable; retry", 2.0)
+        return None
+
+    def _enqueue(self, item: _Item) -> Future:
+        refusal = self._refusal() if self._thread is not None else None
+        if refusal is not None:
+            item.future.set_exception(refusal)
+            return item.future
+        item.deadline = time.monotonic() + self.request_timeout
+        with self._claim_lock:
+            self._waiting[id(item)] = item
+        self._q.put(item)
+        return item.future
 
     def submit(self, events: list[Event]) -> Future:
         fut: Future = Future()
         if not events:
             fut.set_result(IngestResult(0, 0))
-        else:
-            self._q.put(_Submission(events, fut))
-        return fut
+            return fut
+        return self._enqueue(_Submission(events, fut))
 
     def ingest(self, events: list[Event], timeout: float | None = 60.0) -> IngestResult:
         """Blocking submit, for replay, tests and the CLI; without the thread, it runs in the caller's."""
@@ -175,34 +316,110 @@ class Worker:
 
     def call(self, fn: Callable[[Connection, float], object], timeout: float | None = 60.0) -> object:
         """Run fn(conn, now) on the writer thread inside a transaction; its result or exception comes back."""
-        fut: Future = Future()
         if self._thread is None:
+            fut: Future = Future()
             if self._conn is None:
                 self._load()
-            self._run_call(_Call(fn, fut))
-        else:
-            self._q.put(_Call(fn, fut))
-        return fut.result(timeout)
+            item = _Call(fn, fut)
+            fut.set_running_or_notify_cancel()
+            self._run_call(item)
+            return fut.result(timeout)
+        return self.submit_call(fn).result(timeout)
 
     def submit_call(self, fn: Callable[[Connection, float], object]) -> Future:
-        fut: Future = Future()
-        self._q.put(_Call(fn, fut))
-        return fut
+        return self._enqueue(_Call(fn, Future()))
 
+    # --- answering requests ----------------------------------------------------------------------
+    def _claim(self, item: _Item) -> bool:
+        """The writer takes an item: False when it was cancelled or answered 503 meanwhile (then it is
+        never started), or when its deadline has passed (answered 503 here)."""
+        with self._claim_lock:
+            fut = item.future
+            if fut.done():
+                self._waiting.pop(id(item), None)
+                return False
+            if time.monotonic() > item.deadline:
+                self._waiting.pop(id(item), None)
+                self.stats["timed_out"] += 1
+                fut.set_exception(Unavailable("the request waited too long for the writer; retry"))
+                return False
+            return fut.running() or fut.set_running_or_notify_cancel()
+
+    def _answer(self, item: _Item, result: object = None, error: BaseException | None = None) -> None:
+        with self._claim_lock:
+            self._waiting.pop(id(item), None)
+            fut = item.future
+            if fut.done():  # cancelled, or answered 503 at its deadline: nobody waits for it any more
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    def _expire(self, now: float, why: str = "") -> None:
+        """Answer 503 to requests whose deadline is before `now` (all of them at stop), queued or in work:
+        work in progress checks before its commit and rolls back (see `_process`)."""
+        with self._claim_lock:
+            while self._waiting:
+                key, item = next(iter(self._waiting.items()))
+                if item.deadline > now:
+                    break
+                del self._waiting[key]
+                if not item.future.done():
+                    self.stats["timed_out"] += 1
+                    item.future.set_exception(Unavailable(why or self._late_reason()))
+
+    def _late_reason(self) -> str:
+        refusal = self._refusal()
+        if refusal is not None:
+            return str(refusal)
+        return "the writer did not get to the request in time (database slow or not answering); retry"
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.2):
+            try:
+                self._expire(time.monotonic())
+            except Exception:  # pragma: no cover - the watcher must outlive anything
+                log.exception("the writer's watcher failed")
+
+    # --- one unit of work per kind ---------------------------------------------------------------
     def _run_call(self, item: _Call) -> None:
-        conn = self._connection()
         try:
+            conn = self._connection()
             with conn.begin():
                 result = item.fn(conn, self.clock.now())
-        except Exception as e:
-            if not isinstance(e, (PipemonError, LookupError, ValueError)):
-                log.exception("a writer call failed")
-                self._reset()
-            item.future.set_exception(e)
+                if item.future.done():
+                    raise _Abandoned
+        except _Abandoned:
+            self._reset()  # the call may have changed in-memory state that is now rolled back
             return
+        except (PipemonError, LookupError, ValueError) as e:
+            self._answer(item, error=e)  # the call's own answer (not found, bad request …)
+            return
+        except Exception as e:
+            fault = classify(e)
+            if self._thread is None:  # inline (tests, CLI): the caller sees what happened
+                if fault is not Fault.INPUT:
+                    log.exception("a writer call failed")
+                self._reset()
+                self._answer(item, error=e)
+                return
+            if fault is Fault.TRANSIENT:
+                self._lost(e, [item])
+                return
+            if fault is Fault.BUG:
+                log.exception("a writer call failed")
+            self._reset()  # first: the caller, once answered, sees the state as stored
+            if fault is Fault.INPUT:
+                self.stats["rejected"] += 1
+                self._answer(item, error=Rejected(f"the database refused this change: {self._describe(e)}"))
+            else:
+                self._answer(item, error=e)
+            return
+        self._committed()
         if self.evaluator is not None:
             self.evaluator.after_commit()
-        item.future.set_result(result)
+        self._answer(item, result)
         for fn in self.listeners:
             fn()
 
@@ -233,14 +450,30 @@ class Worker:
                 self._load()
             self._tick()
             return
-        fut: Future = Future()
-        self._q.put(_TickRequest(fut))
-        fut.result(timeout)
+        self._enqueue(_TickRequest(Future())).result(timeout)
 
     # --- the loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # noqa: BLE001 - whatever ends the thread is reported, then it ends
+            self._died = f"{type(e).__name__}: {self._describe(e)}"
+            log.critical("the writer thread died; /readyz now fails and requests get 503", exc_info=True)
+            for item in self._retry:
+                self._answer(item, error=Unavailable("the writer has stopped; retry", 5.0))
+            self._retry = []
+            self._drain(Unavailable("the writer has stopped; retry", 5.0))
+            self._expire(float("inf"), "the writer has stopped; retry")
+            # not re-raised: logged above, once; the thread ends and /readyz reports it
+
+    def _serve(self) -> None:
         next_tick = time.monotonic()
         while True:
+            if self._down_since is not None:
+                if not self._recover():
+                    return  # stopped while down
+                next_tick = time.monotonic()
+                continue
             wait = max(0.0, next_tick - time.monotonic())
             try:
                 item = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
@@ -249,11 +482,12 @@ class Worker:
             if item is _STOP:
                 return
             if isinstance(item, _TickRequest):
-                self._tick()
-                item.future.set_result(None)
+                if self._claim(item):
+                    self._tick(item)
                 continue
             if isinstance(item, _Call):
-                self._run_call(item)
+                if self._claim(item):
+                    self._run_call(item)
                 continue
             if item is not None:
                 group = [item]
@@ -269,51 +503,199 @@ class Worker:
                     group.append(nxt)
                     n += len(nxt.events)
                 self._commit_group(group)
-            if time.monotonic() >= next_tick:
+            if self._down_since is None and time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + self.tick_interval
+
+    def _drain(self, error: Unavailable) -> bool:
+        """Answer every queued request with `error`; True when a stop request was among them."""
+        stop = False
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return stop
+            if item is _STOP:
+                stop = True
+            elif self._claim(item):
+                self._answer(item, error=error)
+
+    # --- recovery --------------------------------------------------------------------------------
+    def _lost(self, e: BaseException, held: list[_Item]) -> None:
+        """A transient fault: the database went away (or timed out). Go down; `_recover` brings it back."""
+        self._last_error = self._describe(e)
+        self._retry.extend(held)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self.stats["outages"] += 1
+            log.error("lost the database (%s); answering 503 and reconnecting", self._last_error)
+        self._close()
+
+    def _recover(self) -> bool:
+        """Reconnect with backoff until the state reloads; meanwhile every new request is answered 503 at
+        once. Then retry the held work still within its deadline. False when stopped meanwhile."""
+        attempt = 0
+        while True:
+            attempt += 1
+            until = time.monotonic() + backoff(attempt)
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    item = self._q.get(timeout=left)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._fail_retry("the service is stopping")
+                    return False
+                if self._claim(item):
+                    self._answer(item, error=self._refusal() or Unavailable("the database is unavailable"))
+            self._drop_expired_retry()
+            try:
+                self._close()
+                self._load()
+            except Exception as e:
+                self._last_error = self._describe(e)
+                self._close()
+                level = logging.WARNING if attempt <= 3 or attempt % 20 == 0 else logging.DEBUG
+                log.log(level, "reconnect attempt %d failed: %s", attempt, self._last_error)
+                continue
+            break
+        assert self._down_since is not None
+        log.warning("the database is back after %.1f s (%d attempts); state reloaded",
+                    time.monotonic() - self._down_since, attempt)
+        self.stats["reconnects"] += 1
+        self._down_since = None
+        self._committed()
+        held, self._retry = self._retry, []
+        subs = [i for i in held if isinstance(i, _Submission)]
+        for item in held:
+            if isinstance(item, _Call) and self._claim(item):
+                self._run_call(item)
+            elif isinstance(item, _TickRequest) and self._claim(item):
+                self._tick(item)
+        if subs:
+            self._commit_group(subs)
+        return True
+
+    def _drop_expired_retry(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for item in self._retry:
+            if item.deadline < now or item.future.done():
+                self.stats["timed_out"] += 1
+                self._answer(item, error=Unavailable("the database is unavailable; retry"))
+            else:
+                keep.append(item)
+        self._retry = keep
+
+    def _fail_retry(self, why: str) -> None:
+        for item in self._retry:
+            self._answer(item, error=Unavailable(why))
+        self._retry = []
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.engine.connect()
         return self._conn
 
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as e:  # a dead connection may fail to close
+                log.debug("closing a lost connection: %s", self._describe(e))
+
+    def _committed(self) -> None:
+        self._wrote_at = time.monotonic()
+
+    def _describe(self, e: BaseException) -> str:
+        """A one-line, password-free account of an error (SQLAlchemy's text holds the SQL and parameters)."""
+        orig = getattr(e, "orig", None) or e
+        text = (str(orig).strip().splitlines() or [""])[0][:300]
+        password = self.engine.url.password
+        if password:
+            text = text.replace(str(password), "***")
+        return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
+
     def _commit_group(self, group: list[_Submission]) -> None:
+        group = [s for s in group if self._claim(s)]
+        if not group:
+            return
         try:
-            results = self._process([s.events for s in group])
+            results = self._process([s.events for s in group], lambda: any(s.future.done() for s in group))
+        except _Abandoned:
+            self.stats["abandoned"] += 1
+            self._reset()  # the caches may hold what was rolled back
+            rest = [s for s in group if not s.future.done()]
+            if rest and self._down_since is None:
+                self._commit_group(rest)
+            elif rest:
+                self._retry.extend(rest)
+            return
         except Exception as e:
             self.stats["failed_batches"] += 1
-            self._reset()
+            fault = classify(e)
+            if fault is Fault.TRANSIENT:
+                self._lost(e, list(group))
+                return
+            self._reset()  # the caches may hold what was rolled back
+            if self._down_since is not None:
+                self._retry.extend(group)
+                return
             if len(group) > 1:  # one bad request must not fail its neighbours: retry them one by one
                 for s in group:
                     self._commit_group([s])
+                    if self._down_since is not None:
+                        self._retry.extend(x for x in group if not x.future.done() and x not in self._retry)
+                        return
                 return
-            log.exception("writing a batch failed")
-            group[0].future.set_exception(e)
+            if fault is Fault.INPUT:
+                self.stats["rejected"] += 1
+                log.warning("the database refused a request: %s", self._describe(e))
+                why = f"the database refused this input: {self._describe(e)}"
+                self._answer(group[0], error=Rejected(why))
+            else:
+                log.exception("writing a batch failed")
+                self._answer(group[0], error=e)
             return
+        self._committed()
         for s, r in zip(group, results):
-            s.future.set_result(r)
+            self._answer(s, r)
         for fn in self.listeners:
             fn()
 
     def queue_depth(self) -> int:
         return self._q.qsize()
 
-    def _tick(self) -> None:
+    def _tick(self, request: _TickRequest | None = None) -> None:
         if self.evaluator is None:
+            if request is not None:
+                self._answer(request)
             return
-        conn = self._connection()
+        conn = None
         try:
+            conn = self._connection()
             with self._begin(conn):
-                self.evaluator.on_tick(conn, self.clock.now())
-        except Exception:
+                now = self.clock.now()
+                self.evaluator.on_tick(conn, now)
+                if self._thread is not None:  # the live writer proves the store writable, for /readyz
+                    st.set_checkpoint(conn, HEARTBEAT, 0, now)
+        except Exception as e:
             if self._held:
                 raise  # the held transaction is lost: its owner must know
+            if self._thread is not None and classify(e) is Fault.TRANSIENT:
+                self._lost(e, [request] if request is not None else [])
+                return
             log.exception("clock evaluation failed")
             self._reset()
+            if request is not None:
+                self._answer(request, error=e)
             return
+        self._committed()
         self.evaluator.after_commit()
         self.stats["last_tick_wall"] = time.time()
+        if request is not None:
+            self._answer(request)
         try:
             if not self._held:  # (between transactions only)
                 self.evaluator.maintain(self.engine)
@@ -356,7 +738,8 @@ class Worker:
             ns, _, name = key.rpartition("/")
             row = {"key": key, "namespace": ns, "name": name, "team": rule.team, "event_team": None,
                    "integration": None, "first_seen": now, "last_event_at": now}
-            rec = PipelineRec(writes.insert_pipeline(conn, row), key, ns, name, rule.team, None, None, now, now)
+            pid = writes.insert_pipeline(conn, row)
+            rec = PipelineRec(pid, key, ns, name, rule.team, None, None, now, now)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
 
@@ -364,17 +747,16 @@ class Worker:
         return list(self._lineage)
 
     def _reset(self) -> None:
-        """After a failed transaction the caches may hold what was rolled back: reload from the store."""
-        try:
-            if self._conn is not None:
-                self._conn.close()
-        except Exception:  # pragma: no cover - a dead connection may fail to close
-            pass
-        self._conn = None
+        """After a failed transaction the caches may hold what was rolled back: reload from the store.
+        A reload that fails takes the writer down; `_recover` retries it until it succeeds."""
+        self._close()
         try:
             self._load()
-        except Exception:
-            log.exception("reloading state after a failed batch failed")
+        except Exception as e:
+            if self._thread is None:
+                log.exception("reloading state after a failed batch failed")
+                return
+            self._lost(e, [])
 
     def _cache_put(self, k: tuple[int, str], run: Run) -> None:
         self._runs[k] = run
@@ -383,7 +765,10 @@ class Worker:
             self._runs.popitem(last=False)
 
     # --- one group, one transaction --------------------------------------------------------------
-    def _process(self, requests: list[list[Event]]) -> list[IngestResult]:
+    def _process(self, requests: list[list[Event]],
+                 abandoned: Callable[[], bool] | None = None) -> list[IngestResult]:
+        """One group in one transaction; `abandoned()` true just before the commit rolls it back instead
+        (a request was answered 503 meanwhile: it must not be stored behind its client's back)."""
         now = self.clock.now()
         conn = self._connection()
         with self._begin(conn):
@@ -406,6 +791,8 @@ class Worker:
             fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
             if fresh:
                 self._apply(conn, fresh, now)
+            if abandoned is not None and abandoned():
+                raise _Abandoned
         by_source = self.stats["by_source"]
         for ev in fresh:
             by_source[ev.source.value] = by_source.get(ev.source.value, 0) + 1
@@ -507,21 +894,25 @@ class Worker:
             recs[k] = rec
             if new.parent_run_id is None:
                 self._track_open(rec, run_id, new)
+                if new.status in (RunStatus.FAILED, RunStatus.ABORTED):
+                    parents_to_roll.add(k)  # what broke comes from its tasks, whichever came first
 
         children: dict[tuple[int, str], list[Run]] = {}
         if parents_to_roll:
             for k2, r2 in work.items():
                 if r2.parent_run_id is not None:
                     children.setdefault((k2[0], r2.parent_run_id), []).append(r2)
-        for pk in parents_to_roll:
+        for pk in sorted(parents_to_roll):
             parent = work.get(pk) or self._runs.get(pk)
-            if parent is None or parent.own_events:
+            if parent is None:
                 continue
             rec = recs.setdefault(pk, self.by_id[pk[0]])
             tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
             for r2 in children.get(pk, ()):
                 tasks[r2.run_id] = r2
             rolled = runfold.rollup(parent, tasks.values())
+            if rolled == parent and pk not in work:
+                continue
             if pk not in before:
                 before[pk] = parent
             work[pk] = rolled
@@ -553,10 +944,11 @@ class Worker:
         if ev.time > rec.last_event_at:
             rec.last_event_at = ev.time
             self._touched[rec.id] = rec
-        if own_team and ev.team and ev.team != rec.event_team:
-            rec.event_team = ev.team
+        team = ev.team if own_team else ev.root_team  # a task's event names its DAG's owner, when it does
+        if team and team != rec.event_team:
+            rec.event_team = team
             rule = self.settings.rule_for(rec.key)
-            rec.team = rule.team if rule and rule.team else ev.team
+            rec.team = rule.team if rule and rule.team else team
             changed = True
         if own_team and ev.integration and ev.integration != rec.integration:
             rec.integration = ev.integration

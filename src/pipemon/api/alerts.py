@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from datetime import datetime, timezone
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -31,7 +32,10 @@ def alert_view(row) -> dict[str, Any]:
             "acknowledged_at": iso(b.get("acked_at")), "acknowledged_by": b.get("acked_by"),
             "run_id": b.get("run_id"), "error": b.get("error"), "failed_task": b.get("failed_task"),
             "root_cause": {"pipeline": b["root_pipeline"], "team": b.get("root_team")} if b.get("root_pipeline") else None,
-            "attached": b.get("root_cause") is not None, "notified": b.get("notified", {})}
+            "attached": b.get("root_cause") is not None, "notified": b.get("notified", {}),
+            "evidence": [{"kind": e["kind"], "why": e["why"], "text": e["text"], "run_id": e.get("run_id"),
+                          "count": e["count"], "since": iso(e["since"]), "last_seen": iso(e["last_seen"]),
+                          "cleared_at": iso(e.get("cleared_at"))} for e in b.get("evidence", [])]}
 
 
 def _live_alert(pm, a) -> dict[str, Any]:
@@ -151,7 +155,7 @@ async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
 
 @router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error")
 def list_notifications(request: Request, receiver: str | None = None,
-                       status: Annotated[str | None, Query(pattern="^(pending|sent|failed|dead)$")] = None,
+                       status: Annotated[str | None, Query(pattern="^(pending|sent|skipped|failed|dead)$")] = None,
                        alert: Annotated[str | None, Query(description="an alert fingerprint")] = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
@@ -169,17 +173,29 @@ def list_notifications(request: Request, receiver: str | None = None,
     return {"items": items, "next_cursor": page.next_cursor}
 
 
-@router.post("/api/v1/receivers/{name}/test", summary="Send a test notification to a receiver, now")
-async def test_receiver(request: Request, name: str) -> dict[str, Any]:
+@router.post("/api/v1/receivers/{name}/test", summary="Send a test notification to a receiver, now",
+             description="Sends a throwaway alert's trigger and then its resolve to every integration of "
+             "the receiver, through the receiver's rate limit, so a test cannot push a real channel over its "
+             "limit. When the limit has no room for the trigger now (or for the resolve within 10 s) nothing "
+             "is sent and the answer is `429` with `Retry-After` (seconds): try again then. A failed send is "
+             "not an HTTP error: the answer is 200 with `ok: false` and the receiver's error.",
+             responses={429: {"description": "the receiver's rate limit has no room now; see Retry-After"}})
+async def test_receiver(request: Request, name: str) -> Any:
     pm = request.app.state.pm
     if pm.deliverer is None or name not in pm.deliverer.receivers:
         from pipemon.errors import NotFound
         raise NotFound(f"no receiver named {name!r}")
+    from fastapi.responses import JSONResponse
+
     from pipemon.notify import TransportError
+    from pipemon.notify.delivery import RateLimited
     from pipemon.notify.testing import test_notifications
     try:
-        for n in test_notifications(name, pm.clock.now(), pm.alerting.external_url):
-            await asyncio.to_thread(pm.deliverer.send_now, n)
+        await asyncio.to_thread(pm.deliverer.send_now,
+                                test_notifications(name, pm.clock.now(), pm.alerting.external_url))
+    except RateLimited as e:
+        return JSONResponse({"error": "rate_limited", "message": str(e), "receiver": name}, status_code=429,
+                            headers={"Retry-After": str(max(1, math.ceil(e.retry_after)))})
     except TransportError as e:  # reported to the caller: that is what the command is for
         return {"receiver": name, "ok": False, "error": str(e)}
     return {"receiver": name, "ok": True, "error": None}
@@ -200,7 +216,7 @@ def noise(request: Request, weeks: Annotated[int, Query(ge=1, le=52)] = 4) -> di
 
 
 def week_of(t: float) -> str:
-    y, w, _ = datetime.fromtimestamp(t, timezone.utc).isocalendar()
+    y, w, _ = datetime.fromtimestamp(t, UTC).isocalendar()
     return f"{y}-W{w:02d}"
 
 
@@ -217,7 +233,7 @@ def noise_report(notes, alerts) -> dict[str, Any]:
     noisy = collections.Counter(a.pipeline for a in alerts)
     tta = [a.acked_at - a.started_at for a in alerts if a.acked_at]
     ttr = [a.resolved_at - a.started_at for a in alerts if a.resolved_at]
-    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
     return {"notifications_per_team_per_week": {t: dict(sorted(c.items())) for t, c in sorted(per_team.items())},
             "notifications_per_receiver_per_week": {r: dict(sorted(c.items())) for r, c in sorted(per_receiver.items())},
             "noisiest_pipelines": [{"pipeline": p, "alerts": n} for p, n in noisy.most_common(10)],

@@ -4,8 +4,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
@@ -23,9 +22,10 @@ class RejectNul:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or
-                                        b"%00" in (scope.get("raw_path") or b"") or "\x00" in scope.get("path", "")):
-            response = JSONResponse({"error": "bad_request", "message": "NUL characters are not allowed in URLs"},
-                                    status_code=400)
+                                        b"%00" in (scope.get("raw_path") or b"") or
+                                        "\x00" in scope.get("path", "")):
+            response = JSONResponse({"error": "bad_request",
+                                     "message": "NUL characters are not allowed in URLs"}, status_code=400)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -46,12 +46,13 @@ def create_app(pm: Pipemon) -> FastAPI:
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
-    app.include_router(runs.router)        # before pipelines: `/pipelines/{id}/runs` must win over `/pipelines/{id}`
+    app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
-    app.include_router(web_router)         # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)  # a FastAPI route: labelled by template
+    app.include_router(web_router)  # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
+    # a FastAPI route, so it is labelled by its template
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
     app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     app.add_middleware(RejectNul)
@@ -62,7 +63,8 @@ def create_app(pm: Pipemon) -> FastAPI:
             from fastapi.openapi.utils import get_openapi
 
             from pipemon.ingest import native
-            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(native.schema_components())
             app.openapi_schema = doc
         return app.openapi_schema
@@ -73,17 +75,44 @@ def create_app(pm: Pipemon) -> FastAPI:
     def root() -> dict[str, Any]:
         return {"service": "pipemon", "version": __version__, "api": "/docs", "dashboard": "/"}
 
+    # Both probes are `async`: they run on the event loop, so a thread pool full of requests waiting for a
+    # silent database cannot hold them up; they read in-memory state only.
     @app.get("/healthz", tags=["service"], summary="Liveness")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["service"], summary="Readiness: the database answers and the writer runs")
-    def readyz(request: Request) -> JSONResponse:
-        try:
-            with pm.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            return JSONResponse({"status": "database unavailable"}, status_code=503)
+    @app.get("/readyz", tags=["service"],
+             summary="Readiness: the writer and the deliverer run and the database takes writes",
+             responses={503: {"description": "Not ready; `failing` names the parts"}})
+    async def readyz() -> JSONResponse:
+        failing = readiness(pm)
+        if failing:
+            return JSONResponse({"status": "not ready", "failing": failing}, status_code=503,
+                                headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this: not writable
+
+
+def readiness(pm: Pipemon) -> dict[str, str]:
+    """What keeps this process from doing its job, by component (empty when ready). Reads in-memory state
+    only, so it answers at once even while the database hangs."""
+    failing: dict[str, str] = {}
+    if not pm.started:
+        failing["service"] = "not started"
+        return failing
+    w = pm.worker.health()
+    if not w.alive:
+        failing["writer"] = f"the writer thread has stopped: {w.died or 'not running'}"
+    elif w.down_for is not None:
+        failing["database"] = f"unavailable for {w.down_for:.0f} s; reconnecting ({w.last_error})"
+    elif w.last_write_age is None or w.last_write_age > READY_STALE_S:
+        age = "never" if w.last_write_age is None else f"{w.last_write_age:.0f} s ago"
+        failing["database"] = f"not writable: the writer's last committed write was {age}"
+    alive = getattr(pm.deliverer, "alive", None)
+    if callable(alive) and not alive():
+        failing["deliverer"] = "the deliverer has stopped: notifications are not being sent"
+    return failing

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from pipemon.errors import BadRequest, Conflict, IngestError, NotFound
+from pipemon.errors import BadRequest, Conflict, IngestError, NotFound, Rejected, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,26 @@ def storage_error(e: SQLAlchemyError) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "1"})
 
 
+def unavailable(e: Unavailable) -> JSONResponse:
+    """The writer could not take or finish the request: nothing of it is stored unless it is already
+    (idempotency keys make the retry a duplicate). Retry-After is whole seconds, at least 1."""
+    return JSONResponse({"error": "storage_unavailable", "message": str(e)}, status_code=503,
+                        headers={"Retry-After": str(max(1, round(e.retry_after)))})
+
+
+def rejected(e: Rejected) -> JSONResponse:
+    return JSONResponse({"error": "rejected_by_storage", "message": str(e)}, status_code=422)
+
+
 def install(app: FastAPI, metrics=None) -> None:
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, e: Unavailable) -> JSONResponse:
+        return unavailable(e)
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, e: Rejected) -> JSONResponse:
+        return rejected(e)
+
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, e: IngestError) -> JSONResponse:
         return ingest_error(e, metrics)

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from pipemon.api.body import read_body
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipemon.api.errors import ingest_error, storage_error
-from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem
+from pipemon.api.errors import ingest_error, rejected, storage_error, unavailable
+from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem, Rejected, Unavailable
 from pipemon.ingest import native, openlineage, ping
+from pipemon.ingest.limits import MAX_FUTURE_S
 from pipemon.model import Event
 
 router = APIRouter(tags=["ingest"])
@@ -36,6 +37,7 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _commit(pm, events: list[Event]) -> Response:
+    # The writer answers every request within its request_timeout (503 when it could not start it in time)
     result = await asyncio.wrap_future(pm.worker.submit(events))
     return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
                      media_type="application/json")
@@ -43,7 +45,7 @@ async def _commit(pm, events: list[Event]) -> Response:
 
 async def ingest_lineage(pm, request: Request) -> Response:
     body = await read_body(request, pm.settings.limits.max_body)
-    return await _commit(pm, openlineage.parse(body, pm.clock.now()))
+    return await _commit(pm, openlineage.parse(body, pm.clock.now(), horizon=MAX_FUTURE_S))
 
 
 async def ingest_events(pm, request: Request) -> Response:
@@ -51,7 +53,7 @@ async def ingest_events(pm, request: Request) -> Response:
     body = await read_body(request, limits.max_batch_body)
     if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
         raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
-    return await _commit(pm, native.parse(body, pm.clock.now()))
+    return await _commit(pm, native.parse(body, pm.clock.now(), horizon=MAX_FUTURE_S))
 
 
 _FAST = {"/api/v1/lineage": ingest_lineage, "/api/v1/events": ingest_events}
@@ -76,6 +78,10 @@ class IngestFastPath:
             response = await handler(self.pm, Request(scope, receive))
         except IngestError as e:
             response = ingest_error(e, self.metrics)
+        except Unavailable as e:
+            response = unavailable(e)
+        except Rejected as e:
+            response = rejected(e)
         except SQLAlchemyError as e:
             response = storage_error(e)
         await response(scope, receive, send)

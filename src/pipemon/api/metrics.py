@@ -57,6 +57,15 @@ class _Collector:
         yield GaugeMetricFamily("pipemon_evaluation_lag_seconds", "Seconds since the clock-driven evaluation "
                                 "last completed (lateness is found no later than this)", value=time.time() - last_tick)
         yield GaugeMetricFamily("pipemon_writer_queue", "Requests waiting for the writer", value=w.queue_depth())
+        health = w.health()
+        yield GaugeMetricFamily("pipemon_writer_up", "1 while the writer runs and has its database, else 0",
+                                value=1 if health.alive and health.down_for is None else 0)
+        yield CounterMetricFamily("pipemon_writer_outages", "Times the writer lost its database and reconnected",
+                                  value=w.stats["outages"])
+        yield CounterMetricFamily("pipemon_writer_timed_out", "Requests answered 503 at their deadline",
+                                  value=w.stats["timed_out"])
+        yield CounterMetricFamily("pipemon_writer_rejected", "Requests whose input the database refused (422)",
+                                  value=w.stats["rejected"])
 
         d = pm.deliverer
         if d is not None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Query, Request
 
-from pipemon.engine.health import HealthState
+from pipemon.engine.health import HealthState, reason_now
 from pipemon.ingest.common import iso
 from pipemon.store import reads
 
@@ -33,7 +33,8 @@ def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
         "id": row.key, "namespace": row.namespace, "name": row.name, "team": row.team,
         "tier": rule.tier if rule else None, "tags": dict(rule.tags) if rule else {},
         "integration": row.integration,
-        "state": row.state or "unknown", "reason": row.reason or "no finished run yet",
+        "state": row.state or "unknown",
+        "reason": reason_now(row.reason or "no finished run yet", view.get("overdue_since"), pm.clock.now()),
         "state_since": _ts(row.state_since),
         "last_run": {"run_id": last.get("run_id"), "status": last.get("status"),
                      "started_at": _ts(last.get("started_at")), "ended_at": _ts(last.get("ended_at")),

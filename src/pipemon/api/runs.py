@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from pipemon.api.views import run_view
-from pipemon.model import RunStatus
+from pipemon.engine.runs import not_run, task_name
+from pipemon.model import Run, RunStatus
 from pipemon.store import reads
 
 router = APIRouter(tags=["runs"])
@@ -23,7 +24,29 @@ def get_run(request: Request, run_id: str,
             ) -> dict[str, Any]:
     with _conn(request) as conn:
         run, tasks = reads.find_run(conn, run_id, pipeline)
-    return run_view(run, tasks)
+    return tree_view(run, tasks)
+
+
+def what_broke_view(run: Run) -> dict[str, Any] | None:
+    """The run's cause (engine.runs.what_broke): the headline, and the stack trace's last lines when sent."""
+    if not run.cause:
+        return None
+    headline, _, trace = run.cause.partition("\n")
+    return {"headline": headline, "trace": trace or None}
+
+
+def tree_view(run: Run, tasks: list[Run]) -> dict[str, Any]:
+    """A run with its tasks (each with its short `task` name), what broke, and the tasks that never ran
+    (listed by the scheduler with no event of their own: `skipped`, `upstream_failed` …; neither failed nor
+    succeeded). A pending parent (tasks seen, none of its own events) says so."""
+    out = run_view(run, tasks)
+    for view, t in zip(out["tasks"], tasks):
+        view["task"] = task_name(run.pipeline, t.job)
+    out["pending"] = not run.own_events
+    out["what_broke"] = what_broke_view(run)
+    out["task_states"] = run.task_states
+    out["not_run"] = [{"task": k, "state": v} for k, v in not_run(run.pipeline, run, tasks).items()]
+    return out
 
 
 @router.get("/api/v1/pipelines/{pipeline_id:path}/runs", summary="A pipeline's runs, newest first")
@@ -40,4 +63,6 @@ def get_pipeline_runs(
         page = reads.list_runs(conn, p.id, p.key, limit=limit, cursor=cursor,
                                since=since.timestamp() if since else None,
                                status=status.value if status else None, tasks=tasks)
-    return {"pipeline": p.key, "items": [run_view(r) for r in page.items], "next_cursor": page.next_cursor}
+    items = [run_view(r) | {"what_broke": what_broke_view(r), "pending": not r.own_events}
+             for r in page.items]
+    return {"pipeline": p.key, "items": items, "next_cursor": page.next_cursor}

@@ -44,14 +44,26 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
                                                  "NORMAL survives a crash of pipemon only.")) -> None:
     """Run the pipemon service (ingest, API, evaluation, notifications) in one process."""
     from pipemon.app import build
+    from pipemon.store.db import redact
 
     settings = load_settings(config)
     try:
         pm = build(db, settings, synchronous=sqlite_synchronous.upper())
-    except Exception as e:  # a bad URL or an unreachable database: say so, no traceback
-        typer.secho(f"cannot open the database {db!r}: {e}", fg=typer.colors.RED, err=True)
+    except Exception as e:  # a bad URL or an unreachable database: say so, no traceback, no password
+        typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED,
+                    err=True)
         raise typer.Exit(1) from None
-    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {db})")
+    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})")
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message) with the database URL and its password replaced by the redacted URL."""
+    from pipemon.store.db import redact, url_password
+
+    safe = redact(url)
+    text = text.replace(url, safe)
+    password = url_password(url)
+    return text.replace(password, "***") if password else text
 
 
 @db_app.command("upgrade")
@@ -59,9 +71,14 @@ def db_upgrade(db: str = DbOption) -> None:
     """Apply the database migrations (also done on every start)."""
     from pipemon.store import db as store_db
 
-    engine = store_db.open_engine(db)
-    store_db.upgrade(engine)
-    typer.echo(f"database at revision {store_db.current_revision(engine)}")
+    try:
+        engine = store_db.open_engine(db)
+        store_db.upgrade(engine)
+        typer.echo(f"database {store_db.redact(db)} at revision {store_db.current_revision(engine)}")
+    except Exception as e:  # as serve: say what failed, without a traceback or the password
+        typer.secho(f"cannot upgrade the database {store_db.redact(db)}: {scrub(str(e), db)}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     engine.dispose()
 
 

@@ -150,7 +150,37 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     for col in ("run", "status", "started", "duration", "rows", "error"):
         rt.add_column(col, overflow="fold")
     for r in recent[:runs]:
-        err = (r.get("error") or {}).get("message") or ""
-        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{r['status']}[/]", (r.get("started_at") or "-")[:19],
-                   _span(r.get("duration_s")) if r.get("duration_s") is not None else "-", _num(r.get("rows")), err[:80])
+        broke = r.get("what_broke") or {}
+        err = broke.get("headline") or (r.get("error") or {}).get("message") or ""
+        status = "pending" if r.get("pending") else r["status"]
+        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{status}[/]",
+                   (r.get("started_at") or "-")[:19],
+                   _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
+                   _num(r.get("rows")), err[:110])
     console.print(rt)
+    if recent:
+        _show_tasks(console, url, token, pipeline, recent[0]["run_id"])
+
+
+def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, run_id: str) -> None:
+    """The latest run's tasks, those that never ran included (skipped, upstream_failed), and what broke."""
+    run = api_get(url, token, f"/api/v1/runs/{quote(run_id, safe='')}", {"pipeline": pipeline})
+    if not run.get("tasks") and not run.get("not_run"):
+        return
+    tt = Table(title=f"tasks of run {run_id}", header_style="bold")
+    for col in ("task", "state", "started", "duration", "error"):
+        tt.add_column(col, overflow="fold")
+    for t in sorted(run.get("tasks", []), key=lambda t: t.get("started_at") or ""):
+        err = (t.get("error") or {}).get("message") or ""
+        tt.add_row(t.get("task") or t.get("job") or t["run_id"],
+                   f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",
+                   (t.get("started_at") or "-")[:19],
+                   _span(t.get("duration_s")) if t.get("duration_s") is not None else "-", err[:80])
+    for nr in run.get("not_run", []):
+        tt.add_row(nr["task"], f"[dim]{nr['state']}[/]", "-", "-", "never ran")
+    console.print(tt)
+    broke = run.get("what_broke")
+    if broke:
+        console.print(f"  [bold red]what broke:[/] {broke['headline']}")
+        for line in (broke.get("trace") or "").splitlines():
+            console.print(f"    {line}", markup=False, highlight=False)

@@ -8,7 +8,13 @@ pipeline has an upstream (any number of hops, through datasets or `depends_on`) 
 owning pipelines downstream of it gets one `upstream_failure` notice. When the root cause resolves, every
 attached alert and notice resolves, and each downstream pipeline is held for a fresh grace period (its
 usual run duration plus its schedule's grace) before its own lateness may page: it is waiting for the
-upstream's new data, not broken. Pure: no I/O; time passed in.
+upstream's new data, not broken.
+
+One page per root cause: while a pipeline's `failure` alert is open, the conditions that failure already
+explains (`explains`: its failure-rate burst, a retry of the failing run running long, the slots it leaves
+unserved) join that alert as evidence (`Alert.evidence`, shown in the API and in the next notification's
+detail) instead of opening alerts of their own; the failure alert resolves when the failure itself clears,
+and what is still open of its evidence then becomes alerts of its own. Pure: no I/O; time passed in.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from typing import Any
 
 from pipemon.config import Settings
 from pipemon.engine.evaluator import Evaluator, Signal, SignalType
+from pipemon.engine.health import late_by
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.severity import Impact, severity
 from pipemon.model import AlertState, AlertView, Severity
@@ -27,6 +34,37 @@ ROOT_KINDS = frozenset({"failure", "late"})
 ATTACHABLE = frozenset({"late", "sla_miss", "volume_anomaly"})
 METRIC_KINDS = frozenset({"duration_anomaly", "volume_anomaly", "schema_change"})
 UPSTREAM_FAILURE = "upstream_failure"
+FAILURE = "failure"
+# Evidence that the failure is more than a blip: it pages a failure still below `page_after_failures`.
+PAGES_HELD_FAILURE = frozenset({"running_long", "late", "sla_miss"})
+
+
+def explains(failure: Alert | None, kind: str, run_started: float | None = None,
+             failing_since: float | None = None) -> str | None:
+    """Whether an open `failure` alert already explains a new condition of the same pipeline, and why (the
+    text shown on the evidence), or None: the condition needs an alert of its own.
+
+    - failure_rate: the burst is made of the very failures the alert is about;
+    - running_long: a run that started at or after the first failure of the streak is a retry of the
+      failing run (a run that was already going before it is not explained by it);
+    - late: the failure is open, so nothing succeeded since it; the slots owed since are owed because it fails;
+    - sla_miss: likewise, the deadline passed without a success because the pipeline fails.
+    Other kinds (anomalies of successful runs, schema changes, extra runs) are not explained by a failure.
+    """
+    if failure is None or not failure.open or failure.kind != FAILURE:
+        return None
+    if kind == "failure_rate":
+        return "a burst of the same failures"
+    if kind == "running_long":
+        since = failure.started_at if failing_since is None else failing_since
+        if run_started is not None and run_started >= since:
+            return "a retry of the failing run"
+        return None
+    if kind == "late":
+        return "a slot the failing pipeline has not served"
+    if kind == "sla_miss":
+        return "nothing succeeded since the failure"
+    return None
 
 
 def fingerprint(pipeline: str, kind: str, metric: str = "") -> str:
@@ -72,6 +110,8 @@ class Alert:
     held_until: float | None = None        # not notified before (upstream recovering)
     page_after: int | None = None          # a failure pages from this many consecutive failures on
     notified: dict[str, str] = field(default_factory=dict)   # receiver -> last action sent
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # conditions this alert explains (joined)
+    overdue_since: float | None = None     # late: the first unserved slot (the figure is computed when shown)
     id: int | None = None
 
     @property
@@ -84,14 +124,37 @@ class Alert:
             return f"attached to the upstream failure of {self.root_pipeline}"
         if self.held_until is not None and now < self.held_until:
             return f"waiting for {self.root_pipeline or 'the upstream'}'s new data"
-        if self.kind == "failure" and self.page_after and self.occurrences < self.page_after:
+        if self.below_page_after(self.page_after):
             return f"{self.occurrences} of {self.page_after} consecutive failures before paging"
         return None
 
-    def view(self, url: str | None = None) -> AlertView:
+    def below_page_after(self, page_after: int | None) -> bool:
+        """A failure waiting for more consecutive failures before it pages (unless joined evidence, a retry
+        running long or a missed slot, shows it is more than a blip)."""
+        return (self.kind == FAILURE and bool(page_after) and self.occurrences < (page_after or 0)
+                and not any(e["kind"] in PAGES_HELD_FAILURE for e in self.evidence))
+
+    def detail(self) -> str:
+        """The description with the evidence that joined this alert, as a notification shows it."""
+        if not self.evidence:
+            return self.description
+        lines = []
+        for e in self.evidence:
+            notes = [e["why"]] + ([f"seen {e['count']} times"] if e["count"] > 1 else []) + (
+                ["cleared"] if e.get("cleared_at") is not None else [])
+            lines.append(f"- {e['kind']} ({', '.join(notes)}): {e['text']}")
+        return self.description + "\nAlso explained by this failure:\n" + "\n".join(lines)
+
+    def view(self, url: str | None = None, now: float | None = None) -> AlertView:
+        """As a notification shows it at `now`: a late alert says how late its first unserved slot is then."""
+        summary, detail = self.summary, self.detail()
+        if now is not None and self.overdue_since is not None and self.open:
+            figure = f"{late_by(now - self.overdue_since)} late"
+            summary = f"{self.pipeline} is {figure}: {self.summary.split(': ', 1)[-1]}"
+            detail = f"{figure}: {detail}"
         return AlertView(fingerprint=self.fingerprint, pipeline=self.pipeline, team=self.team, kind=self.kind,
-                         severity=self.severity, state=self.state, summary=self.summary,
-                         description=self.description, labels=dict(self.labels), started_at=self.started_at,
+                         severity=self.severity, state=self.state, summary=summary,
+                         description=detail, labels=dict(self.labels), started_at=self.started_at,
                          last_seen=self.last_seen, occurrences=self.occurrences, resolved_at=self.resolved_at,
                          run_id=self.run_id, error=self.error, failed_task=self.failed_task,
                          root_cause=self.root_pipeline, root_cause_team=self.root_team, url=url)
@@ -146,10 +209,17 @@ class AlertBook:
         if sig.type is SignalType.CLOSED:
             if a is not None:
                 a.conditions.discard(sig.key)
-                if not a.conditions:
+                if not any(k.split(":", 1)[0] == a.kind for k in a.conditions):  # its own conditions cleared
                     self._resolve(a, now, "condition cleared")
+            else:
+                self._unjoin(sig, now)
             return
         if a is None:
+            host = self.open.get(fingerprint(sig.pipeline, FAILURE))
+            why = self._explained(host, sig)
+            if host is not None and why is not None:
+                self._join(host, sig, why, now)
+                return
             a = self._new(fp, sig, kind, metric, now)
             self.open[fp] = a
             a.conditions.add(sig.key)
@@ -166,9 +236,54 @@ class AlertBook:
         a.score = max(a.score, sig.score)
         if sig.run_id:
             a.run_id = sig.run_id
+        if sig.due is not None:
+            a.overdue_since = sig.due
         self._rate(a, now)
         self.enrich(a)
         self.changes.append(Change(a, "updated"))
+
+    # --- one page per root cause -------------------------------------------------------------------------
+    def _explained(self, failure: Alert | None, sig: Signal) -> str | None:
+        if failure is None:
+            return None
+        h = self.ev.health.get(sig.pipeline)
+        started = h.running.get(sig.run_id) if h is not None and sig.run_id else None
+        since = h.incidents[-1][0] if h is not None and h.consecutive_failures and h.incidents else None
+        return explains(failure, sig.kind.value, started, since)
+
+    def _join(self, host: Alert, sig: Signal, why: str, now: float) -> None:
+        """The condition becomes evidence on the open failure alert (opened or happened again)."""
+        host.conditions.add(sig.key)
+        e = next((e for e in host.evidence if e["key"] == sig.key), None)
+        if e is None:
+            host.evidence.append({"kind": sig.kind.value, "key": sig.key, "why": why, "since": now,
+                                  "last_seen": now, "count": 1, "text": sig.text, "run_id": sig.run_id,
+                                  "cleared_at": None})
+        else:
+            e.update(last_seen=now, count=e["count"] + 1, text=sig.text, run_id=sig.run_id or e["run_id"],
+                     cleared_at=None)
+        host.last_seen = now
+        self.changes.append(Change(host, "updated"))
+
+    def _unjoin(self, sig: Signal, now: float) -> None:
+        """A joined condition cleared: its evidence stays on the alert, marked cleared."""
+        host = self.open.get(fingerprint(sig.pipeline, FAILURE))
+        if host is None or sig.key not in host.conditions:
+            return
+        host.conditions.discard(sig.key)
+        for e in host.evidence:
+            if e["key"] == sig.key:
+                e["cleared_at"] = now
+        self.changes.append(Change(host, "updated"))
+
+    def _release(self, pipeline: str, keys: set[str], now: float) -> None:
+        """The failure resolved: what it explained and is still open becomes an alert of its own."""
+        h = self.ev.health.get(pipeline)
+        for key in sorted(keys):
+            c = h.conditions.get(key) if h is not None else None
+            if c is not None:
+                self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                      due=c.due), now)
 
     def _new(self, fp: str, sig: Signal, kind: str, metric: str, now: float) -> Alert:
         info = self.info(sig.pipeline)
@@ -179,7 +294,7 @@ class AlertBook:
         a = Alert(fingerprint=fp, pipeline=sig.pipeline, team=info.team, kind=kind, labels=labels,
                   severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text), description=sig.text,
                   started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
-                  page_after=info.page_after_failures)
+                  page_after=info.page_after_failures, overdue_since=sig.due)
         if kind == "failure":
             a.error = self.ev.health[sig.pipeline].last_error if sig.pipeline in self.ev.health else None
         hold = self.holdoff.get(sig.pipeline)
@@ -264,6 +379,10 @@ class AlertBook:
         a.last_seen = now
         del self.open[a.fingerprint]
         self.changes.append(Change(a, "resolved"))
+        joined = {k for k in a.conditions if k.split(":", 1)[0] != a.kind} if a.kind == FAILURE else set()
+        if joined:  # a resolved failure explains nothing any more
+            a.conditions -= joined
+            self._release(a.pipeline, joined, now)
         if a.kind in ROOT_KINDS and a.root_cause is None:
             self._root_resolved(a, now)
 
@@ -297,8 +416,12 @@ class AlertBook:
                     metric = key.split(":", 1)[1] if c.kind.value in METRIC_KINDS else ""
                     fp = fingerprint(p, c.kind.value, metric)
                     a = self.open.get(fp)
+                    host = self.open.get(fingerprint(p, FAILURE))
+                    if a is None and host is not None and key in host.conditions:
+                        continue  # joined the open failure as evidence: nothing to un-hold
                     if a is None:
-                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id), now)
+                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                              due=c.due), now)
                     elif a.held_until is not None:
                         a.held_until = None
                         self.changes.append(Change(a, "updated"))

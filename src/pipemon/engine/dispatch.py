@@ -138,8 +138,7 @@ class Dispatch:
             if a is None:
                 continue
             if a.open:
-                page_after = node.page_after_failures
-                if page_after and a.kind == "failure" and a.occurrences < page_after:
+                if a.below_page_after(node.page_after_failures):
                     continue
                 if self.quiet(a, now, firing_labels) is None:
                     firing.add(fp)

@@ -8,6 +8,7 @@ The same code runs live (wall clock) and in replay (time following the events).
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -18,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 from pipemon.config import PipelineRule, Settings
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, FindingKind, RunObservation, Verdict
+from pipemon.engine.detect.cadence import overdue_since
 from pipemon.engine.health import DAY, ConditionKind, HealthState, PipelineHealth, span
-from pipemon.model import Run, RunStatus
+from pipemon.model import MANUAL_SCHEDULE, Run, RunStatus
 
 
 class SignalType(enum.StrEnum):
@@ -41,6 +43,7 @@ class Signal:
     score: float = 0.0
     run_id: str | None = None
     finding: Finding | None = None
+    due: float | None = None   # late: the first unserved slot
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Evaluator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.health: dict[str, PipelineHealth] = {}
+        self.event_schedules: dict[str, tuple[str, str]] = {}  # pipeline -> (cron | manual, tz) sent
         self.detect = DetectorSuite()
         self._sla: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -105,11 +109,26 @@ class Evaluator:
 
     def spec_for(self, pipeline: str) -> DetectSpec:
         rule = self.settings.rule_for(pipeline)
-        if rule is None:
-            return DetectSpec()
-        return DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
-                          max_duration_s=rule.max_duration,
-                          **({"sensitivity": rule.sensitivity} if rule.sensitivity else {}))
+        spec = DetectSpec()
+        if rule is not None:
+            spec = DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
+                              max_duration_s=rule.max_duration,
+                              sensitivity=rule.sensitivity or spec.sensitivity)
+        sent = self.event_schedules.get(pipeline)
+        if sent is not None and not spec.cron:  # the config's schedule overrides the one the producer sent
+            cron, tz = sent
+            spec = (dataclasses.replace(spec, manual=True, from_events=True) if cron == MANUAL_SCHEDULE
+                    else dataclasses.replace(spec, cron=cron, timezone=tz, from_events=True))
+        return spec
+
+    def event_schedule(self, pipeline: str, cron: str, tz: str, now: float) -> None:
+        """The schedule the producer sends (Airflow's timetable: cron and time zone, or MANUAL_SCHEDULE), used
+        when the config declares none for the pipeline."""
+        if self.event_schedules.get(pipeline) == (cron, tz):
+            return
+        self.event_schedules[pipeline] = (cron, tz)
+        if pipeline in self.health:
+            self.detect.configure(pipeline, self.spec_for(pipeline), now=now)
 
     def rule(self, pipeline: str) -> PipelineRule | None:
         return self.settings.rule_for(pipeline)
@@ -160,7 +179,7 @@ class Evaluator:
             if f.kind not in _FINDING_KIND:
                 continue
             kind, key = condition_key(f)
-            h.open(kind, key, f.time, f.explanation, f.score, f.run_id)
+            h.open(kind, key, f.time, f.explanation, f.score, f.run_id, overdue_since(f))
 
     # --- the clock ---------------------------------------------------------------------------------------
     def on_tick(self, now: float) -> Outcome:
@@ -253,6 +272,7 @@ class Evaluator:
             schedule = {"source": sched.source.value, "description": sched.describe(), "next_expected": nxt,
                         "deadline": sched.deadline(nxt) if nxt is not None else None}
         return {"state": h.state.value, "reason": h.reason, "state_since": h.state_since,
+                "overdue_since": h.overdue_since(),
                 "metrics": h.metrics(now), "schedule": schedule, "last_run": h.last_run,
                 "conditions": [{"kind": c.kind.value, "key": k, "since": c.since, "text": c.text,
                                 "score": round(c.score, 3), "run_id": c.run_id} for k, c in h.conditions.items()]}
@@ -264,6 +284,10 @@ class Evaluator:
         self.health[pipeline] = PipelineHealth.from_json(health)
         if detect:
             self.detect.load_json(pipeline, detect)
+            spec = detect.get("spec") or {}
+            if spec.get("from_events"):  # the schedule the producer sent survives a restart
+                self.event_schedules[pipeline] = (MANUAL_SCHEDULE if spec.get("manual") else spec["cron"],
+                                                  spec.get("timezone") or "UTC")
         self.detect.configure(pipeline, self.spec_for(pipeline), now=None if detect else now)
         self._queue_sla(pipeline, now)
 
@@ -276,7 +300,7 @@ class _Diff:
         self.ev, self.pipeline, self.h, self.now, self.out = ev, pipeline, h, now, out
 
     def __enter__(self) -> None:
-        self.before = {k: (c.since, c.run_id, c.text) for k, c in self.h.conditions.items()}
+        self.before = {k: (c.since, c.run_id, c.text, c.due) for k, c in self.h.conditions.items()}
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
@@ -286,9 +310,11 @@ class _Diff:
         for k, c in after.items():
             prev = self.before.get(k)
             if prev is None:
-                out.signals.append(Signal(p, c.kind, k, SignalType.OPENED, now, c.text, c.score, c.run_id))
-            elif (c.run_id, c.text) != prev[1:]:
-                out.signals.append(Signal(p, c.kind, k, SignalType.REPEATED, now, c.text, c.score, c.run_id))
+                out.signals.append(Signal(p, c.kind, k, SignalType.OPENED, now, c.text, c.score, c.run_id,
+                                          due=c.due))
+            elif (c.run_id, c.text, c.due) != prev[1:]:
+                out.signals.append(Signal(p, c.kind, k, SignalType.REPEATED, now, c.text, c.score, c.run_id,
+                                          due=c.due))
         for k in self.before.keys() - after.keys():
             kind = ConditionKind(k.split(":", 1)[0])
             out.signals.append(Signal(p, kind, k, SignalType.CLOSED, now, self.before[k][2]))

@@ -12,15 +12,17 @@ accumulated (runs, open conditions raised by the detectors) and the time. Preced
     healthy       none of the above
 
 Reasons carry absolute times ("at 2026-11-26 02:14 UTC"), never "5m ago": a stored reason stays true,
-and it changes only when something happened (a healthy one carries none: the metrics say when). Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
+and it changes only when something happened (a healthy one carries none: the metrics say when). A late
+pipeline's reason names its first unserved slot; how late that slot is now is computed at read time
+from the stored slot (`reason_now`, with the view's `overdue_since`), so it is current whenever read. Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
 hourly buckets, 30 days of incidents and SLA days), so a read never scans history.
 """
 from __future__ import annotations
 
 import enum
 import math
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pipemon.model import Run, RunStatus
@@ -84,13 +86,15 @@ class Condition:
     text: str
     score: float = 0.0
     run_id: str | None = None
+    due: float | None = None   # late: the first unserved slot (how late it is now is computed when read)
 
     def to_json(self) -> list:
-        return [self.kind.value, self.key, self.since, self.text, self.score, self.run_id]
+        v = [self.kind.value, self.key, self.since, self.text, self.score, self.run_id]
+        return v if self.due is None else [*v, self.due]
 
     @staticmethod
     def from_json(v: list) -> Condition:
-        return Condition(ConditionKind(v[0]), v[1], v[2], v[3], v[4], v[5])
+        return Condition(ConditionKind(v[0]), v[1], v[2], v[3], v[4], v[5], v[6] if len(v) > 6 else None)
 
 
 @dataclass
@@ -128,6 +132,10 @@ class PipelineHealth:
 
     def run_updated(self, run: Run) -> None:
         self._remember(run)
+        c = self.conditions.get(f"{ConditionKind.FAILURE.value}:status")
+        if c is not None and c.run_id == run.run_id and run.status is not RunStatus.SUCCEEDED:
+            c.text = _failure_text(run, int(c.score))  # what broke became known after the run ended
+            self.last_error = run.failure_text
 
     def run_finished(self, run: Run, backfill: bool) -> None:
         """Count a finished top-level run. A backfill (a rerun of an old date) counts in the statistics
@@ -167,15 +175,14 @@ class PipelineHealth:
                 self._close(kind)
         else:
             self.last_failure = max(self.last_failure or 0.0, end)
-            self.last_error = run.error_message
+            self.last_error = run.failure_text
             self.last_finished_status, self.last_finished_at = run.status.value, end
             if self.consecutive_failures == 0:
                 self.incidents.append([end, None])
             self.consecutive_failures += 1
             n = self.consecutive_failures
-            err = f": {_short(run.error_message)}" if run.error_message else ""
-            self.open(ConditionKind.FAILURE, "status", end, f"run {run.run_id} {run.status.value}{err}"
-                      + (f" ({n} consecutive failures)" if n > 1 else ""), score=float(n), run_id=run.run_id)
+            self.open(ConditionKind.FAILURE, "status", end, _failure_text(run, n), score=float(n),
+                      run_id=run.run_id)
         self.incidents = [i for i in self.incidents if i[1] is None or i[1] > end - INCIDENT_WINDOW]
 
     def _remember(self, run: Run) -> None:
@@ -183,18 +190,25 @@ class PipelineHealth:
         if last is None or run.started_at >= last["started_at"] or last["run_id"] == run.run_id:
             self.last_run = {"run_id": run.run_id, "status": run.status.value, "started_at": run.started_at,
                              "ended_at": run.ended_at, "duration": run.duration, "rows": run.rows,
-                             "error": run.error_message}
+                             "error": run.failure_text}
 
     def open(self, kind: ConditionKind, key: str, since: float, text: str, score: float = 0.0,
-             run_id: str | None = None) -> str:
-        """Open a condition (a repeat only refreshes its text, score and run); returns its key."""
+             run_id: str | None = None, due: float | None = None) -> str:
+        """Open a condition (a repeat only refreshes its text, score, run and due slot); returns its key."""
         k = f"{kind.value}:{key}"
         cur = self.conditions.get(k)
         if cur is not None:
             cur.text, cur.score, cur.run_id = text, max(cur.score, score), run_id or cur.run_id
+            cur.due = due if due is not None else cur.due
             return k
-        self.conditions[k] = Condition(kind, key, since, text, score, run_id)
+        self.conditions[k] = Condition(kind, key, since, text, score, run_id, due)
         return k
+
+    def overdue_since(self) -> float | None:
+        """While the state is late: the first unserved slot its reason names (readers add how late it is)."""
+        if self.state is not HealthState.LATE:
+            return None
+        return next((c.due for c in self.conditions.values() if c.kind is ConditionKind.LATE), None)
 
     def _close(self, kind: ConditionKind, key: str | None = None) -> None:
         for k in [k for k, c in self.conditions.items() if c.kind is kind and (key is None or c.key == key)]:
@@ -340,9 +354,27 @@ def _median(xs: list[float]) -> float | None:
     return _pct(sorted(xs), 0.5) if xs else None
 
 
+def _failure_text(run: Run, n: int) -> str:
+    """`run R failed: transform failed: ValueError: …` (what broke, else its own error) and the streak."""
+    err = f": {_short(run.failure_text)}" if run.failure_text else ""
+    return f"run {run.run_id} {run.status.value}{err}" + (f" ({n} consecutive failures)" if n > 1 else "")
+
+
 def _short(text: str | None, n: int = 120) -> str:
     t = " ".join((text or "").split())
     return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def reason_now(reason: str, overdue_since: float | None, now: float) -> str:
+    """A stored reason as of a read: a late pipeline's reason leads with how late its first unserved slot is
+    now (computed here, so the figure never freezes at the moment the state changed)."""
+    if overdue_since is None:
+        return reason
+    return f"{late_by(now - overdue_since)} late: {reason}"
+
+
+def late_by(seconds: float) -> str:
+    return span(max(seconds, 0.0))
 
 
 def at(t: float | None) -> str:

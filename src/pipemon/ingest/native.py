@@ -17,20 +17,31 @@ A batch is all-or-nothing: with any bad item, nothing is stored and the answer n
 """
 from __future__ import annotations
 
+import math
 import uuid
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
-from pipemon.errors import BadJson, InvalidEvent, Problem
-from pipemon.ingest.common import event_key, parse_time, problem_from, scrub_nul, split_items
+from pipemon.errors import InvalidEvent, Problem
+from pipemon.ingest import limits
+from pipemon.ingest.common import (
+    bad_json,
+    checked_items,
+    event_key,
+    iso,
+    parse_time,
+    scrub_nul,
+    split_items,
+    struct_problems,
+)
 from pipemon.model import Event, EventType, RunRef, Source, split_pipeline_key
 
 MAX_BATCH = 10_000
 MAX_LOG = 10_240
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
-Time = Union[str, float]
+Name = Annotated[str, msgspec.Meta(min_length=1)]  # lengths in bytes: limits.py
+Time = str | float
 
 
 class NativeError(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,68 +77,87 @@ class NativeEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(NativeEvent)
-_FIELD_TYPES = {f.name: f.type for f in msgspec.structs.fields(NativeEvent)}
 _EVENT_TYPES = {t.value: t for t in EventType}
 
 
-def parse(body: bytes, now: float) -> list[Event]:
+def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
+    """`now`: the time of an event that gives none. `horizon`: how far past `now` an event time may be;
+    the HTTP door passes limits.MAX_FUTURE_S, history (replay, tests, the demo) has no clock to be after."""
     items, was_array = split_items(body, MAX_BATCH)
     events: list[Event] = []
     problems: list[Problem] = []
-    for i, raw in enumerate(items):
-        prefix = f"$[{i}]" if was_array else "$"
+    for prefix, raw, deep in checked_items(items, was_array):
+        if deep:
+            problems += deep
+            continue
         try:
             item = _DECODER.decode(raw)
-            got = _normalize(item, raw, prefix, now)
+        except msgspec.ValidationError:
+            problems += _all_problems(raw, prefix, now, horizon)
+            continue
+        except msgspec.DecodeError as e:
+            raise bad_json(e, bytes(raw)) from None
+        try:
+            got = _normalize(item, raw, prefix, now, horizon)
             if b"\\u0000" in bytes(raw):
                 got = [scrub_nul(ev, prefix) for ev in got]
             events.extend(got)
-        except msgspec.ValidationError:
-            problems.extend(_all_problems(raw, prefix))
-        except msgspec.DecodeError as e:
-            raise BadJson(f"body is not valid JSON: {e}") from None
         except InvalidEvent as e:
             problems.extend(e.problems)
     if problems:
-        what = f"{len({p.loc.split('.')[0] for p in problems})} of {len(items)} events are invalid; none was stored" \
-            if was_array else "invalid event"
+        bad = len({p.loc.split(".")[0] for p in problems})
+        what = f"{bad} of {len(items)} events are invalid; none was stored" if was_array else "invalid event"
         raise InvalidEvent(what, problems)
     return events
 
 
-def _all_problems(raw: msgspec.Raw, prefix: str) -> list[Problem]:
-    """msgspec stops at the first bad field; go field by field to name every one."""
+def _all_problems(raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Problem]:
+    """msgspec stops at the first bad field; go field by field to name every one, limits included."""
+    def check(path: str, value: Any, loc: str) -> list[Problem]:
+        return _field_limits(path, value, loc, now, horizon)
+
+    out = struct_problems(bytes(raw), NativeEvent, prefix, forbid_unknown=True, check=check)
     try:
-        obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError as e:
-        return [Problem(prefix, f"not valid JSON: {e}")]
-    if not isinstance(obj, dict):
-        return [Problem(prefix, f"expected an event object, got {type(obj).__name__}")]
-    out = []
-    for k, v in obj.items():
-        t = _FIELD_TYPES.get(k)
-        if t is None:
-            out.append(Problem(f"{prefix}.{k}", "unknown field"))
-            continue
-        try:
-            msgspec.convert(v, t, strict=False)
-        except msgspec.ValidationError as e:
-            if k == "metrics" and isinstance(v, dict):  # name the metric, not `metrics[...]`
-                for mk, mv in v.items():
-                    if isinstance(mv, bool) or not isinstance(mv, (int, float)):
-                        out.append(Problem(f"{prefix}.metrics.{mk}", f"expected a number, got {mv!r}"[:200]))
-            else:
-                out.append(problem_from(e, f"{prefix}.{k}"))
-    if "type" not in obj:
-        out.append(Problem(f"{prefix}.type", "required field is missing"))
-    elif isinstance(obj["type"], str) and obj["type"].upper() not in _EVENT_TYPES:
-        out.append(Problem(f"{prefix}.type", f"unknown event type {obj['type']!r}; expected one of "
+        obj = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        etype = msgspec.json.decode(obj["type"]) if "type" in obj else None
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        etype = None
+    if isinstance(etype, str) and etype.upper() not in _EVENT_TYPES:
+        out.append(Problem(f"{prefix}.type", f"unknown event type {etype!r}; expected one of "
                                              + ", ".join(_EVENT_TYPES)))
     return out or [Problem(prefix, "invalid event")]
 
 
-def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> list[Event]:
-    problems = []
+def _field_limits(path: str, value: Any, loc: str, now: float, horizon: float) -> list[Problem]:
+    """The limits of one decoded field (the same rules as limits.event_problems, for a decode that failed
+    elsewhere in the event)."""
+    if path in _ID_PATHS:
+        return limits.ident(value, loc)
+    if path == "pipeline":  # namespace/name: each part within the limit
+        ns, _, name = value.rpartition("/")
+        return limits.ident(ns, loc + " (namespace part)") + limits.ident(name, loc + " (name part)")
+    if path in ("inputs", "outputs"):
+        return limits.datasets(value, loc)
+    if path == "metrics":
+        return limits.metrics(value, loc)
+    if path in ("rows", "bytes", "duration_s"):
+        return limits.number(value, loc, lo=0.0)
+    if path in ("event_time", "nominal_time") and value is not None:
+        try:
+            return limits.event_time(parse_time(value, loc), loc, now, horizon,
+                                     numeric=not isinstance(value, str))
+        except InvalidEvent as e:
+            return e.problems
+    return []
+
+
+_ID_PATHS = frozenset({"namespace", "name", "run_id", "event_id", "team", "parent.namespace", "parent.name",
+                       "parent.run_id"})
+
+
+
+def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Event]:
+    problems = _typed_limits(e, len(raw), prefix)
     etype = _EVENT_TYPES.get(e.type.upper())
     if etype is None:
         problems.append(Problem(f"{prefix}.type", f"unknown event type {e.type!r}; expected one of "
@@ -135,7 +165,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     ns, name = e.namespace, e.name
     if e.pipeline is not None:
         if ns is not None or name is not None:
-            problems.append(Problem(f"{prefix}.pipeline", "give either pipeline or namespace + name, not both"))
+            problems.append(Problem(f"{prefix}.pipeline",
+                                    "give either pipeline or namespace + name, not both"))
         else:
             try:
                 ns, name = split_pipeline_key(e.pipeline)
@@ -145,20 +176,27 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
         problems.append(Problem(f"{prefix}.{'name' if ns else 'namespace'}",
                                 "required: namespace and name (or pipeline: \"namespace/name\")"))
     if e.duration_s is not None and etype is not None and not etype.is_terminal:
-        problems.append(Problem(f"{prefix}.duration_s", "only a COMPLETE, FAIL or ABORT event may carry a duration"))
-    for field in ("rows", "bytes"):
-        v = (e.metrics or {}).get(field)
-        if v is not None and v < 0:
-            problems.append(Problem(f"{prefix}.metrics.{field}", "must be >= 0"))
+        problems.append(Problem(f"{prefix}.duration_s",
+                                "only a COMPLETE, FAIL or ABORT event may carry a duration"))
     t = now
     nominal = None
-    try:
-        if e.event_time is not None:
-            t = parse_time(e.event_time, f"{prefix}.event_time")
-        if e.nominal_time is not None:
-            nominal = parse_time(e.nominal_time, f"{prefix}.nominal_time")
-    except InvalidEvent as err:
-        problems.extend(err.problems)
+    for f in ("event_time", "nominal_time"):
+        value = getattr(e, f)
+        if value is not None:
+            try:
+                parsed = parse_time(value, f"{prefix}.{f}")
+            except InvalidEvent as bad:
+                problems += bad.problems
+                continue
+            problems += limits.event_time(parsed, f"{prefix}.{f}", now, horizon,
+                                          numeric=not isinstance(value, str))
+            if f == "event_time":
+                t = parsed
+            else:
+                nominal = parsed
+    if e.duration_s is not None and not problems and t - e.duration_s < 0:
+        problems.append(Problem(f"{prefix}.duration_s", f"a run of {e.duration_s:g} s ending at {iso(t)} "
+                                                        "would start before 1970-01-01"))
     if problems:
         raise InvalidEvent("invalid event", problems)
     assert ns is not None and name is not None and etype is not None
@@ -167,7 +205,8 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     run_id = e.run_id
     if run_id is None and (etype is EventType.START or e.duration_s is not None):
         # A new run without a producer id: derive it from event_id so a retry lands on the same run.
-        run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, pipeline + "#" + e.event_id)) if e.event_id else str(uuid.uuid4())
+        run_id = (str(uuid.uuid5(uuid.NAMESPACE_URL, pipeline + "#" + e.event_id)) if e.event_id
+                  else str(uuid.uuid4()))
     if e.event_id is not None:
         key = event_key(t if e.event_time is not None else None, "n", pipeline, e.event_id)
     elif e.run_id is not None:
@@ -177,20 +216,44 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float) -> lis
     metrics = dict(e.metrics) if e.metrics else {}
     rows = metrics.pop("rows", e.rows)
     byts = metrics.pop("bytes", e.bytes)
-    err = e.error
-    err_msg, err_type = (err, None) if isinstance(err, str) else ((err.message, err.type) if err else (None, None))
+    error = e.error
+    err_msg, err_type = (error, None) if isinstance(error, str) else (
+        (error.message, error.type) if error else (None, None))
     parent = RunRef(e.parent.namespace, e.parent.name, e.parent.run_id) if e.parent else None
     event = Event(
         key=key, source=Source.NATIVE, namespace=ns, name=name, run_id=run_id or "", type=etype, time=t,
-        parent=parent, rows=rows, bytes=byts, metrics=metrics or None, error_message=err_msg, error_type=err_type,
+        parent=parent, rows=rows, bytes=byts, metrics=metrics or None, error_message=err_msg,
+        error_type=err_type,
         inputs=tuple(e.inputs), outputs=tuple(e.outputs), team=e.team, nominal_time=nominal,
         log=e.log[-MAX_LOG:] if e.log else None, raw=bytes(raw),
     )
     if e.duration_s is None:
         return [event]
-    start = Event(key=event_key(t - e.duration_s, key, "start"), source=Source.NATIVE, namespace=ns, name=name, run_id=event.run_id,
-                  type=EventType.START, time=t - e.duration_s, parent=parent, team=e.team, nominal_time=nominal)
+    began = t - e.duration_s
+    start = Event(key=event_key(began, key, "start"), source=Source.NATIVE, namespace=ns, name=name,
+                  run_id=event.run_id, type=EventType.START, time=began, parent=parent, team=e.team,
+                  nominal_time=nominal)
     return [start, event]
+
+
+def _typed_limits(e: NativeEvent, raw_len: int, prefix: str) -> list[Problem]:
+    """The limits of a decoded event but its times (the hot path: a few µs)."""
+    out: list[Problem] = []
+    if raw_len > limits.MAX_ID_BYTES:  # else no string in it can be longer: UTF-8 never outgrows its JSON
+        for f in ("namespace", "name", "pipeline", "run_id", "event_id", "team", "inputs", "outputs"):
+            v = getattr(e, f)
+            if v:
+                out += _field_limits(f, v, f"{prefix}.{f}", 0.0, 0.0)
+        if e.parent is not None:
+            for f in ("namespace", "name", "run_id"):
+                out += limits.ident(getattr(e.parent, f), f"{prefix}.parent.{f}")
+    if e.metrics:
+        out += limits.metrics(e.metrics, f"{prefix}.metrics")
+    for f in ("rows", "bytes", "duration_s"):
+        v = getattr(e, f)
+        if v is not None:
+            out += limits.number(v, f"{prefix}.{f}", lo=0.0)
+    return out
 
 
 def schema_components(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import uuid
 
 from pipemon.errors import InvalidEvent, Problem
+from pipemon.ingest import limits
 from pipemon.ingest.common import event_key
 from pipemon.model import Event, EventType, Source
 
 MAX_LOG = 10_240
+_LOCS = {"namespace": "namespace", "name": "name", "run_id": "rid"}
 
 
-def parse(namespace: str, name: str, signal: str | None, body: bytes, run_id: str | None, now: float) -> list[Event]:
+def parse(namespace: str, name: str, signal: str | None, body: bytes, run_id: str | None,
+          now: float) -> list[Event]:
     code: int | None = None
     if signal is None or signal == "":
         etype = EventType.COMPLETE
@@ -32,16 +35,21 @@ def parse(namespace: str, name: str, signal: str | None, body: bytes, run_id: st
         code = int(signal)
         etype = EventType.COMPLETE if code == 0 else EventType.FAIL
     else:
-        raise InvalidEvent("invalid ping", [Problem("path", f"unknown ping signal {signal!r}; expected start, "
-                                                            "fail or an exit code 0-255")])
-    for loc, v in (("namespace", namespace), ("name", name), ("rid", run_id or "")):
-        if len(v) > 1000 or "\x00" in v or (not v and loc != "rid"):
-            raise InvalidEvent("invalid ping", [Problem(loc, "must be 1-1000 characters, without NUL")])
+        raise InvalidEvent("invalid ping", [Problem("path", f"unknown ping signal {signal!r}; expected "
+                                                            "start, fail or an exit code 0-255")])
+    problems = [Problem(loc, "must not be empty" if not v else "must not contain NUL characters")
+                for loc, v in (("namespace", namespace), ("name", name), ("rid", run_id))
+                if v is not None and ((not v and loc != "rid") or "\x00" in v)]
+    problems += limits.event_problems(Event(key="", source=Source.PING, namespace=namespace, name=name,
+                                            run_id=run_id or "", type=etype, time=now), _LOCS, now)
+    if problems:
+        raise InvalidEvent("invalid ping", problems)
     if run_id is None and etype is EventType.START:
         run_id = str(uuid.uuid4())
     log = body[:MAX_LOG].decode("utf-8", errors="replace").replace("\x00", "\ufffd") if body else None
     return [Event(
-        key=event_key(now, uuid.uuid4().hex), source=Source.PING, namespace=namespace, name=name, run_id=run_id or "", type=etype,
+        key=event_key(now, uuid.uuid4().hex), source=Source.PING, namespace=namespace, name=name,
+        run_id=run_id or "", type=etype,
         time=now, error_message=(f"exit code {code}" if code else ("failure reported by ping" if
                                                                    etype is EventType.FAIL else None)),
         error_type="ExitCode" if code else None, log=log,

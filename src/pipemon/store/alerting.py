@@ -110,11 +110,22 @@ def insert_notification(conn: Connection, *, key: str, receiver: str, action: st
         created_at=now)).inserted_primary_key[0]
 
 
-def due_notifications(conn: Connection, now: float, limit: int = 200) -> list[sa.Row]:
-    return list(conn.execute(sa.select(notifications.c.id, notifications.c.body, notifications.c.attempts,
-                                       notifications.c.created_at)
-                             .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
-                             .order_by(notifications.c.id).limit(limit)))
+def pending_ids(conn: Connection) -> list[int]:
+    """Every pending notification's id, oldest first: the deliverer needs all of them (not only the due
+    ones) to keep each alert's notifications in creation order."""
+    return list(conn.execute(sa.select(notifications.c.id).where(notifications.c.status == "pending")
+                             .order_by(notifications.c.id)).scalars())
+
+
+def notifications_by_id(conn: Connection, ids: list[int]) -> list[sa.Row]:
+    """The rows the deliverer sends from (body, attempts, next attempt, creation time), oldest first."""
+    out: list[sa.Row] = []
+    for i in range(0, len(ids), 500):
+        out += conn.execute(sa.select(notifications.c.id, notifications.c.body, notifications.c.attempts,
+                                      notifications.c.next_attempt_at, notifications.c.created_at)
+                            .where(notifications.c.id.in_(ids[i:i + 500]), notifications.c.status == "pending")
+                            .order_by(notifications.c.id))
+    return out
 
 
 def mark_sent(conn: Connection, notification_id: int, attempts: int, now: float) -> None:
@@ -124,7 +135,11 @@ def mark_sent(conn: Connection, notification_id: int, attempts: int, now: float)
 
 def mark_failed(conn: Connection, notification_id: int, attempts: int, status: str, error: str,
                 next_attempt_at: float) -> None:
-    conn.execute(sa.update(notifications).where(notifications.c.id == notification_id).values(
+    """A failed attempt (status pending: to be retried at next_attempt_at) or an end without delivery
+    (failed, dead, skipped). Only a pending row changes: the deliverer records results again after the
+    store was unavailable, and a late record must never undo a later one (sent stays sent)."""
+    conn.execute(sa.update(notifications).where(notifications.c.id == notification_id,
+                                                notifications.c.status == "pending").values(
         status=status, attempts=attempts, last_error=error[:2000], next_attempt_at=next_attempt_at))
 
 

@@ -11,6 +11,8 @@ import logging
 
 from sqlalchemy.engine import Connection
 
+from pipemon.store.db import unbounded  # VACUUM may outlast the statement timeout on purpose
+
 log = logging.getLogger(__name__)
 HOT_TABLES = ("events", "runs", "pipeline_state", "lineage", "alerts", "notifications")
 # Small tables rewritten in place all the time: without vacuum their dead row versions pile up and every
@@ -47,7 +49,7 @@ def vacuum_if_needed(engine) -> list[str]:
             "AND relname = ANY(%s) AND n_dead_tup > GREATEST(1000, n_live_tup)", (list(CHURN_TABLES),)).all()
     done = []
     if rows:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn, unbounded(conn):
             for (table,) in rows:
                 conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")  # a name from CHURN_TABLES
                 done.append(table)

@@ -66,6 +66,8 @@ runs = Table(
     Column("error_type", Text),
     Column("log_excerpt", Text),
     Column("nominal_time", Float),
+    Column("task_states", Text),          # JSON object: task id -> the scheduler's state (0005)
+    Column("cause", Text),                # what broke, from the run's failing task (0005)
     UniqueConstraint("pipeline_id", "run_id", name="uq_runs_pipeline_run"),
 )
 Index("ix_runs_pipeline_started", runs.c.pipeline_id, runs.c.started_at)

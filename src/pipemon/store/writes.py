@@ -69,7 +69,7 @@ def load_pipelines(conn: Connection) -> list[sa.Row]:
 
 _RUN_COLS = ("parent_run_id", "job", "status", "started_at", "ended_at", "duration", "start_seen", "own_events",
              "end_event_time", "last_event_time", "rows", "bytes", "metrics_time", "metrics", "error_message",
-             "error_type", "log_excerpt", "nominal_time")
+             "error_type", "log_excerpt", "nominal_time", "task_states", "cause")
 
 
 def run_values(run: Run) -> tuple:
@@ -77,7 +77,8 @@ def run_values(run: Run) -> tuple:
     return (run.parent_run_id, run.job, run.status.value, run.started_at, run.ended_at, run.duration,
             run.start_seen, run.own_events, run.end_event_time, run.last_event_time, run.rows, run.bytes,
             run.metrics_time, _JSON.encode(run.metrics).decode() if run.metrics else None, run.error_message,
-            run.error_type, run.log_excerpt, run.nominal_time)
+            run.error_type, run.log_excerpt, run.nominal_time,
+            _JSON.encode(run.task_states).decode() if run.task_states else None, run.cause)
 
 
 def run_from_row(pipeline: str, r) -> Run:
@@ -88,6 +89,7 @@ def run_from_row(pipeline: str, r) -> Run:
         rows=r.rows, bytes=r.bytes, metrics_time=r.metrics_time, metrics=msgspec.json.decode(m) if m else None,
         error_message=r.error_message, error_type=r.error_type, log_excerpt=r.log_excerpt,
         nominal_time=r.nominal_time, parent_run_id=r.parent_run_id, job=r.job, own_events=bool(r.own_events),
+        task_states=msgspec.json.decode(r.task_states) if r.task_states else None, cause=r.cause,
     )
 
 

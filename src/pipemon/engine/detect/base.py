@@ -85,6 +85,8 @@ class DetectSpec:
     grace_s: float | None = None  # how late a run may start before it is late; learned when None
     max_duration_s: float | None = None  # running-long rule before (and besides) the learned duration
     sensitivity: float = DEFAULT_SENSITIVITY
+    manual: bool = False  # run by hand only (Airflow's schedule=None): no schedule, nothing is ever late
+    from_events: bool = False  # cron/timezone/manual came from the producer's events, not from the config
 
 
 @dataclass(frozen=True, slots=True)

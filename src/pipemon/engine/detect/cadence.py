@@ -6,7 +6,13 @@ an early next one). A slot is watched until its deadline (slot + grace); if no r
 then, `on_due` raises LATE (or MISSING when the previous slot went unserved too) exactly once for
 that slot. A late run that arrives afterwards just fulfils its slot: no second finding. A pipeline
 that stays silent is reported at about 1, 2, 4, 8 ... missed runs in a row, and watched at the
-same doubling pace, so a dead pipeline costs nothing per slot.
+same doubling pace, so a dead pipeline costs nothing per slot. A finding's text holds absolute times
+only (the first unserved slot); its `observed` value is how late that slot is at the finding's time, and
+readers recompute the figure when they read it (`overdue_since`).
+Slots are judged against the newest run known, whenever it becomes known: a start whose slot is newer than
+the last served one moves the watch back to it, so history that arrives late (an import, events sent long
+after they happened) makes a declared pipeline late at once for the slots after its last run, instead
+of only from the next slot on.
 A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
 not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
 
@@ -19,6 +25,7 @@ off-slot starts show no consistent move, or when the weekday mask changes.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from typing import Any
 
@@ -113,8 +120,9 @@ class CadenceDetector:
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
             self.fulfilled = slot
-            if self.covered is None or slot > self.covered:
-                self._cover(slot)
+            # the slots after the newest run known are judged from it: history learned late (an import,
+            # events sent long after they happened) re-opens what was only assumed or judged without it
+            self._cover(slot)
             self.misses = 0
             self.sleep_until = 0.0
             self.last_failed = False
@@ -261,16 +269,18 @@ class CadenceDetector:
         sch = self.schedule
         assert sch is not None
         score = max(ALARM_SCORE * sch.lateness_score(now - self.miss_from) / GRACE_K, ALARM_SCORE / sensitivity)
-        usual = explain.duration(max(sch.lag_loc, 0.0)) if sch.lag_n else "n/a"
+        # Absolute times only: the text is stored (health reason, alert) and must stay true. How late it is
+        # now is `observed` (seconds past the first unserved slot at `now`): readers recompute it when read.
+        usual = f"; usually starts {explain.duration(max(sch.lag_loc, 0.0))} after the slot" if sch.lag_n else ""
+        first = self.miss_from
         if self.misses == 1:
             kind = FindingKind.LATE
-            text = (f"no run yet for the {explain.clock(slot, True)} slot ({sch.describe()}): "
-                    f"{explain.duration(now - slot)} late, usually starts {usual} after the slot")
+            text = f"no run yet for the {slot_name(slot)} slot ({sch.describe()}){usual}"
         else:
             kind = FindingKind.MISSING
-            text = (f"{self.misses} expected runs missed in a row since {explain.clock(self.miss_from, True)} "
+            text = (f"{self.misses} expected runs missed in a row since the {slot_name(first)} slot "
                     f"({sch.describe()})")
-        return Finding(pipeline_id, kind, "schedule", now, None, now - slot, sch.lag_loc, None,
+        return Finding(pipeline_id, kind, "schedule", now, None, now - first, sch.lag_loc, None,
                        sch.grace(sensitivity), score, Direction.HIGH, text)
 
     # -------------------------------------------------------------------------------- feedback
@@ -329,6 +339,18 @@ class CadenceDetector:
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
         return c
+
+
+def slot_name(t: float) -> str:
+    """A slot, unambiguous beyond a week: 'Tue 2026-11-03 02:00 UTC'."""
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%a %Y-%m-%d %H:%M UTC")
+
+
+def overdue_since(f: Finding) -> float | None:
+    """The first unserved slot of a LATE or MISSING finding."""
+    if f.kind not in (FindingKind.LATE, FindingKind.MISSING) or f.observed is None:
+        return None
+    return f.time - f.observed
 
 
 def _same(a: Calendar, b: Calendar, tol: float) -> bool:

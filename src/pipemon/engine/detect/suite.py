@@ -118,10 +118,14 @@ class _Pipeline:
 
 
 def _schedule_of(spec: DetectSpec) -> tuple[object, ...]:
-    return spec.cron, spec.timezone, spec.interval_s, spec.grace_s
+    return spec.cron, spec.timezone, spec.interval_s, spec.grace_s, spec.manual
 
 
 def _cadence_for(spec: DetectSpec) -> CadenceDetector:
+    if spec.manual:
+        manual = CadenceDetector()
+        manual.learner = None  # nothing to learn, nothing owed
+        return manual
     if spec.cron or spec.interval_s:
         return CadenceDetector(Schedule.declared(spec.cron, spec.timezone, spec.interval_s, spec.grace_s))
     return CadenceDetector()  # learned from the runs
