@@ -111,7 +111,7 @@ class Alerting:
         self._created = []
         self._conn: Connection | None = conn
 
-    # --- the writer's hooks ----------------------------------------------------------------------------------
+    # --- the writer's hooks ---------------------------------------------------------------------------------
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             if not (ev.inputs or ev.outputs):
@@ -162,6 +162,7 @@ class Alerting:
     def _process(self, conn: Connection, now: float) -> None:
         outgoing: list[Outgoing] = []
         dirty: dict[str, Alert] = {}
+        a: Alert | None  # a change's alert below; an open alert looked up by fingerprint further down
         for ch in self.book.take_changes():
             a = ch.alert
             if ch.what == "opened":
@@ -169,7 +170,8 @@ class Alerting:
                 self.by_id[a.id] = a.fingerprint
             elif ch.what == "resolved":
                 store.update_alerts(conn, [a])  # now: a new alert with this fingerprint may follow at once
-                self.by_id.pop(a.id, None)
+                if a.id is not None:  # None only if never stored: then it was never in by_id
+                    self.by_id.pop(a.id, None)
                 dirty.pop(a.fingerprint, None)
                 if a.fingerprint in self.dispatch.placed:
                     self.resolved[a.fingerprint] = a
@@ -238,7 +240,7 @@ class Alerting:
             h = self.evaluation.engine.health.get(a.pipeline)
             a.error = h.last_error if h else None
 
-    # --- operators -------------------------------------------------------------------------------------------
+    # --- operators ------------------------------------------------------------------------------------------
     def _open_by_id(self, alert_id: int) -> Alert:
         fp = self.by_id.get(alert_id)
         if fp is None or fp not in self.book.open:
@@ -258,10 +260,11 @@ class Alerting:
         self._process(conn, now)
         return a
 
-    def add_silence(self, conn: Connection, matchers: list[str], starts_at: float, ends_at: float, created_by: str,
-                    comment: str, now: float) -> Silence:
+    def add_silence(self, conn: Connection, matchers: list[str], starts_at: float, ends_at: float,
+                    created_by: str, comment: str, now: float) -> Silence:
         parsed = parse_all(matchers)  # raises ValueError with a clear message
-        sid = store.insert_silence(conn, [str(m) for m in parsed], starts_at, ends_at, created_by, comment, now)
+        sid = store.insert_silence(conn, [str(m) for m in parsed], starts_at, ends_at, created_by, comment,
+                                   now)
         s = Silence(sid, parsed, starts_at, ends_at, created_by, comment)
         self.muter.silences[sid] = s
         self._refresh(conn, now)
@@ -287,7 +290,8 @@ class Alerting:
         if failing and a is None:
             a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind="receiver_failing",
                       labels={"team": "pipemon", "namespace": "pipemon", "pipeline": pipeline,
-                              "kind": "receiver_failing", "severity": Severity.ERROR.value, "receiver": receiver},
+                              "kind": "receiver_failing", "severity": Severity.ERROR.value,
+                              "receiver": receiver},
                       severity=Severity.ERROR, summary=f"notifications to receiver {receiver} keep failing",
                       description=f"the last deliveries to {receiver} failed: {error}", started_at=now,
                       last_seen=now, conditions={"delivery"})
@@ -304,6 +308,6 @@ def _change(a: Alert, what: str):
 
 
 def _silence(row) -> Silence:
-    return Silence(row.id, parse_all(msgspec.json.decode(row.matchers)), row.starts_at, row.ends_at, row.created_by,
-                   row.comment)
+    return Silence(row.id, parse_all(msgspec.json.decode(row.matchers)), row.starts_at, row.ends_at,
+                   row.created_by, row.comment)
 

@@ -45,6 +45,29 @@ def parse_duration(v: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|kb|mib|mb|gib|gb)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "kib": 1 << 10, "kb": 1000, "mib": 1 << 20, "mb": 10**6, "gib": 1 << 30,
+               "gb": 10**9}
+
+
+def parse_size(v: Any) -> int:
+    """'64MiB', '500MB', '1GiB', '4096' or a number of bytes -> bytes."""
+    if isinstance(v, bool):
+        raise ValueError("expected a size such as 64MiB, 500MB or 1GiB")  # noqa: TRY004 (pydantic wants it)
+    if isinstance(v, (int, float)):
+        if v < 0:
+            raise ValueError("a size cannot be negative")
+        return int(v)
+    if isinstance(v, str):
+        m = _SIZE.match(v)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None])
+    raise ValueError(f"expected a size such as 64MiB, 500MB or 1GiB, got {v!r}")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
 def format_duration(seconds: float) -> str:
     s = int(round(seconds))
     if s == 0:
@@ -193,6 +216,12 @@ class Limits(_Strict):
     max_batch_body: int = Field(default=16 << 20, ge=1024)   # a native batch of up to 10,000 events
 
 
+class Cache(_Strict):
+    """In-memory caches, each bounded by an estimate of its size in bytes (README: Operating at scale)."""
+    runs: Size = Field(default=64 << 20, ge=0)      # recent runs, so an END finds its START unread
+    metrics: Size = Field(default=64 << 20, ge=0)   # each pipeline's /metrics text, kept between scrapes
+
+
 class Settings(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     pipelines: tuple[PipelineRule, ...] = ()
@@ -204,6 +233,7 @@ class Settings(_Strict):
     inhibit_rules: tuple[InhibitRule, ...] = ()
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
     alerting: Alerting = Alerting()
+    cache: Cache = Cache()
 
     @model_validator(mode="after")
     def _references(self) -> Settings:

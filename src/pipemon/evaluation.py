@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_S = 5.0
 EXPIRE_S = 60.0
-VIEW_FLUSH_S = 1.0
+VIEW_FLUSH_S = 1.0  # metrics-only view updates are written at most this often; state changes at once
 STATS_S = 30.0      # how often PostgreSQL's planner statistics are checked (store/maintenance.py)
 RETENTION_S = 60.0      # a slice of the retention work every minute of wall time …
 RETENTION_SLICE = 500   # … of at most this many pipelines, so the writer never stops for long;
-RETENTION_EVERY = 86400.0  # each pipeline is swept once a day (of the engine's clock)  # metrics-only view updates are written at most this often; state changes at once
+RETENTION_EVERY = 86400.0  # each pipeline is swept once a day (of the engine's clock)
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -182,7 +182,8 @@ class Evaluation:
             self._view_written[p] = mono
         self._stale_views -= due
         st.upsert_views(conn, views)
-        st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings if f.pipeline_id in self._ids))
+        st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings
+                                  if f.pipeline_id in self._ids))
         if not replaying:
             for sink in self.sinks:
                 sink(conn, out, now)
@@ -196,7 +197,8 @@ class Evaluation:
                 health, detect = self.engine.to_json(p)
                 rows.append((st.dumps(health), st.dumps(detect), pid))
         st.save_engine_state(conn, rows)
-        st.upsert_rollups(conn, [(pid, period, start, *vals) for (pid, period, start), vals in self._rollups.items()])
+        st.upsert_rollups(conn, [(pid, period, start, *vals)
+                                 for (pid, period, start), vals in self._rollups.items()])
         st.set_checkpoint(conn, "engine", st.max_event_id(conn), now)
         if time.monotonic() - self._last_stats >= STATS_S:
             maintenance.refresh_statistics(conn)
@@ -209,7 +211,8 @@ class Evaluation:
     def retain(self, conn: Connection, now: float) -> dict[str, int]:
         """Delete raw history older than the retention period: each pipeline once a day, a slice at a time."""
         self._last_retention = time.monotonic()
-        part = [pid for pid in sorted(self._ids.values()) if self._swept_until.get(pid, -1e18) <= now][:RETENTION_SLICE]
+        part = [pid for pid in sorted(self._ids.values())
+                if self._swept_until.get(pid, -1e18) <= now][:RETENTION_SLICE]
         for pid in part:
             self._swept_until[pid] = now + RETENTION_EVERY
         deleted = maintenance.apply_retention(conn, now - self.engine.settings.retention, part)

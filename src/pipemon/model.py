@@ -103,8 +103,10 @@ class Event(msgspec.Struct, frozen=True):
         return pipeline_key(self.namespace, self.name)
 
 
-class Run(msgspec.Struct, frozen=True):
-    """What pipemon knows of one run, folded from its events in any order (see engine/runs.py)."""
+class Run(msgspec.Struct, frozen=True, gc=False):
+    """What pipemon knows of one run, folded from its events in any order (see engine/runs.py).
+    gc=False: it holds only strings, numbers and a dict of numbers, so it can be in no reference cycle, and
+    the writer's run cache (up to 150,000 runs) stays out of the garbage collector's scans."""
 
     pipeline: str
     run_id: str

@@ -55,8 +55,8 @@ from pipemon.store import writes
 log = logging.getLogger(__name__)
 
 MAX_GROUP_EVENTS = 20_000
-TOUCH_FLUSH_S = 5.0
-RUN_CACHE = 200_000
+TOUCH_FLUSH_S = 5.0  # on the ingest path; the clock tick (every second) flushes whatever is left
+RUN_SIZE = 400  # bytes a cached Run costs beyond its strings: the struct, its key tuple, the dict entry
 UNASSIGNED = None
 REQUEST_TIMEOUT_S = 10.0   # a request waits this long for the writer at most, then gets 503
 BACKOFF_BASE_S = 0.25      # reconnect backoff: doubling from here, capped, with jitter ×[0.5, 1]
@@ -207,9 +207,10 @@ class Worker:
         self.request_timeout = request_timeout
         self.pipelines: dict[str, PipelineRec] = {}
         self.by_id: dict[int, PipelineRec] = {}
-        self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()
+        self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()  # least recently used first
+        self._runs_bytes = 0  # estimated (run_size), bounded by settings.cache.runs
         self._lineage: set[tuple[int, str, str]] = set()
-        self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written every TOUCH_FLUSH_S
+        self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written by the next tick
         self._touched_flushed = 0.0
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -260,9 +261,7 @@ class Worker:
         if self._conn is not None and self._down_since is None:
             try:  # a clean stop saves what is otherwise saved every few seconds
                 with self._conn.begin():
-                    rows = [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
-                            for r in self._touched.values()]
-                    writes.update_pipelines(self._conn, rows)
+                    self._flush_touched(self._conn)
                     if self.evaluator is not None:
                         self.evaluator.on_stop(self._conn, self.clock.now())
             except Exception as e:
@@ -676,6 +675,7 @@ class Worker:
         try:
             conn = self._connection()
             with self._begin(conn):
+                self._flush_touched(conn)  # reads see last_event_at within a tick, with no later traffic
                 now = self.clock.now()
                 self.evaluator.on_tick(conn, now)
                 if self._thread is not None:  # the live writer proves the store writable, for /readyz
@@ -716,6 +716,7 @@ class Worker:
                 self.pipelines[r.key] = rec
                 self.by_id[r.id] = rec
             self._runs.clear()
+            self._runs_bytes = 0
             self._touched.clear()
             for r in writes.open_runs(conn):
                 rec = self.by_id[r.pipeline_id]
@@ -759,10 +760,25 @@ class Worker:
             self._lost(e, [])
 
     def _cache_put(self, k: tuple[int, str], run: Run) -> None:
+        """Keep a run, least recently used out first, within settings.cache.runs bytes (estimated)."""
+        old = self._runs.get(k)
+        if old is not None:
+            self._runs_bytes -= run_size(old)
         self._runs[k] = run
         self._runs.move_to_end(k)
-        if len(self._runs) > RUN_CACHE:
-            self._runs.popitem(last=False)
+        self._runs_bytes += run_size(run)
+        limit = self.settings.cache.runs
+        while self._runs_bytes > limit and self._runs:
+            _, gone = self._runs.popitem(last=False)
+            self._runs_bytes -= run_size(gone)
+
+    def _flush_touched(self, conn: Connection) -> None:
+        """Write the pipelines whose last_event_at (or team, integration) moved since the last flush."""
+        if self._touched:
+            writes.update_pipelines(conn, [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                                           for r in self._touched.values()])
+            self._touched.clear()
+        self._touched_flushed = time.monotonic()
 
     # --- one group, one transaction --------------------------------------------------------------
     def _process(self, requests: list[list[Event]],
@@ -929,10 +945,7 @@ class Worker:
         if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
             # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
             self._touched.update(dirty)
-            writes.update_pipelines(conn, [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
-                                           for r in self._touched.values()])
-            self._touched.clear()
-            self._touched_flushed = time.monotonic()
+            self._flush_touched(conn)
         if self.evaluator is not None:
             changes = [RunChange(recs[k], before.get(k), run) for k, run in work.items()]
             self.evaluator.on_changes(conn, changes, fresh, now)
@@ -969,3 +982,15 @@ class Worker:
                 rec.open_runs.append(run_id)
         elif run_id in rec.open_runs:
             rec.open_runs.remove(run_id)
+
+
+def run_size(run: Run) -> int:
+    """A cheap estimate of the memory a cached run holds: a fixed part plus its own strings and metrics
+    (the pipeline key is shared with PipelineRec and not counted)."""
+    n = RUN_SIZE + len(run.run_id)
+    for t in (run.error_message, run.error_type, run.log_excerpt, run.parent_run_id, run.job):
+        if t:
+            n += 49 + len(t)
+    if run.metrics:
+        n += 64 + 100 * len(run.metrics)
+    return n

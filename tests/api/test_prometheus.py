@@ -312,3 +312,24 @@ def test_the_method_label_is_bounded(client):
     methods = {s.labels["method"] for s in Scrape(client).find("pipemon_http_request_duration_seconds_count",
                                                                route="/healthz")}
     assert len(methods) <= 2, methods
+
+
+def test_a_gzip_scrape_is_the_same_exposition_compressed(client, clock):
+    """Prometheus asks for gzip: the answer says so and decompresses to the plain scrape; the event-loop
+    lag gauge is there (its probe runs from start-up)."""
+    populate(client, clock)
+    r = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in r.headers["vary"].lower()
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    # httpx decodes gzip itself: what it decoded is a full exposition
+    fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert int(r.headers["content-length"]) * 3 < len(plain.content)  # what went over the wire: compressed
+    assert {s.labels["pipeline"] for s in fams["pipemon_pipeline_state"].samples} == {
+        "etl/good", "etl/bad", "etl/running", "cron/backup"}
+    [lag] = fams["pipemon_event_loop_lag_seconds"].samples
+    assert lag.value >= 0
+    assert fams["pipemon_event_loop_lag_seconds"].type == "gauge"
+    [gc_pause] = fams["pipemon_gc_pause_seconds"].samples
+    assert gc_pause.value >= 0

@@ -87,7 +87,7 @@ async def _by_hand(request: Request, action: str, alert_id: int, body: Who | Non
     who = body or Who()
     act = getattr(pm.alerting, action)
     a = await asyncio.wrap_future(pm.worker.submit_call(lambda conn, now: act(conn, alert_id, who.by, now)))
-    return _live_alert(pm, a)
+    return await asyncio.to_thread(_live_alert, pm, a)  # a database read: off the event loop
 
 
 # --- silences -----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The HTTP application: front doors, query API, and (later) the dashboard."""
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,13 +32,23 @@ class RejectNul:
         await self.app(scope, receive, send)
 
 
-def create_app(pm: Pipemon) -> FastAPI:
+def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
+    """freeze_gc (`pipemon serve`): once started, move everything alive (imports, the state just loaded) out
+    of the garbage collector's scans, so its full collections, which stop every thread, walk only what came
+    later (ARCHITECTURE.md, Large Scale). Not for tests, which build many apps in one process."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         pm.start()
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
+        app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
+        app.state.metrics.gc.start()   # and the garbage collector's pauses (pipemon_gc_pause_seconds)
         try:
             yield
         finally:
+            app.state.metrics.gc.stop()
+            await app.state.metrics.lag.stop()
             pm.stop()
 
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

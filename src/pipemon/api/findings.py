@@ -19,8 +19,9 @@ router = APIRouter(tags=["findings"])
 
 
 def finding_view(r, pipeline: str | None = None) -> dict[str, Any]:
-    return {"id": r.id, "pipeline": pipeline or r.key, "kind": r.kind, "metric": r.metric, "time": iso(r.time),
-            "run_id": r.run_id, "observed": r.observed, "expected": r.expected, "lower": r.lower, "upper": r.upper,
+    return {"id": r.id, "pipeline": pipeline or r.key, "kind": r.kind, "metric": r.metric,
+            "time": iso(r.time), "run_id": r.run_id, "observed": r.observed, "expected": r.expected,
+            "lower": r.lower, "upper": r.upper,
             "score": r.score, "direction": r.direction, "explanation": r.explanation, "verdict": r.verdict,
             "verdict_at": iso(r.verdict_at) if r.verdict_at else None}
 
@@ -32,8 +33,8 @@ def list_findings(request: Request, pipeline: str | None = None, team: str | Non
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         pid = reads.pipeline_row(conn, pipeline).id if pipeline else None
-        page = reads.list_findings(conn, pipeline_id=pid, team=team, since=since.timestamp() if since else None,
-                                   limit=limit, cursor=cursor)
+        page = reads.list_findings(conn, pipeline_id=pid, team=team,
+                                   since=since.timestamp() if since else None, limit=limit, cursor=cursor)
     return {"items": [finding_view(r) for r in page.items], "next_cursor": page.next_cursor}
 
 
@@ -47,8 +48,10 @@ class Feedback(BaseModel):
     """expected: the new normal, re-baseline now. incident: a real problem, kept out of the baseline."""
 
 
-@router.post("/api/v1/findings/{finding_id}/feedback", summary="Mark a finding expected (new normal) or an incident")
-async def feedback(request: Request, finding_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: Feedback) -> dict[str, Any]:
+@router.post("/api/v1/findings/{finding_id}/feedback",
+             summary="Mark a finding expected (new normal) or an incident")
+async def feedback(request: Request, finding_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                   body: Feedback) -> dict[str, Any]:
     pm = request.app.state.pm
     verdict = Verdict(body.verdict.value)
 

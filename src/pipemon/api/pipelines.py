@@ -45,7 +45,8 @@ def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
     if full:
         sched = view.get("schedule")
         if sched:
-            sched = {**sched, "next_expected": _ts(sched.get("next_expected")), "deadline": _ts(sched.get("deadline"))}
+            sched = {**sched, "next_expected": _ts(sched.get("next_expected")),
+                     "deadline": _ts(sched.get("deadline"))}
         declared = {k: v for k, v in (("schedule", rule.schedule), ("timezone", rule.timezone),
                                       ("grace_s", rule.grace), ("max_duration_s", rule.max_duration),
                                       ("sla", rule.sla)) if v is not None} if rule else {}
@@ -57,9 +58,11 @@ def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
 
 @router.get("/api/v1/pipelines", summary="Pipelines with their health; filter by team, state and text")
 def list_pipelines(request: Request, team: str | None = None,
-                   state: Annotated[str | None, Query(description="comma-separated: " + ", ".join(_STATES))] = None,
+                   state: Annotated[str | None,
+                                    Query(description="comma-separated: " + ", ".join(_STATES))] = None,
                    q: Annotated[str | None, Query(description="substring of namespace/name")] = None,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
     states = _parse_states(state)
     with pm.engine.connect() as conn:
@@ -87,7 +90,8 @@ def summary(request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/v1/teams/{team}/health", summary="One team: its pipelines by state, and the unhealthy ones")
-def team_health(request: Request, team: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+def team_health(request: Request, team: str,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         counts = reads.state_counts(conn, team=team)
@@ -125,6 +129,6 @@ def get_pipeline(request: Request, pipeline_id: str) -> dict[str, Any]:
         ds = reads.datasets(conn, row.id)
     lineage = pm.alerting.lineage  # through datasets and `depends_on`, kept in memory by the engine
     out = pipeline_view(pm, row, full=True)
-    out.update({"upstream": sorted(lineage.upstream(row.key)), "downstream": sorted(lineage.downstream(row.key)),
-                "datasets": ds})
+    out.update({"upstream": sorted(lineage.upstream(row.key)),
+                "downstream": sorted(lineage.downstream(row.key)), "datasets": ds})
     return out

@@ -20,7 +20,8 @@ def _conn(request: Request):
 
 @router.get("/api/v1/runs/{run_id}", summary="One run, with its tasks and error")
 def get_run(request: Request, run_id: str,
-            pipeline: Annotated[str | None, Query(description="namespace/name, when the run id is shared")] = None
+            pipeline: Annotated[str | None,
+                                Query(description="namespace/name, when the run id is shared")] = None
             ) -> dict[str, Any]:
     with _conn(request) as conn:
         run, tasks = reads.find_run(conn, run_id, pipeline)

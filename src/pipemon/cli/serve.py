@@ -32,7 +32,7 @@ def run_server(pm, host: str, port: int, announce: str | None = None) -> None:
 
     if announce:
         typer.echo(announce)
-    uvicorn.run(create_app(pm), host=host, port=port, log_level="warning", access_log=False,
+    uvicorn.run(create_app(pm, freeze_gc=True), host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
 
 

@@ -21,7 +21,8 @@ SPARK = "▁▂▃▄▅▆▇█"
 def api_get(url: str, token: str | None, path: str, params: dict | None = None) -> dict:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        r = httpx.get(url.rstrip("/") + path, params={k: v for k, v in (params or {}).items() if v is not None},
+        r = httpx.get(url.rstrip("/") + path,
+                      params={k: v for k, v in (params or {}).items() if v is not None},
                       headers=headers, timeout=30)
     except httpx.HTTPError as e:
         typer.secho(f"cannot reach pipemon at {url}: {e}", fg=typer.colors.RED, err=True)
@@ -73,7 +74,8 @@ def sparkline(values: list[float]) -> str:
 
 @app.command()
 def status(team: str | None = typer.Option(None, help="Only this team's pipelines."),
-           state: str | None = typer.Option(None, help="Only these states, comma-separated (e.g. late,failing)."),
+           state: str | None = typer.Option(None, help="Only these states, comma-separated "
+                                                        "(e.g. late,failing)."),
            url: str = UrlOption, token: str | None = TokenOption,
            limit: int = typer.Option(200, help="At most this many pipelines.")) -> None:
     """Pipelines, worst first: state, since when, why, and the last run."""
@@ -99,9 +101,11 @@ def status(team: str | None = typer.Option(None, help="Only this team's pipeline
         r = p.get("last_run") or {}
         st = p["state"]
         rs = r.get("status") or "-"
-        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]", _ago(p.get("state_since")),
-                      p.get("reason") or "", f"[{RUN_STYLE.get(rs, '')}]{rs}[/] {_ago(r.get('started_at'))}",
-                      _span(r.get("duration_s")) if r.get("duration_s") is not None else "-", _num(r.get("rows")))
+        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]",
+                      _ago(p.get("state_since")), p.get("reason") or "",
+                      f"[{RUN_STYLE.get(rs, '')}]{rs}[/] {_ago(r.get('started_at'))}",
+                      _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
+                      _num(r.get("rows")))
     Console().print(table)
     if not items:
         typer.echo("no pipelines match")
@@ -128,8 +132,9 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     m = p.get("metrics", {})
     pct = lambda v: "-" if v is None else f"{v * 100:.0f}%"  # noqa: E731
     table = Table(show_header=False, box=None, padding=(0, 2))
-    for k, v in (("success 24h / 7d / last 20", f"{pct(m.get('success_rate_24h'))} / {pct(m.get('success_rate_7d'))} / "
-                                                 f"{pct(m.get('success_rate_last_20'))}"),
+    for k, v in (("success 24h / 7d / last 20",
+                  f"{pct(m.get('success_rate_24h'))} / {pct(m.get('success_rate_7d'))} / "
+                  f"{pct(m.get('success_rate_last_20'))}"),
                  ("consecutive failures", str(m.get("consecutive_failures", 0))),
                  ("duration last / p50 / p95 / p99", " / ".join(_span(m.get(k)) for k in (
                      "duration_last_s", "duration_p50_s", "duration_p95_s", "duration_p99_s"))),

@@ -47,7 +47,8 @@ def explains(failure: Alert | None, kind: str, run_started: float | None = None,
     - failure_rate: the burst is made of the very failures the alert is about;
     - running_long: a run that started at or after the first failure of the streak is a retry of the
       failing run (a run that was already going before it is not explained by it);
-    - late: the failure is open, so nothing succeeded since it; the slots owed since are owed because it fails;
+    - late: the failure is open, so nothing succeeded since it; the slots owed since are owed because it
+      fails;
     - sla_miss: likewise, the deadline passed without a success because the pipeline fails.
     Other kinds (anomalies of successful runs, schema changes, extra runs) are not explained by a failure.
     """
@@ -282,8 +283,8 @@ class AlertBook:
         for key in sorted(keys):
             c = h.conditions.get(key) if h is not None else None
             if c is not None:
-                self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
-                                      due=c.due), now)
+                self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score,
+                                      c.run_id, due=c.due), now)
 
     def _new(self, fp: str, sig: Signal, kind: str, metric: str, now: float) -> Alert:
         info = self.info(sig.pipeline)
@@ -292,8 +293,8 @@ class AlertBook:
         if metric:
             labels["metric"] = metric
         a = Alert(fingerprint=fp, pipeline=sig.pipeline, team=info.team, kind=kind, labels=labels,
-                  severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text), description=sig.text,
-                  started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
+                  severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text),
+                  description=sig.text, started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
                   page_after=info.page_after_failures, overdue_since=sig.due)
         if kind == "failure":
             a.error = self.ev.health[sig.pipeline].last_error if sig.pipeline in self.ev.health else None
@@ -309,7 +310,8 @@ class AlertBook:
         teams = {self.info(p).team for p in down} - {a.team}
         sev, why = severity(a.kind, Impact(tier=self.info(a.pipeline).tier, score=a.score,
                                            downstream_pipelines=len(down), downstream_teams=len(teams),
-                                           age_s=now - a.started_at), self.settings.alerting.warning_escalates_after)
+                                           age_s=now - a.started_at),
+                            self.settings.alerting.warning_escalates_after)
         a.severity_why = why
         if sev is not a.severity:
             a.severity = sev
@@ -358,16 +360,18 @@ class AlertBook:
             what = "failed" if root.kind == "failure" else "is late"
             notice = Alert(
                 fingerprint=fp, pipeline=root.pipeline, team=team, kind=UPSTREAM_FAILURE,
-                labels={"team": team, "namespace": self.info(root.pipeline).namespace, "pipeline": root.pipeline,
-                        "kind": UPSTREAM_FAILURE, "severity": Severity.INFO.value, "root_team": root.team},
+                labels={"team": team, "namespace": self.info(root.pipeline).namespace,
+                        "pipeline": root.pipeline, "kind": UPSTREAM_FAILURE, "severity": Severity.INFO.value,
+                        "root_team": root.team},
                 severity=Severity.INFO,
-                summary=f"upstream {root.pipeline} (team {root.team}) {what}: {len(pipes)} of your pipelines depend on it",
+                summary=(f"upstream {root.pipeline} (team {root.team}) {what}: "
+                         f"{len(pipes)} of your pipelines depend on it"),
                 description=(f"{root.pipeline}, owned by team {root.team}, {what}: {root.description}. "
-                             f"Your pipelines downstream of it: {shown}. They may run late or with partial data; "
-                             f"team {root.team} has been paged and you will not be paged for their lateness "
-                             "while it is broken."),
-                started_at=now, last_seen=now, root_cause=None, root_pipeline=root.pipeline, root_team=root.team,
-                conditions={f"root:{root.fingerprint}"})
+                             f"Your pipelines downstream of it: {shown}. They may run late or with partial "
+                             f"data; team {root.team} has been paged and you will not be paged for their "
+                             "lateness while it is broken."),
+                started_at=now, last_seen=now, root_cause=None, root_pipeline=root.pipeline,
+                root_team=root.team, conditions={f"root:{root.fingerprint}"})
             notice.severity_why = ["upstream_failure is info"]
             self.open[fp] = notice
             self.changes.append(Change(notice, "opened"))
@@ -382,6 +386,9 @@ class AlertBook:
         joined = {k for k in a.conditions if k.split(":", 1)[0] != a.kind} if a.kind == FAILURE else set()
         if joined:  # a resolved failure explains nothing any more
             a.conditions -= joined
+            for e in a.evidence:  # the same record whichever of the closings the engine sent first
+                if e["key"] in joined and e["cleared_at"] is None:
+                    e["cleared_at"] = now
             self._release(a.pipeline, joined, now)
         if a.kind in ROOT_KINDS and a.root_cause is None:
             self._root_resolved(a, now)
@@ -401,7 +408,7 @@ class AlertBook:
         grace = sched.grace() if sched is not None else 3600.0
         return usual + grace
 
-    # --- the clock -------------------------------------------------------------------------------------------
+    # --- the clock ------------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Holds that ended, and severity that grows with age."""
         for p, (until, root_p, root_t) in list(self.holdoff.items()):
@@ -420,13 +427,14 @@ class AlertBook:
                     if a is None and host is not None and key in host.conditions:
                         continue  # joined the open failure as evidence: nothing to un-hold
                     if a is None:
-                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score, c.run_id,
-                                              due=c.due), now)
+                        self.on_signal(Signal(p, c.kind, key, SignalType.OPENED, now, c.text, c.score,
+                                              c.run_id, due=c.due), now)
                     elif a.held_until is not None:
                         a.held_until = None
                         self.changes.append(Change(a, "updated"))
         for a in self.open.values():
-            if a.severity is Severity.WARNING and now - a.started_at >= self.settings.alerting.warning_escalates_after:
+            if (a.severity is Severity.WARNING
+                    and now - a.started_at >= self.settings.alerting.warning_escalates_after):
                 self._rate(a, now)
                 self.changes.append(Change(a, "updated"))
 
@@ -450,9 +458,10 @@ class AlertBook:
 
 
 def _summary(pipeline: str, kind: str, text: str) -> str:
-    what = {"failure": "failed", "late": "is late", "sla_miss": "missed its SLA", "running_long": "is running long",
-            "duration_anomaly": "unusual duration", "volume_anomaly": "unusual volume",
-            "failure_rate": "failure burst", "schema_change": "schema changed", "extra_run": "unexpected extra run",
+    what = {"failure": "failed", "late": "is late", "sla_miss": "missed its SLA",
+            "running_long": "is running long", "duration_anomaly": "unusual duration",
+            "volume_anomaly": "unusual volume", "failure_rate": "failure burst",
+            "schema_change": "schema changed", "extra_run": "unexpected extra run",
             }.get(kind, kind)
     text = " ".join(text.split())
     return f"{pipeline} {what}: {text[:160]}" if text else f"{pipeline} {what}"

@@ -97,7 +97,8 @@ class Dispatch:
             key = f"{node.id}:{node.receiver}:{json.dumps(glabels, sort_keys=True, separators=(',', ':'))}"
             g = self.groups.get(key)
             if g is None:
-                g = self.groups[key] = Group(key, node.id, node.receiver, glabels, next_flush=now + node.group_wait)
+                g = self.groups[key] = Group(key, node.id, node.receiver, glabels,
+                                             next_flush=now + node.group_wait)
             g.fps.add(a.fingerprint)
             keys.add(key)
         self.placed[a.fingerprint] = keys
@@ -149,7 +150,8 @@ class Dispatch:
         # What is still going on (a failing pipeline, a late run, a run still running) is repeated; what
         # happened once (an anomalous run, a missed SLA, a notice) was said once
         repeat = (g.last_sent is not None and now - g.last_sent >= node.repeat_interval
-                  and any(alerts[fp].kind in ONGOING and alerts[fp].severity is not Severity.INFO for fp in firing))
+                  and any(alerts[fp].kind in ONGOING and alerts[fp].severity is not Severity.INFO
+                          for fp in firing))
         if firing and (new or repeat):
             action = NotifyAction.TRIGGER if new else NotifyAction.REPEAT
             out.append(Outgoing(g.receiver, action, g.key, g.labels, tuple(sorted(firing)), now))
@@ -160,9 +162,11 @@ class Dispatch:
                 a.notified.setdefault(g.receiver, GROUP)
                 if fp in new and node.escalation and fp not in self.escalations:
                     policy = self.policies[node.escalation]
-                    self.escalations[fp] = Escalation(fp, policy.name, now, next_at=now + policy.steps[0].after)
+                    self.escalations[fp] = Escalation(fp, policy.name, now,
+                                                      next_at=now + policy.steps[0].after)
         if resolved:
-            out.append(Outgoing(g.receiver, NotifyAction.RESOLVE, g.key, g.labels, tuple(sorted(resolved)), now))
+            out.append(Outgoing(g.receiver, NotifyAction.RESOLVE, g.key, g.labels, tuple(sorted(resolved)),
+                                now))
         # sent alerts stay "sent" while open, even when muted now: their resolve must go out
         g.sent = firing | {fp for fp in g.sent if (a := alerts.get(fp)) is not None and a.open}
         for fp, a in alerts.items():
@@ -198,7 +202,8 @@ class Dispatch:
                 continue
             if self.quiet(a, now, firing_labels) is None:
                 step = policy.steps[e.step]
-                out.append(Outgoing(step.receiver, NotifyAction.ESCALATE, f"escalation:{fp}:{e.round}.{e.step}",
+                out.append(Outgoing(step.receiver, NotifyAction.ESCALATE,
+                                    f"escalation:{fp}:{e.round}.{e.step}",
                                     {"pipeline": a.pipeline, "kind": a.kind}, (fp,), now))
                 a.notified[step.receiver] = ESCALATION if a.notified.get(step.receiver) != GROUP else GROUP
             e.step += 1
@@ -228,17 +233,19 @@ class Dispatch:
         incident's noise; chat gets a line)."""
         if self.escalations.pop(a.fingerprint, None) is not None:
             self.version += 1
-        return [Outgoing(r, NotifyAction.ACKNOWLEDGE, f"ack:{a.fingerprint}", {"pipeline": a.pipeline, "kind": a.kind},
-                         (a.fingerprint,), now) for r in sorted(a.notified)]
+        return [Outgoing(r, NotifyAction.ACKNOWLEDGE, f"ack:{a.fingerprint}",
+                         {"pipeline": a.pipeline, "kind": a.kind}, (a.fingerprint,), now)
+                for r in sorted(a.notified)]
 
-    # --- persistence ------------------------------------------------------------------------------------------
+    # --- persistence ----------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {"groups": [g.to_json() for g in self.groups.values()],
                 "escalations": [e.__dict__ for e in self.escalations.values()],
                 "placed": {fp: sorted(k) for fp, k in self.placed.items()}}
 
     def load_json(self, d: dict[str, Any]) -> None:
-        self.groups = {g["key"]: Group.from_json(g) for g in d.get("groups", []) if g["route_id"] in self.nodes}
+        self.groups = {g["key"]: Group.from_json(g) for g in d.get("groups", [])
+                       if g["route_id"] in self.nodes}
         self.escalations = {e["fingerprint"]: Escalation(**e) for e in d.get("escalations", [])
                             if e["policy"] in self.policies}
         self.placed = {fp: set(k) & set(self.groups) for fp, k in d.get("placed", {}).items()}

@@ -135,7 +135,8 @@ class Evaluator:
 
     # --- runs ------------------------------------------------------------------------------------------
     def on_run(self, pipeline: str, first_seen: float, before: Run | None, after: Run, now: float,
-               schemas: dict[str, tuple[tuple[str, str], ...]] | None = None, out: Outcome | None = None) -> Outcome:
+               schemas: dict[str, tuple[tuple[str, str], ...]] | None = None,
+               out: Outcome | None = None) -> Outcome:
         """A top-level run changed (tasks roll up into their run before they get here)."""
         out = out if out is not None else Outcome()
         h = self.ensure(pipeline, first_seen, now)
@@ -219,7 +220,8 @@ class Evaluator:
         rule = self.rule(pipeline)
         if rule is None or rule.sla is None:
             return
-        heapq.heappush(self._sla, (_next_local_time(rule.sla, rule.timezone, after), next(self._seq), pipeline))
+        heapq.heappush(self._sla, (_next_local_time(rule.sla, rule.timezone, after), next(self._seq),
+                                   pipeline))
 
     def _check_sla(self, pipeline: str, h: PipelineHealth, deadline: float) -> None:
         """At the SLA time of a scheduled day: did a run for today's slot succeed?"""
@@ -231,7 +233,8 @@ class Evaluator:
         slot = sched.prev_expected(deadline) if sched is not None else None
         if sched is not None and (slot is None or slot < day_start.timestamp()):
             return  # no run was due today before the SLA time: not a scheduled day
-        since = (slot - sched.early_tolerance()) if sched is not None and slot is not None else day_start.timestamp()
+        since = ((slot - sched.early_tolerance()) if sched is not None and slot is not None
+                 else day_start.timestamp())
         met = h.last_success is not None and h.last_success >= since
         h.record_sla(day_start.toordinal(), met)
         if not met:
@@ -275,12 +278,14 @@ class Evaluator:
                 "overdue_since": h.overdue_since(),
                 "metrics": h.metrics(now), "schedule": schedule, "last_run": h.last_run,
                 "conditions": [{"kind": c.kind.value, "key": k, "since": c.since, "text": c.text,
-                                "score": round(c.score, 3), "run_id": c.run_id} for k, c in h.conditions.items()]}
+                                "score": round(c.score, 3), "run_id": c.run_id}
+                               for k, c in h.conditions.items()]}
 
     def to_json(self, pipeline: str) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.health[pipeline].to_json(), self.detect.to_json(pipeline)
 
-    def load_json(self, pipeline: str, health: dict[str, Any], detect: dict[str, Any] | None, now: float) -> None:
+    def load_json(self, pipeline: str, health: dict[str, Any], detect: dict[str, Any] | None,
+                  now: float) -> None:
         self.health[pipeline] = PipelineHealth.from_json(health)
         if detect:
             self.detect.load_json(pipeline, detect)

@@ -14,7 +14,8 @@ accumulated (runs, open conditions raised by the detectors) and the time. Preced
 Reasons carry absolute times ("at 2026-11-26 02:14 UTC"), never "5m ago": a stored reason stays true,
 and it changes only when something happened (a healthy one carries none: the metrics say when). A late
 pipeline's reason names its first unserved slot; how late that slot is now is computed at read time
-from the stored slot (`reason_now`, with the view's `overdue_since`), so it is current whenever read. Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
+from the stored slot (`reason_now`, with the view's `overdue_since`), so it is current whenever read.
+Metrics are kept current as runs finish, in bounded windows (the last 20 runs, 100 durations, 168
 hourly buckets, 30 days of incidents and SLA days), so a read never scans history.
 """
 from __future__ import annotations
@@ -72,10 +73,11 @@ class ConditionKind(enum.StrEnum):
     SCHEMA_CHANGE = "schema_change"        # a notice: closed by the next run, never degrades health
 
 
-RUN_SCOPED = frozenset({ConditionKind.DURATION_ANOMALY, ConditionKind.VOLUME_ANOMALY})  # closed by a normal run
+RUN_SCOPED = frozenset({ConditionKind.DURATION_ANOMALY,
+                        ConditionKind.VOLUME_ANOMALY})  # closed by a normal run
 NOTICES = frozenset({ConditionKind.SLA_MISS, ConditionKind.EXTRA_RUN, ConditionKind.SCHEMA_CHANGE})  # age out
-DEGRADING = frozenset({ConditionKind.DURATION_ANOMALY, ConditionKind.VOLUME_ANOMALY, ConditionKind.FAILURE_RATE,
-                       ConditionKind.SLA_MISS, ConditionKind.EXTRA_RUN})
+DEGRADING = frozenset({ConditionKind.DURATION_ANOMALY, ConditionKind.VOLUME_ANOMALY,
+                       ConditionKind.FAILURE_RATE, ConditionKind.SLA_MISS, ConditionKind.EXTRA_RUN})
 
 
 @dataclass
@@ -230,7 +232,8 @@ class PipelineHealth:
 
     def expire(self, now: float) -> None:
         """Notices age out: an SLA miss, an extra run or a schema change speaks for a day."""
-        for k in [k for k, c in self.conditions.items() if c.kind in NOTICES and c.since < now - DEGRADED_WINDOW]:
+        for k in [k for k, c in self.conditions.items()
+                  if c.kind in NOTICES and c.since < now - DEGRADED_WINDOW]:
             del self.conditions[k]
 
     # --- judging ----------------------------------------------------------------------------------------
@@ -243,7 +246,8 @@ class PipelineHealth:
             n = self.consecutive_failures
             err = f": {_short(self.last_error)}" if self.last_error else ""
             streak = f" ({n} consecutive failures)" if n > 1 else ""
-            return HealthState.FAILING, f"last run {self.last_finished_status} at {at(self.last_finished_at)}{err}{streak}"
+            return HealthState.FAILING, (f"last run {self.last_finished_status} at "
+                                         f"{at(self.last_finished_at)}{err}{streak}")
         long = [c for c in conds if c.kind is ConditionKind.RUNNING_LONG]
         if long:
             return HealthState.RUNNING_LONG, f"run {long[0].run_id} {long[0].text}"

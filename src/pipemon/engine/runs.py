@@ -39,7 +39,8 @@ def apply(run: Run | None, ev: Event, pipeline: str, run_id: str, parent_run_id:
         changes["status"] = STATUS_OF_TERMINAL[ev.type]
         changes["ended_at"] = t
         changes["end_event_time"] = t
-    if (ev.rows is not None or ev.bytes is not None or ev.metrics) and (run.metrics_time is None or t >= run.metrics_time):
+    if ((ev.rows is not None or ev.bytes is not None or ev.metrics)
+            and (run.metrics_time is None or t >= run.metrics_time)):
         changes["rows"] = ev.rows if ev.rows is not None else run.rows
         changes["bytes"] = ev.bytes if ev.bytes is not None else run.bytes
         changes["metrics"] = {**(run.metrics or {}), **ev.metrics} if ev.metrics else run.metrics

@@ -380,7 +380,8 @@ class Schedule:
     def describe(self) -> str:
         text = self.calendar.describe(approx=self.source is ScheduleSource.LEARNED)
         if self.offset_s:
-            text += f" (moved {'+' if self.offset_s > 0 else '-'}{_span(round(abs(self.offset_s) / 60) * 60)})"
+            text += (f" (moved {'+' if self.offset_s > 0 else '-'}"
+                     f"{_span(round(abs(self.offset_s) / 60) * 60)})")
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -511,7 +512,8 @@ def _circular_median(xs: list[float], period: float) -> float:
 def _sub_daily(starts: list[float], p0: float, dows: int) -> Calendar | None:
     nice = min(_NICE_PERIODS, key=lambda p: abs(p - p0))
     if abs(nice - p0) > 0.1 * nice:
-        return Calendar.every(p0, float(round(starts[-1] - ((starts[-1] - _circular_median(starts, p0)) % p0))))
+        return Calendar.every(p0,
+                              float(round(starts[-1] - ((starts[-1] - _circular_median(starts, p0)) % p0))))
     phase = _circular_median([s % nice for s in starts], nice)
     return Calendar(tuple(phase + k * nice for k in range(int(DAY // nice))), dows or ALL_DAYS)
 

@@ -1,7 +1,9 @@
-"""The OpenLineage front door: `POST /api/v1/lineage` (the default path of openlineage-python's HttpTransport).
+"""The OpenLineage front door: `POST /api/v1/lineage` (the default path of openlineage-python's
+HttpTransport).
 
 Spec 2.x RunEvents map to pipemon events:
-  job.namespace / job.name                     -> the pipeline (or, with a parent facet, a task of the parent's run)
+  job.namespace / job.name                     -> the pipeline (or, with a parent facet, a task of the
+                                                  parent's run)
   run.facets.parent (and its `root`)           -> the run this one rolls up into
   run.facets.errorMessage                      -> error message and type (programmingLanguage)
   run.facets.nominalTime.nominalStartTime      -> scheduled time
@@ -218,20 +220,22 @@ def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
     t = parse_time(ev.eventTime, f"{prefix}.eventTime")
     if ev.run is None:
         if ev.job is None and ev.dataset is None:
-            raise InvalidEvent("invalid OpenLineage event", [Problem(prefix, "a RunEvent needs run and job; "
-                                                                     "a JobEvent job; a DatasetEvent dataset")])
+            raise InvalidEvent("invalid OpenLineage event", [Problem(
+                prefix, "a RunEvent needs run and job; a JobEvent job; a DatasetEvent dataset")])
         if ev.job is None:
             return None  # a DatasetEvent: accepted, nothing to track yet
     if ev.job is None:
-        raise InvalidEvent("invalid OpenLineage event", [Problem(f"{prefix}.job", "required field is missing")])
+        raise InvalidEvent("invalid OpenLineage event",
+                           [Problem(f"{prefix}.job", "required field is missing")])
     if ev.eventType is None:
         etype = EventType.HEARTBEAT  # the spec makes eventType optional: an event that changes no state
     else:
-        etype = _TYPES.get(ev.eventType.upper())
-        if etype is None:
+        known = _TYPES.get(ev.eventType.upper())
+        if known is None:
             raise InvalidEvent("invalid OpenLineage event", [Problem(
                 f"{prefix}.eventType", f"unknown event type {ev.eventType!r}; expected one of "
                 "START, RUNNING, COMPLETE, ABORT, FAIL, OTHER")])
+        etype = known
     job, run = ev.job, ev.run
     run_facets = run.facets if run else {}
     loc = f"{prefix}.run.facets"
@@ -266,8 +270,8 @@ def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
     schemas: dict[str, tuple[tuple[str, str], ...]] = {}
     for k, d in enumerate(ev.outputs):
         dloc = f"{prefix}.outputs[{k}]"
-        st = _facet(d.outputFacets, "outputStatistics", _OutputStatistics, f"{dloc}.outputFacets.outputStatistics",
-                    problems)
+        st = _facet(d.outputFacets, "outputStatistics", _OutputStatistics,
+                    f"{dloc}.outputFacets.outputStatistics", problems)
         if st is not None:
             if st.rowCount is not None:
                 rows = (rows or 0.0) + st.rowCount

@@ -165,7 +165,8 @@ class _Lane:
                 return
             last = next(reversed(self.items), None)
             self.items[item.id] = item
-            if last is not None and item.id < last:  # kept in creation order (rare: a poll finds an older row)
+            # kept in creation order (rare: a poll finds an older row)
+            if last is not None and item.id < last:
                 self.items = dict(sorted(self.items.items()))
             self.changed = True
             self.cond.notify()
@@ -366,7 +367,7 @@ class Deliverer:
             lane.thread.start()
         lane.add(_Item(n, attempts, created, next_at))
 
-    # --- one attempt (on the receiver's lane) ----------------------------------------------------------------
+    # --- one attempt (on the receiver's lane) ---------------------------------------------------------------
     def bucket(self, name: str) -> _Bucket:
         """The rate limiter of a receiver (see Receiver.rate_limit)."""
         with self._lock:
@@ -408,11 +409,12 @@ class Deliverer:
             self._record_receiver(n.receiver, change, why or "")
         return result
 
-    # --- records, through the writer, kept until stored ------------------------------------------------------
+    # --- records, through the writer, kept until stored -----------------------------------------------------
     def _record_result(self, n: Notification, attempts: int, result: Outcome, error: str | None,
                        next_at: float | None) -> None:
         c = self.counts[n.receiver]
-        c[{Outcome.SENT: "sent", Outcome.RETRY: "retried", Outcome.SKIPPED: "skipped"}.get(result, "failed")] += 1
+        c[{Outcome.SENT: "sent", Outcome.RETRY: "retried",
+           Outcome.SKIPPED: "skipped"}.get(result, "failed")] += 1
         if result in (Outcome.FAILED, Outcome.DEAD):
             log.warning("notification %s to %s %s: %s", n.id, n.receiver, result.value, error)
         nid = n.id
@@ -448,7 +450,8 @@ class Deliverer:
 
     def _flush_records(self) -> None:
         """Submit the records waiting. After a failure, one record at a time probes the store (after a
-        capped, jittered backoff) so that an outage costs one failing write per backoff, not one per result."""
+        capped, jittered backoff) so that an outage costs one failing write per backoff, not one per
+        result."""
         now = time.monotonic()
         with self._lock:
             if now < self._store_retry_at:
@@ -492,7 +495,7 @@ class Deliverer:
             "storing %s failed (%s: %s); retrying in %.1fs", rec.what, type(error).__name__, error, wait)
         self._inbox.put(None)
 
-    # --- one-off sends ------------------------------------------------------------------------------------------
+    # --- one-off sends --------------------------------------------------------------------------------------
     def send_now(self, notifications: list[Notification], max_wait: float = TEST_MAX_WAIT_S) -> None:
         """Send synchronously (for `pipemon receivers test`), through the receiver's rate limit: the first
         message needs a token now and the last one within `max_wait` (each waits for its own), else

@@ -23,13 +23,15 @@ def _json(obj) -> str:
 
 def _alert_row(a) -> dict:
     return {"fingerprint": a.fingerprint, "pipeline": a.pipeline, "team": a.team, "kind": a.kind,
-            "severity": a.severity.value, "state": a.state.value, "summary": a.summary, "started_at": a.started_at,
-            "last_seen": a.last_seen, "resolved_at": a.resolved_at, "acked_at": a.acked_at,
-            "occurrences": a.occurrences, "body": _json(a.to_json())}
+            "severity": a.severity.value, "state": a.state.value, "summary": a.summary,
+            "started_at": a.started_at, "last_seen": a.last_seen, "resolved_at": a.resolved_at,
+            "acked_at": a.acked_at, "occurrences": a.occurrences, "body": _json(a.to_json())}
 
 
 def insert_alert(conn: Connection, a) -> int:
-    return conn.execute(alerts.insert().values(**_alert_row(a))).inserted_primary_key[0]
+    pk = conn.execute(alerts.insert().values(**_alert_row(a))).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 def update_alerts(conn: Connection, items: Iterable) -> None:
@@ -75,9 +77,11 @@ def list_alerts(conn: Connection, *, team: str | None = None, states: list[str] 
 
 def insert_silence(conn: Connection, matchers: list[str], starts_at: float, ends_at: float, created_by: str,
                    comment: str, now: float) -> int:
-    return conn.execute(silences.insert().values(matchers=_json(matchers), starts_at=starts_at, ends_at=ends_at,
-                                                 created_by=created_by, comment=comment, created_at=now)
-                        ).inserted_primary_key[0]
+    pk = conn.execute(silences.insert().values(matchers=_json(matchers), starts_at=starts_at, ends_at=ends_at,
+                                               created_by=created_by, comment=comment, created_at=now)
+                      ).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 def expire_silence(conn: Connection, silence_id: int, now: float) -> sa.Row:
@@ -86,7 +90,9 @@ def expire_silence(conn: Connection, silence_id: int, now: float) -> sa.Row:
         raise NotFound(f"no silence {silence_id}")
     if row.ends_at > now:
         conn.execute(sa.update(silences).where(silences.c.id == silence_id).values(ends_at=now))
-    return conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+    row = conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+    assert row is not None  # read just above, in this transaction
+    return row
 
 
 def load_silences(conn: Connection, since: float | None = None) -> list[sa.Row]:
@@ -104,10 +110,12 @@ def insert_notification(conn: Connection, *, key: str, receiver: str, action: st
     exists = conn.execute(sa.select(notifications.c.id).where(notifications.c.key == key)).first()
     if exists is not None:
         return None
-    return conn.execute(notifications.insert().values(
+    pk = conn.execute(notifications.insert().values(
         key=key, receiver=receiver, action=action, group_key=group_key, teams=_json(teams),
         fingerprints=_json(fingerprints), body=body, status="pending", attempts=0, next_attempt_at=now,
-        created_at=now)).inserted_primary_key[0]
+        created_at=now)).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 def pending_ids(conn: Connection) -> list[int]:
@@ -123,7 +131,8 @@ def notifications_by_id(conn: Connection, ids: list[int]) -> list[sa.Row]:
     for i in range(0, len(ids), 500):
         out += conn.execute(sa.select(notifications.c.id, notifications.c.body, notifications.c.attempts,
                                       notifications.c.next_attempt_at, notifications.c.created_at)
-                            .where(notifications.c.id.in_(ids[i:i + 500]), notifications.c.status == "pending")
+                            .where(notifications.c.id.in_(ids[i:i + 500]),
+                                   notifications.c.status == "pending")
                             .order_by(notifications.c.id))
     return out
 
@@ -162,9 +171,9 @@ def list_notifications(conn: Connection, *, receiver: str | None = None, status:
 
 def notification_stats(conn: Connection, since: float) -> list[sa.Row]:
     """For the noise report: every notification since a time (receiver, action, teams, created_at)."""
-    return list(conn.execute(sa.select(notifications.c.receiver, notifications.c.action, notifications.c.teams,
-                                       notifications.c.fingerprints, notifications.c.created_at,
-                                       notifications.c.status)
+    return list(conn.execute(sa.select(notifications.c.receiver, notifications.c.action,
+                                       notifications.c.teams, notifications.c.fingerprints,
+                                       notifications.c.created_at, notifications.c.status)
                              .where(notifications.c.created_at >= since)))
 
 
@@ -174,7 +183,7 @@ def alerts_since(conn: Connection, since: float) -> list[sa.Row]:
                              .where(alerts.c.started_at >= since)))
 
 
-# --- blobs ----------------------------------------------------------------------------------------------------
+# --- blobs --------------------------------------------------------------------------------------------------
 
 def get_blob(conn: Connection, name: str) -> dict | None:
     row = conn.execute(sa.select(engine_blobs.c.body).where(engine_blobs.c.name == name)).first()

@@ -47,8 +47,9 @@ def pipeline_row(conn: Connection, key: str) -> sa.Row:
     return row
 
 
-def list_runs(conn: Connection, pipeline_id: int, pipeline: str, *, limit: int = 50, cursor: str | None = None,
-              since: float | None = None, status: str | None = None, tasks: bool = False) -> Page:
+def list_runs(conn: Connection, pipeline_id: int, pipeline: str, *, limit: int = 50,
+              cursor: str | None = None, since: float | None = None, status: str | None = None,
+              tasks: bool = False) -> Page:
     """A pipeline's runs, newest first (top-level runs unless tasks=True)."""
     q = sa.select(runs).where(runs.c.pipeline_id == pipeline_id)
     if not tasks:
@@ -59,7 +60,8 @@ def list_runs(conn: Connection, pipeline_id: int, pipeline: str, *, limit: int =
         q = q.where(runs.c.status == status)
     if cursor:
         started, rid = decode_cursor(cursor, 2)
-        q = q.where(sa.or_(runs.c.started_at < started, sa.and_(runs.c.started_at == started, runs.c.id < rid)))
+        q = q.where(sa.or_(runs.c.started_at < started,
+                           sa.and_(runs.c.started_at == started, runs.c.id < rid)))
     rows = list(conn.execute(q.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit + 1)))
     nxt = encode_cursor(rows[limit - 1].started_at, rows[limit - 1].id) if len(rows) > limit else None
     return Page([run_from_row(pipeline, r) for r in rows[:limit]], nxt)
@@ -80,7 +82,8 @@ def find_run(conn: Connection, run_id: str, pipeline: str | None = None) -> tupl
     r = rows[0]
     run = run_from_row(r.key, r)
     task_rows = conn.execute(sa.select(runs).where(runs.c.pipeline_id == r.pipeline_id,
-                                                   runs.c.parent_run_id == run_id).order_by(runs.c.started_at))
+                                                   runs.c.parent_run_id == run_id)
+                             .order_by(runs.c.started_at))
     return run, [run_from_row(r.key, t) for t in task_rows]
 
 
@@ -88,7 +91,8 @@ def last_runs(conn: Connection, pipeline_ids: list[int]) -> dict[int, Run]:
     """The latest top-level run of each pipeline (one indexed probe per pipeline)."""
     out = {}
     for pid in pipeline_ids:
-        r = conn.execute(sa.select(runs, pipelines.c.key).join(pipelines, pipelines.c.id == runs.c.pipeline_id)
+        r = conn.execute(sa.select(runs, pipelines.c.key)
+                         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
                          .where(runs.c.pipeline_id == pid, runs.c.parent_run_id.is_(None))
                          .order_by(runs.c.started_at.desc()).limit(1)).first()
         if r is not None:
@@ -98,7 +102,8 @@ def last_runs(conn: Connection, pipeline_ids: list[int]) -> dict[int, Run]:
 
 def datasets(conn: Connection, pipeline_id: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"inputs": [], "outputs": []}
-    for r in conn.execute(sa.select(lineage.c.dataset, lineage.c.role).where(lineage.c.pipeline_id == pipeline_id)
+    for r in conn.execute(sa.select(lineage.c.dataset, lineage.c.role)
+                          .where(lineage.c.pipeline_id == pipeline_id)
                           .order_by(lineage.c.dataset)):
         out["inputs" if r.role == "in" else "outputs"].append(r.dataset)
     return out
@@ -151,7 +156,8 @@ def recent_findings(conn: Connection, pipeline_id: int, limit: int = 20) -> list
 
 
 def finding(conn: Connection, finding_id: int) -> sa.Row:
-    row = conn.execute(sa.select(findings, pipelines.c.key).join(pipelines, pipelines.c.id == findings.c.pipeline_id)
+    row = conn.execute(sa.select(findings, pipelines.c.key)
+                       .join(pipelines, pipelines.c.id == findings.c.pipeline_id)
                        .where(findings.c.id == finding_id)).first()
     if row is None:
         raise NotFound(f"no finding {finding_id}")
@@ -160,8 +166,8 @@ def finding(conn: Connection, finding_id: int) -> sa.Row:
 
 def list_findings(conn: Connection, *, pipeline_id: int | None = None, team: str | None = None,
                   since: float | None = None, limit: int = 100, cursor: str | None = None) -> Page:
-    stmt = sa.select(findings, pipelines.c.key, pipelines.c.team).join(pipelines,
-                                                                        pipelines.c.id == findings.c.pipeline_id)
+    stmt = sa.select(findings, pipelines.c.key, pipelines.c.team).join(
+        pipelines, pipelines.c.id == findings.c.pipeline_id)
     if pipeline_id is not None:
         stmt = stmt.where(findings.c.pipeline_id == pipeline_id)
     if team is not None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipemon.model import Run, RunStatus
-from pipemon.store.schema import events, lineage, pipelines, runs
+from pipemon.store.schema import lineage, pipelines, runs
 
 _CHUNK = 500
 _JSON = msgspec.json.Encoder()
@@ -51,7 +51,9 @@ def insert_events(conn: Connection, rows: list[tuple]) -> None:
 
 
 def insert_pipeline(conn: Connection, row: dict) -> int:
-    return conn.execute(pipelines.insert().values(**row)).inserted_primary_key[0]
+    pk = conn.execute(pipelines.insert().values(**row)).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 def update_pipelines(conn: Connection, rows: list[tuple]) -> None:
@@ -67,9 +69,9 @@ def load_pipelines(conn: Connection) -> list[sa.Row]:
 
 # --- runs -------------------------------------------------------------------------------------------
 
-_RUN_COLS = ("parent_run_id", "job", "status", "started_at", "ended_at", "duration", "start_seen", "own_events",
-             "end_event_time", "last_event_time", "rows", "bytes", "metrics_time", "metrics", "error_message",
-             "error_type", "log_excerpt", "nominal_time", "task_states", "cause")
+_RUN_COLS = ("parent_run_id", "job", "status", "started_at", "ended_at", "duration", "start_seen",
+             "own_events", "end_event_time", "last_event_time", "rows", "bytes", "metrics_time", "metrics",
+             "error_message", "error_type", "log_excerpt", "nominal_time", "task_states", "cause")
 
 
 def run_values(run: Run) -> tuple:
@@ -84,9 +86,10 @@ def run_values(run: Run) -> tuple:
 def run_from_row(pipeline: str, r) -> Run:
     m = r.metrics
     return Run(
-        pipeline=pipeline, run_id=r.run_id, status=_STATUS[r.status], started_at=r.started_at, ended_at=r.ended_at,
-        start_seen=bool(r.start_seen), end_event_time=r.end_event_time, last_event_time=r.last_event_time,
-        rows=r.rows, bytes=r.bytes, metrics_time=r.metrics_time, metrics=msgspec.json.decode(m) if m else None,
+        pipeline=pipeline, run_id=r.run_id, status=_STATUS[r.status], started_at=r.started_at,
+        ended_at=r.ended_at, start_seen=bool(r.start_seen), end_event_time=r.end_event_time,
+        last_event_time=r.last_event_time, rows=r.rows, bytes=r.bytes, metrics_time=r.metrics_time,
+        metrics=msgspec.json.decode(m) if m else None,
         error_message=r.error_message, error_type=r.error_type, log_excerpt=r.log_excerpt,
         nominal_time=r.nominal_time, parent_run_id=r.parent_run_id, job=r.job, own_events=bool(r.own_events),
         task_states=msgspec.json.decode(r.task_states) if r.task_states else None, cause=r.cause,
@@ -116,6 +119,8 @@ class _RunRow:
     """A runs row read raw (attribute access like SQLAlchemy's Row, without its cost)."""
 
     __slots__ = ("pipeline_id", "run_id", *_RUN_COLS)
+    pipeline_id: int  # declared for the type checker: set from the row in __init__, like the _RUN_COLS
+    run_id: str
 
     def __init__(self, values: tuple) -> None:
         for k, v in zip(self.__slots__, values):
@@ -130,8 +135,8 @@ def load_runs(conn: Connection, wanted: Iterable[tuple[int, str]]) -> dict[tuple
     keys = sorted(set(wanted))
     out = {}
     for part in _chunks(keys, 250):
-        q = _sql(conn, f"SELECT runs.pipeline_id, runs.run_id, {', '.join('runs.' + c for c in _RUN_COLS)} FROM "
-                       f"(VALUES {','.join(['(?, ?)'] * len(part))}) AS k JOIN runs "
+        q = _sql(conn, f"SELECT runs.pipeline_id, runs.run_id, {', '.join('runs.' + c for c in _RUN_COLS)} "
+                       f"FROM (VALUES {','.join(['(?, ?)'] * len(part))}) AS k JOIN runs "
                        "ON runs.pipeline_id = k.column1 AND runs.run_id = k.column2")
         for values in conn.exec_driver_sql(q, tuple(x for k in part for x in k)):
             r = _RunRow(values)

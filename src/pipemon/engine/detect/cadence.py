@@ -206,7 +206,8 @@ class CadenceDetector:
         self.dows = lr.active_dows()
         cal = lr.infer()
         old = self.schedule
-        if cal is None or (old is not None and not old.offset_s and _same(old.calendar, cal, old.early_tolerance())):
+        if cal is None or (old is not None and not old.offset_s
+                           and _same(old.calendar, cal, old.early_tolerance())):
             return
         if not lr.explains(cal):
             return
@@ -268,10 +269,12 @@ class CadenceDetector:
     def _missed(self, pipeline_id: str, slot: float, now: float, sensitivity: float) -> Finding:
         sch = self.schedule
         assert sch is not None
-        score = max(ALARM_SCORE * sch.lateness_score(now - self.miss_from) / GRACE_K, ALARM_SCORE / sensitivity)
+        score = max(ALARM_SCORE * sch.lateness_score(now - self.miss_from) / GRACE_K,
+                    ALARM_SCORE / sensitivity)
         # Absolute times only: the text is stored (health reason, alert) and must stay true. How late it is
         # now is `observed` (seconds past the first unserved slot at `now`): readers recompute it when read.
-        usual = f"; usually starts {explain.duration(max(sch.lag_loc, 0.0))} after the slot" if sch.lag_n else ""
+        usual = (f"; usually starts {explain.duration(max(sch.lag_loc, 0.0))} after the slot"
+                 if sch.lag_n else "")
         first = self.miss_from
         if self.misses == 1:
             kind = FindingKind.LATE
