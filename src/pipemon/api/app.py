@@ -12,6 +12,7 @@ from pipemon import __version__
 from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
+from pipemon.web import router as web_router
 
 
 class RejectNul:
@@ -50,8 +51,8 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
             await app.state.metrics.lag.stop()
             pm.stop()
 
-    app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan,
-                  description="Monitoring and alerting for data pipelines.")
+    app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Monitoring and alerting for data pipelines.")  # docs: served by web, offline
     app.state.pm = pm
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
@@ -60,6 +61,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
+    app.include_router(web_router)  # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
     # a FastAPI route, so it is labelled by its template
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
@@ -80,9 +82,9 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/api/v1", include_in_schema=False)  # `/` is the dashboard
     def root() -> dict[str, Any]:
-        return {"service": "pipemon", "version": __version__, "api": "/docs"}
+        return {"service": "pipemon", "version": __version__, "api": "/docs", "dashboard": "/"}
 
     # Both probes are `async`: they run on the event loop, so a thread pool full of requests waiting for a
     # silent database cannot hold them up; they read in-memory state only.
