@@ -96,7 +96,8 @@ def run_row(pid: int, r: sim.RunRecord) -> tuple:
             r.end, r.end,
             float(r.rows) if ok and r.rows is not None else None,
             float(r.bytes) if ok and r.bytes is not None else None,
-            r.end if has_metrics else None, None, err_msg, err_type, None, r.nominal_time)
+            r.end if has_metrics else None, None, err_msg, err_type, None, r.nominal_time,
+            None, None)  # task_states, cause: a run without tasks has neither
 
 
 def native_events(p: sim.Pipeline, r: sim.RunRecord) -> tuple[dict, dict]:

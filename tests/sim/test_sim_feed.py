@@ -91,6 +91,19 @@ def test_native_format(fleet: sim.Fleet) -> None:
     assert complete["metrics"]["rows"] >= 0 and complete["metrics"]["bytes"] >= 0
 
 
+def test_native_feed_is_what_the_native_door_accepts(fleet: sim.Fleet) -> None:
+    """The demo's native stream goes through `POST /api/v1/events` as it is, lineage included."""
+    from pipemon.ingest import native as door
+    feeder = sim.Feeder(fleet, START, fmt="native")
+    batch = list(feeder.history(START, START + 8 * HOUR_S))[:2000]
+    events = door.parse(json.dumps(batch).encode(), START)
+    assert len(events) == len(batch)
+    with_lineage = [(e, ev) for e, ev in zip(batch, events, strict=True) if e.get("outputs")]
+    assert with_lineage
+    for e, ev in with_lineage:
+        assert ev.outputs == tuple(e["outputs"]) and all("/" in d for d in ev.outputs)
+
+
 def test_export_writes_sorted_json_lines_and_ground_truth(tmp_path: Path) -> None:
     summary = sim.export(tmp_path / "events.jsonl", days=1, seed=2, pipelines=200)
     lines = (tmp_path / "events.jsonl").read_text().splitlines()

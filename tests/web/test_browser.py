@@ -67,10 +67,6 @@ def _feed_simulator(url: str, hours: float) -> None:
     now = time.time()
     start = now // 3600 * 3600 - hours * 3600
     events = list(sim.Feeder(sim.build_fleet(0, 240), start, fmt="native").history(start, now))
-    for ev in events:  # datasets as OpenLineage's front door names them (namespace/name)
-        for role in ("inputs", "outputs"):
-            if ev.get(role):
-                ev[role] = [d if isinstance(d, str) else f"{d['namespace']}/{d['name']}" for d in ev[role]]
     _post(url, events)
 
 

@@ -62,7 +62,7 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     run_server(pm, host, port, (
         f"pipemon demo: {len(fleet.pipelines)} pipelines, {len(fleet.teams)} teams, "
         f"{history_days:g} days of history, then {speed:g}x real time\n"
-        f"  {url}/docs (API)   {url}/api/v1/summary   pipemon status --url {url}\n"
+        f"  {url}/ (dashboard)   {url}/docs (API)   pipemon status --url {url}\n"
         f"  config: {config_out}   database: {pm.safe_db_url}"))
 
 

@@ -24,8 +24,8 @@ def to_native(event: SimEvent) -> dict:
     if task is not None:
         d["parent"] = {"namespace": p.namespace, "name": p.name, "run_id": run.run_id}
     else:
-        d["inputs"] = [{"namespace": ds.namespace, "name": ds.name} for ds in p.inputs]
-        d["outputs"] = [{"namespace": ds.namespace, "name": ds.name} for ds in p.outputs]
+        d["inputs"] = [f"{ds.namespace}/{ds.name}" for ds in p.inputs]
+        d["outputs"] = [f"{ds.namespace}/{ds.name}" for ds in p.outputs]
         if event.type is EventType.COMPLETE and run.rows is not None:
             d["metrics"] = {"rows": run.rows, "bytes": run.bytes}
     if event.type in (EventType.FAIL, EventType.ABORT) and run.error is not None:
