@@ -126,3 +126,20 @@ class Served:
         self.server.should_exit = True
         self.thread.join(15)
         self.pm.engine.dispose()
+
+
+# One webhook receiver for the pay/* pipelines, a group per pipeline, flushed at once ({url}: a receiver).
+ONE_HOOK_CONFIG = """
+pipelines:
+  - match: "pay/*"
+    team: pay
+receivers:
+  - name: hook
+    webhook: {{url: "{url}/hook"}}
+route:
+  receiver: hook
+  group_by: [pipeline]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 4h
+"""

@@ -8,24 +8,11 @@ import pytest
 import sqlalchemy as sa
 
 from pipemon.store.schema import notifications
+from tests.alerting.delivery_helpers import ONE_HOOK_CONFIG as CONFIG
 from tests.alerting.delivery_helpers import FlakyReceiver, Served
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-pipelines:
-  - match: "pay/*"
-    team: pay
-receivers:
-  - name: hook
-    webhook: {{url: "{url}/hook"}}
-route:
-  receiver: hook
-  group_by: [pipeline]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 4h
-"""
 
 
 def test_a_resolve_left_by_a_crash_waits_for_its_trigger(db_url):

@@ -13,24 +13,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from tests.alerting.delivery_helpers import ONE_HOOK_CONFIG as CONFIG
 from tests.alerting.delivery_helpers import FlakyReceiver, Served
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-pipelines:
-  - match: "pay/*"
-    team: pay
-receivers:
-  - name: hook
-    webhook: {{url: "{url}/hook"}}
-route:
-  receiver: hook
-  group_by: [pipeline]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 4h
-"""
 
 
 def test_polls_and_result_records_outlive_a_store_that_is_away(db_url):
