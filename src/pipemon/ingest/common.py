@@ -5,7 +5,7 @@ import functools
 import hashlib
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,6 +143,26 @@ def checked_items(items: list[msgspec.Raw], was_array: bool) -> list[tuple[str, 
     if not was_array:
         return [("$", items[0], [])]  # split_items checked the whole body
     return [(f"$[{i}]", raw, limits.too_deep(bytes(raw), f"$[{i}]")) for i, raw in enumerate(items)]
+
+
+def decoded_items(items: list[msgspec.Raw], was_array: bool, decoder: msgspec.json.Decoder,
+                  all_problems: Callable[[msgspec.Raw, str], list[Problem]],
+                  problems: list[Problem]) -> Iterator[tuple[str, msgspec.Raw, Any]]:
+    """(json path prefix, item, decoded) per item that nests within the limit and decodes; an item that
+    does not adds every problem it has (`all_problems`, field by field) to `problems` instead. Bad JSON
+    fails the whole body. The one loop of both JSON doors."""
+    for prefix, raw, deep in checked_items(items, was_array):
+        if deep:
+            problems += deep
+            continue
+        try:
+            decoded = decoder.decode(raw)
+        except msgspec.ValidationError:
+            problems += all_problems(raw, prefix)
+            continue
+        except msgspec.DecodeError as e:
+            raise bad_json(e, bytes(raw)) from None
+        yield prefix, raw, decoded
 
 
 def struct_problems(raw: bytes, typ: type, prefix: str, *, forbid_unknown: bool = False,

@@ -17,6 +17,7 @@ A batch is all-or-nothing: with any bad item, nothing is stored and the answer n
 """
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from typing import Annotated, Any
@@ -26,8 +27,7 @@ import msgspec
 from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
 from pipemon.ingest.common import (
-    bad_json,
-    checked_items,
+    decoded_items,
     event_key,
     iso,
     parse_time,
@@ -86,17 +86,8 @@ def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
     items, was_array = split_items(body, MAX_BATCH)
     events: list[Event] = []
     problems: list[Problem] = []
-    for prefix, raw, deep in checked_items(items, was_array):
-        if deep:
-            problems += deep
-            continue
-        try:
-            item = _DECODER.decode(raw)
-        except msgspec.ValidationError:
-            problems += _all_problems(raw, prefix, now, horizon)
-            continue
-        except msgspec.DecodeError as e:
-            raise bad_json(e, bytes(raw)) from None
+    every = functools.partial(_all_problems, now=now, horizon=horizon)
+    for prefix, raw, item in decoded_items(items, was_array, _DECODER, every, problems):
         try:
             got = _normalize(item, raw, prefix, now, horizon)
             if b"\\u0000" in bytes(raw):

@@ -21,6 +21,7 @@ Facets stay raw (msgspec.Raw) until asked for: most are never decoded.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated
 
@@ -29,8 +30,8 @@ from croniter import croniter
 
 from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
-from pipemon.ingest.common import (bad_json, checked_items, event_key, parse_time, problem_from, scrub_nul,
-                                   split_items, struct_problems)
+from pipemon.ingest.common import (decoded_items, event_key, parse_time, problem_from, scrub_nul, split_items,
+                                   struct_problems)
 from pipemon.model import MANUAL_SCHEDULE, Event, EventType, RunRef, Source
 
 MAX_BATCH = 10_000
@@ -150,17 +151,8 @@ def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
     items, was_array = split_items(body, MAX_BATCH)
     out: list[Event] = []
     problems: list[Problem] = []
-    for prefix, raw, deep in checked_items(items, was_array):
-        if deep:
-            problems += deep
-            continue
-        try:
-            ev = _DECODER.decode(raw)
-        except msgspec.ValidationError:
-            problems += _all_problems(raw, prefix, now, horizon)
-            continue
-        except msgspec.DecodeError as e:
-            raise bad_json(e, bytes(raw)) from None
+    every = functools.partial(_all_problems, now=now, horizon=horizon)
+    for prefix, raw, ev in decoded_items(items, was_array, _DECODER, every, problems):
         try:
             got = _normalize(ev, raw, prefix)
             if got is not None:
