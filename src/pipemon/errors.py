@@ -8,7 +8,10 @@
     │   ├── BodyTooLarge       413
     │   └── UnsupportedMedia   415: a Content-Encoding we do not speak
     ├── BadRequest             400 from the query API (e.g. an invalid cursor)
-    ├── NotFound               404 from the query API
+    ├── Unauthorized           401: no valid token (auth on)
+    ├── Forbidden              403: the role lacks the right, or an ingest token writes for another team
+    ├── TooMany                429 + Retry-After: a per-token limit (new pipelines a minute)
+    ├── NotFound               404 from the query API (also: another team's record)
     ├── Conflict               409 (e.g. a run id shared by several pipelines)
     ├── Unavailable            503 + Retry-After: the database is away or the writer is behind; retry
     └── Rejected               422: the database refused this one input (a constraint); retrying cannot help
@@ -83,6 +86,20 @@ class BadRequest(PipemonError):
 
 class NotFound(PipemonError):
     pass
+
+
+class Unauthorized(PipemonError):
+    pass
+
+
+class Forbidden(PipemonError):
+    pass
+
+
+class TooMany(PipemonError):
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class Conflict(PipemonError):

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from pipemon.errors import BadRequest, Conflict, IngestError, NotFound, Rejected, Unavailable
+from pipemon.errors import (BadRequest, Conflict, Forbidden, IngestError, NotFound, Rejected, TooMany,
+                            Unauthorized, Unavailable)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,20 @@ def install(app: FastAPI, metrics=None) -> None:
     @app.exception_handler(NotFound)
     async def _nf(_: Request, e: NotFound) -> JSONResponse:
         return JSONResponse({"error": "not_found", "message": str(e)}, status_code=404)
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, e: Unauthorized) -> JSONResponse:
+        return JSONResponse({"error": "unauthorized", "message": str(e)}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, e: Forbidden) -> JSONResponse:
+        return JSONResponse({"error": "forbidden", "message": str(e)}, status_code=403)
+
+    @app.exception_handler(TooMany)
+    async def _too_many(_: Request, e: TooMany) -> JSONResponse:
+        return JSONResponse({"error": "too_many_requests", "message": str(e)}, status_code=429,
+                            headers={"Retry-After": str(max(1, round(e.retry_after)))})
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, e: Conflict) -> JSONResponse:
