@@ -222,6 +222,7 @@ class Alerting(_Strict):
 class Limits(_Strict):
     max_body: int = Field(default=1 << 20, ge=1024)          # one event (OpenLineage, ping, native single)
     max_batch_body: int = Field(default=16 << 20, ge=1024)   # a native batch of up to 10,000 events
+    new_pipelines_per_minute: int = Field(default=600, ge=1)  # per API token (admission.py)
 
 
 class Cache(_Strict):

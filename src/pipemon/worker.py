@@ -44,11 +44,14 @@ from typing import Protocol
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from pipemon import admission
+from pipemon.access import Caller
 from pipemon.clock import Clock
 from pipemon.config import Settings
 from pipemon.engine import runs as runfold
 from pipemon.errors import PipemonError, Rejected, Unavailable
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
+from pipemon.store import audit
 from pipemon.store import state as st
 from pipemon.store import writes
 
@@ -169,6 +172,7 @@ class Evaluator(Protocol):
 class _Submission:
     events: list[Event]
     future: Future
+    caller: Caller | None = None  # who sent them (admission.py: its team's pipelines only, new ones limited)
     deadline: float = float("inf")  # time.monotonic() after which it is answered 503, not started
 
 
@@ -212,6 +216,7 @@ class Worker:
         self._lineage: set[tuple[int, str, str]] = set()
         self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written by the next tick
         self._touched_flushed = 0.0
+        self.quota = admission.Quota(settings.limits.new_pipelines_per_minute)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
@@ -298,20 +303,26 @@ class Worker:
         self._q.put(item)
         return item.future
 
-    def submit(self, events: list[Event]) -> Future:
+    def submit(self, events: list[Event], caller: Caller | None = None) -> Future:
+        """Store events; `caller` (the token that sent them) is checked in the transaction (admission.py):
+        the future then fails with Forbidden or TooMany, and nothing of the request is stored."""
         fut: Future = Future()
         if not events:
             fut.set_result(IngestResult(0, 0))
             return fut
-        return self._enqueue(_Submission(events, fut))
+        return self._enqueue(_Submission(events, fut, caller))
 
-    def ingest(self, events: list[Event], timeout: float | None = 60.0) -> IngestResult:
+    def ingest(self, events: list[Event], timeout: float | None = 60.0,
+               caller: Caller | None = None) -> IngestResult:
         """Blocking submit, for replay, tests and the CLI; without the thread, it runs in the caller's."""
         if self._thread is None:
             if self._conn is None:
                 self._load()
-            return self._process([events])[0]
-        return self.submit(events).result(timeout)
+            result = self._process([events], callers=[caller])[0]
+            if isinstance(result, PipemonError):
+                raise result
+            return result
+        return self.submit(events, caller).result(timeout)
 
     def call(self, fn: Callable[[Connection, float], object], timeout: float | None = 60.0) -> object:
         """Run fn(conn, now) on the writer thread inside a transaction; its result or exception comes back."""
@@ -621,7 +632,8 @@ class Worker:
         if not group:
             return
         try:
-            results = self._process([s.events for s in group], lambda: any(s.future.done() for s in group))
+            results = self._process([s.events for s in group], lambda: any(s.future.done() for s in group),
+                                    [s.caller for s in group])
         except _Abandoned:
             self.stats["abandoned"] += 1
             self._reset()  # the caches may hold what was rolled back
@@ -659,7 +671,10 @@ class Worker:
             return
         self._committed()
         for s, r in zip(group, results):
-            self._answer(s, r)
+            if isinstance(r, PipemonError):
+                self._answer(s, error=r)
+            else:
+                self._answer(s, r)
         for fn in self.listeners:
             fn()
 
@@ -781,21 +796,27 @@ class Worker:
         self._touched_flushed = time.monotonic()
 
     # --- one group, one transaction --------------------------------------------------------------
-    def _process(self, requests: list[list[Event]],
-                 abandoned: Callable[[], bool] | None = None) -> list[IngestResult]:
+    def _process(self, requests: list[list[Event]], abandoned: Callable[[], bool] | None = None,
+                 callers: list[Caller | None] | None = None) -> list[IngestResult | PipemonError]:
         """One group in one transaction; `abandoned()` true just before the commit rolls it back instead
-        (a request was answered 503 meanwhile: it must not be stored behind its client's back)."""
+        (a request was answered 503 meanwhile: it must not be stored behind its client's back). A request
+        its caller may not make (admission.py) gets its error in place of a result, and stores nothing."""
         now = self.clock.now()
         conn = self._connection()
         with self._begin(conn):
+            admitted = self._admit(conn, requests, callers)
             fresh_by_key: dict[str, Event] = {}
-            for evs in requests:
-                for ev in evs:
-                    fresh_by_key.setdefault(ev.key, ev)
+            for i, evs in enumerate(requests):
+                if i not in admitted.refused:
+                    for ev in evs:
+                        fresh_by_key.setdefault(ev.key, ev)
             stored = writes.existing_event_keys(conn, list(fresh_by_key))
-            results = []
+            results: list[IngestResult | PipemonError] = []
             seen: set[str] = set()
-            for evs in requests:
+            for i, evs in enumerate(requests):
+                if i in admitted.refused:
+                    results.append(admitted.refused[i])
+                    continue
                 acc = dup = 0
                 for ev in evs:
                     if ev.key in stored or ev.key in seen:
@@ -806,7 +827,7 @@ class Worker:
                 results.append(IngestResult(acc, dup))
             fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
             if fresh:
-                self._apply(conn, fresh, now)
+                self._apply(conn, fresh, now, admitted.claims)
             if abandoned is not None and abandoned():
                 raise _Abandoned
         by_source = self.stats["by_source"]
@@ -815,15 +836,40 @@ class Worker:
         if self.evaluator is not None:
             self.evaluator.after_commit()
         self.stats["batches"] += 1
-        self.stats["events"] += sum(r.accepted for r in results)
-        self.stats["duplicates"] += sum(r.duplicates for r in results)
+        self.stats["events"] += sum(r.accepted for r in results if isinstance(r, IngestResult))
+        self.stats["duplicates"] += sum(r.duplicates for r in results if isinstance(r, IngestResult))
         return results
 
-    def _pipeline(self, conn: Connection, ev: Event, key: str, namespace: str, name: str) -> PipelineRec:
+    def _admit(self, conn: Connection, requests: list[list[Event]],
+               callers: list[Caller | None] | None) -> admission.Admitted:
+        if not callers or all(c is None or (c.team is None and c.token_id is None) for c in callers):
+            return admission.Admitted()  # auth off (or nobody to check): no query, no cost
+        parent_ids = sorted({ev.parent.run_id for evs in requests for ev in evs if ev.parent is not None})
+        parents = writes.find_task_parents(conn, parent_ids) if parent_ids else {}
+
+        def lookup(key: str) -> admission.Owned | None:
+            rec = self.pipelines.get(key)
+            return None if rec is None else admission.Owned(rec.team, rec.event_team)
+
+        def task_root(run_id: str) -> str | None:
+            known = parents.get(run_id)
+            return self.by_id[known[0]].key if known is not None else None
+
+        return admission.admit(requests, callers, self.settings, lookup, task_root, self.quota,
+                               time.monotonic())
+
+    def _pipeline(self, conn: Connection, ev: Event, key: str, namespace: str, name: str,
+                  claims: dict[str, Caller], dirty: dict[int, PipelineRec]) -> PipelineRec:
         rec = self.pipelines.get(key)
+        claim = claims.get(key)
+        if rec is not None and rec.team is None and claim is not None:  # adopted by its team's token
+            rec.team = claim.team
+            dirty[rec.id] = rec
+            audit.record(conn, actor=claim, action="pipeline.adopt", target=key, team=claim.team,
+                         now=self.clock.now())
         if rec is None:
             rule = self.settings.rule_for(key)
-            team = rule.team if rule and rule.team else None
+            team = rule.team if rule and rule.team else (claim.team if claim is not None else None)
             row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": ev.time, "last_event_at": ev.time}
             rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, None, None,
@@ -832,7 +878,9 @@ class Worker:
             self.by_id[rec.id] = rec
         return rec
 
-    def _apply(self, conn: Connection, fresh: list[Event], now: float) -> None:
+    def _apply(self, conn: Connection, fresh: list[Event], now: float,
+               claims: dict[str, Caller] | None = None) -> None:
+        claims = claims or {}
         dirty: dict[int, PipelineRec] = {}
         event_rows = []
         lineage_rows: list[dict] = []
@@ -847,7 +895,7 @@ class Worker:
         targets: list[tuple[PipelineRec, str, str | None, str | None]] = []
         for ev in fresh:
             if ev.parent is None:
-                rec = self._pipeline(conn, ev, ev.pipeline, ev.namespace, ev.name)
+                rec = self._pipeline(conn, ev, ev.pipeline, ev.namespace, ev.name, claims, dirty)
                 self._touch(rec, ev, dirty)
                 targets.append((rec, ev.run_id, None, None))
                 continue
@@ -857,7 +905,8 @@ class Worker:
                 rec = self.by_id[known[0]]  # the parent run exists: its tree, whatever the root says
             else:
                 top = ev.root or p
-                rec = self._pipeline(conn, ev, pipeline_key(top.namespace, top.name), top.namespace, top.name)
+                rec = self._pipeline(conn, ev, pipeline_key(top.namespace, top.name), top.namespace, top.name,
+                                     claims, dirty)
                 known_parents[p.run_id] = (rec.id, None if top.run_id == p.run_id else top.run_id)
             self._touch(rec, ev, dirty, own_team=False)
             targets.append((rec, ev.run_id, p.run_id, ev.pipeline))

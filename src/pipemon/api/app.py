@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
-from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
+from pipemon.api import admin, alerts, errors, findings, ingest, pipelines, runs
+from pipemon.api.keyring import AuthMode, Keyring
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
 from pipemon.web import router as web_router
@@ -32,12 +33,15 @@ class RejectNul:
         await self.app(scope, receive, send)
 
 
-def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
+def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = AuthMode.AUTO,
+               loopback: bool = True) -> FastAPI:
     """freeze_gc (`pipemon serve`): once started, move everything alive (imports, the state just loaded) out
     of the garbage collector's scans, so its full collections, which stop every thread, walk only what came
-    later (ARCHITECTURE.md, Large Scale). Not for tests, which build many apps in one process."""
+    later (ARCHITECTURE.md, Large Scale). Not for tests, which build many apps in one process.
+    auth, loopback: when auth is on (api/keyring.py); `loopback`: the server listens on loopback only."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        keyring.start()
         pm.start()
         if freeze_gc:
             gc.collect()
@@ -50,10 +54,14 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
             app.state.metrics.gc.stop()
             await app.state.metrics.lag.stop()
             pm.stop()
+            keyring.stop()
 
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Monitoring and alerting for data pipelines.")  # docs: served by web, offline
     app.state.pm = pm
+    keyring = Keyring(pm.engine, pm.clock, AuthMode(auth), loopback)
+    app.state.keyring = keyring
+    app.state.resolve_caller = keyring.resolve
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
@@ -61,6 +69,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
+    app.include_router(admin.router)
     app.include_router(web_router)  # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
     # a FastAPI route, so it is labelled by its template
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)

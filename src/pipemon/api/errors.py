@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,17 @@ def rejected(e: Rejected) -> JSONResponse:
     return JSONResponse({"error": "rejected_by_storage", "message": str(e)}, status_code=422)
 
 
+def denied(e: Unauthorized | Forbidden | TooMany) -> JSONResponse:
+    """401 (no valid token), 403 (the role or team may not), 429 (a per-token limit)."""
+    if isinstance(e, Unauthorized):
+        return JSONResponse({"error": "unauthorized", "message": str(e)}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    if isinstance(e, TooMany):
+        return JSONResponse({"error": "too_many_requests", "message": str(e)}, status_code=429,
+                            headers={"Retry-After": str(max(1, math.ceil(e.retry_after)))})
+    return JSONResponse({"error": "forbidden", "message": str(e)}, status_code=403)
+
+
 def install(app: FastAPI, metrics=None) -> None:
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, e: Unavailable) -> JSONResponse:
@@ -69,18 +81,10 @@ def install(app: FastAPI, metrics=None) -> None:
         return JSONResponse({"error": "not_found", "message": str(e)}, status_code=404)
 
     @app.exception_handler(Unauthorized)
-    async def _unauthorized(_: Request, e: Unauthorized) -> JSONResponse:
-        return JSONResponse({"error": "unauthorized", "message": str(e)}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
-
     @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, e: Forbidden) -> JSONResponse:
-        return JSONResponse({"error": "forbidden", "message": str(e)}, status_code=403)
-
     @app.exception_handler(TooMany)
-    async def _too_many(_: Request, e: TooMany) -> JSONResponse:
-        return JSONResponse({"error": "too_many_requests", "message": str(e)}, status_code=429,
-                            headers={"Retry-After": str(max(1, round(e.retry_after)))})
+    async def _denied(_: Request, e: Unauthorized | Forbidden | TooMany) -> JSONResponse:
+        return denied(e)
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, e: Conflict) -> JSONResponse:

@@ -12,13 +12,18 @@ from fastapi.responses import Response
 from pipemon.api.body import read_body
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipemon.api.errors import ingest_error, rejected, storage_error, unavailable
-from pipemon.errors import BodyTooLarge, IngestError, InvalidEvent, Problem, Rejected, Unavailable
+from pipemon.access import Action, Caller
+from pipemon.api import auth
+from pipemon.api.errors import denied, ingest_error, rejected, storage_error, unavailable
+from pipemon.errors import (BodyTooLarge, Forbidden, IngestError, InvalidEvent, Problem, Rejected, TooMany,
+                            Unauthorized, Unavailable)
 from pipemon.ingest import native, openlineage, ping
 from pipemon.ingest.limits import MAX_FUTURE_S
 from pipemon.model import Event
 
 router = APIRouter(tags=["ingest"])
+INGEST = {"x-pipemon-action": Action.INGEST.value}  # the right each door needs (the access-matrix test)
+may_ingest = auth.require(Action.INGEST)  # called by hand: the fast path bypasses FastAPI's dependencies
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     "200": {"description": "Committed (a retried event counts as a duplicate and is stored once).",
@@ -28,17 +33,21 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     "413": {"description": "Body over the configured limit"},
     "415": {"description": "Unsupported Content-Encoding"},
     "422": {"description": "Schema violations, each with its JSON path"},
+    "401": {"description": "No valid token (auth on)"},
+    "403": {"description": "The token may not ingest, or names a pipeline of another team"},
+    "429": {"description": "The token created too many new pipelines this minute; see Retry-After"},
     "503": {"description": "Storage unavailable; retry"},
 }
 
 
 def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            **INGEST}
 
 
-async def _commit(pm, events: list[Event]) -> Response:
+async def _commit(pm, events: list[Event], who: Caller) -> Response:
     # The writer answers every request within its request_timeout (503 when it could not start it in time)
-    result = await asyncio.wrap_future(pm.worker.submit(events))
+    result = await asyncio.wrap_future(pm.worker.submit(events, who))
     return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
                      media_type="application/json")
 
@@ -55,16 +64,18 @@ async def _parse(parse, body: bytes, now: float) -> list[Event]:
 
 
 async def ingest_lineage(pm, request: Request) -> Response:
+    who = may_ingest(request)  # before the body is read: a stranger's 16 MB costs nothing
     body = await read_body(request, pm.settings.limits.max_body)
-    return await _commit(pm, await _parse(openlineage.parse, body, pm.clock.now()))
+    return await _commit(pm, await _parse(openlineage.parse, body, pm.clock.now()), who)
 
 
 async def ingest_events(pm, request: Request) -> Response:
+    who = may_ingest(request)
     limits = pm.settings.limits
     body = await read_body(request, limits.max_batch_body)
     if len(body) > limits.max_body and not body.lstrip().startswith(b"["):
         raise BodyTooLarge(f"an event of {len(body):,} bytes is over the limit of {limits.max_body:,} bytes")
-    return await _commit(pm, await _parse(native.parse, body, pm.clock.now()))
+    return await _commit(pm, await _parse(native.parse, body, pm.clock.now()), who)
 
 
 _FAST = {"/api/v1/lineage": ingest_lineage, "/api/v1/events": ingest_events}
@@ -91,6 +102,8 @@ class IngestFastPath:
             response = await handler(self.pm, Request(scope, receive))
         except IngestError as e:
             response = ingest_error(e, self.metrics)
+        except (Unauthorized, Forbidden, TooMany) as e:
+            response = denied(e)
         except Unavailable as e:
             response = unavailable(e)
         except Rejected as e:
@@ -149,17 +162,20 @@ def _ping_parts(request: Request) -> tuple[str, str, str | None]:
 
 async def _ping(request: Request) -> Response:
     pm = request.app.state.pm
+    who = may_ingest(request)  # the token may also come as ?key=, for a crontab's bare curl
     ns, name, signal = _ping_parts(request)
     body = b""
     if request.method == "POST":
         body = await read_body(request, pm.settings.limits.max_body)
     events = ping.parse(ns, name, signal, body, request.query_params.get("rid"), pm.clock.now())
-    await asyncio.wrap_future(pm.worker.submit(events))
+    await asyncio.wrap_future(pm.worker.submit(events, who))
     return Response("OK\n", media_type="text/plain")
 
 
-_PING_RESPONSES: dict[int | str, dict[str, Any]] = {"200": {"description": "OK"},
-                                                    "422": {"description": "Unknown signal"}}
+_PING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "200": {"description": "OK"}, "422": {"description": "Unknown signal"},
+    "401": {"description": "No valid token (auth on): send `Authorization: Bearer TOKEN` or `?key=TOKEN`"},
+    "403": {"description": "The token may not ingest, or the pipeline is another team's"}}
 
 
 async def ping_success(request: Request, namespace: str, name: str) -> Response:
@@ -173,13 +189,13 @@ async def ping_signal(request: Request, namespace: str, name: str, signal: str) 
 for _method in ("GET", "POST"):
     router.add_api_route("/ping/{namespace}/{name}", ping_success, methods=[_method], response_class=Response,
                          responses=_PING_RESPONSES, operation_id=f"ping_success_{_method.lower()}",
-                         summary="Ping: success (healthchecks.io style)")
+                         summary="Ping: success (healthchecks.io style)", openapi_extra=INGEST)
     router.add_api_route("/ping/{namespace}/{name}/{signal}", ping_signal, methods=[_method],
                          response_class=Response, responses=_PING_RESPONSES,
-                         operation_id=f"ping_signal_{_method.lower()}",
+                         operation_id=f"ping_signal_{_method.lower()}", openapi_extra=INGEST,
                          summary="Ping: start, fail or an exit code 0-255")
 
 
-@router.api_route("/ping/{rest:path}", include_in_schema=False, methods=["GET", "POST"])
+@router.api_route("/ping/{rest:path}", include_in_schema=False, methods=["GET", "POST"], openapi_extra=INGEST)
 async def ping_encoded(request: Request, rest: str) -> Response:
     return await _ping(request)  # a namespace holding an encoded slash
