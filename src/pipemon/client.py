@@ -1,6 +1,6 @@
 """The Python SDK: report runs from your own code.
 
-    client = pipemon.Client("http://pipemon:8787", token=None)
+    client = pipemon.Client("http://pipemon:8787", token=None)   # token: default $PIPEMON_TOKEN
     with client.run("billing/nightly_invoices") as run:
         ...
         run.metric(rows=120_000, bytes=5.2e7)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import time
 import traceback
@@ -49,6 +50,7 @@ class Client:
         self.url = url.rstrip("/")
         self.attempts = max(1, attempts)
         self.backoff = backoff
+        token = token if token is not None else os.environ.get("PIPEMON_TOKEN")  # a team's ingest token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
 

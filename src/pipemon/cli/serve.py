@@ -25,27 +25,61 @@ def load_settings(config: str | None):
         raise typer.Exit(2) from None
 
 
-def run_server(pm, host: str, port: int, announce: str | None = None) -> None:
+def run_server(pm, host: str, port: int, announce: str | None = None, auth: str = "auto") -> None:
     import uvicorn
 
     from pipemon.api.app import create_app
+    from pipemon.api.keyring import is_loopback
 
+    app = create_app(pm, freeze_gc=True, auth=auth, loopback=is_loopback(host))
+    keyring = app.state.keyring
+    keyring.load()
+    state = "on" if keyring.auth_on else "off"
+    if auth == "auto":
+        state += (" (auto: a token exists)" if keyring.auth_on and keyring.loopback else
+                  " (auto: not loopback)" if keyring.auth_on else
+                  " (auto: loopback and no token yet; the first token switches it on)")
     if announce:
         typer.echo(announce)
-    uvicorn.run(create_app(pm, freeze_gc=True), host=host, port=port, log_level="warning", access_log=False,
+    typer.echo(f"auth: {state}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
+
+
+AuthOption = typer.Option("auto", "--auth", case_sensitive=False,
+                          help="on: every request needs a token; off: none does (loopback only); auto: off "
+                               "while listening on loopback with no token created yet, else on.")
+
+
+def check_auth(auth: str, host: str) -> str:
+    """The --auth value, or exit 2 when it is unknown or would leave a reachable server open."""
+    from pipemon.api.keyring import AuthMode, is_loopback
+
+    try:
+        mode = AuthMode(auth.lower())
+    except ValueError:
+        typer.secho(f"--auth {auth!r}: expected on, off or auto", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    if mode is AuthMode.OFF and not is_loopback(host):
+        typer.secho(f"refusing to start: --auth off on {host}, which is not a loopback address, would let "
+                    "anyone who can reach the port read and change every team's pipelines and alerts. "
+                    "Listen on 127.0.0.1, or create a token (pipemon token create --org-admin --name N "
+                    "--db URL) and use --auth on.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    return mode.value
 
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8787, help="Port to listen on."),
-          db: str = DbOption, config: str | None = ConfigOption,
+          db: str = DbOption, config: str | None = ConfigOption, auth: str = AuthOption,
           sqlite_synchronous: str = typer.Option("FULL", help="SQLite durability: FULL survives power loss; "
                                                  "NORMAL survives a crash of pipemon only.")) -> None:
     """Run the pipemon service (ingest, API, evaluation, notifications) in one process."""
     from pipemon.app import build
     from pipemon.store.db import redact
 
+    auth = check_auth(auth, host)
     settings = load_settings(config)
     try:
         pm = build(db, settings, synchronous=sqlite_synchronous.upper())
@@ -53,7 +87,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED,
                     err=True)
         raise typer.Exit(1) from None
-    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})")
+    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})", auth)
 
 
 def scrub(text: str, url: str) -> str:
