@@ -11,11 +11,13 @@ import msgspec
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from pipemon.api import auth
 from pipemon.config import parse_duration
 from pipemon.errors import BadRequest
 from pipemon.ingest.common import iso
 from pipemon.model import AlertState
 from pipemon.store import alerting as store
+from pipemon.store import audit
 
 router = APIRouter(tags=["alerts"])
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -92,7 +94,16 @@ async def _by_hand(request: Request, action: str, alert_id: int, body: Who | Non
     pm = request.app.state.pm
     who = body or Who()
     act = getattr(pm.alerting, action)
-    a = await asyncio.wrap_future(pm.worker.submit_call(lambda conn, now: act(conn, alert_id, who.by, now)))
+    caller = auth.caller(request)
+
+    def change(conn, now):
+        a = act(conn, alert_id, who.by, now)
+        audit.record(conn, actor=caller, action=f"alert.{action}", target=str(alert_id), team=a.team, now=now,
+                     detail={"pipeline": a.pipeline, "comment": who.comment} if who.comment else
+                     {"pipeline": a.pipeline})
+        return a
+
+    a = await asyncio.wrap_future(pm.worker.submit_call(change))
     return await asyncio.to_thread(_live_alert, pm, a)  # a database read: off the event loop
 
 
@@ -126,6 +137,7 @@ def silence_view(row, now: float) -> dict[str, Any]:
 @router.post("/api/v1/silences", summary="Silence matching alerts (still recorded and visible, not notified)")
 async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
     pm = request.app.state.pm
+    caller = auth.caller(request)
 
     def add(conn, now):
         start = body.starts_at.timestamp() if body.starts_at else now
@@ -139,6 +151,9 @@ async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
             s = pm.alerting.add_silence(conn, body.matchers, start, end, body.created_by, body.comment, now)
         except ValueError as e:
             raise BadRequest(f"matchers: {e}") from None
+        audit.record(conn, actor=caller, action="silence.add", target=str(s.id), team=caller.team, now=now,
+                     detail={"matchers": body.matchers, "starts_at": iso(start), "ends_at": iso(end),
+                             "comment": body.comment})
         return silence_view(s, now)
 
     return await asyncio.wrap_future(pm.worker.submit_call(add))
@@ -156,8 +171,15 @@ def list_silences(request: Request, expired: bool = False) -> dict[str, Any]:
 @router.delete("/api/v1/silences/{silence_id}", summary="Expire a silence now")
 async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
     pm = request.app.state.pm
-    return await asyncio.wrap_future(pm.worker.submit_call(
-        lambda conn, now: silence_view(pm.alerting.expire_silence(conn, silence_id, now), now)))
+    caller = auth.caller(request)
+
+    def expire(conn, now):
+        row = pm.alerting.expire_silence(conn, silence_id, now)
+        audit.record(conn, actor=caller, action="silence.expire", target=str(silence_id), now=now,
+                     team=getattr(row, "team", caller.team))
+        return silence_view(row, now)
+
+    return await asyncio.wrap_future(pm.worker.submit_call(expire))
 
 
 # --- deliveries ---------------------------------------------------------------------------------------------

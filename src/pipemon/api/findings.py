@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
+from pipemon.api import auth
 from pipemon.engine.detect import Verdict
 from pipemon.errors import BadRequest
 from pipemon.ingest.common import iso
-from pipemon.store import reads
+from pipemon.store import audit, reads
 from pipemon.store import state as st
 
 router = APIRouter(tags=["findings"])
@@ -54,6 +55,7 @@ async def feedback(request: Request, finding_id: Annotated[int, Path(ge=1, le=2*
                    body: Feedback) -> dict[str, Any]:
     pm = request.app.state.pm
     verdict = Verdict(body.verdict.value)
+    caller = auth.caller(request)
 
     def apply(conn, now):
         row = reads.finding(conn, finding_id)
@@ -61,6 +63,10 @@ async def feedback(request: Request, finding_id: Annotated[int, Path(ge=1, le=2*
             pm.evaluation.feedback(conn, row.key, row.metric, verdict, now)
         except ValueError as e:
             raise BadRequest(str(e)) from None
+        rec = pm.worker.pipelines.get(row.key)
+        audit.record(conn, actor=caller, action="finding.feedback", target=str(finding_id), now=now,
+                     team=rec.team if rec else None,
+                     detail={"pipeline": row.key, "metric": row.metric, "verdict": verdict.value})
         return finding_view(st.set_verdict(conn, finding_id, verdict.value, now), row.key)
 
     return await asyncio.wrap_future(pm.worker.submit_call(apply))
