@@ -37,7 +37,9 @@ class Quota:
             self._buckets[token_id] = (left - n, now)
             return 0.0
         self._buckets[token_id] = (left, now)
-        return (min(n, self.per_minute) - left) / rate if rate > 0 else 60.0
+        if n > self.per_minute:  # more than a minute's worth never fits: the client must split it
+            return 60.0
+        return (n - left) / rate
 
 
 @dataclass(frozen=True)
