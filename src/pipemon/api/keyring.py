@@ -83,11 +83,11 @@ class Keyring:
             log.warning("reading the tokens works again")
         self._failing = False
         self._by_hash = {t.hash: t for t in rows}
-        became = rows and not self._any and self.mode is AuthMode.AUTO
+        became = rows and self._loaded and not self._any and self.mode is AuthMode.AUTO and self.loopback
         self._any = bool(rows)
         self._loaded = True
-        if became and self.loopback:
-            log.warning("auth: on (the first token exists)")
+        if became:
+            log.warning("auth: on (the first token was created)")
 
     def start(self) -> None:
         self.load()
