@@ -1,7 +1,8 @@
 """Who is calling: the tokens table mirrored in memory, and the request → Caller resolution.
 
-The whole tokens table is read every REFRESH_S seconds by a thread of its own, so resolving a request
-costs a hash and a dict lookup, never a query (the ingest doors answer in tens of µs), and a token
+The whole tokens table is mirrored by a thread of its own, which checks every REFRESH_S seconds whether
+it changed (one aggregate query) and rereads it if so; resolving a request costs a hash and a dict lookup,
+never a query (the ingest doors answer in tens of µs), and a token
 created, revoked or expired elsewhere (`pipemon token … --db`, another replica) is honoured within
 REFRESH_S. Changes made through this process's admin API reload it at once.
 
@@ -56,6 +57,7 @@ class Keyring:
         self._by_hash: dict[str, store.Token] = {}
         self._loaded = False
         self._any = False  # a token row exists (revoked and expired included)
+        self._seen: tuple = ()  # the table's fingerprint when last read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -70,10 +72,15 @@ class Keyring:
         return not self.loopback or self._any or not self._loaded
 
     def load(self) -> None:
-        """Read the tokens table (one query); on failure keep what was known."""
+        """Read the tokens table when it changed (one aggregate query when not); on failure keep what was
+        known."""
         try:
             with self.engine.connect() as conn:
+                seen = store.fingerprint(conn)
+                if self._loaded and seen == self._seen:
+                    return
                 rows = store.load_all(conn)
+                self._seen = seen
         except Exception as e:  # the database is away: keep serving with the last known tokens
             if not self._failing:
                 log.warning("could not read the tokens (%s); keeping the last known ones", type(e).__name__)

@@ -108,6 +108,13 @@ def create(conn: Connection, *, name: str, team: str | None, role: Role, created
     return Token(pk[0], name, team, role, hashed, now, created_by, expires_at, None), secret
 
 
+def fingerprint(conn: Connection) -> tuple:
+    """Changes whenever a token is created or revoked (rows are never deleted; a revoke stamps the latest
+    revoked_at): one aggregate read tells a reader whether its copy is current."""
+    return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(tokens.c.id),
+                                        sa.func.max(tokens.c.revoked_at))).one())
+
+
 def load_all(conn: Connection) -> list[Token]:
     return [_token(r) for r in conn.execute(sa.select(tokens).order_by(tokens.c.id))]
 
