@@ -114,10 +114,10 @@ class Keyring:
 
     def resolve(self, request: Request) -> Caller:
         """The Caller of a request, or Unauthorized (401). Never a query: see the module docstring."""
+        if not self._loaded:  # an app served without its lifespan (the thread loads it otherwise)
+            self.load()
         if not self.auth_on:
             return ANONYMOUS
-        if not self._loaded:
-            self.load()
         secret = presented(request)
         if not secret:
             raise Unauthorized("a token is required: send `Authorization: Bearer TOKEN`")
