@@ -332,10 +332,29 @@ def test_serve_auth_modes(tmp_path):
         assert httpx.get(server.url + "/api/v1/tokens", headers=bearer(secret)).status_code == 200
     finally:
         server.stop()
-    server = LiveServer(f"sqlite:///{tmp_path / 'other.db'}", tmp_path, extra=["--auth", "on"]).start()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    r = CliRunner().invoke(cli, ["token", "create", "--team", "a", "--role", "ingest", "--db", other])
+    ingest = r.stdout.strip().splitlines()[-1]
+    server = LiveServer(other, tmp_path, extra=["--auth", "on"]).start()
     try:
         assert "auth: on" in server.logs()
         r = httpx.post(server.url + "/api/v1/events", json=native("etl/a"))
         assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        # the wrappers and the SDK send the token, from --token or PIPEMON_TOKEN
+        def pipemon(command, *args, token=None):
+            env = {"PATH": "/usr/bin:/bin", **({"PIPEMON_TOKEN": token} if token else {})}
+            return subprocess.run([sys.executable, "-m", "pipemon", command, "--url", server.url, *args],
+                                  capture_output=True, text=True, timeout=60, env=env)
+        assert pipemon("send", "etl/sent", "--token", ingest).returncode == 0
+        assert pipemon("send", "etl/sent").returncode == 1  # refused, said on stderr
+        assert pipemon("run", "etl/wrapped", "--", "true", token=ingest).returncode == 0
+        sdk = (f"import pipemon, sys; "
+               f"sys.exit(0 if pipemon.Client({server.url!r}).event('etl/sdk', 'START') else 1)")
+        out = subprocess.run([sys.executable, "-c", sdk], timeout=60,
+                             env={"PIPEMON_TOKEN": ingest, "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0
     finally:
         server.stop()
+    with sa.create_engine(other).connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT key, team FROM pipelines")).all())
+    assert rows == {"etl/sent": "a", "etl/wrapped": "a", "etl/sdk": "a"}
