@@ -5,14 +5,18 @@ import gc
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
-from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
+from pipemon.access import Action
+from pipemon.api import alerts, auth, errors, findings, ingest, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
+from pipemon.web import install as install_web
 from pipemon.web import router as web_router
+
+PUBLIC = {"x-pipemon-action": "public"}  # no token needed: the probes, the docs, the login page
 
 
 class RejectNul:
@@ -56,6 +60,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
     app.state.pm = pm
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
+    install_web(app)  # the dashboard answers a missing login with the login page, not JSON
     app.include_router(ingest.router)
     app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
     app.include_router(findings.router)
@@ -63,7 +68,9 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
     app.include_router(pipelines.router)
     app.include_router(web_router)  # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
     # a FastAPI route, so it is labelled by its template
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_api_route("/metrics", metrics_endpoint, tags=["service"], summary="Prometheus metrics",
+                      dependencies=[Depends(auth.require(Action.SCRAPE))],
+                      openapi_extra={"x-pipemon-action": Action.SCRAPE.value})
     app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
     app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     app.add_middleware(RejectNul)
@@ -82,19 +89,20 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/api/v1", include_in_schema=False)  # `/` is the dashboard
+    @app.get("/api/v1", tags=["service"], summary="Where the API, its docs and the dashboard are",
+             openapi_extra=PUBLIC)  # `/` is the dashboard
     def root() -> dict[str, Any]:
         return {"service": "pipemon", "version": __version__, "api": "/docs", "dashboard": "/"}
 
     # Both probes are `async`: they run on the event loop, so a thread pool full of requests waiting for a
     # silent database cannot hold them up; they read in-memory state only.
-    @app.get("/healthz", tags=["service"], summary="Liveness")
+    @app.get("/healthz", tags=["service"], summary="Liveness", openapi_extra=PUBLIC)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["service"],
              summary="Readiness: the writer and the deliverer run and the database takes writes",
-             responses={503: {"description": "Not ready; `failing` names the parts"}})
+             responses={503: {"description": "Not ready; `failing` names the parts"}}, openapi_extra=PUBLIC)
     async def readyz() -> JSONResponse:
         failing = readiness(pm)
         if failing:

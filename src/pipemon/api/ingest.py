@@ -33,7 +33,11 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
 
 
 def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            **INGEST}
+
+
+INGEST = {"x-pipemon-action": "ingest"}  # the right each door needs (tests/api/test_access_matrix.py)
 
 
 async def _commit(pm, events: list[Event]) -> Response:
@@ -173,11 +177,11 @@ async def ping_signal(request: Request, namespace: str, name: str, signal: str) 
 for _method in ("GET", "POST"):
     router.add_api_route("/ping/{namespace}/{name}", ping_success, methods=[_method], response_class=Response,
                          responses=_PING_RESPONSES, operation_id=f"ping_success_{_method.lower()}",
-                         summary="Ping: success (healthchecks.io style)")
+                         summary="Ping: success (healthchecks.io style)", openapi_extra=INGEST)
     router.add_api_route("/ping/{namespace}/{name}/{signal}", ping_signal, methods=[_method],
                          response_class=Response, responses=_PING_RESPONSES,
                          operation_id=f"ping_signal_{_method.lower()}",
-                         summary="Ping: start, fail or an exit code 0-255")
+                         summary="Ping: start, fail or an exit code 0-255", openapi_extra=INGEST)
 
 
 @router.api_route("/ping/{rest:path}", include_in_schema=False, methods=["GET", "POST"])
