@@ -142,3 +142,21 @@ route:
 """)
     assert receiver_teams(compile_routes(s.route)) == {"root": None, "pay": None, "pay-pd": "payments",
                                                         "shared": None}
+
+
+def test_a_notification_is_a_teams_only_when_its_list_names_the_team_whole(pm):
+    """`carries_team` matches a JSON list element, never a part of another team's name."""
+    import sqlalchemy as sa
+
+    from pipemon.store import alerting as store
+    teams = {"a": ["payments"], "b": ["payments-eu"], "c": ['x"payments'], "d": ["marketing", "payments"],
+             "e": ["pay%ments"], "f": ["payments\\"]}
+    with pm.engine.begin() as conn:
+        for key, ts in teams.items():
+            store.insert_notification(conn, key=key, receiver="r", action="trigger", group_key="g",
+                                      teams=ts, fingerprints=[], body="{}", now=1.0)
+        got = {row.key for row in conn.execute(sa.select(store.notifications.c.key)
+                                               .where(store.carries_team("payments")))}
+        assert got == {"a", "d"}
+        assert {r.key for r in store.list_notifications(conn, scope="pay%ments").items} == {"e"}
+        assert len(store.list_notifications(conn, scope=None).items) == len(teams)
