@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from pipemon.access import Action, Caller, Role
@@ -79,6 +80,12 @@ class World:
     url: str
     receiver: Receiver
     records: dict[str, dict[str, str]] = field(default_factory=dict)  # team -> path parameter -> value
+    clients: dict[str | None, httpx.Client] = field(default_factory=dict)  # by token, kept alive
+
+    def client(self, token: str | None) -> httpx.Client:
+        if token not in self.clients:
+            self.clients[token] = fx.client(self.url, token)
+        return self.clients[token]
 
 
 def _until(fn, what: str, timeout: float = 30.0) -> Any:
@@ -121,6 +128,8 @@ def world(db_url):
                                "finding_id": str(found["id"]), "team": team, "name": f"{team}-hook"}
         yield w
     finally:
+        for c in w.clients.values():
+            c.close()
         served.stop()
         pm.close()
         receiver.close()
@@ -240,12 +249,11 @@ def expected(call: Call, who: Caller | None) -> int | None:
 
 
 def send(w: World, token: str | None, call: Call, url: str | None = None):
-    c = fx.client(w.url, token)
+    c = w.client(token)
     headers = {"Origin": w.url}  # the dashboard's forms come from its own pages
-    with c:
-        if call.dashboard and call.method == "POST":
-            return c.request(call.method, url or call.url, data=FORM, headers=headers)
-        return c.request(call.method, url or call.url, json=call.body, headers=headers)
+    if call.dashboard and call.method == "POST":
+        return c.request(call.method, url or call.url, data=FORM, headers=headers)
+    return c.request(call.method, url or call.url, json=call.body, headers=headers)
 
 
 def snapshot(w: World) -> dict:

@@ -82,7 +82,7 @@ IGNORED_ACTOR = "Ignored (kept so older clients still work): the actor recorded 
 
 
 class Who(BaseModel):
-    by: str = Field(default="api", min_length=1, max_length=200, description=IGNORED_ACTOR)
+    by: str | None = Field(default=None, max_length=200, description=IGNORED_ACTOR)
     comment: str = Field(default="", max_length=2000)
 
 
