@@ -248,30 +248,39 @@ class Alerting:
             raise NotFound(f"no open alert {alert_id}")
         return self.book.open[fp]
 
-    def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float) -> Alert:
+    def _operable(self, conn: Connection, alert_id: int, scope: str | None) -> Alert:
+        """An open alert the caller may change: another team's answers as a missing one (the store's query
+        is scoped by the caller's team)."""
+        store.get_alert(conn, alert_id, scope)
+        return self._open_by_id(alert_id)
+
+    def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float,
+                    scope: str | None = None) -> Alert:
         self._conn = conn
-        a = self.book.acknowledge(self._open_by_id(alert_id).fingerprint, by, now)
+        a = self.book.acknowledge(self._operable(conn, alert_id, scope).fingerprint, by, now)
         self._process(conn, now)
         return a
 
-    def resolve(self, conn: Connection, alert_id: int, by: str, now: float) -> Alert:
+    def resolve(self, conn: Connection, alert_id: int, by: str, now: float,
+                scope: str | None = None) -> Alert:
         self._conn = conn
-        a = self.book.resolve(self._open_by_id(alert_id).fingerprint, by, now)
+        a = self.book.resolve(self._operable(conn, alert_id, scope).fingerprint, by, now)
         self._process(conn, now)
         return a
 
     def add_silence(self, conn: Connection, matchers: list[str], starts_at: float, ends_at: float,
-                    created_by: str, comment: str, now: float) -> Silence:
+                    created_by: str, comment: str, now: float, team: str | None = None) -> Silence:
+        """team: the creating caller's (`Caller.scope()`); the silence then mutes that team's alerts only."""
         parsed = parse_all(matchers)  # raises ValueError with a clear message
         sid = store.insert_silence(conn, [str(m) for m in parsed], starts_at, ends_at, created_by, comment,
-                                   now)
-        s = Silence(sid, parsed, starts_at, ends_at, created_by, comment)
+                                   now, team)
+        s = Silence(sid, parsed, starts_at, ends_at, created_by, comment, team)
         self.muter.silences[sid] = s
         self._refresh(conn, now)
         return s
 
-    def expire_silence(self, conn: Connection, silence_id: int, now: float):
-        row = store.expire_silence(conn, silence_id, now)
+    def expire_silence(self, conn: Connection, silence_id: int, now: float, scope: str | None = None):
+        row = store.expire_silence(conn, silence_id, now, scope)
         self.muter.silences[silence_id] = _silence(row)
         self._refresh(conn, now)
         return row
@@ -309,5 +318,5 @@ def _change(a: Alert, what: str):
 
 def _silence(row) -> Silence:
     return Silence(row.id, parse_all(msgspec.json.decode(row.matchers)), row.starts_at, row.ends_at,
-                   row.created_by, row.comment)
+                   row.created_by, row.comment, row.team)
 

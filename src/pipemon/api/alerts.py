@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from pipemon.access import Action, Caller
 from pipemon.api import auth
 from pipemon.config import parse_duration
+from pipemon.engine.route import receiver_teams
 from pipemon.errors import BadRequest
 from pipemon.ingest.common import iso
 from pipemon.model import AlertState
@@ -22,6 +24,10 @@ from pipemon.store import audit
 router = APIRouter(tags=["alerts"])
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _STATES = [s.value for s in AlertState]
+READ = {"x-pipemon-action": Action.READ.value}
+OPERATE = {"x-pipemon-action": Action.OPERATE.value}
+Reader = Annotated[Caller, Depends(auth.require(Action.READ))]
+Operator = Annotated[Caller, Depends(auth.require(Action.OPERATE))]
 
 
 def alert_view(row) -> dict[str, Any]:
@@ -49,8 +55,9 @@ def _live_alert(pm, a) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/v1/alerts", summary="Alerts, newest first; filter by team, state, kind, pipeline")
-def list_alerts(request: Request, team: str | None = None,
+@router.get("/api/v1/alerts", summary="Alerts, newest first; filter by team, state, kind, pipeline",
+            openapi_extra=READ)
+def list_alerts(request: Request, who: Reader, team: str | None = None,
                 state: Annotated[str | None,
                                  Query(description="comma-separated: firing, acknowledged, resolved")] = None,
                 kind: str | None = None, pipeline: str | None = None,
@@ -62,44 +69,48 @@ def list_alerts(request: Request, team: str | None = None,
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         page = store.list_alerts(conn, team=team, states=states, kind=kind, pipeline=pipeline, limit=limit,
-                                 cursor=cursor)
+                                 cursor=cursor, scope=who.scope())
     return {"items": [alert_view(r) for r in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/api/v1/alerts/{alert_id}", summary="One alert")
-def get_alert(request: Request, alert_id: Id) -> dict[str, Any]:
+@router.get("/api/v1/alerts/{alert_id}", summary="One alert", openapi_extra=READ)
+def get_alert(request: Request, who: Reader, alert_id: Id) -> dict[str, Any]:
     with request.app.state.pm.engine.connect() as conn:
-        return alert_view(store.get_alert(conn, alert_id))
+        return alert_view(store.get_alert(conn, alert_id, who.scope()))
+
+
+IGNORED_ACTOR = "Ignored (kept so older clients still work): the actor recorded is the token's name."
 
 
 class Who(BaseModel):
-    by: str = Field(default="api", min_length=1, max_length=200)
+    by: str | None = Field(default=None, max_length=200, description=IGNORED_ACTOR)
     comment: str = Field(default="", max_length=2000)
 
 
-@router.post("/api/v1/alerts/{alert_id}/ack",
+@router.post("/api/v1/alerts/{alert_id}/ack", openapi_extra=OPERATE,
              summary="Acknowledge: stops escalation; receivers that were paged are told")
-async def ack(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
-    return await _by_hand(request, "acknowledge", alert_id, body)
+async def ack(request: Request, who: Operator, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
+    return await _by_hand(request, who, "acknowledge", alert_id, body)
 
 
-@router.post("/api/v1/alerts/{alert_id}/resolve",
+@router.post("/api/v1/alerts/{alert_id}/resolve", openapi_extra=OPERATE,
              summary="Resolve by hand (the receivers that were paged get the resolve)")
-async def resolve(request: Request, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
-    return await _by_hand(request, "resolve", alert_id, body)
+async def resolve(request: Request, who: Operator, alert_id: Id, body: Who | None = None) -> dict[str, Any]:
+    return await _by_hand(request, who, "resolve", alert_id, body)
 
 
-async def _by_hand(request: Request, action: str, alert_id: int, body: Who | None) -> dict[str, Any]:
-    """An operator's acknowledge or resolve, in the writer (the single writer of the store)."""
+async def _by_hand(request: Request, who: Caller, action: str, alert_id: int,
+                   body: Who | None) -> dict[str, Any]:
+    """An operator's acknowledge or resolve, in the writer (the single writer of the store). The actor is
+    the caller's token name, never what the body says."""
     pm = request.app.state.pm
-    who = body or Who()
     act = getattr(pm.alerting, action)
-    caller = auth.caller(request)
+    comment = body.comment if body else ""
 
     def change(conn, now):
-        a = act(conn, alert_id, who.by, now)
-        audit.record(conn, actor=caller, action=f"alert.{action}", target=str(alert_id), team=a.team, now=now,
-                     detail={"pipeline": a.pipeline, "comment": who.comment} if who.comment else
+        a = act(conn, alert_id, who.name, now, who.scope())
+        audit.record(conn, actor=who, action=f"alert.{action}", target=str(alert_id), team=a.team, now=now,
+                     detail={"pipeline": a.pipeline, "comment": comment} if comment else
                      {"pipeline": a.pipeline})
         return a
 
@@ -115,7 +126,7 @@ class NewSilence(BaseModel):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration: str | None = Field(default=None, description="instead of ends_at: 2h, 30m, 1d")
-    created_by: str = Field(min_length=1, max_length=200)
+    created_by: str | None = Field(default=None, max_length=200, description=IGNORED_ACTOR)
     comment: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
@@ -129,15 +140,16 @@ def silence_view(row, now: float) -> dict[str, Any]:
     matchers = (msgspec.json.decode(row.matchers) if isinstance(row.matchers, str)
                 else [str(m) for m in row.matchers])
     return {"id": row.id, "matchers": matchers, "starts_at": iso(row.starts_at), "ends_at": iso(row.ends_at),
-            "created_by": row.created_by, "comment": row.comment,
+            "created_by": row.created_by, "comment": row.comment, "team": row.team,
             "state": ("active" if row.starts_at <= now < row.ends_at
                       else ("pending" if now < row.starts_at else "expired"))}
 
 
-@router.post("/api/v1/silences", summary="Silence matching alerts (still recorded and visible, not notified)")
-async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
+@router.post("/api/v1/silences", summary="Silence matching alerts (still recorded and visible, not notified)",
+             description="A silence created with a team's token mutes only that team's alerts, whatever its "
+             "matchers say; `created_by` is the token's name.", openapi_extra=OPERATE)
+async def add_silence(request: Request, who: Operator, body: NewSilence) -> dict[str, Any]:
     pm = request.app.state.pm
-    caller = auth.caller(request)
 
     def add(conn, now):
         start = body.starts_at.timestamp() if body.starts_at else now
@@ -148,10 +160,11 @@ async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
         if end <= start:
             raise BadRequest("a silence must end after it starts")
         try:
-            s = pm.alerting.add_silence(conn, body.matchers, start, end, body.created_by, body.comment, now)
+            s = pm.alerting.add_silence(conn, body.matchers, start, end, who.name, body.comment, now,
+                                        who.scope())
         except ValueError as e:
             raise BadRequest(f"matchers: {e}") from None
-        audit.record(conn, actor=caller, action="silence.add", target=str(s.id), team=caller.team, now=now,
+        audit.record(conn, actor=who, action="silence.add", target=str(s.id), team=who.team, now=now,
                      detail={"matchers": body.matchers, "starts_at": iso(start), "ends_at": iso(end),
                              "comment": body.comment})
         return silence_view(s, now)
@@ -159,24 +172,23 @@ async def add_silence(request: Request, body: NewSilence) -> dict[str, Any]:
     return await asyncio.wrap_future(pm.worker.submit_call(add))
 
 
-@router.get("/api/v1/silences", summary="Silences, newest first")
-def list_silences(request: Request, expired: bool = False) -> dict[str, Any]:
+@router.get("/api/v1/silences", summary="Silences, newest first", openapi_extra=READ)
+def list_silences(request: Request, who: Reader, expired: bool = False) -> dict[str, Any]:
     pm = request.app.state.pm
     now = pm.clock.now()
     with pm.engine.connect() as conn:
-        rows = store.load_silences(conn, since=None if expired else now)
+        rows = store.load_silences(conn, since=None if expired else now, scope=who.scope())
     return {"items": [silence_view(r, now) for r in rows]}
 
 
-@router.delete("/api/v1/silences/{silence_id}", summary="Expire a silence now")
-async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
+@router.delete("/api/v1/silences/{silence_id}", summary="Expire a silence now", openapi_extra=OPERATE)
+async def expire_silence(request: Request, who: Operator, silence_id: Id) -> dict[str, Any]:
     pm = request.app.state.pm
-    caller = auth.caller(request)
 
     def expire(conn, now):
-        row = pm.alerting.expire_silence(conn, silence_id, now)
-        audit.record(conn, actor=caller, action="silence.expire", target=str(silence_id), now=now,
-                     team=getattr(row, "team", caller.team))
+        row = pm.alerting.expire_silence(conn, silence_id, now, who.scope())
+        audit.record(conn, actor=who, action="silence.expire", target=str(silence_id), now=now,
+                     team=getattr(row, "team", who.team))
         return silence_view(row, now)
 
     return await asyncio.wrap_future(pm.worker.submit_call(expire))
@@ -184,8 +196,9 @@ async def expire_silence(request: Request, silence_id: Id) -> dict[str, Any]:
 
 # --- deliveries ---------------------------------------------------------------------------------------------
 
-@router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error")
-def list_notifications(request: Request, receiver: str | None = None,
+@router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error",
+            openapi_extra=READ)
+def list_notifications(request: Request, who: Reader, receiver: str | None = None,
                        status: Annotated[str | None,
                                          Query(pattern="^(pending|sent|skipped|failed|dead)$")] = None,
                        alert: Annotated[str | None, Query(description="an alert fingerprint")] = None,
@@ -194,16 +207,17 @@ def list_notifications(request: Request, receiver: str | None = None,
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         page = store.list_notifications(conn, receiver=receiver, status=status, fingerprint=alert,
-                                        limit=limit, cursor=cursor)
+                                        limit=limit, cursor=cursor, scope=who.scope())
     items = []
     for r in page.items:
         body = msgspec.json.decode(r.body)
         items.append({"id": r.id, "receiver": r.receiver, "action": r.action, "group_key": r.group_key,
                       "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
                       "created_at": iso(r.created_at), "sent_at": iso(r.sent_at),
+                      # a notification grouping several teams' alerts shows the caller its team's only
                       "alerts": [{"fingerprint": a["fingerprint"], "pipeline": a["pipeline"],
                                   "team": a["team"], "kind": a["kind"], "severity": a["severity"]}
-                                 for a in body["alerts"]]})
+                                 for a in body["alerts"] if who.sees(a["team"])]})
     return {"items": items, "next_cursor": page.next_cursor}
 
 
@@ -212,11 +226,14 @@ def list_notifications(request: Request, receiver: str | None = None,
              "the receiver, through the receiver's rate limit, so a test cannot push a real channel over its "
              "limit. When the limit has no room for the trigger now (or for the resolve within 10 s) nothing "
              "is sent and the answer is `429` with `Retry-After` (seconds): try again then. A failed send is "
-             "not an HTTP error: the answer is 200 with `ok: false` and the receiver's error.",
-             responses={429: {"description": "the receiver's rate limit has no room now; see Retry-After"}})
-async def test_receiver(request: Request, name: str) -> Any:
+             "not an HTTP error: the answer is 200 with `ok: false` and the receiver's error. A team's token "
+             "may test only the receivers that only its team's routes use.",
+             responses={429: {"description": "the receiver's rate limit has no room now; see Retry-After"}},
+             openapi_extra=OPERATE)
+async def test_receiver(request: Request, who: Operator, name: str) -> Any:
     pm = request.app.state.pm
-    if pm.deliverer is None or name not in pm.deliverer.receivers:
+    if (pm.deliverer is None or name not in pm.deliverer.receivers
+            or not who.sees(receiver_teams(pm.alerting.dispatch.root).get(name))):
         from pipemon.errors import NotFound
         raise NotFound(f"no receiver named {name!r}")
     from fastapi.responses import JSONResponse
@@ -238,15 +255,16 @@ async def test_receiver(request: Request, name: str) -> Any:
 # --- the noise report ---------------------------------------------------------------------------------------
 
 @router.get("/api/v1/reports/noise", summary="On-call load: notifications per team and receiver per week, "
-                                              "the noisiest pipelines, time to acknowledge and to resolve")
-def noise(request: Request, weeks: Annotated[int, Query(ge=1, le=52)] = 4) -> dict[str, Any]:
+                                              "the noisiest pipelines, time to acknowledge and to resolve",
+            openapi_extra=READ)
+def noise(request: Request, who: Reader, weeks: Annotated[int, Query(ge=1, le=52)] = 4) -> dict[str, Any]:
     pm = request.app.state.pm
     now = pm.clock.now()
     since = now - weeks * 7 * 86400
     with pm.engine.connect() as conn:
-        notes = store.notification_stats(conn, since)
-        alerts = store.alerts_since(conn, since)
-    return noise_report(notes, alerts)
+        notes = store.notification_stats(conn, since, who.scope())
+        alerts = store.alerts_since(conn, since, who.scope())
+    return noise_report(notes, alerts, who)
 
 
 def week_of(t: float) -> str:
@@ -254,7 +272,7 @@ def week_of(t: float) -> str:
     return f"{y}-W{w:02d}"
 
 
-def noise_report(notes, alerts) -> dict[str, Any]:
+def noise_report(notes, alerts, who: Caller) -> dict[str, Any]:
     per_team: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     per_receiver: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for n in notes:
@@ -263,7 +281,8 @@ def noise_report(notes, alerts) -> dict[str, Any]:
         wk = week_of(n.created_at)
         per_receiver[n.receiver][wk] += 1
         for t in msgspec.json.decode(n.teams):
-            per_team[t][wk] += 1
+            if who.sees(t):  # a notification grouping several teams' alerts counts for the caller's only
+                per_team[t][wk] += 1
     noisy = collections.Counter(a.pipeline for a in alerts)
     tta = [a.acked_at - a.started_at for a in alerts if a.acked_at]
     ttr = [a.resolved_at - a.started_at for a in alerts if a.resolved_at]

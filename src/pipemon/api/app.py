@@ -5,15 +5,20 @@ import gc
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
+from pipemon.access import Action
 from pipemon.api import admin, alerts, errors, findings, ingest, pipelines, runs
+from pipemon.api import auth as api_auth
 from pipemon.api.keyring import AuthMode, Keyring
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
+from pipemon.web import install as install_web
 from pipemon.web import router as web_router
+
+PUBLIC = {"x-pipemon-action": "public"}  # no token needed: the probes, the docs, the login page
 
 
 class RejectNul:
@@ -64,6 +69,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     app.state.resolve_caller = keyring.resolve
     app.state.metrics = Metrics(pm)
     errors.install(app, app.state.metrics)
+    install_web(app)  # the dashboard answers a missing login with the login page, not JSON
     app.include_router(ingest.router)
     app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
     app.include_router(findings.router)
@@ -72,7 +78,9 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     app.include_router(admin.router)
     app.include_router(web_router)  # the dashboard (/, /pipelines/{id} …) and /docs, /redoc, offline
     # a FastAPI route, so it is labelled by its template
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_api_route("/metrics", metrics_endpoint, tags=["service"], summary="Prometheus metrics",
+                      dependencies=[Depends(api_auth.require(Action.SCRAPE))],
+                      openapi_extra={"x-pipemon-action": Action.SCRAPE.value})
     app.add_middleware(ingest.IngestFastPath, pm=pm, metrics=app.state.metrics)
     app.add_middleware(TimingMiddleware, metrics=app.state.metrics)
     app.add_middleware(RejectNul)
@@ -91,19 +99,20 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/api/v1", include_in_schema=False)  # `/` is the dashboard
+    @app.get("/api/v1", tags=["service"], summary="Where the API, its docs and the dashboard are",
+             openapi_extra=PUBLIC)  # `/` is the dashboard
     def root() -> dict[str, Any]:
         return {"service": "pipemon", "version": __version__, "api": "/docs", "dashboard": "/"}
 
     # Both probes are `async`: they run on the event loop, so a thread pool full of requests waiting for a
     # silent database cannot hold them up; they read in-memory state only.
-    @app.get("/healthz", tags=["service"], summary="Liveness")
+    @app.get("/healthz", tags=["service"], summary="Liveness", openapi_extra=PUBLIC)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["service"],
              summary="Readiness: the writer and the deliverer run and the database takes writes",
-             responses={503: {"description": "Not ready; `failing` names the parts"}})
+             responses={503: {"description": "Not ready; `failing` names the parts"}}, openapi_extra=PUBLIC)
     async def readyz() -> JSONResponse:
         failing = readiness(pm)
         if failing:

@@ -6,9 +6,10 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
+from pipemon.access import Action, Caller
 from pipemon.api import auth
 from pipemon.engine.detect import Verdict
 from pipemon.errors import BadRequest
@@ -27,15 +28,18 @@ def finding_view(r, pipeline: str | None = None) -> dict[str, Any]:
             "verdict_at": iso(r.verdict_at) if r.verdict_at else None}
 
 
-@router.get("/api/v1/findings", summary="Anomaly findings, newest first")
-def list_findings(request: Request, pipeline: str | None = None, team: str | None = None,
+@router.get("/api/v1/findings", summary="Anomaly findings, newest first",
+            openapi_extra={"x-pipemon-action": Action.READ.value})
+def list_findings(request: Request, who: Annotated[Caller, Depends(auth.require(Action.READ))],
+                  pipeline: str | None = None, team: str | None = None,
                   since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        pid = reads.pipeline_row(conn, pipeline).id if pipeline else None
+        pid = reads.pipeline_row(conn, pipeline, who.scope()).id if pipeline else None
         page = reads.list_findings(conn, pipeline_id=pid, team=team,
-                                   since=since.timestamp() if since else None, limit=limit, cursor=cursor)
+                                   since=since.timestamp() if since else None, limit=limit, cursor=cursor,
+                                   scope=who.scope())
     return {"items": [finding_view(r) for r in page.items], "next_cursor": page.next_cursor}
 
 
@@ -50,21 +54,21 @@ class Feedback(BaseModel):
 
 
 @router.post("/api/v1/findings/{finding_id}/feedback",
-             summary="Mark a finding expected (new normal) or an incident")
-async def feedback(request: Request, finding_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
-                   body: Feedback) -> dict[str, Any]:
+             summary="Mark a finding expected (new normal) or an incident",
+             openapi_extra={"x-pipemon-action": Action.OPERATE.value})
+async def feedback(request: Request, who: Annotated[Caller, Depends(auth.require(Action.OPERATE))],
+                   finding_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: Feedback) -> dict[str, Any]:
     pm = request.app.state.pm
     verdict = Verdict(body.verdict.value)
-    caller = auth.caller(request)
 
     def apply(conn, now):
-        row = reads.finding(conn, finding_id)
+        row = reads.finding(conn, finding_id, who.scope())
         try:
             pm.evaluation.feedback(conn, row.key, row.metric, verdict, now)
         except ValueError as e:
             raise BadRequest(str(e)) from None
         rec = pm.worker.pipelines.get(row.key)
-        audit.record(conn, actor=caller, action="finding.feedback", target=str(finding_id), now=now,
+        audit.record(conn, actor=who, action="finding.feedback", target=str(finding_id), now=now,
                      team=rec.team if rec else None,
                      detail={"pipeline": row.key, "metric": row.metric, "verdict": verdict.value})
         return finding_view(st.set_verdict(conn, finding_id, verdict.value, now), row.key)

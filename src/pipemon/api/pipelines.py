@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
+from pipemon.access import Action, Caller
+from pipemon.api import auth
 from pipemon.engine.health import HealthState, reason_now
 from pipemon.ingest.common import iso
 from pipemon.store import reads
 
 router = APIRouter(tags=["pipelines"])
 _STATES = [s.value for s in HealthState]
+READ = {"x-pipemon-action": Action.READ.value}
+Reader = Annotated[Caller, Depends(auth.require(Action.READ))]
 
 
 def _ts(v: float | None) -> str | None:
@@ -56,8 +60,9 @@ def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/v1/pipelines", summary="Pipelines with their health; filter by team, state and text")
-def list_pipelines(request: Request, team: str | None = None,
+@router.get("/api/v1/pipelines", summary="Pipelines with their health; filter by team, state and text",
+            openapi_extra=READ)
+def list_pipelines(request: Request, who: Reader, team: str | None = None,
                    state: Annotated[str | None,
                                     Query(description="comma-separated: " + ", ".join(_STATES))] = None,
                    q: Annotated[str | None, Query(description="substring of namespace/name")] = None,
@@ -66,7 +71,8 @@ def list_pipelines(request: Request, team: str | None = None,
     pm = request.app.state.pm
     states = _parse_states(state)
     with pm.engine.connect() as conn:
-        page = reads.list_pipelines(conn, team=team, q=q, states=states, limit=limit, cursor=cursor)
+        page = reads.list_pipelines(conn, team=team, q=q, states=states, limit=limit, cursor=cursor,
+                                    scope=who.scope())
     return {"items": [pipeline_view(pm, r) for r in page.items], "next_cursor": page.next_cursor}
 
 
@@ -81,25 +87,27 @@ def _parse_states(state: str | None) -> list[str] | None:
     return states
 
 
-@router.get("/api/v1/summary", summary="The fleet: pipelines by state, overall and per team")
-def summary(request: Request) -> dict[str, Any]:
+@router.get("/api/v1/summary", summary="The fleet: pipelines by state, overall and per team",
+            description="Counts only the pipelines the caller may see.", openapi_extra=READ)
+def summary(request: Request, who: Reader) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        counts = reads.state_counts(conn)
+        counts = reads.state_counts(conn, scope=who.scope())
     return _rollup(counts)
 
 
-@router.get("/api/v1/teams/{team}/health", summary="One team: its pipelines by state, and the unhealthy ones")
-def team_health(request: Request, team: str,
+@router.get("/api/v1/teams/{team}/health", summary="One team: its pipelines by state, and the unhealthy ones",
+            openapi_extra=READ)
+def team_health(request: Request, who: Reader, team: str,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        counts = reads.state_counts(conn, team=team)
+        counts = reads.state_counts(conn, team=team, scope=who.scope())
         if not counts:
             from pipemon.errors import NotFound
             raise NotFound(f"no pipelines of team {team!r}")
         bad = [s for s in _STATES if s not in ("healthy", "unknown", "paused")]
-        page = reads.list_pipelines(conn, team=team, states=bad, limit=limit)
+        page = reads.list_pipelines(conn, team=team, states=bad, limit=limit, scope=who.scope())
     rolled = _rollup(counts)
     items = sorted((pipeline_view(pm, r) for r in page.items), key=lambda p: HealthState(p["state"]).rank)
     return {"team": team, "pipelines": rolled["pipelines"], "by_state": rolled["by_state"],
@@ -121,11 +129,12 @@ def _rollup(counts: list[tuple[str | None, str, int]]) -> dict[str, Any]:
 
 
 @router.get("/api/v1/pipelines/{pipeline_id:path}", summary="One pipeline: state, reason, metrics, schedule, "
-                                                            "owners, upstream and downstream")
-def get_pipeline(request: Request, pipeline_id: str) -> dict[str, Any]:
+                                                            "owners, upstream and downstream",
+            openapi_extra=READ)
+def get_pipeline(request: Request, who: Reader, pipeline_id: str) -> dict[str, Any]:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        row = reads.pipeline_with_state(conn, pipeline_id)
+        row = reads.pipeline_with_state(conn, pipeline_id, who.scope())
         ds = reads.datasets(conn, row.id)
     lineage = pm.alerting.lineage  # through datasets and `depends_on`, kept in memory by the engine
     out = pipeline_view(pm, row, full=True)

@@ -4,27 +4,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
+from pipemon.access import Action, Caller
+from pipemon.api import auth
 from pipemon.api.views import run_view
 from pipemon.engine.runs import not_run, task_name
 from pipemon.model import Run, RunStatus
 from pipemon.store import reads
 
 router = APIRouter(tags=["runs"])
+READ = {"x-pipemon-action": Action.READ.value}
+Reader = Annotated[Caller, Depends(auth.require(Action.READ))]
 
 
 def _conn(request: Request):
     return request.app.state.pm.engine.connect()
 
 
-@router.get("/api/v1/runs/{run_id}", summary="One run, with its tasks and error")
-def get_run(request: Request, run_id: str,
+@router.get("/api/v1/runs/{run_id}", summary="One run, with its tasks and error", openapi_extra=READ)
+def get_run(request: Request, who: Reader, run_id: str,
             pipeline: Annotated[str | None,
                                 Query(description="namespace/name, when the run id is shared")] = None
             ) -> dict[str, Any]:
     with _conn(request) as conn:
-        run, tasks = reads.find_run(conn, run_id, pipeline)
+        run, tasks = reads.find_run(conn, run_id, pipeline, who.scope())
     return tree_view(run, tasks)
 
 
@@ -50,9 +54,10 @@ def tree_view(run: Run, tasks: list[Run]) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/v1/pipelines/{pipeline_id:path}/runs", summary="A pipeline's runs, newest first")
+@router.get("/api/v1/pipelines/{pipeline_id:path}/runs", summary="A pipeline's runs, newest first",
+            openapi_extra=READ)
 def get_pipeline_runs(
-    request: Request, pipeline_id: str,
+    request: Request, who: Reader, pipeline_id: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: str | None = None,
     since: datetime | None = None,
@@ -60,7 +65,7 @@ def get_pipeline_runs(
     tasks: bool = False,
 ) -> dict[str, Any]:
     with _conn(request) as conn:
-        p = reads.pipeline_row(conn, pipeline_id)
+        p = reads.pipeline_row(conn, pipeline_id, who.scope())
         page = reads.list_runs(conn, p.id, p.key, limit=limit, cursor=cursor,
                                since=since.timestamp() if since else None,
                                status=status.value if status else None, tasks=tasks)

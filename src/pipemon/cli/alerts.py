@@ -64,7 +64,8 @@ def alerts(team: str | None = typer.Option(None, help="Only this team's alerts."
 
 @app.command()
 def ack(alert_id: int = typer.Argument(..., help="Alert id (see `pipemon alerts`)."),
-        by: str = typer.Option("cli", help="Who acknowledges."), comment: str = typer.Option(""),
+        by: str = typer.Option("cli", help="Ignored: the server records the token's name."),
+        comment: str = typer.Option(""),
         url: str = UrlOption, token: str | None = TokenOption) -> None:
     """Acknowledge an alert: escalation stops."""
     a = api_send("POST", url, token, f"/api/v1/alerts/{alert_id}/ack", {"by": by, "comment": comment})
@@ -72,7 +73,8 @@ def ack(alert_id: int = typer.Argument(..., help="Alert id (see `pipemon alerts`
 
 
 @app.command()
-def resolve(alert_id: int = typer.Argument(...), by: str = typer.Option("cli"),
+def resolve(alert_id: int = typer.Argument(...),
+            by: str = typer.Option("cli", help="Ignored: the server records the token's name."),
             url: str = UrlOption, token: str | None = TokenOption) -> None:
     """Resolve an alert by hand."""
     a = api_send("POST", url, token, f"/api/v1/alerts/{alert_id}/resolve", {"by": by})
@@ -84,7 +86,8 @@ def silence_add(matcher: list[str] = typer.Option(..., "--matcher", "-m",
                                                   help='e.g. team="payments" (repeatable)'),
                 for_: str = typer.Option("2h", "--for", help="How long: 30m, 2h, 1d."),
                 comment: str = typer.Option("", help="Why."),
-                author: str = typer.Option("cli", "--author", help="Who."),
+                author: str = typer.Option("cli", "--author",
+                                           help="Ignored: the server records the token's name."),
                 url: str = UrlOption, token: str | None = TokenOption) -> None:
     """Silence alerts matching every matcher, for a while. They are still recorded and visible."""
     s = api_send("POST", url, token, "/api/v1/silences", {"matchers": matcher, "duration": for_,

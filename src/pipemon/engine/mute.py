@@ -22,9 +22,14 @@ class Silence:
     ends_at: float
     created_by: str
     comment: str
+    team: str | None = None  # created by a team's token: mutes that team's alerts only (None: org-wide)
 
     def active(self, now: float) -> bool:
         return self.starts_at <= now < self.ends_at
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """A team's silence never reaches another team's alert, whatever its matchers say."""
+        return (self.team is None or labels.get("team") == self.team) and match_all(self.matchers, labels)
 
 
 class Muter:
@@ -39,7 +44,7 @@ class Muter:
     # --- silences and maintenance ---------------------------------------------------------------------
     def silence_for(self, labels: Mapping[str, str], now: float) -> Silence | None:
         for s in self.silences.values():
-            if s.active(now) and match_all(s.matchers, labels):
+            if s.active(now) and s.matches(labels):
                 return s
         return None
 

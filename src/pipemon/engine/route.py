@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipemon.config import Route
-from pipemon.engine.matchers import Matcher, match_all
+from pipemon.engine.matchers import Matcher, Op, match_all
 
 DEFAULT_GROUP_BY = ("team", "pipeline")
 DEFAULT_GROUP_WAIT = 30.0
@@ -78,3 +78,21 @@ def _match(node: RouteNode, labels: Mapping[str, str]) -> list[RouteNode]:
             if not child.continue_:
                 break
     return out or [node]
+
+
+def receiver_teams(root: RouteNode) -> dict[str, str | None]:
+    """receiver -> the one team whose alerts alone reach it: every route naming the receiver is confined
+    (by a `team="T"` matcher on it or above it) to the same T. None: an organisation's receiver (the root's,
+    or one that several teams' routes share), which only org-wide callers may test."""
+    seen: dict[str, set[str | None]] = {}
+
+    def walk(node: RouteNode, team: str | None) -> None:
+        own = next((m.value for m in node.matchers if m.name == "team" and m.op is Op.EQ), None)
+        team = own or team
+        if node.receiver is not None:
+            seen.setdefault(node.receiver, set()).add(team)
+        for child in node.children:
+            walk(child, team)
+
+    walk(root, None)
+    return {r: (next(iter(ts)) if len(ts) == 1 else None) for r, ts in seen.items()}

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipemon.errors import NotFound
-from pipemon.store.reads import Page, decode_cursor, encode_cursor
+from pipemon.store.reads import Page, decode_cursor, encode_cursor, in_scope
 from pipemon.store.schema import alerts, engine_blobs, notifications, silences
 from pipemon.store.writes import _sql
 
@@ -46,8 +46,9 @@ def load_open_alerts(conn: Connection) -> list[tuple[int, dict]]:
     return [(r.id, msgspec.json.decode(r.body)) for r in rows]
 
 
-def get_alert(conn: Connection, alert_id: int) -> sa.Row:
-    row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+def get_alert(conn: Connection, alert_id: int, scope: str | None = None) -> sa.Row:
+    row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id,
+                                               in_scope(alerts.c.team, scope))).first()
     if row is None:
         raise NotFound(f"no alert {alert_id}")
     return row
@@ -55,8 +56,8 @@ def get_alert(conn: Connection, alert_id: int) -> sa.Row:
 
 def list_alerts(conn: Connection, *, team: str | None = None, states: list[str] | None = None,
                 kind: str | None = None, pipeline: str | None = None, limit: int = 100,
-                cursor: str | None = None) -> Page:
-    q = sa.select(alerts)
+                cursor: str | None = None, scope: str | None = None) -> Page:
+    q = sa.select(alerts).where(in_scope(alerts.c.team, scope))
     if team is not None:
         q = q.where(alerts.c.team == team)
     if states:
@@ -76,16 +77,18 @@ def list_alerts(conn: Connection, *, team: str | None = None, states: list[str] 
 # --- silences -----------------------------------------------------------------------------------------------
 
 def insert_silence(conn: Connection, matchers: list[str], starts_at: float, ends_at: float, created_by: str,
-                   comment: str, now: float) -> int:
+                   comment: str, now: float, team: str | None = None) -> int:
     pk = conn.execute(silences.insert().values(matchers=_json(matchers), starts_at=starts_at, ends_at=ends_at,
-                                               created_by=created_by, comment=comment, created_at=now)
+                                               created_by=created_by, comment=comment, created_at=now,
+                                               team=team)
                       ).inserted_primary_key
     assert pk is not None  # a single-row INSERT always reports its key
     return pk[0]
 
 
-def expire_silence(conn: Connection, silence_id: int, now: float) -> sa.Row:
-    row = conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+def expire_silence(conn: Connection, silence_id: int, now: float, scope: str | None = None) -> sa.Row:
+    row = conn.execute(sa.select(silences).where(silences.c.id == silence_id,
+                                                 in_scope(silences.c.team, scope))).first()
     if row is None:
         raise NotFound(f"no silence {silence_id}")
     if row.ends_at > now:
@@ -95,8 +98,8 @@ def expire_silence(conn: Connection, silence_id: int, now: float) -> sa.Row:
     return row
 
 
-def load_silences(conn: Connection, since: float | None = None) -> list[sa.Row]:
-    q = sa.select(silences)
+def load_silences(conn: Connection, since: float | None = None, scope: str | None = None) -> list[sa.Row]:
+    q = sa.select(silences).where(in_scope(silences.c.team, scope))
     if since is not None:
         q = q.where(silences.c.ends_at > since)
     return list(conn.execute(q.order_by(silences.c.id.desc())))
@@ -152,9 +155,20 @@ def mark_failed(conn: Connection, notification_id: int, attempts: int, status: s
         status=status, attempts=attempts, last_error=error[:2000], next_attempt_at=next_attempt_at))
 
 
+def carries_team(scope: str | None) -> sa.ColumnElement[bool]:
+    """A notification is a team's when its JSON list of teams holds the team as a whole element: `["t"` or
+    `,"t"` (inside a JSON string a quote is always escaped, so neither can match within another name)."""
+    if scope is None:
+        return sa.true()
+    enc = _json(scope)
+    return sa.or_(notifications.c.teams.contains("[" + enc, autoescape=True),
+                  notifications.c.teams.contains("," + enc, autoescape=True))
+
+
 def list_notifications(conn: Connection, *, receiver: str | None = None, status: str | None = None,
-                       fingerprint: str | None = None, limit: int = 100, cursor: str | None = None) -> Page:
-    q = sa.select(notifications)
+                       fingerprint: str | None = None, limit: int = 100, cursor: str | None = None,
+                       scope: str | None = None) -> Page:
+    q = sa.select(notifications).where(carries_team(scope))
     if receiver is not None:
         q = q.where(notifications.c.receiver == receiver)
     if status is not None:
@@ -169,18 +183,18 @@ def list_notifications(conn: Connection, *, receiver: str | None = None, status:
     return Page(rows[:limit], nxt)
 
 
-def notification_stats(conn: Connection, since: float) -> list[sa.Row]:
+def notification_stats(conn: Connection, since: float, scope: str | None = None) -> list[sa.Row]:
     """For the noise report: every notification since a time (receiver, action, teams, created_at)."""
     return list(conn.execute(sa.select(notifications.c.receiver, notifications.c.action,
                                        notifications.c.teams, notifications.c.fingerprints,
                                        notifications.c.created_at, notifications.c.status)
-                             .where(notifications.c.created_at >= since)))
+                             .where(notifications.c.created_at >= since, carries_team(scope))))
 
 
-def alerts_since(conn: Connection, since: float) -> list[sa.Row]:
+def alerts_since(conn: Connection, since: float, scope: str | None = None) -> list[sa.Row]:
     return list(conn.execute(sa.select(alerts.c.pipeline, alerts.c.team, alerts.c.kind, alerts.c.started_at,
                                        alerts.c.acked_at, alerts.c.resolved_at, alerts.c.state)
-                             .where(alerts.c.started_at >= since)))
+                             .where(alerts.c.started_at >= since, in_scope(alerts.c.team, scope))))
 
 
 # --- blobs --------------------------------------------------------------------------------------------------

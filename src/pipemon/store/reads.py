@@ -2,6 +2,10 @@
 
 Keyset ("cursor") pagination everywhere: a page costs the same at the end of ten million runs as at
 the start, unlike OFFSET.
+
+Every read takes `scope`, the caller's team (`access.Caller.scope()`; None: the whole organisation), and
+puts it in its WHERE clause through `in_scope`: another team's record is never loaded, so it answers
+exactly as a missing one (404, the same message) and never counts in a list or a total.
 """
 from __future__ import annotations
 
@@ -40,8 +44,14 @@ def decode_cursor(cursor: str, n: int) -> list:
     raise BadRequest("invalid cursor: pass back the next_cursor of the previous page unchanged")
 
 
-def pipeline_row(conn: Connection, key: str) -> sa.Row:
-    row = conn.execute(sa.select(pipelines).where(pipelines.c.key == key)).first()
+def in_scope(team: sa.ColumnElement, scope: str | None) -> sa.ColumnElement[bool]:
+    """The one rule of isolation, as a WHERE clause: a team-scoped caller sees its team's rows only."""
+    return sa.true() if scope is None else team == scope
+
+
+def pipeline_row(conn: Connection, key: str, scope: str | None = None) -> sa.Row:
+    row = conn.execute(sa.select(pipelines).where(pipelines.c.key == key,
+                                                  in_scope(pipelines.c.team, scope))).first()
     if row is None:
         raise NotFound(f"no pipeline {key!r}")
     return row
@@ -67,10 +77,11 @@ def list_runs(conn: Connection, pipeline_id: int, pipeline: str, *, limit: int =
     return Page([run_from_row(pipeline, r) for r in rows[:limit]], nxt)
 
 
-def find_run(conn: Connection, run_id: str, pipeline: str | None = None) -> tuple[Run, list[Run]]:
+def find_run(conn: Connection, run_id: str, pipeline: str | None = None,
+             scope: str | None = None) -> tuple[Run, list[Run]]:
     """A run by its id, with its tasks. A run id shared by runs of several pipelines needs `pipeline`."""
     q = sa.select(runs, pipelines.c.key).join(pipelines, pipelines.c.id == runs.c.pipeline_id) \
-        .where(runs.c.run_id == run_id)
+        .where(runs.c.run_id == run_id, in_scope(pipelines.c.team, scope))
     if pipeline is not None:
         q = q.where(pipelines.c.key == pipeline)
     rows = list(conn.execute(q.limit(20)))
@@ -110,11 +121,13 @@ def datasets(conn: Connection, pipeline_id: int) -> dict[str, list[str]]:
 
 
 def list_pipelines(conn: Connection, *, team: str | None = None, q: str | None = None,
-                   states: list[str] | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+                   states: list[str] | None = None, limit: int = 100, cursor: str | None = None,
+                   scope: str | None = None) -> Page:
     """Pipelines with their health row, by id (keyset on the key)."""
     stmt = sa.select(pipelines, pipeline_state.c.state, pipeline_state.c.reason, pipeline_state.c.state_since,
                      pipeline_state.c.view).select_from(
-        pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id))
+        pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id)) \
+        .where(in_scope(pipelines.c.team, scope))
     if team is not None:
         stmt = stmt.where(pipelines.c.team == team)
     if q:
@@ -129,22 +142,23 @@ def list_pipelines(conn: Connection, *, team: str | None = None, q: str | None =
     return Page(rows[:limit], nxt)
 
 
-def pipeline_with_state(conn: Connection, key: str) -> sa.Row:
+def pipeline_with_state(conn: Connection, key: str, scope: str | None = None) -> sa.Row:
     row = conn.execute(sa.select(pipelines, pipeline_state.c.state, pipeline_state.c.reason,
                                  pipeline_state.c.state_since, pipeline_state.c.view).select_from(
         pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id))
-        .where(pipelines.c.key == key)).first()
+        .where(pipelines.c.key == key, in_scope(pipelines.c.team, scope))).first()
     if row is None:
         raise NotFound(f"no pipeline {key!r}")
     return row
 
 
-def state_counts(conn: Connection, team: str | None = None) -> list[tuple[str | None, str, int]]:
+def state_counts(conn: Connection, team: str | None = None,
+                 scope: str | None = None) -> list[tuple[str | None, str, int]]:
     """(team, state, pipelines): the fleet summary, one GROUP BY over the state rows."""
     state = sa.func.coalesce(pipeline_state.c.state, "unknown")
     stmt = sa.select(pipelines.c.team, state, sa.func.count()).select_from(
         pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id)
-    ).group_by(pipelines.c.team, state)
+    ).where(in_scope(pipelines.c.team, scope)).group_by(pipelines.c.team, state)
     if team is not None:
         stmt = stmt.where(pipelines.c.team == team)
     return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
@@ -155,19 +169,20 @@ def recent_findings(conn: Connection, pipeline_id: int, limit: int = 20) -> list
                              .order_by(findings.c.time.desc(), findings.c.id.desc()).limit(limit)))
 
 
-def finding(conn: Connection, finding_id: int) -> sa.Row:
+def finding(conn: Connection, finding_id: int, scope: str | None = None) -> sa.Row:
     row = conn.execute(sa.select(findings, pipelines.c.key)
                        .join(pipelines, pipelines.c.id == findings.c.pipeline_id)
-                       .where(findings.c.id == finding_id)).first()
+                       .where(findings.c.id == finding_id, in_scope(pipelines.c.team, scope))).first()
     if row is None:
         raise NotFound(f"no finding {finding_id}")
     return row
 
 
 def list_findings(conn: Connection, *, pipeline_id: int | None = None, team: str | None = None,
-                  since: float | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+                  since: float | None = None, limit: int = 100, cursor: str | None = None,
+                  scope: str | None = None) -> Page:
     stmt = sa.select(findings, pipelines.c.key, pipelines.c.team).join(
-        pipelines, pipelines.c.id == findings.c.pipeline_id)
+        pipelines, pipelines.c.id == findings.c.pipeline_id).where(in_scope(pipelines.c.team, scope))
     if pipeline_id is not None:
         stmt = stmt.where(findings.c.pipeline_id == pipeline_id)
     if team is not None:

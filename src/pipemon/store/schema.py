@@ -195,6 +195,7 @@ silences = Table(
     Column("created_by", Text, nullable=False),
     Column("comment", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("team", Text),                          # created by a team's token: mutes that team only (0009)
 )
 
 notifications = Table(

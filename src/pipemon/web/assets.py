@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from pipemon.web.render import error_page
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
+PUBLIC = {"x-pipemon-action": "public"}
 STATIC = Path(__file__).parent / "static"
 # Only files that ship in the package are served: the set is fixed at import, so no path is ever joined
 # from what a client sent.
@@ -22,7 +23,7 @@ FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".txt": "text/plain"}
 
 
-@router.get("/static/{path:path}")
+@router.get("/static/{path:path}", summary="The dashboard's own files", openapi_extra=PUBLIC)
 def static(request: Request, path: str) -> Response:
     p = FILES.get(path)
     if p is None:
@@ -31,7 +32,7 @@ def static(request: Request, path: str) -> Response:
     return FileResponse(p, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
 
-@router.get("/docs")
+@router.get("/docs", summary="The API's documentation (Swagger UI)", openapi_extra=PUBLIC)
 def docs(request: Request) -> HTMLResponse:
     app = request.app
     return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} — API",
@@ -41,7 +42,7 @@ def docs(request: Request) -> HTMLResponse:
                                swagger_ui_parameters={"validatorUrl": None})
 
 
-@router.get("/redoc")
+@router.get("/redoc", summary="The API's reference (ReDoc)", openapi_extra=PUBLIC)
 def redoc(request: Request) -> HTMLResponse:
     app = request.app
     return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} — API",

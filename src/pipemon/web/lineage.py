@@ -124,11 +124,12 @@ def _cap(layers: dict[str, int], states: dict[str, str], keep: str | None) -> tu
     return out, hidden
 
 
-def pipeline_page(request: Request, key: str) -> Response:
+def pipeline_page(request: Request, key: str, scope: str | None = None) -> Response:
+    """Around one of the caller's pipelines; its neighbours of other teams show their state only."""
     pm = request.app.state.pm
     lin = pm.alerting.lineage
     with pm.engine.connect() as conn:
-        row = reads.pipeline_row(conn, key)
+        row = reads.pipeline_row(conn, key, scope)
         layers = {row.key: 0}
         layers.update((n, -d) for n, d in lin.ancestors(row.key, DEPTH).items())
         layers.update((n, d) for n, d in lin.descendants(row.key, DEPTH).items() if n not in layers)
@@ -140,13 +141,13 @@ def pipeline_page(request: Request, key: str) -> Response:
                 picture=svg(g, row.key))
 
 
-def team_page(request: Request, team: str | None) -> Response:
+def team_page(request: Request, team: str | None, scope: str | None = None) -> Response:
     if not team:
         raise BadRequest("choose a team: /lineage?team=NAME, or open a pipeline's lineage from its page")
     pm = request.app.state.pm
     lin = pm.alerting.lineage
     with pm.engine.connect() as conn:
-        own = queries.team_keys(conn, team, TEAM_NODES)
+        own = queries.team_keys(conn, team, TEAM_NODES, scope)
         if not own:
             raise NotFound(f"no pipelines of team {team!r}")
         nodes = set(own)

@@ -2,19 +2,20 @@
 
 Every page reads through the JSON API's query functions (`store/reads.py`, `store/alerting.py`) and view
 functions (`api/pipelines.py: pipeline_view`, `api/alerts.py: alert_view`), plus the few reads in
-`web/queries.py`; access rules, when they land, go where those queries are.
+`web/queries.py`, each scoped by the caller's team in its query (`Caller.scope()`), as the API's are.
 """
 from __future__ import annotations
 
 import collections
 import math
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import msgspec
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from pipemon.access import Action, Caller
 from pipemon.api.alerts import alert_view, silence_view
 from pipemon.api.pipelines import pipeline_view
 from pipemon.errors import BadRequest, Conflict, NotFound
@@ -23,8 +24,11 @@ from pipemon.store import alerting as alert_store
 from pipemon.store import reads
 from pipemon.web import charts, lineage, queries
 from pipemon.web.render import STATES, error_page, page
+from pipemon.web.session import viewer
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
+READ = {"x-pipemon-action": Action.READ.value}
+Reader = Annotated[Caller, Depends(viewer(Action.READ))]
 PAGE_SIZE = 100
 MAX_PAGE = 10_000
 OPEN = ["firing", "acknowledged"]
@@ -64,21 +68,21 @@ def _guard(request: Request, fn) -> Response:
 
 # --- fleet overview ---------------------------------------------------------------------------------------
 
-@router.get("/", response_class=HTMLResponse)
-def overview(request: Request, team: str | None = None, state: str | None = None, q: str | None = None,
-             page: str | None = None, fragment: str | None = None) -> Response:
-    return _guard(request, lambda: _overview(request, team or None, state, q, page, fragment))
+@router.get("/", response_class=HTMLResponse, summary="Fleet overview (page)", openapi_extra=READ)
+def overview(request: Request, who: Reader, team: str | None = None, state: str | None = None,
+             q: str | None = None, page: str | None = None, fragment: str | None = None) -> Response:
+    return _guard(request, lambda: _overview(request, who, team or None, state, q, page, fragment))
 
 
-def _overview(request: Request, team: str | None, state: str | None, q: str | None, page_s: str | None,
-              fragment: str | None) -> Response:
+def _overview(request: Request, who: Caller, team: str | None, state: str | None, q: str | None,
+              page_s: str | None, fragment: str | None) -> Response:
     states = _states(state)
     n = _page_no(page_s)
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        counts = reads.state_counts(conn)
+        counts = reads.state_counts(conn, scope=who.scope())
         fleet = queries.fleet_page(conn, counts, team=team, states=states, q=(q or "").strip() or None,
-                                   offset=(n - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+                                   offset=(n - 1) * PAGE_SIZE, limit=PAGE_SIZE, scope=who.scope())
     by_state = dict.fromkeys(STATES, 0)
     teams: dict[str, dict[str, int]] = {}
     for t, s, k in counts:
@@ -103,22 +107,24 @@ def _query(base: dict[str, Any], **changes: Any) -> str:
 
 # --- one pipeline -----------------------------------------------------------------------------------------
 
-@router.get("/pipelines", response_class=HTMLResponse)
+@router.get("/pipelines", response_class=HTMLResponse, summary="To the fleet overview",
+            openapi_extra={"x-pipemon-action": "public"})
 def pipelines_index() -> Response:
     return RedirectResponse("/", status_code=307)
 
 
-@router.get("/pipelines/{pipeline_id:path}", response_class=HTMLResponse)
-def pipeline_page(request: Request, pipeline_id: str) -> Response:
+@router.get("/pipelines/{pipeline_id:path}", response_class=HTMLResponse, summary="One pipeline (page)",
+            openapi_extra=READ)
+def pipeline_page(request: Request, who: Reader, pipeline_id: str) -> Response:
     """Answers the URL notifications carry (`/pipelines/ns%2Fname`) and the plain `/pipelines/ns/name`."""
-    return _guard(request, lambda: _pipeline(request, pipeline_id))
+    return _guard(request, lambda: _pipeline(request, who, pipeline_id))
 
 
-def _pipeline(request: Request, key: str) -> Response:
+def _pipeline(request: Request, who: Caller, key: str) -> Response:
     pm = request.app.state.pm
     lineage = pm.alerting.lineage
     with pm.engine.connect() as conn:
-        row = reads.pipeline_with_state(conn, key)
+        row = reads.pipeline_with_state(conn, key, who.scope())
         runs = reads.list_runs(conn, row.id, row.key, limit=120).items
         found = reads.recent_findings(conn, row.id, limit=100)
         detect = queries.detect_state(conn, row.id)
@@ -154,18 +160,18 @@ def _pipeline(request: Request, key: str) -> Response:
 
 # --- one run ------------------------------------------------------------------------------------------------
 
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: str, pipeline: str | None = None) -> Response:
-    return _guard(request, lambda: _run(request, run_id, pipeline or None))
+@router.get("/runs/{run_id}", response_class=HTMLResponse, summary="One run (page)", openapi_extra=READ)
+def run_page(request: Request, who: Reader, run_id: str, pipeline: str | None = None) -> Response:
+    return _guard(request, lambda: _run(request, who, run_id, pipeline or None))
 
 
 _TASK_ORDER = {"failed": 0, "aborted": 1, "running": 2, "succeeded": 3}
 
 
-def _run(request: Request, run_id: str, pipeline: str | None) -> Response:
+def _run(request: Request, who: Caller, run_id: str, pipeline: str | None) -> Response:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
-        run, tasks = reads.find_run(conn, run_id, pipeline)
+        run, tasks = reads.find_run(conn, run_id, pipeline, who.scope())
     # the failing task first (the earliest failure is the root error), then running, then the rest in order
     def order(t) -> tuple[int, float]:
         failed = t.status.value in ("failed", "aborted")
@@ -176,17 +182,19 @@ def _run(request: Request, run_id: str, pipeline: str | None) -> Response:
 
 # --- alerts -------------------------------------------------------------------------------------------------
 
-@router.get("/alerts", response_class=HTMLResponse)
-def alerts_page(request: Request, team: str | None = None, notice: str | None = None) -> Response:
-    return _guard(request, lambda: _alerts(request, team or None, notice))
+@router.get("/alerts", response_class=HTMLResponse, summary="Open alerts and silences (page)",
+            openapi_extra=READ)
+def alerts_page(request: Request, who: Reader, team: str | None = None,
+                notice: str | None = None) -> Response:
+    return _guard(request, lambda: _alerts(request, who, team or None, notice))
 
 
-def _alerts(request: Request, team: str | None, notice: str | None) -> Response:
+def _alerts(request: Request, who: Caller, team: str | None, notice: str | None) -> Response:
     pm = request.app.state.pm
     now = pm.clock.now()
     with pm.engine.connect() as conn:
-        rows = alert_store.list_alerts(conn, team=team, states=OPEN, limit=500).items
-        sils = alert_store.load_silences(conn, since=now)
+        rows = alert_store.list_alerts(conn, team=team, states=OPEN, limit=500, scope=who.scope()).items
+        sils = alert_store.load_silences(conn, since=now, scope=who.scope())
     items = [alert_view(r) for r in rows]
     for a, r in zip(items, rows):
         a["age_s"], a["started_ts"] = now - r.started_at, r.started_at
@@ -205,31 +213,34 @@ def _alerts(request: Request, team: str | None, notice: str | None) -> Response:
                 "matchers": [str(m) for m in w.matchers]} for w in pm.settings.maintenance_windows]
     return page(request, "alerts.html", title="Alerts", groups=ordered, count=len(items), team=team,
                 silences=[{**silence_view(s, now), "ends_ts": s.ends_at} for s in sils], windows=windows,
-                notice=notice,
+                notice=notice, can_operate=who.can(Action.OPERATE),
                 truncated=len(rows) >= 500)
 
 
-@router.get("/alerts/{alert_id}/deliveries", response_class=HTMLResponse)
-def deliveries(request: Request, alert_id: str) -> Response:
+@router.get("/alerts/{alert_id}/deliveries", response_class=HTMLResponse,
+            summary="An alert's delivery log (page fragment)", openapi_extra=READ)
+def deliveries(request: Request, who: Reader, alert_id: str) -> Response:
     """The delivery log of one alert (a fragment, loaded when its row is opened)."""
     def build() -> Response:
         if not alert_id.isdigit() or not 1 <= int(alert_id) < 2**31:
             raise NotFound(f"no alert {alert_id!r}")
         pm = request.app.state.pm
         with pm.engine.connect() as conn:
-            a = alert_store.get_alert(conn, int(alert_id))
-            notes = alert_store.list_notifications(conn, fingerprint=a.fingerprint, limit=50).items
+            a = alert_store.get_alert(conn, int(alert_id), who.scope())
+            notes = alert_store.list_notifications(conn, fingerprint=a.fingerprint, limit=50,
+                                                   scope=who.scope()).items
         return page(request, "deliveries.html", notes=notes)
     return _guard(request, build)
 
 
 # --- lineage ------------------------------------------------------------------------------------------------
 
-@router.get("/lineage", response_class=HTMLResponse)
-def team_lineage(request: Request, team: str | None = None) -> Response:
-    return _guard(request, lambda: lineage.team_page(request, team))
+@router.get("/lineage", response_class=HTMLResponse, summary="A team's lineage (page)", openapi_extra=READ)
+def team_lineage(request: Request, who: Reader, team: str | None = None) -> Response:
+    return _guard(request, lambda: lineage.team_page(request, team or who.team, who.scope()))
 
 
-@router.get("/lineage/{pipeline_id:path}", response_class=HTMLResponse)
-def pipeline_lineage(request: Request, pipeline_id: str) -> Response:
-    return _guard(request, lambda: lineage.pipeline_page(request, pipeline_id))
+@router.get("/lineage/{pipeline_id:path}", response_class=HTMLResponse, summary="A pipeline's lineage (page)",
+            openapi_extra=READ)
+def pipeline_lineage(request: Request, who: Reader, pipeline_id: str) -> Response:
+    return _guard(request, lambda: lineage.pipeline_page(request, pipeline_id, who.scope()))

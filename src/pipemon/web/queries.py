@@ -1,7 +1,7 @@
 """Reads the dashboard needs beyond the JSON API's (`store/reads.py`, `store/alerting.py`).
 
-Same tables, same indexes, read through SQLAlchemy Core. Each function takes the filters a page takes, so
-when access rules land (the teams issue) they are added here and in the API's queries, nowhere else.
+Same tables, same indexes, read through SQLAlchemy Core. Each function that could reach another team's
+pipelines takes the caller's `scope` and puts it in its query (`reads.in_scope`), as the API's reads do.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipemon.engine.health import HealthState
+from pipemon.store.reads import in_scope
 from pipemon.store.schema import alerts, engine_state, pipeline_state, pipelines
 
 STATE = sa.func.coalesce(pipeline_state.c.state, "unknown")
@@ -34,14 +35,16 @@ def _team_is(team: str | None):
 
 
 def fleet_page(conn: Connection, counts: list[tuple[str | None, str, int]], *, team: str | None,
-               states: list[str] | None, q: str | None, offset: int, limit: int) -> Fleet:
+               states: list[str] | None, q: str | None, offset: int, limit: int,
+               scope: str | None = None) -> Fleet:
     """One page of pipelines grouped by team (the team with the worst state first), worst first within a
-    team, then by id. Never the whole fleet: `counts` (the fleet summary's GROUP BY, `reads.state_counts`)
-    says which (team, state) buckets the page falls in, and only those are read, each by its index."""
+    team, then by id. Never the whole fleet: `counts` (the fleet summary's GROUP BY, `reads.state_counts`,
+    scoped as this page) says which (team, state) buckets the page falls in, and only those are read."""
     if q:  # a text filter: count the matching pipelines per bucket first (one scan of the ids)
         counts = [(r[0], r[1], r[2]) for r in conn.execute(
             sa.select(pipelines.c.team, STATE, sa.func.count()).select_from(_BASE)
-            .where(pipelines.c.key.contains(q, autoescape=True)).group_by(pipelines.c.team, STATE))]
+            .where(pipelines.c.key.contains(q, autoescape=True), in_scope(pipelines.c.team, scope))
+            .group_by(pipelines.c.team, STATE))]
     buckets = [(t, s, n) for t, s, n in counts
                if n and (team is None or (t or "unassigned") == team) and (not states or s in states)]
     order = team_order([(t or "unassigned", s, n) for t, s, n in buckets])
@@ -53,7 +56,7 @@ def fleet_page(conn: Connection, counts: list[tuple[str | None, str, int]], *, t
             skip = max(0, offset - at)
             stmt = (sa.select(pipelines.c.key, pipelines.c.team, STATE.label("state"),
                               pipeline_state.c.reason, pipeline_state.c.state_since)
-                    .select_from(_BASE).where(_team_is(t), STATE == s))
+                    .select_from(_BASE).where(_team_is(t), STATE == s, in_scope(pipelines.c.team, scope)))
             if q:
                 stmt = stmt.where(pipelines.c.key.contains(q, autoescape=True))
             rows += conn.execute(stmt.order_by(pipelines.c.key).offset(skip).limit(limit - len(rows))).all()
@@ -84,12 +87,13 @@ def states_of(conn: Connection, keys: list[str]) -> dict[str, str]:
     return out
 
 
-def team_keys(conn: Connection, team: str, limit: int) -> list[str]:
+def team_keys(conn: Connection, team: str, limit: int, scope: str | None = None) -> list[str]:
     """A team's pipelines, worst first (for the team's lineage view)."""
     return [r[0] for r in conn.execute(
         sa.select(pipelines.c.key).select_from(
             pipelines.outerjoin(pipeline_state, pipeline_state.c.pipeline_id == pipelines.c.id))
-        .where(pipelines.c.team == team).order_by(RANK, pipelines.c.key).limit(limit))]
+        .where(pipelines.c.team == team, in_scope(pipelines.c.team, scope))
+        .order_by(RANK, pipelines.c.key).limit(limit))]
 
 
 def detect_state(conn: Connection, pipeline_id: int) -> dict[str, Any] | None:

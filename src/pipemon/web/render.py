@@ -99,10 +99,15 @@ HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Re
 
 
 def page(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    html = env.get_template(template).render(request=request, path=request.url.path, **ctx)
+    # who is logged in, for the header (set by the caller dependency; absent on public pages)
+    caller = getattr(request.state, "caller", None)
+    signed_in = caller if getattr(request.app.state, "resolve_caller", None) is not None else None
+    html = env.get_template(template).render(request=request, path=request.url.path, signed_in=signed_in,
+                                             **ctx)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-    titles = {400: "Bad request", 403: "Forbidden", 404: "Not found", 409: "Ambiguous", 503: "Unavailable"}
+    titles = {400: "Bad request", 401: "Log in", 403: "Forbidden", 404: "Not found", 409: "Ambiguous",
+              503: "Unavailable"}
     return page(request, "error.html", status=status, title=titles.get(status, "Error"), message=message)

@@ -1,4 +1,4 @@
-// pipemon dashboard: local times, live regions, lazy details, the operator's name. No library.
+// pipemon dashboard: local times, live regions, lazy details. No library.
 "use strict";
 (function () {
   function localTimes(root) {
@@ -43,25 +43,9 @@
     });
   }
 
-  function operator() {
-    var who = document.getElementById("who");
-    if (!who) return;
-    try { who.value = localStorage.getItem("pipemon.who") || ""; } catch (e) { /* private mode */ }
-    who.addEventListener("change", function () {
-      try { localStorage.setItem("pipemon.who", who.value); } catch (e) { /* private mode */ }
-    });
-    document.querySelectorAll("form.act").forEach(function (f) {
-      f.addEventListener("submit", function () {
-        var by = f.querySelector("input[name=by]");
-        if (by) by.value = who.value.trim();
-      });
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     document.querySelectorAll("[data-live]").forEach(live);
     document.querySelectorAll("details[data-src]").forEach(lazyDetails);
-    operator();
   });
 })();
