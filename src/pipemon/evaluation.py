@@ -99,6 +99,24 @@ class Evaluation:
         for fn in self.loaders:
             fn(conn, worker, now)
 
+    def reconfigure(self, conn: Connection, worker: Worker, settings: Settings, now: float) -> None:
+        """New settings (a config reload, on the writer thread): pipelines the config now declares join the
+        engine, and a pipeline whose schedule, grace or sensitivity changed is re-declared to its
+        detectors (their learned baselines stay)."""
+        eng = self.engine
+        before = {p: eng.spec_for(p) for p in eng.health}
+        eng.reconfigure(settings, now)
+        out = Outcome()
+        for rec in worker.pipelines.values():
+            self._ids[rec.key] = rec.id
+            if rec.key not in eng.health:
+                eng.ensure(rec.key, rec.first_seen, now)
+                out.changed.add(rec.key)
+            elif eng.spec_for(rec.key) != before.get(rec.key):
+                eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
+                out.changed.add(rec.key)
+        self.write(conn, out, now)
+
     # --- the writer's hooks -----------------------------------------------------------------------------
     def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None:
         out = Outcome()

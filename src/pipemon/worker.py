@@ -49,6 +49,7 @@ from pipemon.config import Settings
 from pipemon.engine import runs as runfold
 from pipemon.errors import PipemonError, Rejected, Unavailable
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
+from pipemon.ownership import owner
 from pipemon.store import state as st
 from pipemon.store import writes
 
@@ -725,6 +726,7 @@ class Worker:
                     rec.open_runs.append(r.run_id)
             self._lineage = {(r.pipeline_id, r.dataset, r.role) for r in writes.load_lineage(conn)}
             self._declare(conn)
+            self._apply_owners(conn)
             if self.evaluator is not None:
                 self.evaluator.load(conn, self, self.clock.now())
 
@@ -737,12 +739,35 @@ class Worker:
             if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
                 continue
             ns, _, name = key.rpartition("/")
-            row = {"key": key, "namespace": ns, "name": name, "team": rule.team, "event_team": None,
+            team = owner(rule.team, None)
+            row = {"key": key, "namespace": ns, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": now, "last_event_at": now}
             pid = writes.insert_pipeline(conn, row)
-            rec = PipelineRec(pid, key, ns, name, rule.team, None, None, now, now)
+            rec = PipelineRec(pid, key, ns, name, team, None, None, now, now)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
+
+    def _apply_owners(self, conn: Connection) -> list[PipelineRec]:
+        """Every pipeline's owner by the one rule (ownership.owner), after a start or a config reload; the
+        pipelines whose owner changed are written and returned."""
+        changed = []
+        for rec in self.pipelines.values():
+            rule = self.settings.rule_for(rec.key)
+            team = owner(rule.team if rule else None, rec.event_team)
+            if team != rec.team:
+                rec.team = team
+                changed.append(rec)
+        if changed:
+            writes.update_pipelines(conn, [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                                           for r in changed])
+        return changed
+
+    def reconfigure(self, conn: Connection, settings: Settings) -> list[PipelineRec]:
+        """New settings, on the writer thread between batches (a config reload): pipelines the new config
+        names exactly are declared, and every owner follows the new config. Returns the owners changed."""
+        self.settings = settings
+        self._declare(conn)
+        return self._apply_owners(conn)
 
     def lineage_edges(self) -> list[tuple[int, str, str]]:
         return list(self._lineage)
@@ -823,7 +848,7 @@ class Worker:
         rec = self.pipelines.get(key)
         if rec is None:
             rule = self.settings.rule_for(key)
-            team = rule.team if rule and rule.team else None
+            team = owner(rule.team if rule else None, None)
             row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": ev.time, "last_event_at": ev.time}
             rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, None, None,
@@ -964,7 +989,7 @@ class Worker:
         if team and team != rec.event_team:
             rec.event_team = team
             rule = self.settings.rule_for(rec.key)
-            rec.team = rule.team if rule and rule.team else team
+            rec.team = owner(rule.team if rule else None, team)
             changed = True
         if own_team and ev.integration and ev.integration != rec.integration:
             rec.integration = ev.integration

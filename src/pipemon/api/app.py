@@ -1,7 +1,11 @@
 """The HTTP application: front doors, query API, and (later) the dashboard."""
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import signal
+import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -9,10 +13,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from pipemon import __version__
-from pipemon.api import alerts, errors, findings, ingest, pipelines, runs
+from pipemon.api import alerts, configapi, errors, findings, ingest, lineage, pipelines, runs
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
 from pipemon.app import Pipemon
 from pipemon.web import router as web_router
+
+log = logging.getLogger(__name__)
 
 
 class RejectNul:
@@ -42,6 +48,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
         if freeze_gc:
             gc.collect()
             gc.freeze()
+        hup = _reload_on_sighup(pm)
         app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
         app.state.metrics.gc.start()   # and the garbage collector's pauses (pipemon_gc_pause_seconds)
         try:
@@ -49,6 +56,8 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
         finally:
             app.state.metrics.gc.stop()
             await app.state.metrics.lag.stop()
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             pm.stop()
 
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -58,6 +67,8 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
     errors.install(app, app.state.metrics)
     app.include_router(ingest.router)
     app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
+    app.include_router(lineage.router)  # likewise `/pipelines/{id}/lineage`
+    app.include_router(configapi.router)
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
@@ -103,6 +114,25 @@ def create_app(pm: Pipemon, freeze_gc: bool = False) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+def _reload_on_sighup(pm: Pipemon) -> bool:
+    """`kill -HUP` re-reads the config files (pipemon serve, on the main thread's loop only). The reload
+    runs on a thread of its own: it reads files and waits for the writer, which the loop must not."""
+    if pm.reloader is None or not hasattr(signal, "SIGHUP") or \
+            threading.current_thread() is not threading.main_thread():
+        return False
+    reloader = pm.reloader
+
+    def reload() -> None:
+        try:
+            reloader.reload(pm)
+        except Exception:  # reported, never the end of the server
+            log.exception("config reload on SIGHUP failed")
+
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: threading.Thread(target=reload, name="pipemon-reload", daemon=True).start())
+    return True
 
 
 READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this: not writable

@@ -107,6 +107,13 @@ class Evaluator:
             self._queue_sla(pipeline, now)
         return h
 
+    def reconfigure(self, settings: Settings, now: float) -> None:
+        """New settings (a config reload): the SLA deadlines are queued again from the new rules."""
+        self.settings = settings
+        self._sla = []
+        for pipeline in self.health:
+            self._queue_sla(pipeline, now)
+
     def spec_for(self, pipeline: str) -> DetectSpec:
         rule = self.settings.rule_for(pipeline)
         spec = DetectSpec()
