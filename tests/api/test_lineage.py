@@ -85,7 +85,8 @@ def test_the_owner_and_org_admins_see_everything(api):
     assert mine["up/extract"]["last_run"]["error"] == ERROR and ERROR in mine["up/extract"]["reason"]
     assert mine["mid/transform"]["visibility"] == "neighbour" and "links" not in mine["mid/transform"]
     org = lineage(c, headers, "org-admin", "up/extract", depth=5).json()
-    assert {n["id"] for n in org["nodes"]} == {"up/extract", "mid/transform", "down/report", "side/alpha_only"}
+    assert {n["id"] for n in org["nodes"]} == {"up/extract", "mid/transform", "down/report",
+                                               "side/alpha_only"}
     assert all("links" in n for n in org["nodes"]) and org["hidden"] == 0
 
 
@@ -110,4 +111,5 @@ def test_the_route_declares_its_action(api):
     c, _ = api
     op = c.get("/openapi.json").json()["paths"]["/api/v1/pipelines/{pipeline_id}/lineage"]["get"]
     assert op["x-pipemon-action"] == "read"
-    assert c.get("/openapi.json").json()["paths"]["/api/v1/config/reload"]["post"]["x-pipemon-action"] == "org"
+    doc = c.get("/openapi.json").json()
+    assert doc["paths"]["/api/v1/config/reload"]["post"]["x-pipemon-action"] == "org"

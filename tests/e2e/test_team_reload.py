@@ -126,8 +126,8 @@ def test_sighup_reloads_and_no_event_is_lost_meanwhile(live_server, tmp_path):
     def stream() -> None:  # batches of events for one pipeline while the config is swapped
         i = 0
         while not stop.is_set():
-            post(s.url, [{"pipeline": "mkt/stream", "run_id": f"r{i}-{j}", "type": "COMPLETE", "duration_s": 1}
-                         for j in range(20)])
+            post(s.url, [{"pipeline": "mkt/stream", "run_id": f"r{i}-{j}", "type": "COMPLETE",
+                          "duration_s": 1} for j in range(20)])
             sent.append(20)
             i += 1
 
