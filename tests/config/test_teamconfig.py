@@ -232,3 +232,14 @@ def test_config_check_reports_every_file_and_warns_about_unused_receivers(tmp_pa
     pay, mkt = tmp_path / "config.d/payments.yaml", tmp_path / "config.d/marketing.yaml"
     assert f"{mkt}:1: pipelines[0].tier: Input should be greater than or equal to 1" in out.stderr
     assert f"{pay}:11: route.receiver: no receiver named 'gone'" in out.stderr
+
+
+def test_the_readme_team_example_loads():
+    import re
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    main = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "# pipemon.yaml (the main" in b)
+    team = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "# config.d/payments.yaml" in b)
+    res = parse_team(team, "config.d/payments.yaml", config.loads(main, "pipemon.yaml"))
+    assert res.problems == () and res.part is not None
+    assert res.part.pipelines[0].team == "payments"
+    assert res.part.maintenance_windows[0].name == "payments-freeze"
