@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipemon.config import (EscalationPolicy, InhibitRule, MaintenanceWindow, PipelineRule, References, Route,
-                            Settings, TeamName, _Strict, load, locate, parse_yaml, validate)
+from pipemon.access import UNOWNED
+from pipemon.config import (TEAM_NAME, EscalationPolicy, InhibitRule, MaintenanceWindow, PipelineRule,
+                            References, Route, Settings, TeamName, _Strict, load, locate, parse_yaml,
+                            validate)
 from pipemon.engine.matchers import Matcher, Op
 from pipemon.errors import ConfigError, Problem
 
@@ -112,6 +114,9 @@ def _team_problems(data: Mapping[str, Any], team: str, main: Settings) -> list[t
     """What only a team file can get wrong: an undeclared team, pipelines of another team, names the main
     file already uses."""
     out: list[tuple[tuple, str]] = []
+    if "team" not in data and (not TEAM_NAME.match(team) or team == UNOWNED):
+        out.append(((), f"the file name {team!r} is not a team name: rename the file or put `team: NAME` "
+                        "at its top"))
     declared = main.team_names()
     if declared and team not in declared:
         out.append((("team",), f"team {team!r} is not declared under teams: in the main file "

@@ -243,3 +243,11 @@ def test_the_readme_team_example_loads():
     assert res.problems == () and res.part is not None
     assert res.part.pipelines[0].team == "payments"
     assert res.part.maintenance_windows[0].name == "payments-freeze"
+
+
+@pytest.mark.parametrize("name", ["my team.yaml", "unowned.yaml"])
+def test_a_file_name_that_is_no_team_name_needs_a_team_key(name):
+    res = parse_team("pipelines: []\n", name, config.Settings())
+    assert res.part is None
+    assert "is not a team name: rename the file or put `team: NAME`" in str(res.problems[0])
+    assert parse_team("team: growth\n", name, config.Settings()).part is not None

@@ -158,3 +158,17 @@ def test_sighup_reloads_and_no_event_is_lost_meanwhile(live_server, tmp_path):
         if not cursor:
             break
     assert total == sum(sent) > 0
+
+
+def test_a_team_file_invalid_at_start_is_left_out_and_the_server_serves_the_others(live_server, tmp_path):
+    main, cdir = setup(tmp_path)
+    (cdir / "payments.yaml").write_text(PAYMENTS.replace("TIER", "7"))
+    s = live_server(str(main), ["--config-dir", str(cdir)])
+    m = reload_metrics(s.url)
+    assert m[("pipemon_config_last_reload_success", "payments")] == 0
+    assert m[("pipemon_config_last_reload_success", "marketing")] == 1
+    why = "pipelines[0].tier: Input should be less than or equal to 3"
+    assert f"{cdir / 'payments.yaml'}:3: {why}" in s.logs()
+    post(s.url, [{"pipeline": p, "run_id": "r1", "type": "COMPLETE", "duration_s": 1}
+                 for p in ("pay/ledger", "mkt/campaigns")])
+    assert (tier(s.url, "pay/ledger"), tier(s.url, "mkt/campaigns")) == (None, 3)
