@@ -112,8 +112,8 @@ class Evaluation:
             if rec.key not in eng.health:
                 eng.ensure(rec.key, rec.first_seen, now)
                 out.changed.add(rec.key)
-            elif eng.spec_for(rec.key) != before.get(rec.key):
-                eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
+            elif (spec := eng.spec_for(rec.key)) != before.get(rec.key):
+                eng.detect.configure(rec.key, spec, now=now)
                 out.changed.add(rec.key)
         self.write(conn, out, now)
 
