@@ -130,7 +130,7 @@ class Alerting:
         self.book.settings = settings
         self.dispatch = self.dispatch.reconfigured(settings, muter)
         self._conn = conn
-        self._last_pause_check = -1e18  # the next tick (within a second) re-judges `paused` by the new windows
+        self._last_pause_check = -1e18  # the next tick (within a second) judges `paused` by the new windows
         self._process(conn, now)        # and stores the dispatch state
 
     # --- the writer's hooks ---------------------------------------------------------------------------------

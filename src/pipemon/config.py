@@ -275,16 +275,27 @@ class Settings(_Strict):
     # The routes of the team files (teamconfig.merge), each already confined to its team: compiled as the
     # root's first children, with ids of their own (`root.team[payments]`) that other teams' edits keep.
     _team_routes: tuple[tuple[str, Route], ...] = PrivateAttr(default=())
+    _team_rules: frozenset[int] = PrivateAttr(default=frozenset())  # id() of the rules from team files
 
     def team_routes(self) -> tuple[tuple[str, Route], ...]:
         return self._team_routes
 
-    def with_parts(self, team_routes: tuple[tuple[str, Route], ...], **fields: Any) -> Settings:
-        """A copy with `fields` replaced and the team routes set (the memo of rule_for starts empty)."""
+    def with_parts(self, team_routes: tuple[tuple[str, Route], ...], team_rules: frozenset[int] = frozenset(),
+                   **fields: Any) -> Settings:
+        """A copy with `fields` replaced and the team files' routes and rules marked (the memo of rule_for
+        starts empty)."""
         out = self.model_copy(update=fields)
         out._matched = {}
         out._team_routes = team_routes
+        out._team_rules = team_rules
         return out
+
+    def config_owner(self, pipeline: str) -> tuple[str | None, bool]:
+        """The team the config gives a pipeline, and whether a team's own file says so (ownership.owner)."""
+        rule = self.rule_for(pipeline)
+        if rule is None or not rule.team:
+            return None, False
+        return rule.team, id(rule) in self._team_rules
 
     def team_names(self) -> set[str]:
         return {t.name for t in self.teams}

@@ -224,9 +224,10 @@ def combine(main: Settings, results: list[FileResult], last_good: Mapping[str, T
 
 def merge(main: Settings, parts: Mapping[str, TeamPart]) -> Settings:
     ps = [parts[t] for t in sorted(parts)]
+    team_rules = tuple(r for p in ps for r in p.pipelines)
     return main.with_parts(
-        tuple((p.team, p.route) for p in ps if p.route is not None),
-        pipelines=main.pipelines + tuple(r for p in ps for r in p.pipelines),
+        tuple((p.team, p.route) for p in ps if p.route is not None), frozenset(map(id, team_rules)),
+        pipelines=main.pipelines + team_rules,
         receivers=main.receivers + tuple(r for p in ps for r in p.receivers),
         escalation_policies=main.escalation_policies + tuple(x for p in ps for x in p.escalation_policies),
         maintenance_windows=main.maintenance_windows + tuple(x for p in ps for x in p.maintenance_windows),

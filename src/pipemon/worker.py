@@ -739,7 +739,7 @@ class Worker:
             if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
                 continue
             ns, _, name = key.rpartition("/")
-            team = owner(rule.team, None)
+            team = owner(*self.settings.config_owner(key), None)
             row = {"key": key, "namespace": ns, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": now, "last_event_at": now}
             pid = writes.insert_pipeline(conn, row)
@@ -752,8 +752,7 @@ class Worker:
         pipelines whose owner changed are written and returned."""
         changed = []
         for rec in self.pipelines.values():
-            rule = self.settings.rule_for(rec.key)
-            team = owner(rule.team if rule else None, rec.event_team)
+            team = owner(*self.settings.config_owner(rec.key), rec.event_team)
             if team != rec.team:
                 rec.team = team
                 changed.append(rec)
@@ -847,8 +846,7 @@ class Worker:
     def _pipeline(self, conn: Connection, ev: Event, key: str, namespace: str, name: str) -> PipelineRec:
         rec = self.pipelines.get(key)
         if rec is None:
-            rule = self.settings.rule_for(key)
-            team = owner(rule.team if rule else None, None)
+            team = owner(*self.settings.config_owner(key), None)
             row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": ev.time, "last_event_at": ev.time}
             rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, None, None,
@@ -988,8 +986,7 @@ class Worker:
         team = ev.team if own_team else ev.root_team  # a task's event names its DAG's owner, when it does
         if team and team != rec.event_team:
             rec.event_team = team
-            rule = self.settings.rule_for(rec.key)
-            rec.team = owner(rule.team if rule else None, team)
+            rec.team = owner(*self.settings.config_owner(rec.key), team)
             changed = True
         if own_team and ev.integration and ev.integration != rec.integration:
             rec.integration = ev.integration

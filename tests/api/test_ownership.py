@@ -9,15 +9,18 @@ from pipemon.config import loads
 from pipemon.ownership import owner
 
 
-@pytest.mark.parametrize("config_team,event_team,token_team,expected", [
-    ("payments", "marketing", "ops", "payments"),   # the config wins
-    (None, "marketing", "ops", "marketing"),        # then the producer's (OpenLineage facet or native team)
-    (None, None, "ops", "ops"),                     # then the ingest token's team
-    (None, None, None, "unowned"),
-    ("", "", None, "unowned"),
+@pytest.mark.parametrize("config_team,team_file,event_team,token_team,expected", [
+    ("payments", False, "marketing", "ops", "payments"),   # the main file wins
+    (None, False, "marketing", "ops", "marketing"),        # then the producer's (OpenLineage facet, native)
+    (None, False, None, "ops", "ops"),                     # then the ingest token's team
+    (None, False, None, None, "unowned"),
+    ("", False, "", None, "unowned"),
+    ("payments", True, None, "ops", "payments"),           # a team's file claims what nobody else says
+    ("payments", True, "payments", None, "payments"),
+    ("payments", True, "marketing", None, "marketing"),    # but not what a producer says is another's
 ])
-def test_the_owner_rule(config_team, event_team, token_team, expected):
-    assert owner(config_team, event_team, token_team) == expected
+def test_the_owner_rule(config_team, team_file, event_team, token_team, expected):
+    assert owner(config_team, team_file, event_team, token_team) == expected
 
 
 @pytest.fixture
@@ -54,3 +57,15 @@ def test_owners_from_config_event_or_nobody_and_a_config_change_applies_to_exist
             "cfg/a": "marketing", "evt/b": "marketing", "none/c": "unowned"}
     finally:
         again.close()
+
+
+def test_a_team_file_cannot_take_another_teams_pipeline(pm, client):
+    from pipemon.teamconfig import combine, parse_team
+    main = loads("")
+    greedy = parse_team('pipelines:\n  - {match: "*", tier: 1}\n', "payments.yaml", main)
+    r = client.post("/api/v1/events", json=[
+        {"pipeline": "mkt/a", "run_id": "1", "type": "COMPLETE", "team": "marketing"},
+        {"pipeline": "loose/b", "run_id": "1", "type": "COMPLETE"}])
+    assert r.status_code == 200, r.text
+    pm.reconfigure(combine(main, [greedy], {}).settings)
+    assert teams(client) == {"mkt/a": "marketing", "loose/b": "payments"}
