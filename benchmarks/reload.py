@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Config reload at fleet scale: how long do reading and judging the files take, and how long does the
-swap hold the writer (the one thread that changes state: no event is processed meanwhile)?
+swap hold the writer (the one thread that changes state: no event is processed meanwhile)? The globs are
+matched before the swap, on the reloading thread.
 
 Builds a pipemon (in-process, no HTTP) on a fresh SQLite file with --pipelines pipelines spread over
 --teams teams, each with one team file (pipeline rules, a receiver, a route, a maintenance window), then
@@ -68,7 +69,16 @@ def main() -> None:
                 for i in range(lo, min(lo + 5000, args.pipelines))) + b"]"
             pm.worker.ingest(native.parse(body, T0), timeout=600)
         print(f"{len(pm.worker.pipelines)} pipelines, {args.teams} team files")
-        reads, swaps = [], []
+        reads, swaps, holds = [], [], []
+        call = pm.worker.call
+
+        def timed(fn, timeout=None):  # the part of a reload that runs on the writer
+            t = time.perf_counter()
+            try:
+                return call(fn, timeout)
+            finally:
+                holds.append(time.perf_counter() - t)
+        pm.worker.call = timed  # type: ignore[method-assign]
         for k in range(args.reloads):
             write_config(root, args.teams, 2 + k % 2)
             t = time.perf_counter()
@@ -76,14 +86,16 @@ def main() -> None:
             reads.append(time.perf_counter() - t)
             assert got.settings is not None
             t = time.perf_counter()
-            pm.reconfigure(got.settings)  # what the writer is held for
+            pm.reconfigure(got.settings)
             swaps.append(time.perf_counter() - t)
             assert pm.settings.rule_for("team000/daily_1").tier == 2 + k % 2
         pm.close()
     print(f"read and judge the files: median {statistics.median(reads) * 1000:.0f} ms, "
           f"max {max(reads) * 1000:.0f} ms")
-    print(f"swap on the writer (every pipeline's rule changed): "
+    print(f"reconfigure, all of it (every pipeline's rule changed): "
           f"median {statistics.median(swaps) * 1000:.0f} ms, max {max(swaps) * 1000:.0f} ms")
+    print(f"  of which the writer is held (no event processed meanwhile): "
+          f"median {statistics.median(holds) * 1000:.0f} ms, max {max(holds) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

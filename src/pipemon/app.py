@@ -62,6 +62,8 @@ class Pipemon:
         """Swap the settings live (a config reload): on the writer thread, between two batches, so no
         event is processed half under the old and half under the new; pending notifications stay pending.
         The API reads `self.settings` per request: it follows at once."""
+        for key in list(self.worker.pipelines):  # match the globs here, off the writer: it then finds them
+            settings.rule_for(key)                # memoised (most of a reload's work at fleet scale)
         if self.deliverer is not None:  # first: a notification the new routes make finds its receiver
             self.deliverer.reconfigure(build_receivers(settings.receivers),
                                        settings.alerting.receiver_failure_threshold)
