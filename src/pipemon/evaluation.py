@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
-from pipemon.engine.evaluator import Evaluator, Outcome
+from pipemon.engine.evaluator import Evaluator, Outcome, spec_inputs
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
 from pipemon.store import state as st
@@ -104,7 +104,7 @@ class Evaluation:
         engine, and a pipeline whose schedule, grace or sensitivity changed is re-declared to its
         detectors (their learned baselines stay)."""
         eng = self.engine
-        before = {p: eng.spec_for(p) for p in eng.health}
+        old = eng.settings
         eng.reconfigure(settings, now)
         out = Outcome()
         for rec in worker.pipelines.values():
@@ -112,8 +112,8 @@ class Evaluation:
             if rec.key not in eng.health:
                 eng.ensure(rec.key, rec.first_seen, now)
                 out.changed.add(rec.key)
-            elif (spec := eng.spec_for(rec.key)) != before.get(rec.key):
-                eng.detect.configure(rec.key, spec, now=now)
+            elif spec_inputs(old.rule_for(rec.key)) != spec_inputs(settings.rule_for(rec.key)):
+                eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
                 out.changed.add(rec.key)
         self.write(conn, out, now)
 
