@@ -139,3 +139,32 @@ def live_server(db_url, tmp_path):
     yield start
     for s in servers:
         s.stop()
+
+
+# Fixed Bearer strings -> callers, for tests of what each team may see, until real tokens exist: the one
+# place to switch to tokens made with `pipemon token create` (set app.state.resolve_caller from auth).
+TEST_CALLERS = {
+    "alpha-viewer": ("alpha-viewer", "viewer", "alpha"),
+    "beta-viewer": ("beta-viewer", "viewer", "beta"),
+    "gamma-viewer": ("gamma-viewer", "viewer", "gamma"),
+    "org-admin": ("org-admin", "org-admin", None),
+}
+
+
+@pytest.fixture
+def as_team():
+    """as_team(app) installs a resolve hook on the app; returns headers(name) -> the Authorization header."""
+    from pipemon.access import Caller, Role
+    from pipemon.errors import Unauthorized
+
+    def resolve(request):
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token not in TEST_CALLERS:
+            raise Unauthorized("no valid token")
+        name, role, team = TEST_CALLERS[token]
+        return Caller(name=name, role=Role(role), team=team)
+
+    def install(app):
+        app.state.resolve_caller = resolve
+        return lambda who: {"Authorization": f"Bearer {who}"}
+    return install

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipemon.access import Caller
+from pipemon.access import UNOWNED, Caller
 from pipemon.config import Settings
 from pipemon.errors import Forbidden, PipemonError, TooMany
 from pipemon.model import Event, pipeline_key
+from pipemon.ownership import owner
 
 
 @dataclass
@@ -56,15 +57,14 @@ class Admitted:
     claims: dict[str, Caller] = field(default_factory=dict)  # pipeline key -> the token whose team owns it
 
 
-def owners(known: Owned | None, rule_team: str | None, said: str | None,
+def owners(known: Owned | None, config: tuple[str | None, bool], said: str | None,
            token_team: str | None) -> tuple[str | None, str | None]:
-    """(owner before, owner after) an event that names `said` as its team (None: names none). The
-    precedence is the writer's: config, else the events' team, else the creating token's team."""
-    if known is None:
-        return None, rule_team or said or token_team
-    if said and said != known.event_team:
-        return known.team, rule_team or said
-    return known.team, known.team or rule_team or token_team
+    """(owner before, owner after) an event that names `said` as its team (None: names none), by the one
+    ownership rule (ownership.owner); an unowned pipeline has no owner before and may be adopted."""
+    before = None if known is None or known.team in (None, UNOWNED) else known.team
+    event_team = said or (known.event_team if known is not None else None)
+    after = owner(*config, event_team, token_team)
+    return before, (None if after == UNOWNED else after)
 
 
 def admit(requests: list[list[Event]], callers: list[Caller | None], settings: Settings,
@@ -89,8 +89,8 @@ def admit(requests: list[list[Event]], callers: list[Caller | None], settings: S
                 key = task_root(ev.parent.run_id) or pipeline_key(top.namespace, top.name)
                 said = ev.root_team
             known = mine.get(key) or planned.get(key) or lookup(key)
-            rule = settings.rule_for(key)
-            before, after = owners(known, rule.team if rule else None, said, who.team)
+            config = settings.config_owner(key)
+            before, after = owners(known, config, said, who.team)
             if who.team is not None and (before not in (None, who.team) or after != who.team):
                 why = ("belongs to another team" if before not in (None, who.team) else
                        f"would belong to team {after!r} (named by the event or the config)")
@@ -100,7 +100,7 @@ def admit(requests: list[list[Event]], callers: list[Caller | None], settings: S
             if known is None:
                 new += 1
             if who.team is not None and after == who.team and before is None and \
-                    not (rule and rule.team) and not said:
+                    not config[0] and not said:
                 out.claims.setdefault(key, who)
             mine[key] = Owned(after, said or (known.event_team if known else None))
         if refusal is None and new and who.token_id is not None:

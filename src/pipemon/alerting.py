@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy.engine import Connection
 
+from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
 from pipemon.engine.dispatch import Dispatch, Outgoing
@@ -66,7 +67,7 @@ class Alerting:
         team = (rec.team if rec and rec.team else None) or (rule.team if rule and rule.team else None)
         if pipeline.startswith("pipemon/receiver:"):
             team = "pipemon"
-        return PipelineInfo(team=team or "unassigned", tier=rule.tier if rule else None,
+        return PipelineInfo(team=team or UNOWNED, tier=rule.tier if rule else None,
                             tags=dict(rule.tags) if rule else {}, namespace=ns,
                             page_after_failures=rule.page_after_failures if rule else None)
 
@@ -110,6 +111,27 @@ class Alerting:
         self.resolved = {}
         self._created = []
         self._conn: Connection | None = conn
+
+    def reconfigure(self, conn: Connection, settings: Settings, now: float) -> None:
+        """New routes, receivers, policies, windows and inhibit rules (a config reload, on the writer thread
+        between batches). Open alerts, groups, timers, escalations and silences carry over (see
+        Dispatch.reconfigured): nothing pending is dropped."""
+        self.settings = settings
+        self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
+        declared = self.lineage.declared()
+        self.lineage.undeclare()
+        for key in set(self.worker.pipelines if self.worker else ()) | set(declared):
+            rule = settings.rule_for(key)
+            if rule and rule.depends_on:
+                self.lineage.declare(key, rule.depends_on)
+        muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
+        muter.silences = self.muter.silences
+        self.muter = muter
+        self.book.settings = settings
+        self.dispatch = self.dispatch.reconfigured(settings, muter)
+        self._conn = conn
+        self._last_pause_check = -1e18  # the next tick (within a second) judges `paused` by the new windows
+        self._process(conn, now)        # and stores the dispatch state
 
     # --- the writer's hooks ---------------------------------------------------------------------------------
     def on_events(self, events: list[Event]) -> None:

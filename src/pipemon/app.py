@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -15,6 +16,9 @@ from pipemon.notify import build_receivers, redact_httpx_logs
 from pipemon.notify.delivery import Deliverer
 from pipemon.store import db
 from pipemon.worker import Worker
+
+if TYPE_CHECKING:
+    from pipemon.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class Pipemon:
     db_url: str = field(repr=False)  # may hold a password: show `safe_db_url` instead
     deliverer: Deliverer | None = None
     started: bool = field(default=False)
+    reloader: Reloader | None = None   # set by `pipemon serve`: re-reads the config files on demand
 
     @property
     def safe_db_url(self) -> str:
@@ -52,6 +57,25 @@ class Pipemon:
             self.deliverer.stop()
         self.worker.stop()
         self.started = False
+
+    def reconfigure(self, settings: Settings, timeout: float = 30.0) -> None:
+        """Swap the settings live (a config reload): on the writer thread, between two batches, so no
+        event is processed half under the old and half under the new; pending notifications stay pending.
+        The API reads `self.settings` per request: it follows at once."""
+        for key in list(self.worker.pipelines):  # match the globs here, off the writer: it then finds them
+            settings.rule_for(key)                # memoised (most of a reload's work at fleet scale)
+        if self.deliverer is not None:  # first: a notification the new routes make finds its receiver
+            self.deliverer.reconfigure(build_receivers(settings.receivers),
+                                       settings.alerting.receiver_failure_threshold)
+
+        def swap(conn, now: float) -> None:
+            changed = self.worker.reconfigure(conn, settings)
+            self.evaluation.reconfigure(conn, self.worker, settings, now)
+            self.alerting.reconfigure(conn, settings, now)
+            if changed:
+                log.info("config reload: %d pipelines changed owner", len(changed))
+            self.settings = settings
+        self.worker.call(swap, timeout=timeout)
 
     def close(self) -> None:
         self.stop()

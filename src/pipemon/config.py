@@ -9,16 +9,18 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import time as dtime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+                      ValidationError, field_validator)
 
+from pipemon.access import UNOWNED
 from pipemon.engine.matchers import Matcher
 from pipemon.errors import ConfigError, Problem
 
@@ -231,8 +233,31 @@ class Cache(_Strict):
     metrics: Size = Field(default=64 << 20, ge=0)   # each pipeline's /metrics text, kept between scrapes
 
 
+TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _team_name(v: str) -> str:
+    if not TEAM_NAME.match(v):
+        raise ValueError(f"{v!r} is not a team name (letters, digits, '_', '.', '-'; at most 64)")
+    if v == UNOWNED:
+        raise ValueError(f"{v!r} is reserved for pipelines nobody owns")
+    return v
+
+
+TeamName = Annotated[str, AfterValidator(_team_name)]
+
+
+class Team(_Strict):
+    """An entry of `teams:`: who owns pipelines and alerts (routes, tokens and config files name it)."""
+    name: TeamName
+    display_name: str | None = None
+    contact: str | None = None
+
+
 class Settings(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    teams: tuple[Team, ...] = ()
+    include: tuple[str, ...] = ()   # globs of team files, relative to the main file (config.d/*.yaml)
     pipelines: tuple[PipelineRule, ...] = ()
     retention: Duration = 90 * 86400.0
     limits: Limits = Limits()
@@ -244,35 +269,37 @@ class Settings(_Strict):
     alerting: Alerting = Alerting()
     cache: Cache = Cache()
 
-    @model_validator(mode="after")
-    def _references(self) -> Settings:
-        """Every receiver and policy a route or policy names must exist (Alertmanager checks the same)."""
-        names = [r.name for r in self.receivers]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"receivers: duplicate name {sorted(dup)[0]!r}")
-        policies = {p.name for p in self.escalation_policies}
-        known = set(names)
-
-        def walk(route: Route, path: str) -> None:
-            if route.receiver is not None and route.receiver not in known:
-                raise ValueError(f"{path}.receiver: no receiver named {route.receiver!r}")
-            if route.escalation is not None and route.escalation not in policies:
-                raise ValueError(f"{path}.escalation: no escalation policy named {route.escalation!r}")
-            for i, child in enumerate(route.routes):
-                walk(child, f"{path}.routes[{i}]")
-        walk(self.route, "route")
-        for i, p in enumerate(self.escalation_policies):
-            for j, step in enumerate(p.steps):
-                if step.receiver not in known:
-                    raise ValueError(f"escalation_policies[{i}].steps[{j}].receiver: no receiver named "
-                                     f"{step.receiver!r}")
-        return self
-
     def receiver(self, name: str) -> ReceiverConfig | None:
         return next((r for r in self.receivers if r.name == name), None)
 
     _matched: dict[str, PipelineRule | None] = PrivateAttr(default_factory=dict)
+    # The routes of the team files (teamconfig.merge), each already confined to its team: compiled as the
+    # root's first children, with ids of their own (`root.team[payments]`) that other teams' edits keep.
+    _team_routes: tuple[tuple[str, Route], ...] = PrivateAttr(default=())
+    _team_rules: frozenset[int] = PrivateAttr(default=frozenset())  # id() of the rules from team files
+
+    def team_routes(self) -> tuple[tuple[str, Route], ...]:
+        return self._team_routes
+
+    def with_parts(self, team_routes: tuple[tuple[str, Route], ...], team_rules: frozenset[int] = frozenset(),
+                   **fields: Any) -> Settings:
+        """A copy with `fields` replaced and the team files' routes and rules marked (the memo of rule_for
+        starts empty)."""
+        out = self.model_copy(update=fields)
+        out._matched = {}
+        out._team_routes = team_routes
+        out._team_rules = team_rules
+        return out
+
+    def config_owner(self, pipeline: str) -> tuple[str | None, bool]:
+        """The team the config gives a pipeline, and whether a team's own file says so (ownership.owner)."""
+        rule = self.rule_for(pipeline)
+        if rule is None or not rule.team:
+            return None, False
+        return rule.team, id(rule) in self._team_rules
+
+    def team_names(self) -> set[str]:
+        return {t.name for t in self.teams}
 
     def rule_for(self, pipeline: str) -> PipelineRule | None:
         """The first rule whose glob matches (memoised: globs are checked once per pipeline)."""
@@ -299,16 +326,113 @@ def load(path: str | Path | None) -> Settings:
 
 
 def loads(text: str, filename: str = "<config>") -> Settings:
-    data, lines = _parse_yaml(text, filename)
+    data, lines = parse_yaml(text, filename)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(f"{filename}:1", "the configuration must be a mapping of sections")])
+    return validate(Settings, data, lines, filename)
+
+
+def validate(model: type[M], data: dict, lines: dict[tuple, int], filename: str,
+             known: References | None = None) -> M:
+    """`data` as `model`, or a ConfigError with every problem at once: the schema's and the references'
+    (a route or policy naming a receiver or policy that does not exist), each at its file:line."""
+    problems = [locate(lines, filename, loc, msg) for loc, msg in references(data, known)]
     try:
-        return Settings.model_validate(data)
+        out = model.model_validate(data)
     except ValidationError as e:
-        problems = [_problem(err, lines, filename) for err in e.errors()]
-        raise ConfigError(sorted(problems, key=lambda p: int(p.loc.rsplit(":", 1)[1]))) from None
+        problems += [_problem(err, lines, filename) for err in e.errors()]
+        out = None
+    if problems or out is None:
+        raise ConfigError(sorted(problems, key=lambda p: int(p.loc.rsplit(":", 1)[1])))
+    return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class References:
+    """Names a file may refer to besides its own (a team file: the main file's receivers and policies)."""
+    receivers: frozenset[str] = frozenset()
+    policies: frozenset[str] = frozenset()
+
+
+def _names(items: Any, field: str = "name") -> list[tuple[int, str]]:
+    if not isinstance(items, list):
+        return []
+    return [(i, it[field]) for i, it in enumerate(items)
+            if isinstance(it, dict) and isinstance(it.get(field), str)]
+
+
+def references(data: Mapping[str, Any], known: References | None = None) -> list[tuple[tuple, str]]:
+    """Every dangling or duplicate name in a file's raw data, as (key path, message). Checked on the raw
+    data, so these are reported together with schema errors elsewhere in the file."""
+    known = known or References()
+    out: list[tuple[tuple, str]] = []
+    receivers = _names(data.get("receivers"))
+    policies = _names(data.get("escalation_policies"))
+    for section, names, outside in (("receivers", receivers, known.receivers),
+                                    ("escalation_policies", policies, known.policies)):
+        seen: set[str] = set()
+        for i, name in names:
+            if name in seen:
+                out.append(((section, i, "name"), f"duplicate name {name!r}"))
+            elif name in outside:
+                out.append(((section, i, "name"), f"{name!r} is already defined in the main file"))
+            seen.add(name)
+    rnames = {n for _, n in receivers} | known.receivers
+    pnames = {n for _, n in policies} | known.policies
+
+    def walk(route: Any, path: tuple) -> None:
+        if not isinstance(route, dict):
+            return
+        rec, esc = route.get("receiver"), route.get("escalation")
+        if isinstance(rec, str) and rec not in rnames:
+            out.append((path + ("receiver",), f"no receiver named {rec!r}"))
+        if isinstance(esc, str) and esc not in pnames:
+            out.append((path + ("escalation",), f"no escalation policy named {esc!r}"))
+        children = route.get("routes")
+        if isinstance(children, list):
+            for i, child in enumerate(children):
+                walk(child, path + ("routes", i))
+    if "route" in data:
+        walk(data["route"], ("route",))
+    raw_policies = data.get("escalation_policies")
+    for i, _ in policies:
+        assert isinstance(raw_policies, list)
+        for j, rec in _names(raw_policies[i].get("steps"), "receiver"):
+            if rec not in rnames:
+                out.append((("escalation_policies", i, "steps", j, "receiver"), f"no receiver named {rec!r}"))
+    return out
+
+
+def unused_receivers(settings: Settings) -> list[str]:
+    """Receivers that no route (main or team) and no escalation step names: a warning, not an error."""
+    used: set[str] = set()
+
+    def walk(route: Route) -> None:
+        if route.receiver:
+            used.add(route.receiver)
+        for child in route.routes:
+            walk(child)
+    walk(settings.route)
+    for _, r in settings.team_routes():
+        walk(r)
+    used |= {step.receiver for p in settings.escalation_policies for step in p.steps}
+    return [r.name for r in settings.receivers if r.name not in used]
+
+
+def locate(lines: dict[tuple, int], filename: str, loc: tuple, msg: str) -> Problem:
+    """A problem at key path `loc`, placed on the line of its deepest located ancestor."""
+    line = None
+    for n in range(len(loc), -1, -1):
+        line = lines.get(loc[:n])
+        if line is not None:
+            break
+    path = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
+    return Problem(f"{filename}:{line or 1}", f"{path}: {msg}" if path else msg)
 
 
 _PATH_IN_MSG = re.compile(r"^(?:Value error, )?([a-z_]+(?:\[\d+\]|\.[a-z_]+)*): ")
@@ -320,20 +444,11 @@ def _problem(err: Mapping[str, Any], lines: dict[tuple, int], filename: str) -> 
     if m:  # a cross-reference check names its own path: point at that line
         loc = tuple(int(k) if k.isdigit() else k for k in re.findall(r"[a-z_]+|\d+", m.group(1)))
         err = {**err, "msg": err["msg"][m.end():]}
-    line = None
-    for n in range(len(loc), -1, -1):  # the deepest located ancestor
-        line = lines.get(loc[:n])
-        if line is not None:
-            break
-    path = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(loc))
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-    return Problem(f"{filename}:{line or 1}", f"{path}: {msg}" if path else msg)
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    return locate(lines, filename, loc, msg)
 
 
-def _parse_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
+def parse_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
-from pipemon.engine.evaluator import Evaluator, Outcome
+from pipemon.engine.evaluator import Evaluator, Outcome, spec_inputs
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
 from pipemon.store import state as st
@@ -98,6 +98,24 @@ class Evaluation:
         self.checkpoint(conn, now)
         for fn in self.loaders:
             fn(conn, worker, now)
+
+    def reconfigure(self, conn: Connection, worker: Worker, settings: Settings, now: float) -> None:
+        """New settings (a config reload, on the writer thread): pipelines the config now declares join the
+        engine, and a pipeline whose schedule, grace or sensitivity changed is re-declared to its
+        detectors (their learned baselines stay)."""
+        eng = self.engine
+        old = eng.settings
+        eng.reconfigure(settings, now)
+        out = Outcome()
+        for rec in worker.pipelines.values():
+            self._ids[rec.key] = rec.id
+            if rec.key not in eng.health:
+                eng.ensure(rec.key, rec.first_seen, now)
+                out.changed.add(rec.key)
+            elif spec_inputs(old.rule_for(rec.key)) != spec_inputs(settings.rule_for(rec.key)):
+                eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
+                out.changed.add(rec.key)
+        self.write(conn, out, now)
 
     # --- the writer's hooks -----------------------------------------------------------------------------
     def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None:

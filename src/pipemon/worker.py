@@ -45,12 +45,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from pipemon import admission
-from pipemon.access import Caller
+from pipemon.access import UNOWNED, Caller
 from pipemon.clock import Clock
 from pipemon.config import Settings
 from pipemon.engine import runs as runfold
 from pipemon.errors import PipemonError, Rejected, Unavailable
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
+from pipemon.ownership import owner
 from pipemon.store import audit
 from pipemon.store import state as st
 from pipemon.store import writes
@@ -740,6 +741,7 @@ class Worker:
                     rec.open_runs.append(r.run_id)
             self._lineage = {(r.pipeline_id, r.dataset, r.role) for r in writes.load_lineage(conn)}
             self._declare(conn)
+            self._apply_owners(conn)
             if self.evaluator is not None:
                 self.evaluator.load(conn, self, self.clock.now())
 
@@ -752,12 +754,34 @@ class Worker:
             if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
                 continue
             ns, _, name = key.rpartition("/")
-            row = {"key": key, "namespace": ns, "name": name, "team": rule.team, "event_team": None,
+            team = owner(*self.settings.config_owner(key), None)
+            row = {"key": key, "namespace": ns, "name": name, "team": team, "event_team": None,
                    "integration": None, "first_seen": now, "last_event_at": now}
             pid = writes.insert_pipeline(conn, row)
-            rec = PipelineRec(pid, key, ns, name, rule.team, None, None, now, now)
+            rec = PipelineRec(pid, key, ns, name, team, None, None, now, now)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
+
+    def _apply_owners(self, conn: Connection) -> list[PipelineRec]:
+        """Every pipeline's owner by the one rule (ownership.owner), after a start or a config reload; the
+        pipelines whose owner changed are written and returned."""
+        changed = []
+        for rec in self.pipelines.values():
+            team = owner(*self.settings.config_owner(rec.key), rec.event_team)
+            if team != rec.team:
+                rec.team = team
+                changed.append(rec)
+        if changed:
+            writes.update_pipelines(conn, [(r.team, r.event_team, r.integration, r.last_event_at, r.id)
+                                           for r in changed])
+        return changed
+
+    def reconfigure(self, conn: Connection, settings: Settings) -> list[PipelineRec]:
+        """New settings, on the writer thread between batches (a config reload): pipelines the new config
+        names exactly are declared, and every owner follows the new config. Returns the owners changed."""
+        self.settings = settings
+        self._declare(conn)
+        return self._apply_owners(conn)
 
     def lineage_edges(self) -> list[tuple[int, str, str]]:
         return list(self._lineage)
@@ -862,17 +886,20 @@ class Worker:
                   claims: dict[str, Caller], dirty: dict[int, PipelineRec]) -> PipelineRec:
         rec = self.pipelines.get(key)
         claim = claims.get(key)
-        if rec is not None and rec.team is None and claim is not None:  # adopted by its team's token
-            rec.team = claim.team
+        if rec is not None and rec.team in (None, UNOWNED) and claim is not None:  # adopted by a token
+            rec.event_team = rec.event_team or claim.team  # the producer's team: its token's, if unnamed
+            rec.team = owner(*self.settings.config_owner(key), rec.event_team)
             dirty[rec.id] = rec
             audit.record(conn, actor=claim, action="pipeline.adopt", target=key, team=claim.team,
                          now=self.clock.now())
         if rec is None:
-            rule = self.settings.rule_for(key)
-            team = rule.team if rule and rule.team else (claim.team if claim is not None else None)
-            row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": None,
+            # the creating token's team stands as the producer's team until an event names one, so a
+            # reload re-derives the same owner (ownership.owner ranks it below the config and events)
+            token_team = claim.team if claim is not None else None
+            team = owner(*self.settings.config_owner(key), token_team)
+            row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": token_team,
                    "integration": None, "first_seen": ev.time, "last_event_at": ev.time}
-            rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, None, None,
+            rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, token_team, None,
                               ev.time, ev.time)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
@@ -1012,8 +1039,7 @@ class Worker:
         team = ev.team if own_team else ev.root_team  # a task's event names its DAG's owner, when it does
         if team and team != rec.event_team:
             rec.event_team = team
-            rule = self.settings.rule_for(rec.key)
-            rec.team = rule.team if rule and rule.team else team
+            rec.team = owner(*self.settings.config_owner(rec.key), team)
             changed = True
         if own_team and ev.integration and ev.integration != rec.integration:
             rec.integration = ev.integration

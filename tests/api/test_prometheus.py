@@ -110,8 +110,8 @@ def test_a_scrape_carries_the_real_values(client, clock):
     assert m.value("pipemon_pipeline_last_rows", pipeline="etl/good", team="data") == 1234
     assert m.value("pipemon_pipeline_last_success_timestamp_seconds", pipeline="etl/good") == T0 + 42
     assert m.value("pipemon_pipeline_consecutive_failures", pipeline="etl/good") == 0
-    # a pipeline without a team is "unassigned", as in /api/v1/summary
-    assert m.value("pipemon_pipeline_state_code", pipeline="etl/running", team="unassigned") == 1  # unknown
+    # a pipeline nobody claimed is "unowned" (pipemon.ownership), as in /api/v1/summary
+    assert m.value("pipemon_pipeline_state_code", pipeline="etl/running", team="unowned") == 1  # unknown
 
     # every state series agrees with its code and with the API
     items = client.get("/api/v1/pipelines").json()["items"]
@@ -119,7 +119,7 @@ def test_a_scrape_carries_the_real_values(client, clock):
     for p in items:
         [s] = m.find("pipemon_pipeline_state", pipeline=p["id"])
         assert s.value == 1 and s.labels["state"] == p["state"]
-        assert s.labels["team"] == (p["team"] or "unassigned")
+        assert s.labels["team"] == p["team"]
         assert m.value("pipemon_pipeline_state_code", pipeline=p["id"]) == STATES[p["state"]]
 
     # the fleet: one series per state, summing to the number of pipelines, matching the per-pipeline series

@@ -1,7 +1,11 @@
 """The HTTP application: front doors, query API, and (later) the dashboard."""
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import signal
+import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from pipemon import __version__
 from pipemon.access import Action
-from pipemon.api import admin, alerts, errors, findings, ingest, pipelines, runs
+from pipemon.api import admin, alerts, configapi, errors, findings, ingest, lineage, pipelines, runs
 from pipemon.api import auth as api_auth
 from pipemon.api.keyring import AuthMode, Keyring
 from pipemon.api.metrics import Metrics, TimingMiddleware, metrics_endpoint
@@ -19,6 +23,7 @@ from pipemon.web import install as install_web
 from pipemon.web import router as web_router
 
 PUBLIC = {"x-pipemon-action": "public"}  # no token needed: the probes, the docs, the login page
+log = logging.getLogger(__name__)
 
 
 class RejectNul:
@@ -51,6 +56,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
         if freeze_gc:
             gc.collect()
             gc.freeze()
+        hup = _reload_on_sighup(pm)
         app.state.metrics.lag.start()  # the event-loop lag probe (pipemon_event_loop_lag_seconds)
         app.state.metrics.gc.start()   # and the garbage collector's pauses (pipemon_gc_pause_seconds)
         try:
@@ -58,6 +64,8 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
         finally:
             app.state.metrics.gc.stop()
             await app.state.metrics.lag.stop()
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             pm.stop()
             keyring.stop()
 
@@ -72,6 +80,8 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     install_web(app)  # the dashboard answers a missing login with the login page, not JSON
     app.include_router(ingest.router)
     app.include_router(runs.router)  # before pipelines: `/pipelines/{id}/runs` wins over `/pipelines/{id}`
+    app.include_router(lineage.router)  # likewise `/pipelines/{id}/lineage`
+    app.include_router(configapi.router)
     app.include_router(findings.router)
     app.include_router(alerts.router)
     app.include_router(pipelines.router)
@@ -121,6 +131,25 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+def _reload_on_sighup(pm: Pipemon) -> bool:
+    """`kill -HUP` re-reads the config files (pipemon serve, on the main thread's loop only). The reload
+    runs on a thread of its own: it reads files and waits for the writer, which the loop must not."""
+    if pm.reloader is None or not hasattr(signal, "SIGHUP") or \
+            threading.current_thread() is not threading.main_thread():
+        return False
+    reloader = pm.reloader
+
+    def reload() -> None:
+        try:
+            reloader.reload(pm)
+        except Exception:  # reported, never the end of the server
+            log.exception("config reload on SIGHUP failed")
+
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: threading.Thread(target=reload, name="pipemon-reload", daemon=True).start())
+    return True
 
 
 READY_STALE_S = 10.0  # the writer commits a heartbeat every second; older than this: not writable

@@ -277,6 +277,9 @@ class _Collector:
                                 "(a stall of every request)", value=self.lag.take())
         yield GaugeMetricFamily("pipemon_gc_pause_seconds", "Longest pause of the garbage collector (it "
                                 "stops every thread) since the previous scrape", value=self.gc.take())
+        reloader = getattr(pm, "reloader", None)
+        if reloader is not None:  # each team's config file: in effect or rejected (pipemon.reload)
+            yield from reloader.metric_families()
 
         d = pm.deliverer
         if d is not None:

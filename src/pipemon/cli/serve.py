@@ -14,6 +14,8 @@ app.add_typer(db_app, name="db")
 DbOption = typer.Option("sqlite:///pipemon.db", "--db", envvar="PIPEMON_DB",
                         help="sqlite:///PATH (embedded default) or postgresql+psycopg://user@host/db")
 ConfigOption = typer.Option(None, "--config", "-c", envvar="PIPEMON_CONFIG", help="pipemon.yaml")
+ConfigDirOption = typer.Option(None, "--config-dir", envvar="PIPEMON_CONFIG_DIR",
+                               help="A directory of team files (config.d/), one per team")
 
 
 def load_settings(config: str | None):
@@ -23,6 +25,25 @@ def load_settings(config: str | None):
     except ConfigError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def load_reloader(config: str | None, config_dir: str | None):
+    """The config files as `serve` reads them (again on SIGHUP): an invalid main file refuses to start; an
+    invalid team file is reported and left out, so one team's mistake does not stop the others."""
+    from pipemon.reload import Reloader
+    from pipemon.teamconfig import ConfigSource
+
+    reloader = Reloader(ConfigSource(config, config_dir))
+    loaded = reloader.initial()
+    if loaded.settings is None:
+        typer.secho("invalid configuration:\n" + "\n".join(f"  {p}" for p in loaded.main_problems),
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    for s in loaded.statuses.values():
+        if not s.ok:
+            typer.secho(f"team {s.team}'s config file {s.file} is invalid and left out:\n"
+                        + "\n".join(f"  {p}" for p in s.problems), fg=typer.colors.YELLOW, err=True)
+    return reloader, loaded.settings
 
 
 def run_server(pm, host: str, port: int, announce: str | None = None, auth: str = "auto") -> None:
@@ -72,21 +93,24 @@ def check_auth(auth: str, host: str) -> str:
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8787, help="Port to listen on."),
-          db: str = DbOption, config: str | None = ConfigOption, auth: str = AuthOption,
+          db: str = DbOption, config: str | None = ConfigOption, config_dir: str | None = ConfigDirOption,
+          auth: str = AuthOption,
           sqlite_synchronous: str = typer.Option("FULL", help="SQLite durability: FULL survives power loss; "
                                                  "NORMAL survives a crash of pipemon only.")) -> None:
-    """Run the pipemon service (ingest, API, evaluation, notifications) in one process."""
+    """Run the pipemon service (ingest, API, evaluation, notifications) in one process. SIGHUP re-reads
+    the config files (as POST /api/v1/config/reload)."""
     from pipemon.app import build
     from pipemon.store.db import redact
 
     auth = check_auth(auth, host)
-    settings = load_settings(config)
+    reloader, settings = load_reloader(config, config_dir)
     try:
         pm = build(db, settings, synchronous=sqlite_synchronous.upper())
     except Exception as e:  # a bad URL or an unreachable database: say so, no traceback, no password
         typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED,
                     err=True)
         raise typer.Exit(1) from None
+    pm.reloader = reloader
     run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})", auth)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pipemon.config import Settings
 from pipemon.engine.evaluator import Evaluator, Signal, SignalType
-from pipemon.engine.health import late_by
+from pipemon.engine.health import at, late_by
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.severity import Impact, severity
 from pipemon.model import AlertState, AlertView, Severity
@@ -357,7 +357,9 @@ class AlertBook:
                 continue
             pipes.sort()
             shown = ", ".join(pipes[:10]) + (f" and {len(pipes) - 10} more" if len(pipes) > 10 else "")
-            what = "failed" if root.kind == "failure" else "is late"
+            # Another team reads this: the upstream's name, owner and state, never its error text or log
+            # (pipemon.visibility: a neighbour's level).
+            what = "is failing" if root.kind == "failure" else "is late"
             notice = Alert(
                 fingerprint=fp, pipeline=root.pipeline, team=team, kind=UPSTREAM_FAILURE,
                 labels={"team": team, "namespace": self.info(root.pipeline).namespace,
@@ -366,7 +368,8 @@ class AlertBook:
                 severity=Severity.INFO,
                 summary=(f"upstream {root.pipeline} (team {root.team}) {what}: "
                          f"{len(pipes)} of your pipelines depend on it"),
-                description=(f"{root.pipeline}, owned by team {root.team}, {what}: {root.description}. "
+                description=(f"{root.pipeline}, owned by team {root.team}, {what} "
+                             f"(since {at(root.started_at)}). "
                              f"Your pipelines downstream of it: {shown}. They may run late or with partial "
                              f"data; team {root.team} has been paged and you will not be paged for their "
                              "lateness while it is broken."),

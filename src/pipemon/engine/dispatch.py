@@ -76,13 +76,24 @@ class Dispatch:
     def __init__(self, settings: Settings, muter: Muter) -> None:
         self.settings = settings
         self.muter = muter
-        self.root = compile_routes(settings.route)
+        self.root = compile_routes(settings.route, settings.team_routes())
         self.nodes = _index(self.root)
         self.policies: dict[str, EscalationPolicy] = {p.name: p for p in settings.escalation_policies}
         self.groups: dict[str, Group] = {}
         self.escalations: dict[str, Escalation] = {}
         self.placed: dict[str, set[str]] = {}    # alert fingerprint -> group keys
         self.version = 0                         # bumped on every change: the caller persists when it moves
+
+    def reconfigured(self, settings: Settings, muter: Muter) -> Dispatch:
+        """The same groups, timers and escalations under new settings (a config reload). New alerts take the
+        new routes; a group whose route is gone keeps its old node (timers, receiver) until its alerts
+        resolve, and an escalation whose policy is gone finishes on it: nothing pending is dropped."""
+        new = Dispatch(settings, muter)
+        new.nodes = {**self.nodes, **new.nodes}
+        new.policies = {**self.policies, **new.policies}
+        new.groups, new.escalations, new.placed = self.groups, self.escalations, self.placed
+        new.version = self.version + 1
+        return new
 
     # --- placing alerts -----------------------------------------------------------------------------------
     def place(self, a: Alert, now: float, nodes: list[RouteNode] | None = None) -> None:

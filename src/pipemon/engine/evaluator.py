@@ -89,6 +89,14 @@ def condition_key(f: Finding) -> tuple[ConditionKind, str]:
     return kind, f.metric
 
 
+def spec_inputs(rule: PipelineRule | None) -> tuple | None:
+    """The fields of a rule that `Evaluator.spec_for` reads: a reload re-declares a pipeline to its
+    detectors only when these changed."""
+    if rule is None:
+        return None
+    return rule.schedule, rule.timezone, rule.grace, rule.max_duration, rule.sensitivity
+
+
 class Evaluator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -107,7 +115,15 @@ class Evaluator:
             self._queue_sla(pipeline, now)
         return h
 
+    def reconfigure(self, settings: Settings, now: float) -> None:
+        """New settings (a config reload): the SLA deadlines are queued again from the new rules."""
+        self.settings = settings
+        self._sla = []
+        for pipeline in self.health:
+            self._queue_sla(pipeline, now)
+
     def spec_for(self, pipeline: str) -> DetectSpec:
+        """What the detectors are told: the rule's `spec_inputs`, else what the producer sent."""
         rule = self.settings.rule_for(pipeline)
         spec = DetectSpec()
         if rule is not None:

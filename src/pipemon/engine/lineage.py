@@ -27,6 +27,15 @@ class Lineage:
             self._declared_up.setdefault(pipeline, set()).add(u)
             self._declared_down.setdefault(u, set()).add(pipeline)
 
+    def declared(self) -> set[str]:
+        """The pipelines with declared upstreams."""
+        return set(self._declared_up)
+
+    def undeclare(self) -> None:
+        """Forget every `depends_on` edge (a config reload declares the new ones)."""
+        self._declared_up = {}
+        self._declared_down = {}
+
     # Read from API threads while the writer adds edges: every read copies a set in one C call first.
     def upstream(self, pipeline: str) -> set[str]:
         out = set(self._declared_up.get(pipeline, ()))

@@ -7,7 +7,7 @@ itself. Unset timers and group_by are inherited from the parent.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipemon.config import Route
@@ -39,8 +39,15 @@ class RouteNode:
         return {k: labels.get(k, "") for k in self.group_by}
 
 
-def compile_routes(route: Route) -> RouteNode:
-    return _compile(route, None, "root")
+def compile_routes(route: Route, team_routes: Sequence[tuple[str, Route]] = ()) -> RouteNode:
+    """The main file's tree; the team files' routes (already confined to their teams) go first under the
+    root, with ids by team name, so adding or removing one team leaves the other nodes' ids as they were
+    (aggregation groups are keyed by node id)."""
+    root = _compile(route, None, "root")
+    if not team_routes:
+        return root
+    teams = tuple(_compile(r, root, f"root.team[{team}]") for team, r in team_routes)
+    return RouteNode(**{**root.__dict__, "children": teams + root.children})
 
 
 def _compile(r: Route, parent: RouteNode | None, rid: str) -> RouteNode:

@@ -269,6 +269,16 @@ class Deliverer:
             return False
         return all(lane.thread.is_alive() for lane in list(self._lanes.values()))
 
+    def reconfigure(self, receivers: dict[str, Receiver], threshold: int) -> None:
+        """New receivers (a config reload). A receiver no longer configured stays known, so what is pending
+        for it is still delivered; a changed one is used from its next attempt, with its new rate limit."""
+        with self._lock:
+            for name, r in receivers.items():
+                if self.receivers.get(name) != r:
+                    self._buckets.pop(name, None)
+            self.receivers = {**self.receivers, **receivers}
+            self.threshold = threshold
+
     def enqueue(self, notifications: list[Notification]) -> None:
         """Called by the writer after a commit: send these now."""
         for n in notifications:

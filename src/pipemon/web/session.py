@@ -40,7 +40,14 @@ class PageForbidden(Forbidden):
 
 
 def auth_on(request: Request) -> bool:
-    return getattr(request.app.state, "resolve_caller", None) is not None
+    state = request.app.state
+    resolve = getattr(state, "resolve_caller", None)
+    if resolve is None:
+        return False
+    keyring = getattr(state, "keyring", None)
+    if keyring is not None and resolve == keyring.resolve:
+        return keyring.auth_on  # --auth auto: off on loopback until the first token exists
+    return True  # another resolver (a test's token table): tokens are required
 
 
 def viewer(action: Action) -> Callable[[Request], Caller]:
