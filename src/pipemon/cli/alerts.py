@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipemon.cli import TokenOption, UrlOption, app
+from pipemon.cli.progress import progress
 from pipemon.cli.output import Column, Output, OutputOption, emit
 from pipemon.cli.status import _ago, api_get
 from pipemon.cli.text import console, echo_error, plain, safe
@@ -201,9 +202,11 @@ def replay(config: Path = typer.Option(..., "--config", "-c", help="The pipemon.
             raise typer.BadParameter(f"not an ISO time: {until!r}", param_hint="--until") from None
         until_ts = (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
     src = sys.stdin.buffer if str(input_) == "-" else open(input_, "rb")
+    size = None if src is sys.stdin.buffer else input_.stat().st_size
     out = open(output, "w") if output else None
     try:
-        res = run_replay(settings, src, out, until=until_ts, tick=tick)
+        with progress() as bars:
+            res = run_replay(settings, bars.lines(src, size, "replaying"), out, until=until_ts, tick=tick)
     finally:
         if out:
             out.close()
