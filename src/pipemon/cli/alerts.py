@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -141,7 +142,7 @@ def silence_expire(silence_id: int = typer.Argument(...), url: str = UrlOption,
 def receivers_test(name: str = typer.Argument(..., help="Receiver name from the config."),
                    url: str = UrlOption, token: str | None = TokenOption) -> None:
     """Send a test notification through a receiver now; exit 1 when it fails."""
-    r = api_send("POST", url, token, f"/api/v1/receivers/{name}/test")
+    r = api_send("POST", url, token, f"/api/v1/receivers/{quote(name, safe='')}/test")
     if r["ok"]:
         typer.echo(plain(f"receiver {name}: test notification delivered", None))
         return

@@ -13,12 +13,13 @@ app.add_typer(config_app, name="config")
 def check(path: str = typer.Argument(..., help="pipemon.yaml")) -> None:
     """Validate FILE; every problem is printed with its line and key. Exit 1 when invalid."""
     from pipemon import config
+    from pipemon.cli.text import escaped
     from pipemon.errors import ConfigError
 
     try:
         settings = config.load(path)
     except ConfigError as e:
         for p in e.problems:
-            typer.secho(str(p), fg=typer.colors.RED, err=True)
+            typer.secho(escaped(str(p)), fg=typer.colors.RED, err=True)  # it may quote the file
         raise typer.Exit(1) from None
     typer.echo(f"{path}: OK ({len(settings.pipelines)} pipeline rules)")
