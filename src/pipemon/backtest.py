@@ -178,6 +178,8 @@ def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat,
             done_records += 1
             if on_progress is not None and done_records % PROGRESS_EVERY == 0:
                 on_progress(done_records)
+        if on_progress is not None:
+            on_progress(done_records)
         return out
     for t, done, line in run_events(lines):
         due = next_due()
@@ -196,6 +198,8 @@ def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat,
         done_records += 1
         if on_progress is not None and done_records % PROGRESS_EVERY == 0:
             on_progress(done_records)
+    if on_progress is not None:
+        on_progress(done_records)
     return out
 
 

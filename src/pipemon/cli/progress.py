@@ -22,6 +22,8 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed, unit = task.speed, task.fields.get("unit", "")
+        if speed is None and task.elapsed:  # too few samples yet (or quick work): the average so far
+            speed = task.completed / task.elapsed
         if speed is None:
             return Text("", style="progress.data.speed")
         shown = f"{decimal(int(speed))}/s" if unit == "bytes" else f"{speed:,.1f} {unit}/s"
