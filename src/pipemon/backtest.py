@@ -114,7 +114,11 @@ def read_records(f: Iterable[bytes], fmt: InputFormat = InputFormat.RUNS) -> tup
         try:
             line = dec.decode(raw)
             t = _unix(line)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OverflowError) as e:
+        except msgspec.ValidationError as e:  # a DecodeError too: test it first
+            raise BadLine(f"line {n}: {e}") from None
+        except msgspec.DecodeError as e:
+            raise BadLine(f"line {n}: not valid JSON ({e})") from None
+        except (ValueError, OverflowError) as e:
             raise BadLine(f"line {n}: {e}") from None
         if fmt is InputFormat.RUNS:
             word = line.status.strip().lower()
