@@ -60,7 +60,7 @@ def emit(fmt: Output, title: str, columns: Iterable[Column], items: list[dict]) 
         for item in items:
             w.writerow([_csv(c.value(item)) for c in columns])
     else:
-        t = Table(title=title, header_style="bold")
+        t = Table(title=safe(title, None), header_style="bold")
         for c in columns:
             t.add_column(c.header, overflow="fold")
         for item in items:

@@ -76,5 +76,6 @@ def progress(console: Console | None = None) -> Iterator[Bars]:
         yield Bars(None)
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), RateColumn(),
-                  TimeRemainingColumn(), TextColumn("left"), console=screen) as bars:
+                  TimeRemainingColumn(), TextColumn("left"), console=screen,
+                  refresh_per_second=4) as bars:  # a bar is read by people: 4 Hz is smooth, and cheap
         yield Bars(bars)
