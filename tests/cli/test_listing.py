@@ -90,7 +90,8 @@ def test_send_takes_the_apis_and_the_pings_words(server):
     # the native door takes the same words
     assert httpx.post(server.url + "/api/v1/events", json={"pipeline": "words/native", "type": "failure",
                                                            "run_id": "1", "duration_s": 3}).status_code == 200
-    assert httpx.get(server.url + "/api/v1/pipelines/words/native/runs").json()["items"][0]["status"] == "failed"
+    [r] = httpx.get(server.url + "/api/v1/pipelines/words/native/runs").json()["items"]
+    assert r["status"] == "failed"
 
 
 def test_export_runs_is_the_input_of_detect(server, tmp_path: Path):

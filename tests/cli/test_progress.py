@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,31 @@ def test_quiet_when_piped_and_a_bar_on_a_terminal(files, name):
     assert BAR in shown.stderr and "left" in shown.stderr
     for w in words:
         assert w in shown.stderr, w
+
+
+@pytest.mark.slow
+def test_the_demos_history_replay_shows_a_bar_on_a_terminal(tmp_path: Path):
+    """The piped case is tests/e2e/test_demo.py (no bar in its output)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipemon", "demo", "--port", str(free_port()), "--db",
+                             f"sqlite:///{tmp_path / 'demo.db'}", "--history-days", "1", "--speed", "600",
+                             "--config-out", str(tmp_path / "demo.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    seen = b""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while b"history replayed" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stdout.read1(65536)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    text = seen.decode(errors="replace")
+    assert "history replayed" in text and "replaying history" in text
+    assert BAR in text and "days/s" in text and "left" in text
