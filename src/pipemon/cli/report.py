@@ -15,8 +15,6 @@ from pipemon.model import EventWord
 LOG_TAIL = 10_240
 
 
-
-
 @app.command()
 def send(pipeline: str = typer.Argument(..., help="namespace/name"),
          status: EventWord = typer.Option(EventWord.SUCCESS, case_sensitive=False,
