@@ -1,8 +1,10 @@
 """Backtest: the live detectors over a recorded history, the clock following the records.
 
 Input (JSONL):
-  runs     {"pipeline_id","run_id","ts"|"ts_unix","duration_s","rows"[,"bytes"],"status"}, one finished run
-           a line in start order. A run line is split into a START at ts and a COMPLETION at ts + duration,
+  runs     {"pipeline_id","run_id","ts"|"ts_unix","duration_s","rows"[,"bytes"],"status"}, one run a line in
+           start order (`pipemon export runs` writes it from a store). status is a word of model.EventWord
+           (success, failed, aborted …; default success); a run that has not finished (start, running) is
+           skipped and counted. A run line is split into a START at ts and a COMPLETION at ts + duration,
            merged in time order, so a run's duration and rows are never used before it finished.
   series   {"pipeline_id","ts"|"ts_unix","value"}, a generic metric series.
   pipelines (optional) {"pipeline_id","cron"?,"interval_s"?,"timezone"?,"grace_s"?,"max_duration_s"?}:
@@ -19,7 +21,7 @@ import heapq
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
@@ -29,6 +31,8 @@ import msgspec
 
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, RunObservation, RunStatus
 from pipemon.engine.detect.base import iso_utc
+from pipemon.errors import PipemonError
+from pipemon.model import EVENT_WORDS, STATUS_OF_TERMINAL
 
 
 class InputFormat(str, Enum):
@@ -57,15 +61,25 @@ class _Declared(msgspec.Struct):
     max_duration_s: float | None = None
 
 
-_STATUS = {"success": RunStatus.SUCCEEDED, "succeeded": RunStatus.SUCCEEDED, "complete": RunStatus.SUCCEEDED,
-           "failed": RunStatus.FAILED, "failure": RunStatus.FAILED, "fail": RunStatus.FAILED,
-           "aborted": RunStatus.ABORTED, "cancelled": RunStatus.ABORTED, "canceled": RunStatus.ABORTED}
+_STATUS: dict[str, RunStatus] = {w: STATUS_OF_TERMINAL[t] for w, t in EVENT_WORDS.items() if t.is_terminal}
+_UNFINISHED = frozenset(w for w, t in EVENT_WORDS.items() if not t.is_terminal)
+PROGRESS_EVERY = 4096  # records between two calls of a progress callback
+
+
+class BadLine(PipemonError):
+    """A line of an input that cannot be read; the message starts with its number. `declared`: the line is
+    one of the declared schedules' (--pipelines), not of the runs."""
+
+    def __init__(self, message: str, declared: bool = False) -> None:
+        super().__init__(message)
+        self.declared = declared
 
 
 @dataclass(frozen=True, slots=True)
 class BacktestStats:
     records: int
     findings: int
+    skipped: int  # runs that had not finished (start, running): nothing to learn from yet
     parse_s: float  # CPU seconds reading and decoding the input
     detect_s: float  # CPU seconds in the detectors
 
@@ -83,25 +97,56 @@ def _unix(line: _Line) -> float:
     return (d if d.tzinfo else d.replace(tzinfo=_dt.UTC)).timestamp()
 
 
-def read_lines(f: IO[bytes]) -> list[_Line]:
-    """The records in time order (by start); a file that is not is sorted, stably."""
+def read_lines(f: Iterable[bytes], fmt: InputFormat = InputFormat.RUNS) -> list[_Line]:
+    return read_records(f, fmt)[0]
+
+
+def read_records(f: Iterable[bytes], fmt: InputFormat = InputFormat.RUNS) -> tuple[list[_Line], int]:
+    """The records in time order (by start), a file that is not sorted stably, and how many unfinished runs
+    were skipped. A line that cannot be read raises BadLine with its number."""
     dec = msgspec.json.Decoder(_Line)
-    lines = [dec.decode(raw) for raw in f if raw.strip()]
-    for line in lines:  # one string per pipeline: the detectors' lookups then match it by identity
-        line.pipeline_id = sys.intern(line.pipeline_id)
-    times = [_unix(line) for line in lines]
+    lines: list[_Line] = []
+    times: list[float] = []
+    skipped = 0
+    for n, raw in enumerate(f, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = dec.decode(raw)
+            t = _unix(line)
+        except msgspec.ValidationError as e:  # a DecodeError too: test it first
+            raise BadLine(f"line {n}: {e}") from None
+        except msgspec.DecodeError as e:
+            raise BadLine(f"line {n}: not valid JSON ({e})") from None
+        except (ValueError, OverflowError) as e:
+            raise BadLine(f"line {n}: {e}") from None
+        if fmt is InputFormat.RUNS:
+            word = line.status.strip().lower()
+            if word in _UNFINISHED:
+                skipped += 1
+                continue
+            if word not in _STATUS:
+                words = f"{', '.join(_STATUS)} (or {', '.join(sorted(_UNFINISHED))}: not finished, skipped)"
+                raise BadLine(f"line {n}: unknown status {line.status!r}; expected one of {words}")
+            line.status = word
+        line.pipeline_id = sys.intern(line.pipeline_id)  # one string per pipeline: lookups match by identity
+        lines.append(line)
+        times.append(t)
     if any(b < a for a, b in pairwise(times)):
         order = sorted(range(len(lines)), key=times.__getitem__)
         lines = [lines[k] for k in order]
-    return lines
+    return lines, skipped
 
 
 def read_pipelines(f: IO[bytes], sensitivity: float) -> dict[str, DetectSpec]:
     dec = msgspec.json.Decoder(_Declared)
     out = {}
-    for raw in f:
+    for n, raw in enumerate(f, 1):
         if raw.strip():
-            d = dec.decode(raw)
+            try:
+                d = dec.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                raise BadLine(f"line {n}: {e}", declared=True) from None
             out[sys.intern(d.pipeline_id)] = DetectSpec(d.cron or None, d.timezone, d.interval_s, d.grace_s,
                                                         d.max_duration_s, sensitivity)
     return out
@@ -122,15 +167,23 @@ def run_events(lines: Iterable[_Line]) -> Iterator[tuple[float, _Line | None, _L
         yield end, done, done
 
 
-def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat) -> list[Finding]:
-    """Feed time-ordered records to the suite, ticking it before each event; every finding, in order."""
+def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat,
+          on_progress: Callable[[int], None] | None = None) -> list[Finding]:
+    """Feed time-ordered records to the suite, ticking it before each event; every finding, in order.
+    `on_progress(records done)` is called every PROGRESS_EVERY records."""
     out: list[Finding] = []
+    done_records = 0
     tick, next_due = suite.tick, suite.next_due
     if fmt is InputFormat.SERIES:
         for line in lines:
             if line.value is not None:
                 t = _unix(line)
                 out.extend(suite.observe_value(line.pipeline_id, t, float(line.value), t))
+            done_records += 1
+            if on_progress is not None and done_records % PROGRESS_EVERY == 0:
+                on_progress(done_records)
+        if on_progress is not None:
+            on_progress(done_records)
         return out
     for t, done, line in run_events(lines):
         due = next_due()
@@ -146,25 +199,32 @@ def drive(suite: DetectorSuite, lines: list[_Line], fmt: InputFormat) -> list[Fi
             raise ValueError(f"{pid} {rid}: unknown status {line.status!r}")
         run = RunObservation(rid, start, t, status, line.duration_s, line.rows, line.bytes)
         out.extend(suite.observe_run(pid, run, t))
+        done_records += 1
+        if on_progress is not None and done_records % PROGRESS_EVERY == 0:
+            on_progress(done_records)
+    if on_progress is not None:
+        on_progress(done_records)
     return out
 
 
-def backtest(runs: IO[bytes], out: IO[str], pipelines: IO[bytes] | None = None, sensitivity: float = 1.0,
-             fmt: InputFormat = InputFormat.RUNS) -> BacktestStats:
-    """Read the records (and declared schedules), run the detectors over them, write the flags."""
+def backtest(runs: Iterable[bytes], out: IO[str], pipelines: IO[bytes] | None = None,
+             sensitivity: float = 1.0, fmt: InputFormat = InputFormat.RUNS,
+             on_start: Callable[[int], Callable[[int], None] | None] | None = None) -> BacktestStats:
+    """Read the records (and declared schedules), run the detectors over them, write the flags.
+    `on_start(records)`, once they are read, may give drive() its progress callback."""
     # CPU time of this process: "runs per second of one core", whatever else the machine is doing
     t0 = time.process_time()
-    lines = read_lines(runs)
+    lines, skipped = read_records(runs, fmt)
     specs = read_pipelines(pipelines, sensitivity) if pipelines is not None else {}
     t1 = time.process_time()
     suite = DetectorSuite(sensitivity)
     for pid, spec in specs.items():
         suite.configure(pid, spec)
-    findings = drive(suite, lines, fmt)
+    findings = drive(suite, lines, fmt, on_start(len(lines)) if on_start is not None else None)
     t2 = time.process_time()
     for f in findings:
         out.write(json.dumps(flag(f)) + "\n")
-    return BacktestStats(len(lines), len(findings), t1 - t0, t2 - t1)
+    return BacktestStats(len(lines), len(findings), skipped, t1 - t0, t2 - t1)
 
 
 def flag(f: Finding) -> dict[str, object]:

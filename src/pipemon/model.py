@@ -48,6 +48,40 @@ STATUS_OF_TERMINAL = {
     EventType.ABORT: RunStatus.ABORTED,
 }
 
+class EventWord(enum.StrEnum):
+    """What happened to a run, in the words clients use: the API's event types (any case), the pings'
+    signals (start, fail; a bare ping is a success) and the run statuses the API reports. One vocabulary,
+    read by the native door, `pipemon send --status` and the backtest's input."""
+    START = "start"
+    RUNNING = "running"
+    HEARTBEAT = "heartbeat"
+    COMPLETE = "complete"
+    SUCCESS = "success"
+    SUCCEEDED = "succeeded"
+    FAIL = "fail"
+    FAILURE = "failure"
+    FAILED = "failed"
+    ABORT = "abort"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+    CANCELED = "canceled"
+
+    @property
+    def event_type(self) -> EventType:
+        return EVENT_WORDS[self.value]
+
+
+_SYNONYMS = {EventWord.SUCCESS: EventType.COMPLETE, EventWord.SUCCEEDED: EventType.COMPLETE,
+             EventWord.FAILURE: EventType.FAIL, EventWord.FAILED: EventType.FAIL,
+             EventWord.ABORTED: EventType.ABORT, EventWord.CANCELLED: EventType.ABORT,
+             EventWord.CANCELED: EventType.ABORT}
+EVENT_WORDS: dict[str, EventType] = {w.value: _SYNONYMS.get(w) or EventType[w.name] for w in EventWord}
+
+
+def event_type_of(word: str) -> EventType | None:
+    """The event type a client's word means (any case), or None when it is not an EventWord."""
+    return EVENT_WORDS.get(word.strip().lower())
+
 
 class RunRef(msgspec.Struct, frozen=True):
     """A run of a job: the parent of a task run, or the root of a tree of runs."""

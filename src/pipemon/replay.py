@@ -14,7 +14,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,7 +73,7 @@ def read_events(lines: Iterator[bytes], result: ReplayResult) -> Iterator[Event]
         yield from evs
 
 
-def replay(settings: Settings, source: IO[bytes], out: IO[str] | None, *, until: float | None = None,
+def replay(settings: Settings, source: Iterable[bytes], out: IO[str] | None, *, until: float | None = None,
            tick: float = 60.0, db_dir: str | None = None) -> ReplayResult:
     from pipemon.app import build
 

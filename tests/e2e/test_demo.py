@@ -38,6 +38,7 @@ def test_demo_serves_the_simulated_fleet(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "240 pipelines" in out
+    assert "━" not in out and "replaying history" not in out  # piped: no progress bar
 
 
 def test_demo_export_writes_openlineage_lines(tmp_path):

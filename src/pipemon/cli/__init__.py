@@ -5,8 +5,19 @@ import logging
 import os
 
 import typer
+import typer.core
 
 from pipemon import __version__
+
+_value_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_has_no_value(self: typer.core.TyperOption, ctx):  # type: ignore[no-untyped-def]
+    """typer's rich help gives every option a value type, `<bool>` to flags that take none: not to flags."""
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_has_no_value  # type: ignore[method-assign]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="pipemon: monitoring and alerting for data pipelines.")
@@ -43,3 +54,4 @@ from pipemon.cli import demo as _demo  # noqa: E402,F401
 from pipemon.cli import alerts as _alerts  # noqa: E402,F401
 from pipemon.cli import detect as _detect  # noqa: E402,F401
 from pipemon.cli import token as _token  # noqa: E402,F401
+from pipemon.cli import export as _export  # noqa: E402,F401

@@ -16,6 +16,7 @@ def check(path: str = typer.Argument(None, help="pipemon.yaml (the main file)"),
     """Validate the main file and every team file (its --config-dir and its include: globs). Every problem
     is printed at once with its file:line and key; receivers no route uses are warnings. Exit 1 when
     anything is invalid."""
+    from pipemon.cli.text import escaped
     from pipemon.config import unused_receivers
     from pipemon.teamconfig import ConfigSource
 
@@ -24,15 +25,15 @@ def check(path: str = typer.Argument(None, help="pipemon.yaml (the main file)"),
         raise typer.Exit(2)
     loaded = ConfigSource(path, config_dir).read()
     for p in loaded.main_problems:
-        typer.secho(p, fg=typer.colors.RED, err=True)
+        typer.secho(escaped(str(p)), fg=typer.colors.RED, err=True)  # it may quote the file
     if loaded.settings is None:
         raise typer.Exit(1)
     for s in sorted(loaded.statuses.values(), key=lambda s: (s.team, s.file)):
         for p in s.problems:
-            typer.secho(p, fg=typer.colors.RED, err=True)
+            typer.secho(escaped(str(p)), fg=typer.colors.RED, err=True)  # it may quote the file
     for name in unused_receivers(loaded.settings):
-        typer.secho(f"warning: receiver {name!r} is not used by any route or escalation policy",
-                    fg=typer.colors.YELLOW, err=True)
+        warning = f"warning: receiver {name!r} is not used by any route or escalation policy"
+        typer.secho(escaped(warning), fg=typer.colors.YELLOW, err=True)
     if not loaded.ok:
         raise typer.Exit(1)
     teams = f", {len(loaded.statuses)} team files" if loaded.statuses else ""

@@ -10,6 +10,7 @@ import msgspec
 import typer
 
 from pipemon.cli import app
+from pipemon.cli.progress import progress
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
@@ -37,7 +38,11 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 
     if export is not None:
         t0 = time.monotonic()
-        summary = sim.export(export, days=days, seed=seed, pipelines=pipelines, fmt=fmt)
+        with progress() as bars:
+            meter = bars.add("simulating", days, "days")
+            summary = sim.export(export, days=days, seed=seed, pipelines=pipelines, fmt=fmt,
+                                 on_progress=lambda s: meter.set(s / DAY))
+            meter.set(days)
         typer.echo(f"wrote {summary.events:,} events ({days:g} days, {pipelines} pipelines) "
                    f"to {summary.events_path} and {summary.incidents} incidents to {summary.incidents_path} "
                    f"in {time.monotonic() - t0:.1f}s")
@@ -75,16 +80,21 @@ def _feed(pm, clock, feeder, history_end: float) -> None:
         time.sleep(0.05)
     t0 = time.monotonic()
     batch: list = []
-    next_tick = clock.now() + 300
-    for ev in feeder.history(feeder.position, history_end):
-        t = ev_time(ev)
-        if t >= next_tick:
-            _flush(pm, batch)
-            clock.set(t)
-            pm.worker.tick()
-            next_tick = t + 300
-        batch += openlineage.parse(enc.encode(ev), t)
-    _flush(pm, batch)
+    begin = clock.now()
+    next_tick = begin + 300
+    with progress() as bars:
+        meter = bars.add("replaying history", (history_end - begin) / DAY, "days")
+        for ev in feeder.history(feeder.position, history_end):
+            t = ev_time(ev)
+            if t >= next_tick:
+                _flush(pm, batch)
+                clock.set(t)
+                pm.worker.tick()
+                next_tick = t + 300
+                meter.set((t - begin) / DAY)
+            batch += openlineage.parse(enc.encode(ev), t)
+        _flush(pm, batch)
+        meter.set((history_end - begin) / DAY)
     clock.set(history_end)
     pm.worker.tick()
     clock.go()

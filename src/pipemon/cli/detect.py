@@ -24,19 +24,42 @@ def detect(
         "--sensitivity", min=0.05, max=20.0,
         help="Higher: more alarms (recall); lower: fewer (precision).")] = 1.0,
 ) -> None:
-    """Run the detectors over a run history, the clock following the records, and write flags."""
-    from rich.console import Console
+    """Run the detectors over a run history, the clock following the records, and write flags.
 
-    from pipemon.backtest import backtest
+    Input (--format runs): one run a line, in start order (other orders are sorted), e.g.
+    {"pipeline_id": "billing/nightly", "run_id": "r1", "ts": "2026-11-26T02:00:00Z",
+    "duration_s": 840, "rows": 120000, "bytes": 5.2e7, "status": "success"}
+    ts is ISO 8601 (no zone: UTC) or ts_unix is unix seconds; run_id, duration_s, rows and bytes may be
+    left out; status is success (the default), failed or aborted (or any word `pipemon send --status`
+    takes); a run still start or running is skipped and counted. `pipemon export runs` writes this
+    format from a pipemon server.
 
-    with input.open("rb") as runs, output.open("w") as out:
+    --format series: {"pipeline_id", "ts" or "ts_unix", "value"} a line.
+    --pipelines: {"pipeline_id", "cron" or "interval_s", "timezone", "grace_s", "max_duration_s"} a line.
+    Output: one flag a line, {"pipeline_id", "ts", "ts_unix", "score", "metric", "kind", "explanation"}.
+    A line that cannot be read is reported by its number (exit 1)."""
+    from rich.text import Text
+
+    from pipemon.backtest import BadLine, backtest
+    from pipemon.cli.progress import progress
+    from pipemon.cli.text import console, echo_error
+
+    with progress() as bars, input.open("rb") as runs, output.open("w") as out:
+        def detecting(records: int):
+            return bars.add("detecting", records, "runs").set
+
         decl = pipelines.open("rb") if pipelines is not None else None
         try:
-            stats = backtest(runs, out, decl, sensitivity, fmt)
+            stats = backtest(bars.lines(runs, input.stat().st_size, "reading"), out, decl, sensitivity, fmt,
+                             on_start=detecting)
+        except BadLine as e:
+            echo_error(f"{pipelines if e.declared else input}: {e}")
+            raise typer.Exit(1) from None
         finally:
             if decl is not None:
                 decl.close()
-    Console(stderr=True).print(
-        f"[bold]{stats.records:,}[/] records, [bold]{stats.findings:,}[/] flags -> {output}   "
-        f"detectors {stats.detect_s:.2f} s CPU = [bold]{stats.records_per_s:,.0f}[/] records/s; "
-        f"reading {stats.parse_s:.2f} s")
+    skipped = f"; {stats.skipped:,} runs not finished, skipped" if stats.skipped else ""
+    console(stderr=True).print(Text.assemble(
+        (f"{stats.records:,}", "bold"), " records, ", (f"{stats.findings:,}", "bold"),
+        f" flags -> {output}{skipped}   detectors {stats.detect_s:.2f} s CPU = ",
+        (f"{stats.records_per_s:,.0f}", "bold"), f" records/s; reading {stats.parse_s:.2f} s"))

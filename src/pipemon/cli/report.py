@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import enum
 import subprocess
 import sys
 import time
@@ -11,25 +10,15 @@ import uuid
 import typer
 
 from pipemon.cli import TokenOption, UrlOption, app
+from pipemon.model import EventWord
 
 LOG_TAIL = 10_240
 
 
-class Status(enum.StrEnum):
-    start = "start"
-    running = "running"
-    success = "success"
-    failed = "failed"
-    aborted = "aborted"
-
-
-_TYPE = {Status.start: "START", Status.running: "RUNNING", Status.success: "COMPLETE", Status.failed: "FAIL",
-         Status.aborted: "ABORT"}
-
-
 @app.command()
 def send(pipeline: str = typer.Argument(..., help="namespace/name"),
-         status: Status = typer.Option(Status.success, help="What happened."),
+         status: EventWord = typer.Option(EventWord.SUCCESS, case_sensitive=False,
+                                          help="What happened: the API's event types and the pings' words."),
          run_id: str | None = typer.Option(None, help="The run's id (default: a new one, or the open run)."),
          duration: float | None = typer.Option(None, help="Seconds the run took (for a finished run)."),
          rows: float | None = typer.Option(None, help="Rows written."),
@@ -44,11 +33,12 @@ def send(pipeline: str = typer.Argument(..., help="namespace/name"),
         _split(pipeline)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="PIPELINE") from None
-    if duration is not None and status in (Status.start, Status.running):
+    etype = status.event_type
+    if duration is not None and not etype.is_terminal:
         raise typer.BadParameter("only a finished run has a duration", param_hint="--duration")
     metrics = {k: v for k, v in (("rows", rows), ("bytes", bytes_)) if v is not None}
     with Client(url, token) as client:
-        ok = client.event(pipeline, _TYPE[status],
+        ok = client.event(pipeline, etype.value,
                           run_id or (str(uuid.uuid4()) if duration is not None else None),
                           duration_s=duration, metrics=metrics or None,
                           error={"message": error} if error else None, team=team)

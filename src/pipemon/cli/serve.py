@@ -6,6 +6,7 @@ import sys
 import typer
 
 from pipemon.cli import app
+from pipemon.cli.text import escaped
 from pipemon.errors import ConfigError
 
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -23,7 +24,7 @@ def load_settings(config: str | None):
     try:
         return cfg.load(config)
     except ConfigError as e:
-        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        typer.secho(escaped(str(e)), fg=typer.colors.RED, err=True)  # it quotes the file
         raise typer.Exit(2) from None
 
 
@@ -107,8 +108,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     try:
         pm = build(db, settings, synchronous=sqlite_synchronous.upper())
     except Exception as e:  # a bad URL or an unreachable database: say so, no traceback, no password
-        typer.secho(f"cannot open the database {redact(db)}: {scrub(str(e), db)}", fg=typer.colors.RED,
-                    err=True)
+        typer.secho(escaped(f"cannot open the database {redact(db)}: {scrub(str(e), db)}"),
+                    fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     pm.reloader = reloader
     run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})", auth)
@@ -134,7 +135,7 @@ def db_upgrade(db: str = DbOption) -> None:
         store_db.upgrade(engine)
         typer.echo(f"database {store_db.redact(db)} at revision {store_db.current_revision(engine)}")
     except Exception as e:  # as serve: say what failed, without a traceback or the password
-        typer.secho(f"cannot upgrade the database {store_db.redact(db)}: {scrub(str(e), db)}",
+        typer.secho(escaped(f"cannot upgrade the database {store_db.redact(db)}: {scrub(str(e), db)}"),
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     engine.dispose()

@@ -8,8 +8,12 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipemon.cli import TokenOption, UrlOption, app
+from pipemon.cli.output import Column, Output, OutputOption, emit
+from pipemon.cli.text import console as make_console
+from pipemon.cli.text import echo_error, plain, safe
 
 STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
                "unknown": "dim", "paused": "blue", "healthy": "green"}
@@ -25,14 +29,14 @@ def api_get(url: str, token: str | None, path: str, params: dict | None = None) 
                       params={k: v for k, v in (params or {}).items() if v is not None},
                       headers=headers, timeout=30)
     except httpx.HTTPError as e:
-        typer.secho(f"cannot reach pipemon at {url}: {e}", fg=typer.colors.RED, err=True)
+        echo_error(f"cannot reach pipemon at {url}: {e}")
         raise typer.Exit(1) from None
     if r.status_code >= 400:
         try:
             msg = r.json().get("message", r.text)
         except ValueError:
             msg = r.text
-        typer.secho(f"pipemon answered {r.status_code}: {msg}", fg=typer.colors.RED, err=True)
+        echo_error(f"pipemon answered {r.status_code}: {msg}")
         raise typer.Exit(1)
     return r.json()
 
@@ -72,43 +76,72 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARK[int((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
 
 
+def _last(p: dict) -> dict:
+    return p.get("last_run") or {}
+
+
+def _run_cell(p: dict) -> Text:
+    rs = _last(p).get("status") or "-"
+    return Text.assemble(safe(rs, style=RUN_STYLE.get(rs, "")), " ", _ago(_last(p).get("started_at")))
+
+
+STATUS_COLUMNS = (
+    Column("pipeline", lambda p: p["id"]),
+    Column("team", lambda p: p.get("team") or "-"),
+    Column("state", lambda p: p["state"], lambda p: safe(p["state"], style=STATE_STYLE.get(p["state"], ""))),
+    Column("since", lambda p: p.get("state_since"), lambda p: _ago(p.get("state_since"))),
+    Column("reason", lambda p: p.get("reason") or ""),
+    Column("last run", lambda p: " ".join(filter(None, (_last(p).get("status"), _last(p).get("started_at")))),
+           _run_cell),
+    Column("duration", lambda p: _last(p).get("duration_s"), lambda p: _span(_last(p).get("duration_s"))),
+    Column("rows", lambda p: _last(p).get("rows"), lambda p: _num(_last(p).get("rows"))),
+)
+
+
 @app.command()
 def status(team: str | None = typer.Option(None, help="Only this team's pipelines."),
            state: str | None = typer.Option(None, help="Only these states, comma-separated "
                                                         "(e.g. late,failing)."),
            url: str = UrlOption, token: str | None = TokenOption,
-           limit: int = typer.Option(200, help="At most this many pipelines.")) -> None:
+           limit: int = typer.Option(200, min=1, help="At most this many pipelines."),
+           all_: bool = typer.Option(False, "--all", help="Every pipeline, however many."),
+           output: Output = OutputOption) -> None:
     """Pipelines, worst first: state, since when, why, and the last run."""
     wanted = [s.strip() for s in state.split(",")] if state else WORST_FIRST
     bad = [s for s in wanted if s not in WORST_FIRST]
     if bad:
         raise typer.BadParameter(f"unknown state {bad[0]!r}; expected some of {', '.join(WORST_FIRST)}",
                                  param_hint="--state")
+    cap = None if all_ else limit
     items: list[dict] = []
     for st in [s for s in WORST_FIRST if s in wanted]:  # one state at a time: the table is worst first
         cursor = None
-        while len(items) < limit:
-            page = api_get(url, token, "/api/v1/pipelines", {"team": team, "state": st, "cursor": cursor,
-                                                              "limit": min(1000, limit - len(items))})
+        while cap is None or len(items) < cap:
+            page = api_get(url, token, "/api/v1/pipelines", {
+                "team": team, "state": st, "cursor": cursor,
+                "limit": 1000 if cap is None else min(1000, cap - len(items))})
             items += page["items"]
             cursor = page["next_cursor"]
             if not cursor:
                 break
-    table = Table(title=f"pipelines{f' of {team}' if team else ''}", header_style="bold")
-    for col in ("pipeline", "team", "state", "since", "reason", "last run", "duration", "rows"):
-        table.add_column(col, overflow="fold")
-    for p in items:
-        r = p.get("last_run") or {}
-        st = p["state"]
-        rs = r.get("status") or "-"
-        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]",
-                      _ago(p.get("state_since")), p.get("reason") or "",
-                      f"[{RUN_STYLE.get(rs, '')}]{rs}[/] {_ago(r.get('started_at'))}",
-                      _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
-                      _num(r.get("rows")))
-    Console().print(table)
+    total = _matching(url, token, team, wanted) if cap is not None and len(items) >= cap else len(items)
+    emit(output, f"pipelines{f' of {team}' if team else ''}", STATUS_COLUMNS, items)
+    if output is not Output.TABLE:
+        if total > len(items):  # said on stderr: the data stays clean
+            echo_error(f"{len(items)} of {total} pipelines; --limit N or --all")
+        return
     if not items:
         typer.echo("no pipelines match")
+    elif total > len(items):
+        typer.echo(f"{len(items)} of {total} pipelines; --limit N or --all")
+
+
+def _matching(url: str, token: str | None, team: str | None, states: list[str]) -> int:
+    """How many pipelines the filters match, from the fleet summary."""
+    summary = api_get(url, token, "/api/v1/summary")
+    if team is not None:
+        summary = summary["teams"].get(team, {"by_state": {}})
+    return sum(n for st, n in summary["by_state"].items() if st in states)
 
 
 @app.command()
@@ -118,17 +151,21 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     pid = quote(pipeline, safe="")
     p = api_get(url, token, f"/api/v1/pipelines/{pid}")
     recent = api_get(url, token, f"/api/v1/pipelines/{pid}/runs", {"limit": max(runs, 30)})["items"]
-    console = Console()
+    console = make_console()
     st = p["state"]
-    console.print(f"[bold]{p['id']}[/]  team [bold]{p.get('team') or '-'}[/]  tier {p.get('tier') or '-'}  "
-                  f"[{STATE_STYLE.get(st, '')}]{st}[/] since {_ago(p.get('state_since'))}")
-    console.print(f"  {p.get('reason')}")
+    console.print(Text.assemble(
+        safe(p["id"], None, "bold"), "  team ", safe(p.get("team") or "-", None, "bold"),
+        "  tier ", safe(p.get("tier") or "-"), "  ", safe(st, style=STATE_STYLE.get(st, "")),
+        f" since {_ago(p.get('state_since'))}"))
+    console.print(Text.assemble("  ", safe(p.get("reason"), None)))
     sched = p.get("schedule")
     if sched:
-        console.print(f"  schedule ({sched['source']}): {sched['description']}; next expected "
-                      f"{sched.get('next_expected') or '-'}, deadline {sched.get('deadline') or '-'}")
+        console.print(Text.assemble(f"  schedule ({sched['source']}): ", safe(sched["description"]),
+                                    f"; next expected {sched.get('next_expected') or '-'}, "
+                                    f"deadline {sched.get('deadline') or '-'}"))
     for c in p.get("conditions", []):
-        console.print(f"  [yellow]open[/] {c['kind']}: {c['text']} (since {_ago(c['since'])})")
+        console.print(Text.assemble("  ", ("open", "yellow"), f" {c['kind']}: ", safe(c["text"], None),
+                                    f" (since {_ago(c['since'])})"))
     m = p.get("metrics", {})
     pct = lambda v: "-" if v is None else f"{v * 100:.0f}%"  # noqa: E731
     table = Table(show_header=False, box=None, padding=(0, 2))
@@ -146,7 +183,7 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
                  ("throughput", f"{_num(m.get('throughput_rows_per_s'))} rows/s"),
                  ("upstream", ", ".join(p.get("upstream", [])) or "-"),
                  ("downstream", ", ".join(p.get("downstream", [])) or "-")):
-        table.add_row(k, v)
+        table.add_row(k, safe(v, None))
     console.print(table)
     durations = [r["duration_s"] for r in reversed(recent) if r.get("duration_s") is not None]
     if durations:
@@ -158,10 +195,10 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
         broke = r.get("what_broke") or {}
         err = broke.get("headline") or (r.get("error") or {}).get("message") or ""
         status = "pending" if r.get("pending") else r["status"]
-        rt.add_row(r["run_id"], f"[{RUN_STYLE.get(r['status'], '')}]{status}[/]",
+        rt.add_row(safe(r["run_id"]), safe(status, style=RUN_STYLE.get(r["status"], "")),
                    (r.get("started_at") or "-")[:19],
                    _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
-                   _num(r.get("rows")), err[:110])
+                   _num(r.get("rows")), safe(err, 110))
     console.print(rt)
     if recent:
         _show_tasks(console, url, token, pipeline, recent[0]["run_id"])
@@ -172,20 +209,20 @@ def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, ru
     run = api_get(url, token, f"/api/v1/runs/{quote(run_id, safe='')}", {"pipeline": pipeline})
     if not run.get("tasks") and not run.get("not_run"):
         return
-    tt = Table(title=f"tasks of run {run_id}", header_style="bold")
+    tt = Table(title=Text(f"tasks of run {plain(run_id)}"), header_style="bold")
     for col in ("task", "state", "started", "duration", "error"):
         tt.add_column(col, overflow="fold")
     for t in sorted(run.get("tasks", []), key=lambda t: t.get("started_at") or ""):
         err = (t.get("error") or {}).get("message") or ""
-        tt.add_row(t.get("task") or t.get("job") or t["run_id"],
-                   f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",
+        tt.add_row(safe(t.get("task") or t.get("job") or t["run_id"]),
+                   safe(t["status"], style=RUN_STYLE.get(t["status"], "")),
                    (t.get("started_at") or "-")[:19],
-                   _span(t.get("duration_s")) if t.get("duration_s") is not None else "-", err[:80])
+                   _span(t.get("duration_s")) if t.get("duration_s") is not None else "-", safe(err, 80))
     for nr in run.get("not_run", []):
-        tt.add_row(nr["task"], f"[dim]{nr['state']}[/]", "-", "-", "never ran")
+        tt.add_row(safe(nr["task"]), safe(nr["state"], style="dim"), "-", "-", "never ran")
     console.print(tt)
     broke = run.get("what_broke")
     if broke:
-        console.print(f"  [bold red]what broke:[/] {broke['headline']}")
+        console.print(Text.assemble("  ", ("what broke:", "bold red"), " ", safe(broke["headline"], None)))
         for line in (broke.get("trace") or "").splitlines():
-            console.print(f"    {line}", markup=False, highlight=False)
+            console.print(Text.assemble("    ", safe(line, None)))

@@ -4,6 +4,7 @@ A simple schema for producers that don't speak OpenLineage (documented in the RE
 
     {"namespace": "billing", "name": "nightly_invoices",     # or "pipeline": "billing/nightly_invoices"
      "run_id": "2026-11-26", "type": "COMPLETE",             # START RUNNING COMPLETE FAIL ABORT HEARTBEAT
+                                                             # or a word of model.EVENT_WORDS (success …)
      "event_time": "2026-11-26T02:14:00Z",                   # ISO 8601 or unix seconds; default: now
      "event_id": "…",                                        # optional idempotency key
      "metrics": {"rows": 120000, "bytes": 5.2e7, "any_metric": 1.5},
@@ -35,7 +36,7 @@ from pipemon.ingest.common import (
     split_items,
     struct_problems,
 )
-from pipemon.model import Event, EventType, RunRef, Source, split_pipeline_key
+from pipemon.model import EVENT_WORDS, Event, EventType, RunRef, Source, event_type_of, split_pipeline_key
 
 MAX_BATCH = 10_000
 MAX_LOG = 10_240
@@ -77,7 +78,7 @@ class NativeEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(NativeEvent)
-_EVENT_TYPES = {t.value: t for t in EventType}
+_EVENT_TYPES = ", ".join(EVENT_WORDS)
 
 
 def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
@@ -113,9 +114,8 @@ def _all_problems(raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> 
         etype = msgspec.json.decode(obj["type"]) if "type" in obj else None
     except (msgspec.ValidationError, msgspec.DecodeError):
         etype = None
-    if isinstance(etype, str) and etype.upper() not in _EVENT_TYPES:
-        out.append(Problem(f"{prefix}.type", f"unknown event type {etype!r}; expected one of "
-                                             + ", ".join(_EVENT_TYPES)))
+    if isinstance(etype, str) and event_type_of(etype) is None:
+        out.append(Problem(f"{prefix}.type", f"unknown event type {etype!r}; expected one of {_EVENT_TYPES}"))
     return out or [Problem(prefix, "invalid event")]
 
 
@@ -149,10 +149,10 @@ _ID_PATHS = frozenset({"namespace", "name", "run_id", "event_id", "team", "paren
 
 def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizon: float) -> list[Event]:
     problems = _typed_limits(e, len(raw), prefix)
-    etype = _EVENT_TYPES.get(e.type.upper())
+    etype = event_type_of(e.type)
     if etype is None:
-        problems.append(Problem(f"{prefix}.type", f"unknown event type {e.type!r}; expected one of "
-                                                  + ", ".join(_EVENT_TYPES)))
+        problems.append(Problem(f"{prefix}.type",
+                                f"unknown event type {e.type!r}; expected one of {_EVENT_TYPES}"))
     ns, name = e.namespace, e.name
     if e.pipeline is not None:
         if ns is not None or name is not None:

@@ -130,10 +130,11 @@ class ExportSummary:
 
 def export(path: str | Path, days: float = 30, *, seed: int = 0, start: float = DEFAULT_START,
            pipelines: int = DEFAULT_SIZE, fmt: Format | str = Format.OPENLINEAGE,
-           incidents: IncidentSettings = DEFAULT_INCIDENTS, incidents_path: str | Path | None = None
-           ) -> ExportSummary:
+           incidents: IncidentSettings = DEFAULT_INCIDENTS, incidents_path: str | Path | None = None,
+           on_progress: Callable[[float], None] | None = None) -> ExportSummary:
     """Write `days` of the fleet's events as JSON lines in event-time order, and the ground truth
-    next to it (`events.jsonl` → `events.incidents.jsonl` unless `incidents_path` is given)."""
+    next to it (`events.jsonl` → `events.incidents.jsonl` unless `incidents_path` is given).
+    `on_progress(seconds of events written)` is called every 10,000 events."""
     path = Path(path)
     feeder = Feeder(build_fleet(seed, pipelines), start, fmt=fmt, incidents=incidents)
     end = start + days * DAY / SECOND
@@ -145,6 +146,8 @@ def export(path: str | Path, days: float = 30, *, seed: int = 0, start: float = 
             chunk.append(encode(event))
             if len(chunk) == 10_000:
                 count += _write_lines(out, chunk)
+                if on_progress is not None:
+                    on_progress(feeder.position - start)
         count += _write_lines(out, chunk)
     truth_path = Path(incidents_path) if incidents_path else incidents_path_for(path)
     truth = feeder.incidents(start, end)
