@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from pipemon.cli import TokenOption, UrlOption, app
 from pipemon.cli.alerts import api_send
+from pipemon.cli.output import Column, Output, OutputOption, emit
 from pipemon.cli.status import api_get
 
 token_app = typer.Typer(no_args_is_help=True, help="API tokens: create (shown once), list, revoke.")
@@ -106,18 +105,16 @@ def _cell(v: Any) -> str:
     return json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else str(v)
 
 
-def _rows(items: list[dict], cols: list[str], title: str) -> None:
-    table = Table(title=title)
-    for c in cols:
-        table.add_column(c.upper())
-    for it in items:
-        table.add_row(*[_cell(it.get(c)) for c in cols])
-    Console().print(table)
+def _rows(items: list[dict], cols: list[str], title: str, output: Output) -> None:
+    def value(col: str) -> Callable[[dict], str]:
+        return lambda it: _cell(it.get(col))
+    emit(output, title, [Column(c.upper(), value(c)) for c in cols], items)
 
 
 @token_app.command("list")
 def list_(team: str | None = typer.Option(None, help="Only this team's tokens."),
-          db: str | None = DbTarget, url: str = UrlOption, token: str | None = TokenOption) -> None:
+          db: str | None = DbTarget, url: str = UrlOption, token: str | None = TokenOption,
+          output: Output = OutputOption) -> None:
     """List tokens (never their secrets or hashes)."""
     from pipemon.store import tokens as store
 
@@ -127,7 +124,8 @@ def list_(team: str | None = typer.Option(None, help="Only this team's tokens.")
         items = _local(db, read)
     else:
         items = api_get(url, token, "/api/v1/tokens", {"team": team})["items"]
-    _rows(items, ["name", "team", "role", "state", "created_at", "created_by", "expires_at"], "tokens")
+    _rows(items, ["name", "team", "role", "state", "created_at", "created_by", "expires_at"], "tokens",
+          output)
 
 
 @token_app.command("revoke")
@@ -149,7 +147,8 @@ def revoke(name: str = typer.Argument(..., help="The token's name."),
 def audit(team: str | None = typer.Option(None, help="Only what belongs to this team."),
           action: str | None = typer.Option(None, help="e.g. token.create, alert.acknowledge, silence.add"),
           limit: int = typer.Option(100, min=1, max=1000),
-          db: str | None = DbTarget, url: str = UrlOption, token: str | None = TokenOption) -> None:
+          db: str | None = DbTarget, url: str = UrlOption, token: str | None = TokenOption,
+          output: Output = OutputOption) -> None:
     """The audit log, newest first: who (token name and team) changed what, when and from where."""
     from pipemon.store import audit as store
 
@@ -161,4 +160,5 @@ def audit(team: str | None = typer.Option(None, help="Only what belongs to this 
     else:
         params = {"team": team, "action": action, "limit": limit}
         items = api_get(url, token, "/api/v1/audit", params)["items"]
-    _rows(items, ["time", "actor", "actor_team", "action", "target", "team", "address", "detail"], "audit")
+    _rows(items, ["time", "actor", "actor_team", "action", "target", "team", "address", "detail"], "audit",
+          output)
