@@ -12,8 +12,8 @@ from rich.table import Table
 from pipemon.cli import TokenOption, UrlOption, app
 
 STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
-               "unknown": "dim", "paused": "blue", "healthy": "green"}
-WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "paused", "healthy"]
+               "unknown": "dim", "healthy": "green"}
+WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "healthy"]
 RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan"}
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -72,6 +72,15 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARK[int((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
 
 
+def _muted(p: dict) -> str:
+    """` (muted until 14:00)`: a silence or maintenance window mutes notifications, not the state."""
+    m = p.get("muted")
+    if not m:
+        return ""
+    until = (m.get("until") or "")[:16].replace("T", " ")
+    return f" [blue](muted{' until ' + until if until else ''})[/]"
+
+
 @app.command()
 def status(team: str | None = typer.Option(None, help="Only this team's pipelines."),
            state: str | None = typer.Option(None, help="Only these states, comma-separated "
@@ -101,7 +110,7 @@ def status(team: str | None = typer.Option(None, help="Only this team's pipeline
         r = p.get("last_run") or {}
         st = p["state"]
         rs = r.get("status") or "-"
-        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]",
+        table.add_row(p["id"], p.get("team") or "-", f"[{STATE_STYLE.get(st, '')}]{st}[/]" + _muted(p),
                       _ago(p.get("state_since")), p.get("reason") or "",
                       f"[{RUN_STYLE.get(rs, '')}]{rs}[/] {_ago(r.get('started_at'))}",
                       _span(r.get("duration_s")) if r.get("duration_s") is not None else "-",
@@ -121,8 +130,10 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     console = Console()
     st = p["state"]
     console.print(f"[bold]{p['id']}[/]  team [bold]{p.get('team') or '-'}[/]  tier {p.get('tier') or '-'}  "
-                  f"[{STATE_STYLE.get(st, '')}]{st}[/] since {_ago(p.get('state_since'))}")
+                  f"[{STATE_STYLE.get(st, '')}]{st}[/]{_muted(p)} since {_ago(p.get('state_since'))}")
     console.print(f"  {p.get('reason')}")
+    if p.get("muted"):
+        console.print(f"  notifications muted: {p['muted']['reason']}")
     sched = p.get("schedule")
     if sched:
         console.print(f"  schedule ({sched['source']}): {sched['description']}; next expected "
@@ -175,7 +186,9 @@ def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, ru
     tt = Table(title=f"tasks of run {run_id}", header_style="bold")
     for col in ("task", "state", "started", "duration", "error"):
         tt.add_column(col, overflow="fold")
-    for t in sorted(run.get("tasks", []), key=lambda t: t.get("started_at") or ""):
+    failed_first = {"failed": 0, "aborted": 1}
+    for t in sorted(run.get("tasks", []), key=lambda t: (failed_first.get(t["status"], 2),
+                                                         t.get("started_at") or "")):
         err = (t.get("error") or {}).get("message") or ""
         tt.add_row(t.get("task") or t.get("job") or t["run_id"],
                    f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",

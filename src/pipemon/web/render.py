@@ -16,7 +16,7 @@ from pipemon.engine.health import HealthState
 
 HERE = Path(__file__).parent
 STATES = [s.value for s in sorted(HealthState, key=lambda s: s.rank)]  # worst first
-ICONS = {"failing": "✖", "running_long": "↻", "late": "◷", "degraded": "▲", "unknown": "?", "paused": "‖",
+ICONS = {"failing": "✖", "running_long": "↻", "late": "◷", "degraded": "▲", "unknown": "?", "muted": "‖",
          "healthy": "✔", "firing": "⚠", "acknowledged": "◐", "resolved": "✔", "succeeded": "✔", "failed": "✖",
          "aborted": "⊘", "running": "▶", "critical": "‼", "error": "✖", "warning": "▲", "info": "ℹ"}
 
