@@ -14,7 +14,8 @@ from pipemon.cli import TokenOption, UrlOption, app
 STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
                "unknown": "dim", "healthy": "green"}
 WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "healthy"]
-RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan"}
+RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan",
+             "skipped": "dim"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -179,16 +180,15 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
 
 
 def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, run_id: str) -> None:
-    """The latest run's tasks, those that never ran included (skipped, upstream_failed), and what broke."""
+    """The latest run's tasks, failing first, those that never ran included (skipped, upstream_failed), and
+    what broke."""
     run = api_get(url, token, f"/api/v1/runs/{quote(run_id, safe='')}", {"pipeline": pipeline})
     if not run.get("tasks") and not run.get("not_run"):
         return
     tt = Table(title=f"tasks of run {run_id}", header_style="bold")
     for col in ("task", "state", "started", "duration", "error"):
         tt.add_column(col, overflow="fold")
-    failed_first = {"failed": 0, "aborted": 1}
-    for t in sorted(run.get("tasks", []), key=lambda t: (failed_first.get(t["status"], 2),
-                                                         t.get("started_at") or "")):
+    for t in run.get("tasks", []):  # the API lists what broke first
         err = (t.get("error") or {}).get("message") or ""
         tt.add_row(t.get("task") or t.get("job") or t["run_id"],
                    f"[{RUN_STYLE.get(t['status'], '')}]{t['status']}[/]",

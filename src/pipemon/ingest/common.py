@@ -23,7 +23,8 @@ OUTPUT_TAIL = 8192
 def output_tail(text: str | None) -> str | None:
     if not text:
         return None
-    return redact_output(text[-OUTPUT_TAIL:].replace("\x00", "\ufffd"))
+    # masked on a wider window, then cut: a cut first could leave half a secret no pattern recognises
+    return redact_output(text[-OUTPUT_TAIL - 1024:].replace("\x00", "\ufffd"))[-OUTPUT_TAIL:]
 
 _JSON = msgspec.json.Decoder()
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<loc>[^`]*)`)?$", re.DOTALL)
