@@ -46,6 +46,7 @@ class Alerting:
         self.muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
         self.book = AlertBook(settings, evaluation.engine, self.lineage, self.info)
         self.dispatch = Dispatch(settings, self.muter)
+        self.dispatch.cadence = self._cadence
         self.resolved: dict[str, Alert] = {}       # resolved, still to be announced by a group flush
         self.by_id: dict[int, str] = {}            # open alert id -> fingerprint
         self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
@@ -98,6 +99,7 @@ class Alerting:
         self.book = AlertBook(self.settings, self.evaluation.engine, self.lineage, self.info)
         self.book.enrich = self._enrich
         self.dispatch = Dispatch(self.settings, self.muter)
+        self.dispatch.cadence = self._cadence
         self.by_id = {}
         for aid, body in store.load_open_alerts(conn):
             a = Alert.from_json(body)
@@ -225,6 +227,11 @@ class Alerting:
                                             body=msgspec.json.encode(n).decode(), now=now)
             if nid is not None:
                 self._created.append(msgspec.structs.replace(n, id=nid))
+
+    def _cadence(self, pipeline: str) -> float | None:
+        """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
+        sched = self.evaluation.engine.detect.schedule(pipeline)
+        return sched.interval_s if sched is not None else None
 
     def _enrich(self, a: Alert) -> None:
         """A failure names its failing task and root error (the roll-up of the run's task runs, by the rule
