@@ -135,7 +135,7 @@ def task_name(pipeline: str, job: str | None) -> str:
 def is_check(job: str | None) -> bool:
     """A data test (dbt `test.…`): when a step failed too, the step's error is what broke."""
     m = _DBT_NODE.match((job or "").rpartition("/")[2])
-    return bool(m) and m.group(1) in ("test", "unit_test")
+    return m is not None and m.group(1) in ("test", "unit_test")
 
 
 def error_line(message: str | None, error_type: str | None) -> str | None:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pipemon.api.alerts import alert_view, silence_view
 from pipemon.api.pipelines import pipeline_view
+from pipemon.engine.runs import failed_first
 from pipemon.errors import BadRequest, Conflict, NotFound
 from pipemon.model import Severity
 from pipemon.store import alerting as alert_store
@@ -159,18 +160,18 @@ def run_page(request: Request, run_id: str, pipeline: str | None = None) -> Resp
     return _guard(request, lambda: _run(request, run_id, pipeline or None))
 
 
-_TASK_ORDER = {"failed": 0, "aborted": 1, "running": 2, "succeeded": 3}
+_TASK_ORDER = {"running": 0, "skipped": 1, "succeeded": 2}
 
 
 def _run(request: Request, run_id: str, pipeline: str | None) -> Response:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         run, tasks = reads.find_run(conn, run_id, pipeline)
-    # the failing task first (the earliest failure is the root error), then running, then the rest in order
-    def order(t) -> tuple[int, float]:
-        failed = t.status.value in ("failed", "aborted")
-        return _TASK_ORDER.get(t.status.value, 9), (t.ended_at or t.started_at) if failed else t.started_at
-    ordered = sorted(tasks, key=order)
+    # what broke first (engine.runs.failed_first: the root error), then running, skipped, the rest in order
+    broke = failed_first(tasks)
+    rest = sorted((t for t in tasks if not any(t is b for b in broke)),
+                  key=lambda t: (_TASK_ORDER.get(t.status.value, 9), t.started_at))
+    ordered = broke + rest
     return page(request, "run.html", title=f"run {run.run_id}", run=run, tasks=ordered)
 
 
