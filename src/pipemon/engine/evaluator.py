@@ -263,7 +263,8 @@ class Evaluator:
         """A silence or maintenance window mutes the pipeline's notifications; its state stays what it is."""
         h = self.health.get(pipeline)
         if h is not None and (h.muted, h.muted_until) != (why, until):
-            h.muted, h.muted_until = why, until
+            with _Diff(self, pipeline, h, now, out):  # re-assessed too: a state read from before may be stale
+                h.muted, h.muted_until = why, until
             out.changed.add(pipeline)
 
     # --- views and persistence ----------------------------------------------------------------------------

@@ -58,6 +58,9 @@ _RANK = {s: i for i, s in enumerate([HealthState.FAILING, HealthState.RUNNING_LO
                                      HealthState.DEGRADED, HealthState.UNKNOWN, HealthState.HEALTHY])}
 
 
+_STATE_VALUES = frozenset(s.value for s in HealthState)
+
+
 class ConditionKind(enum.StrEnum):
     """Conditions open on a pipeline, and what closes them. They are what alerts are made of: the
     values are the alert kinds."""
@@ -331,7 +334,10 @@ class PipelineHealth:
         h.hourly = {int(k): v for k, v in d.get("hourly", {}).items()}
         h.sla_days = {int(k): v for k, v in d.get("sla_days", {}).items()}
         h.conditions = {k: Condition.from_json(v) for k, v in d.get("conditions", {}).items()}
-        h.state = HealthState(d.get("state", "unknown"))
+        # a state this version no longer has (`paused`, before silences stopped replacing the state) reads as
+        # unknown until the next change re-assesses it (Alerting.refresh_paused does at the first tick)
+        st = d.get("state", "unknown")
+        h.state = HealthState(st) if st in _STATE_VALUES else HealthState.UNKNOWN
         return h
 
 

@@ -84,7 +84,8 @@ def _overview(request: Request, team: str | None, state: str | None, q: str | No
     teams: dict[str, dict[str, int]] = {}
     for t, s, k in counts:
         by_state[s] = by_state.get(s, 0) + k
-        teams.setdefault(t or "unassigned", dict.fromkeys(STATES, 0))[s] += k
+        row = teams.setdefault(t or "unassigned", dict.fromkeys(STATES, 0))
+        row[s] = row.get(s, 0) + k
     order = queries.team_order([(t or "unassigned", s, k) for t, s, k in counts])
     team_list = sorted(teams.items(), key=lambda kv: order.get(kv[0], len(order)))
     pages = max(1, math.ceil(fleet.total / PAGE_SIZE))
