@@ -77,3 +77,26 @@ def test_an_openlineage_stack_trace_is_kept_to_8kb_and_its_last_lines_shown(tmp_
         assert 8000 < len(kept) <= 8192 and kept.endswith("KeyError: 'customer_id'")
     finally:
         hs.close()
+
+
+def test_pipemon_show_prints_the_output_of_a_failed_run_without_tasks(tmp_path):
+    """A real `pipemon serve`; `pipemon show` reads it over HTTP."""
+    import httpx
+    from typer.testing import CliRunner
+
+    from pipemon.cli import app as cli
+    from tests.conftest import LiveServer
+
+    server = LiveServer(f"sqlite:///{tmp_path}/s.db", tmp_path).start()
+    try:
+        body = (b"[bold]not markup[/]\n" * 3) + b"rsync: connection unexpectedly closed\n"
+        r = httpx.post(server.url + "/ping/backups/nightly/12", content=body, timeout=10)
+        assert r.status_code == 200, r.text
+        show = CliRunner().invoke(cli, ["show", "backups/nightly", "--url", server.url],
+                                  env={"COLUMNS": "200"})
+        assert show.exit_code == 0, show.output
+        out = show.output
+        assert "(last lines):" in out and out.rstrip().endswith("rsync: connection unexpectedly closed")
+        assert out.count("[bold]not markup[/]") == 3  # printed literally
+    finally:
+        server.stop()

@@ -7,9 +7,11 @@ from urllib.parse import quote
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipemon.cli import TokenOption, UrlOption, app
+from pipemon.engine.runs import last_lines
 
 STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
                "unknown": "dim", "healthy": "green"}
@@ -177,6 +179,13 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     console.print(rt)
     if recent:
         _show_tasks(console, url, token, pipeline, recent[0]["run_id"])
+        last = recent[0]
+        output = last_lines(last.get("log_excerpt"))
+        if last["status"] in ("failed", "aborted") and output and not last.get("what_broke"):
+            console.print(f"  [bold red]output of run {escape(last['run_id'])}[/] (last lines):",
+                          highlight=False)
+            for line in output.splitlines():
+                console.print(f"    {line}", markup=False, highlight=False)
 
 
 def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, run_id: str) -> None:
