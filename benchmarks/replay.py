@@ -27,6 +27,9 @@ def main() -> int:
     ap.add_argument("--events", type=Path, default=Path("/tmp/pipemon-replay-30d.jsonl"),
                     help="exported once, reused while it matches --days/--pipelines/--seed")
     ap.add_argument("--output", type=Path, default=None, help="notifications JSONL")
+    ap.add_argument("--max-repeat-interval", default="24h",
+                    help="the route's max_repeat_interval (4h: repeats every 4 h whatever the schedule, as "
+                         "before repeats followed it)")
     a = ap.parse_args()
     stamp = a.events.with_suffix(".args")
     want = f"{a.days} {a.pipelines} {a.seed}"
@@ -36,7 +39,7 @@ def main() -> int:
         stamp.write_text(want)
         print(f"exported {s.events:,} events in {time.perf_counter() - t:.1f}s to {a.events}", file=sys.stderr)
     fleet = sim.build_fleet(a.seed, a.pipelines)
-    text = sim.demo_config(fleet) + """
+    text = sim.demo_config(fleet, alerting=False) + """
 receivers:
   - name: oncall
     webhook: {url: "http://127.0.0.1:9/never-called"}
@@ -46,7 +49,8 @@ route:
   group_wait: 30s
   group_interval: 5m
   repeat_interval: 4h
-"""
+  max_repeat_interval: {max_repeat}
+""".replace("{max_repeat}", a.max_repeat_interval)
     settings = loads(text)
     out = open(a.output, "w") if a.output else None
     with open(a.events, "rb") as src:

@@ -24,6 +24,7 @@ from pipemon.engine.evaluator import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
 from pipemon.engine.mute import Muter, Silence
+from pipemon.engine.runs import failed_first, failure_output
 from pipemon.model import AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
 from pipemon.store import writes
@@ -46,6 +47,7 @@ class Alerting:
         self.muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
         self.book = AlertBook(settings, evaluation.engine, self.lineage, self.info)
         self.dispatch = Dispatch(settings, self.muter)
+        self.dispatch.cadence = self._cadence
         self.resolved: dict[str, Alert] = {}       # resolved, still to be announced by a group flush
         self.by_id: dict[int, str] = {}            # open alert id -> fingerprint
         self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
@@ -98,6 +100,7 @@ class Alerting:
         self.book = AlertBook(self.settings, self.evaluation.engine, self.lineage, self.info)
         self.book.enrich = self._enrich
         self.dispatch = Dispatch(self.settings, self.muter)
+        self.dispatch.cadence = self._cadence
         self.by_id = {}
         for aid, body in store.load_open_alerts(conn):
             a = Alert.from_json(body)
@@ -168,17 +171,19 @@ class Alerting:
                 fn(created)
 
     def refresh_paused(self, now: float, out: Outcome) -> None:
-        """A pipeline that a silence or an active maintenance window covers is `paused`."""
+        """A pipeline that a silence or an active maintenance window covers is `muted` (its state stays)."""
+        engine = self.evaluation.engine
         if not self.muter.silences and not self.muter.windows:
-            for key, h in self.evaluation.engine.health.items():
-                if h.paused:
-                    self.evaluation.engine.set_paused(key, None, now, out)
+            for key, h in engine.health.items():
+                if h.muted:
+                    engine.set_muted(key, None, None, now, out)
             return
-        for key in list(self.evaluation.engine.health):
+        for key in list(engine.health):
             info = self.info(key)
             labels = {**info.tags, "team": info.team, "namespace": info.namespace, "pipeline": key,
                       "tier": str(info.tier) if info.tier else ""}
-            self.evaluation.engine.set_paused(key, self.muter.quiet_reason(labels, now), now, out)
+            why, until = self.muter.quiet(labels, now) or (None, None)
+            engine.set_muted(key, why, until, now, out)
 
     # --- deciding and storing -----------------------------------------------------------------------------
     def _process(self, conn: Connection, now: float) -> None:
@@ -245,22 +250,34 @@ class Alerting:
             if nid is not None:
                 self._created.append(msgspec.structs.replace(n, id=nid))
 
+    def _cadence(self, pipeline: str) -> float | None:
+        """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
+        sched = self.evaluation.engine.detect.schedule(pipeline)
+        return sched.interval_s if sched is not None else None
+
     def _enrich(self, a: Alert) -> None:
-        """A failure names its failing task and root error (from the roll-up of the run's task runs)."""
+        """A failure names its failing task and root error (the roll-up of the run's task runs, by the rule
+        of engine.runs.failed_first), and carries what the failing task or run printed last: dbt's
+        multi-line error, the end of a stack trace, a command's output (already bounded and redacted)."""
         if a.kind != "failure" or a.run_id is None or self.worker is None or self._conn is None:
             return
         rec = self.worker.pipelines.get(a.pipeline)
         if rec is None:
             return
-        failed = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
-        failed = [t for t in failed if t.status.value in ("failed", "aborted")]
+        tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
+        failed = failed_first(tasks)
         if failed:
-            first = min(failed, key=lambda t: t.ended_at or t.started_at)
+            first = failed[0]
             a.failed_task = first.job
             a.error = first.error_message or a.error
-        elif a.error is None:
+            a.output = failure_output(first)
+            return
+        if a.error is None:
             h = self.evaluation.engine.health.get(a.pipeline)
             a.error = h.last_error if h else None
+        row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
+        if row is not None:
+            a.output = failure_output(writes.run_from_row(a.pipeline, row))
 
     # --- operators ------------------------------------------------------------------------------------------
     def _open_by_id(self, alert_id: int) -> Alert:

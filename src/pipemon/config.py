@@ -167,6 +167,9 @@ class Route(_Strict):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    # Repeats follow the pipeline's schedule: no more often than once an interval of it (a daily failure
+    # is repeated daily), between repeat_interval and this bound. Set it to repeat_interval to turn it off.
+    max_repeat_interval: Duration | None = None
     continue_: bool = Field(default=False, alias="continue")
     escalation: str | None = None
     page_after_failures: int | None = Field(default=None, ge=1)

@@ -40,6 +40,9 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ABORTED = "aborted"
+    # A task the orchestrator never ran because something upstream of it failed (dbt's `skipped` node):
+    # neither a failure nor a success. Only tasks are skipped; a pipeline's own run never is.
+    SKIPPED = "skipped"
 
 
 STATUS_OF_TERMINAL = {
@@ -131,6 +134,8 @@ class Event(msgspec.Struct, frozen=True):
     schedule_tz: str | None = None
     # The owner of the root pipeline, sent with a task event (Airflow's DAG owner in the `airflow` facet).
     root_team: str | None = None
+    # An ABORT that says the task never ran (dbt-ol's event for a node dbt skipped): the run is `skipped`.
+    skipped: bool = False
 
     @property
     def pipeline(self) -> str:
@@ -265,6 +270,7 @@ class AlertView(msgspec.Struct, frozen=True):
     run_id: str | None = None
     error: str | None = None
     failed_task: str | None = None
+    output: str | None = None         # failure: the failing task's full error, the end of its trace or output
     root_cause: str | None = None     # for upstream_failure and attached alerts: the root pipeline
     root_cause_team: str | None = None
     url: str | None = None            # the dashboard page of the pipeline

@@ -165,8 +165,15 @@ def test_a_silence_suppresses_notification_but_not_the_record_and_the_resolve_st
     hs.settle()
     assert receiver.actions("/pay") == ["trigger"]          # nothing new notified …
     assert {a["pipeline"] for a in hs.alerts(state="firing")} == {"pay/a", "pay/b"}   # … but recorded
+    # silenced is not healthy: the state stays failing, with the silence beside it
     p = hs.client.get("/api/v1/pipelines/pay%2Fb").json()
-    assert p["state"] == "paused" and "silenced" in p["reason"]
+    assert p["state"] == "failing" and "silenced" not in p["reason"]
+    assert "silenced by" in p["muted"]["reason"] and "migration" in p["muted"]["reason"]
+    assert p["muted"]["until"] == hs.client.get("/api/v1/silences").json()["items"][0]["ends_at"]
+    scrape = hs.client.get("/metrics").text
+    assert 'pipemon_pipeline_state{pipeline="pay/b",team="payments",state="failing",muted="true"} 1.0' in scrape
+    listed = {x["id"]: x for x in hs.client.get("/api/v1/pipelines", params={"state": "failing"}).json()["items"]}
+    assert listed["pay/b"]["muted"] is not None
     # pay/a was paged before the silence: its recovery is still announced (Alertmanager #226)
     hs.run("pay/a", "2", at(1, 21), at(1, 22))
     hs.advance(at(1, 30))
@@ -178,6 +185,8 @@ def test_a_silence_suppresses_notification_but_not_the_record_and_the_resolve_st
     hs.advance(at(1, 40))
     hs.settle()
     assert receiver.actions("/pay") == ["trigger", "resolve", "trigger"]
+    p = hs.client.get("/api/v1/pipelines/pay%2Fb").json()
+    assert p["state"] == "failing" and p["muted"] is None
 
 
 def test_inhibition(h, receiver):

@@ -114,10 +114,13 @@ def test_ping_with_run_ids_keeps_overlapping_runs_apart(client, clock):
     assert (by_id["b"]["status"], by_id["b"]["duration_s"]) == ("failed", 10)
 
 
-def test_ping_log_is_cut_at_10kb(client):
-    client.post("/ping/cron/big", content=b"y" * 50_000)
+def test_ping_log_keeps_the_last_8kb_with_credentials_masked(client):
+    """The body is the job's output: its end says what broke, so the tail is kept (it was the head)."""
+    body = b"x" * 50_000 + b"\nconnecting with DB_PASSWORD=hunter2\nFATAL: disk full\n"
+    client.post("/ping/cron/big/1", content=body)
     [run] = runs_of(client, "cron/big")
-    assert len(run["log_excerpt"]) == 10_240
+    assert len(run["log_excerpt"]) <= 8192 and run["log_excerpt"].endswith("FATAL: disk full\n")
+    assert "hunter2" not in run["log_excerpt"] and "DB_PASSWORD=<redacted>" in run["log_excerpt"]
 
 
 @pytest.mark.parametrize("signal", ["256", "explode", "-1"])

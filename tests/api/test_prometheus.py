@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import T0
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "pipemon.json"
-STATES = {"healthy": 0, "unknown": 1, "paused": 2, "degraded": 3, "late": 4, "running_long": 5, "failing": 6}
+STATES = {"healthy": 0, "unknown": 1, "degraded": 3, "late": 4, "running_long": 5, "failing": 6}
 EVENTS_ROUTE = "/api/v1/events"
 
 

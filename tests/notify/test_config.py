@@ -25,7 +25,7 @@ def errors(items: list) -> list[str]:
     ({"name": "a", "slack": [{"webhook_url": SLACK_URL}, {"webhook_url": SLACK_URL, "channel": "#x"}]},
      ["receivers[0].slack[1].channel: unknown key"]),
     ({"name": "a", "slak": {}},
-     ["receivers[0].slak: unknown key (integrations: email, pagerduty, slack, webhook)"]),
+     ["receivers[0].slak: unknown key (integrations: email, log, pagerduty, slack, webhook)"]),
     ({"name": "a", "slack": "https://hooks.slack.com/x"},
      ["receivers[0].slack: expected a mapping, or a list of mappings"]),
     ({"name": "a", "pagerduty": {"routing_key": ""}},
@@ -55,7 +55,7 @@ def test_errors_name_the_key(item, expected):
 
 def test_all_problems_at_once_and_duplicate_names():
     assert errors([{"name": "a"}, {"name": "b", "x": 1}, {"name": "a"}]) == [
-        "receivers[1].x: unknown key (integrations: email, pagerduty, slack, webhook)",
+        "receivers[1].x: unknown key (integrations: email, log, pagerduty, slack, webhook)",
         "receivers[2].name: duplicate receiver name 'a'"]
 
 
@@ -102,7 +102,7 @@ def test_models_dumping_to_the_receiver_shape_are_accepted():
 
 
 def test_registry_decides_the_keys():
-    assert list(REGISTRY) == ["pagerduty", "slack", "webhook", "email"]
+    assert list(REGISTRY) == ["pagerduty", "slack", "webhook", "email", "log"]
     only_pd = make_registry(PagerDutyChannel)
     with pytest.raises(ConfigError) as e:
         build_receivers([{"name": "a", "slack": {"webhook_url": SLACK_URL}}], registry=only_pd)

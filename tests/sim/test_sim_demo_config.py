@@ -46,3 +46,15 @@ def test_declared_thresholds_hold_on_quiet_days(fleet: sim.Fleet) -> None:
         if "sla" in e:
             hours, minutes = map(int, e["sla"].split(":"))
             assert r.end - r.nominal_time // 86400 * 86400 <= hours * 3600 + minutes * 60
+
+
+def test_the_demo_pages_the_terminal_through_the_log_receiver(fleet: sim.Fleet) -> None:
+    """`pipemon demo` shows alerting without any outside service: everything routes to a `log` receiver."""
+    from pipemon.config import loads
+    from pipemon.notify import build_receivers
+
+    settings = loads(sim.demo_config(fleet))
+    [terminal] = build_receivers(settings.receivers).values()
+    assert terminal.name == "terminal" and [ch.kind for ch in terminal.channels] == ["log"]
+    assert settings.route.receiver == "terminal" and tuple(settings.route.group_by or ()) == ("team",)
+    assert settings.route.repeat_interval is None  # the recommended defaults, not the demo's own

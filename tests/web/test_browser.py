@@ -41,7 +41,7 @@ def _skip_reason() -> str | None:
 
 def _config(server_url: str, receiver_url: str) -> str:
     from pipemon import sim
-    return sim.demo_config(sim.build_fleet(0, 240)) + f"""
+    return sim.demo_config(sim.build_fleet(0, 240), alerting=False) + f"""
 receivers:
   - name: hook
     webhook: {{url: "{receiver_url}/hook"}}

@@ -40,6 +40,7 @@ def alert_view(row) -> dict[str, Any]:
             "resolved_at": iso(b.get("resolved_at")), "resolved_by": b.get("resolved_by"),
             "acknowledged_at": iso(b.get("acked_at")), "acknowledged_by": b.get("acked_by"),
             "run_id": b.get("run_id"), "error": b.get("error"), "failed_task": b.get("failed_task"),
+            "output": b.get("output"),
             "root_cause": ({"pipeline": b["root_pipeline"], "team": b.get("root_team")}
                            if b.get("root_pipeline") else None),
             "attached": b.get("root_cause") is not None, "notified": b.get("notified", {}),

@@ -30,7 +30,8 @@ from starlette.responses import Response
 
 from pipemon.engine.health import HealthState
 
-STATE_CODE = {HealthState.HEALTHY: 0, HealthState.UNKNOWN: 1, HealthState.PAUSED: 2, HealthState.DEGRADED: 3,
+# 2 was `paused`: a silence no longer replaces the state (see the `muted` label), the code is not reused
+STATE_CODE = {HealthState.HEALTHY: 0, HealthState.UNKNOWN: 1, HealthState.DEGRADED: 3,
               HealthState.LATE: 4, HealthState.RUNNING_LONG: 5, HealthState.FAILING: 6}
 LAG_PROBE_S = 0.1
 GZIP_LEVEL = 1  # ~6x smaller for these texts; level 6 is ~3x slower for a few % more
@@ -161,8 +162,9 @@ def _esc(v: str) -> str:
 
 
 _FAMILIES: tuple[tuple[str, str], ...] = (
-    ("pipemon_pipeline_state", "1 for the pipeline's current health state"),
-    ("pipemon_pipeline_state_code", ("Health as a number: 0 healthy, 1 unknown, 2 paused, 3 degraded, "
+    ("pipemon_pipeline_state", ("1 for the pipeline's current health state; muted=\"true\" while a silence "
+                                "or maintenance window mutes its notifications")),
+    ("pipemon_pipeline_state_code", ("Health as a number: 0 healthy, 1 unknown, 3 degraded, "
                                      "4 late, 5 running_long, 6 failing")),
     ("pipemon_pipeline_last_success_timestamp_seconds", "Unix time the last successful run ended"),
     ("pipemon_pipeline_last_duration_seconds", "Duration of the last run"),
@@ -172,14 +174,15 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
 _HEADERS = tuple(f"# HELP {n} {h}\n# TYPE {n} gauge\n".encode() for n, h in _FAMILIES)
 _ENTRY_OVERHEAD = 420  # bytes: the dict entry, two tuples, six bytes objects' headers (measured, 64-bit)
 
-Signature = tuple[str, HealthState, Any, Any, Any, int]
+Signature = tuple[str, HealthState, Any, Any, Any, int, bool]
 _NO_RUN: dict[str, Any] = {}
 
 
 def _lines(key: str, sig: Signature) -> tuple[bytes, ...]:
-    team, state, success, duration, rows, fails = sig
+    team, state, success, duration, rows, fails, muted = sig
     lv = f'{{pipeline="{_esc(key)}",team="{_esc(team)}"}}'
-    lvs = f'{{pipeline="{_esc(key)}",team="{_esc(team)}",state="{state.value}"}}'
+    lvs = (f'{{pipeline="{_esc(key)}",team="{_esc(team)}",state="{state.value}",'
+           f'muted="{"true" if muted else "false"}"}}')
     n = [f for f, _ in _FAMILIES]
     return (f"{n[0]}{lvs} 1.0\n".encode(),
             f"{n[1]}{lv} {floatToGoString(STATE_CODE[state])}\n".encode(),
@@ -209,7 +212,7 @@ class FleetText:
         for key, h in health:
             last = h.last_run or _NO_RUN
             sig: Signature = (teams.get(key, "unassigned"), h.state, h.last_success, last.get("duration"),
-                              last.get("rows"), h.consecutive_failures)
+                              last.get("rows"), h.consecutive_failures, bool(h.muted))
             counts[h.state] += 1
             entry = rows.get(key)
             if entry is None or entry[0] != sig:

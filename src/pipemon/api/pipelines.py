@@ -23,6 +23,10 @@ def _ts(v: float | None) -> str | None:
     return iso(v) if v is not None else None
 
 
+def _muted(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {"reason": m["reason"], "until": _ts(m.get("until"))} if m else None
+
+
 def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
     view = msgspec.json.decode(row.view) if row.view else {}
     rule = pm.settings.rule_for(row.key)
@@ -40,6 +44,8 @@ def pipeline_view(pm, row, full: bool = False) -> dict[str, Any]:
         "state": row.state or "unknown",
         "reason": reason_now(row.reason or "no finished run yet", view.get("overdue_since"), pm.clock.now()),
         "state_since": _ts(row.state_since),
+        # a silence or maintenance window mutes notifications; the state above stays the truth
+        "muted": _muted(view.get("muted")),
         "last_run": {"run_id": last.get("run_id"), "status": last.get("status"),
                      "started_at": _ts(last.get("started_at")), "ended_at": _ts(last.get("ended_at")),
                      "duration_s": last.get("duration"), "rows": last.get("rows"), "error": last.get("error")}
@@ -106,7 +112,7 @@ def team_health(request: Request, who: Reader, team: str,
         if not counts:
             from pipemon.errors import NotFound
             raise NotFound(f"no pipelines of team {team!r}")
-        bad = [s for s in _STATES if s not in ("healthy", "unknown", "paused")]
+        bad = [s for s in _STATES if s not in ("healthy", "unknown")]
         page = reads.list_pipelines(conn, team=team, states=bad, limit=limit, scope=who.scope())
     rolled = _rollup(counts)
     items = sorted((pipeline_view(pm, r) for r in page.items), key=lambda p: HealthState(p["state"]).rank)
@@ -122,7 +128,7 @@ def _rollup(counts: list[tuple[str | None, str, int]]) -> dict[str, Any]:
         t = teams.setdefault(team or "unassigned", dict.fromkeys(_STATES, 0))
         t[st] = t.get(st, 0) + n
     total = sum(by_state.values())
-    judged = total - by_state["unknown"] - by_state["paused"]
+    judged = total - by_state["unknown"]
     return {"pipelines": total, "by_state": by_state,
             "healthy_ratio": (by_state["healthy"] / judged) if judged else None,
             "teams": {t: {"pipelines": sum(v.values()), "by_state": v} for t, v in sorted(teams.items())}}

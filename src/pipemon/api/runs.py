@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pipemon.access import Action, Caller
 from pipemon.api import auth
 from pipemon.api.views import run_view
-from pipemon.engine.runs import not_run, task_name
+from pipemon.engine.runs import failed_first, not_run, task_name
 from pipemon.model import Run, RunStatus
 from pipemon.store import reads
 
@@ -43,7 +43,11 @@ def what_broke_view(run: Run) -> dict[str, Any] | None:
 def tree_view(run: Run, tasks: list[Run]) -> dict[str, Any]:
     """A run with its tasks (each with its short `task` name), what broke, and the tasks that never ran
     (listed by the scheduler with no event of their own: `skipped`, `upstream_failed` …; neither failed nor
-    succeeded). A pending parent (tasks seen, none of its own events) says so."""
+    succeeded). A pending parent (tasks seen, none of its own events) says so. Tasks are listed what broke
+    first (engine.runs.failed_first), then in the order they started."""
+    broke = failed_first(tasks)
+    tasks = broke + sorted((t for t in tasks if not any(t is b for b in broke)),
+                           key=lambda t: (t.started_at, t.job or t.run_id))
     out = run_view(run, tasks)
     for view, t in zip(out["tasks"], tasks):
         view["task"] = task_name(run.pipeline, t.job)

@@ -68,7 +68,8 @@ def demo(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         f"pipemon demo: {len(fleet.pipelines)} pipelines, {len(fleet.teams)} teams, "
         f"{history_days:g} days of history, then {speed:g}x real time\n"
         f"  {url}/ (dashboard)   {url}/docs (API)   pipemon status --url {url}\n"
-        f"  config: {config_out}   database: {pm.safe_db_url}"))
+        f"  config: {config_out}   database: {pm.safe_db_url}\n"
+        f"  notifications: one line each below (receiver `terminal`, type `log`), also at {url}/alerts"))
 
 
 def _feed(pm, clock, feeder, history_end: float) -> None:

@@ -14,11 +14,13 @@ from pipemon.cli import TokenOption, UrlOption, app
 from pipemon.cli.output import Column, Output, OutputOption, emit
 from pipemon.cli.text import console as make_console
 from pipemon.cli.text import echo_error, plain, safe
+from pipemon.engine.runs import last_lines
 
 STATE_STYLE = {"failing": "bold red", "running_long": "magenta", "late": "yellow", "degraded": "dark_orange",
-               "unknown": "dim", "paused": "blue", "healthy": "green"}
-WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "paused", "healthy"]
-RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan"}
+               "unknown": "dim", "healthy": "green"}
+WORST_FIRST = ["failing", "running_long", "late", "degraded", "unknown", "healthy"]
+RUN_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "red", "running": "cyan",
+             "skipped": "dim"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -76,6 +78,15 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARK[int((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in values)
 
 
+def _muted(p: dict) -> str:
+    """` (muted until 14:00)`: a silence or maintenance window mutes notifications, not the state."""
+    m = p.get("muted")
+    if not m:
+        return ""
+    until = (m.get("until") or "")[:16].replace("T", " ")
+    return f" (muted{' until ' + until if until else ''})"
+
+
 def _last(p: dict) -> dict:
     return p.get("last_run") or {}
 
@@ -88,7 +99,9 @@ def _run_cell(p: dict) -> Text:
 STATUS_COLUMNS = (
     Column("pipeline", lambda p: p["id"]),
     Column("team", lambda p: p.get("team") or "-"),
-    Column("state", lambda p: p["state"], lambda p: safe(p["state"], style=STATE_STYLE.get(p["state"], ""))),
+    Column("state", lambda p: p["state"] + _muted(p),
+           lambda p: Text.assemble(safe(p["state"], style=STATE_STYLE.get(p["state"], "")),
+                                   (_muted(p), "blue"))),
     Column("since", lambda p: p.get("state_since"), lambda p: _ago(p.get("state_since"))),
     Column("reason", lambda p: p.get("reason") or ""),
     Column("last run", lambda p: " ".join(filter(None, (_last(p).get("status"), _last(p).get("started_at")))),
@@ -156,8 +169,10 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     console.print(Text.assemble(
         safe(p["id"], None, "bold"), "  team ", safe(p.get("team") or "-", None, "bold"),
         "  tier ", safe(p.get("tier") or "-"), "  ", safe(st, style=STATE_STYLE.get(st, "")),
-        f" since {_ago(p.get('state_since'))}"))
+        (_muted(p), "blue"), f" since {_ago(p.get('state_since'))}"))
     console.print(Text.assemble("  ", safe(p.get("reason"), None)))
+    if p.get("muted"):
+        console.print(Text.assemble("  notifications muted: ", safe(p["muted"]["reason"], None)))
     sched = p.get("schedule")
     if sched:
         console.print(Text.assemble(f"  schedule ({sched['source']}): ", safe(sched["description"]),
@@ -202,17 +217,25 @@ def show(pipeline: str = typer.Argument(..., help="namespace/name"), url: str = 
     console.print(rt)
     if recent:
         _show_tasks(console, url, token, pipeline, recent[0]["run_id"])
+        last = recent[0]
+        output = last_lines(last.get("log_excerpt"))
+        if last["status"] in ("failed", "aborted") and output and not last.get("what_broke"):
+            console.print(Text.assemble("  ", (f"output of run {plain(last['run_id'])}", "bold red"),
+                                        " (last lines):"))
+            for line in output.splitlines():
+                console.print(Text.assemble("    ", safe(line, None)))
 
 
 def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, run_id: str) -> None:
-    """The latest run's tasks, those that never ran included (skipped, upstream_failed), and what broke."""
+    """The latest run's tasks, failing first, those that never ran included (skipped, upstream_failed), and
+    what broke."""
     run = api_get(url, token, f"/api/v1/runs/{quote(run_id, safe='')}", {"pipeline": pipeline})
     if not run.get("tasks") and not run.get("not_run"):
         return
     tt = Table(title=Text(f"tasks of run {plain(run_id)}"), header_style="bold")
     for col in ("task", "state", "started", "duration", "error"):
         tt.add_column(col, overflow="fold")
-    for t in sorted(run.get("tasks", []), key=lambda t: t.get("started_at") or ""):
+    for t in run.get("tasks", []):  # the API lists what broke first
         err = (t.get("error") or {}).get("message") or ""
         tt.add_row(safe(t.get("task") or t.get("job") or t["run_id"]),
                    safe(t["status"], style=RUN_STYLE.get(t["status"], "")),

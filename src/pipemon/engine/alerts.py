@@ -19,6 +19,7 @@ and what is still open of its evidence then becomes alerts of its own. Pure: no 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,7 @@ class Alert:
     run_id: str | None = None
     error: str | None = None
     failed_task: str | None = None
+    output: str | None = None              # failure: the last lines of the failing task's trace or output
     score: float = 0.0
     severity_why: list[str] = field(default_factory=list)
     resolved_at: float | None = None
@@ -136,15 +138,19 @@ class Alert:
                 and not any(e["kind"] in PAGES_HELD_FAILURE for e in self.evidence))
 
     def detail(self) -> str:
-        """The description with the evidence that joined this alert, as a notification shows it."""
+        """The description with the failing task's error and output, and the evidence that joined this
+        alert, as a notification shows it."""
+        text = self.description
+        if self.output:
+            text += "\n" + self.output
         if not self.evidence:
-            return self.description
+            return text
         lines = []
         for e in self.evidence:
             notes = [e["why"]] + ([f"seen {e['count']} times"] if e["count"] > 1 else []) + (
                 ["cleared"] if e.get("cleared_at") is not None else [])
             lines.append(f"- {e['kind']} ({', '.join(notes)}): {e['text']}")
-        return self.description + "\nAlso explained by this failure:\n" + "\n".join(lines)
+        return text + "\nAlso explained by this failure:\n" + "\n".join(lines)
 
     def view(self, url: str | None = None, now: float | None = None) -> AlertView:
         """As a notification shows it at `now`: a late alert says how late its first unserved slot is then."""
@@ -158,7 +164,8 @@ class Alert:
                          description=detail, labels=dict(self.labels), started_at=self.started_at,
                          last_seen=self.last_seen, occurrences=self.occurrences, resolved_at=self.resolved_at,
                          run_id=self.run_id, error=self.error, failed_task=self.failed_task,
-                         root_cause=self.root_pipeline, root_cause_team=self.root_team, url=url)
+                         output=self.output, root_cause=self.root_pipeline, root_cause_team=self.root_team,
+                         url=url)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -467,5 +474,10 @@ def _summary(pipeline: str, kind: str, text: str) -> str:
             "schema_change": "schema changed", "extra_run": "unexpected extra run",
             }.get(kind, kind)
     text = " ".join(text.split())
-    return f"{pipeline} {what}: {text[:160]}" if text else f"{pipeline} {what}"
+    if kind == "failure":  # the headline is what broke; the run id is the alert's run_id
+        text = _RUN_PREFIX.sub("", text, count=1)
+    return f"{pipeline} {what}: {text[:200]}" if text else f"{pipeline} {what}"
+
+
+_RUN_PREFIX = re.compile(r"^run \S+ (?:failed|aborted): ")
 

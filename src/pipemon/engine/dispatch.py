@@ -82,6 +82,8 @@ class Dispatch:
         self.groups: dict[str, Group] = {}
         self.escalations: dict[str, Escalation] = {}
         self.placed: dict[str, set[str]] = {}    # alert fingerprint -> group keys
+        # pipeline -> its schedule's interval in seconds, if known (repeats follow it: RouteNode.repeat_after)
+        self.cadence: Callable[[str], float | None] = lambda pipeline: None
         self.version = 0                         # bumped on every change: the caller persists when it moves
 
     def reconfigured(self, settings: Settings, muter: Muter) -> Dispatch:
@@ -160,9 +162,10 @@ class Dispatch:
         new = firing - g.sent
         # What is still going on (a failing pipeline, a late run, a run still running) is repeated; what
         # happened once (an anomalous run, a missed SLA, a notice) was said once
-        repeat = (g.last_sent is not None and now - g.last_sent >= node.repeat_interval
-                  and any(alerts[fp].kind in ONGOING and alerts[fp].severity is not Severity.INFO
-                          for fp in firing))
+        ongoing = [a for fp in firing if (a := alerts[fp]) is not None and a.kind in ONGOING
+                   and a.severity is not Severity.INFO]
+        repeat = (g.last_sent is not None and bool(ongoing)
+                  and now - g.last_sent >= node.repeat_after(self._cadence(ongoing)))
         if firing and (new or repeat):
             action = NotifyAction.TRIGGER if new else NotifyAction.REPEAT
             out.append(Outgoing(g.receiver, action, g.key, g.labels, tuple(sorted(firing)), now))
@@ -195,6 +198,12 @@ class Dispatch:
         else:
             del self.groups[g.key]
         return out
+
+    def _cadence(self, alerts: list[Alert]) -> float | None:
+        """The shortest schedule interval among these alerts' pipelines; None when any has none known (a
+        pipeline of unknown cadence keeps the plain repeat_interval)."""
+        known = [self.cadence(a.pipeline) for a in alerts]
+        return None if not known or any(c is None for c in known) else min(c for c in known if c is not None)
 
     def _escalate(self, now: float, lookup, firing_labels) -> list[Outgoing]:
         out = []

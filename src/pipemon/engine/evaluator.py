@@ -274,11 +274,14 @@ class Evaluator:
                                or (metric == "status" and c.kind is ConditionKind.FAILURE_RATE))]:
                     del h.conditions[k]
 
-    def set_paused(self, pipeline: str, why: str | None, now: float, out: Outcome) -> None:
+    def set_muted(self, pipeline: str, why: str | None, until: float | None, now: float,
+                  out: Outcome) -> None:
+        """A silence or maintenance window mutes the pipeline's notifications; its state stays what it is."""
         h = self.health.get(pipeline)
-        if h is not None and h.paused != why:
-            with _Diff(self, pipeline, h, now, out):
-                h.paused = why
+        if h is not None and (h.muted, h.muted_until) != (why, until):
+            with _Diff(self, pipeline, h, now, out):  # re-assessed too: a state read from before may be stale
+                h.muted, h.muted_until = why, until
+            out.changed.add(pipeline)
 
     # --- views and persistence ----------------------------------------------------------------------------
     def view(self, pipeline: str, now: float) -> dict[str, Any]:
@@ -292,6 +295,7 @@ class Evaluator:
                         "deadline": sched.deadline(nxt) if nxt is not None else None}
         return {"state": h.state.value, "reason": h.reason, "state_since": h.state_since,
                 "overdue_since": h.overdue_since(),
+                "muted": {"reason": h.muted, "until": h.muted_until} if h.muted else None,
                 "metrics": h.metrics(now), "schedule": schedule, "last_run": h.last_run,
                 "conditions": [{"kind": c.kind.value, "key": k, "since": c.since, "text": c.text,
                                 "score": round(c.score, 3), "run_id": c.run_id}

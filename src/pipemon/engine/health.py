@@ -3,13 +3,15 @@
 The state is derived, never stored as truth: `assess()` computes it from what `PipelineHealth` has
 accumulated (runs, open conditions raised by the detectors) and the time. Precedence, first match wins:
 
-    paused        silenced, or inside a maintenance window (set by the alerting layer)
     failing       the last finished run failed or was aborted (N consecutive failures in the reason)
     running_long  a run is still running past its declared max_duration or its learned duration
     late          an expected run has not succeeded by its deadline (declared or learned schedule)
     degraded      succeeding, but with an open anomaly, a failure-rate burst, or an SLA miss in 24 h
     unknown       no finished run yet
     healthy       none of the above
+
+A silence or a maintenance window mutes notifications, never the state: a failing pipeline under a silence
+is still `failing`, with `muted` (why, and until when) beside it, so nobody mistakes silenced for healthy.
 
 Reasons carry absolute times ("at 2026-11-26 02:14 UTC"), never "5m ago": a stored reason stays true,
 and it changes only when something happened (a healthy one carries none: the metrics say when). A late
@@ -39,7 +41,6 @@ DEGRADED_WINDOW = DAY
 
 
 class HealthState(enum.StrEnum):
-    PAUSED = "paused"
     FAILING = "failing"
     RUNNING_LONG = "running_long"
     LATE = "late"
@@ -54,8 +55,10 @@ class HealthState(enum.StrEnum):
 
 
 _RANK = {s: i for i, s in enumerate([HealthState.FAILING, HealthState.RUNNING_LONG, HealthState.LATE,
-                                     HealthState.DEGRADED, HealthState.UNKNOWN, HealthState.PAUSED,
-                                     HealthState.HEALTHY])}
+                                     HealthState.DEGRADED, HealthState.UNKNOWN, HealthState.HEALTHY])}
+
+
+_STATE_VALUES = frozenset(s.value for s in HealthState)
 
 
 class ConditionKind(enum.StrEnum):
@@ -122,7 +125,8 @@ class PipelineHealth:
     sla_days: dict[int, bool] = field(default_factory=dict)       # day -> met, over 30 d
     running: dict[str, float] = field(default_factory=dict)       # open top-level runs -> start
     conditions: dict[str, Condition] = field(default_factory=dict)
-    paused: str | None = None                                     # why, when silenced / in maintenance
+    muted: str | None = None                                      # why, when silenced / in maintenance
+    muted_until: float | None = None                              # when that silence or window ends
     state: HealthState = HealthState.UNKNOWN
     reason: str = "no finished run yet"
     state_since: float = 0.0
@@ -240,8 +244,6 @@ class PipelineHealth:
     def assess(self, now: float) -> tuple[HealthState, str]:
         """The state and its reason, by the precedence in the module docstring."""
         conds = list(self.conditions.values())
-        if self.paused:
-            return HealthState.PAUSED, self.paused
         if any(c.kind is ConditionKind.FAILURE for c in conds):
             n = self.consecutive_failures
             err = f": {_short(self.last_error)}" if self.last_error else ""
@@ -332,13 +334,16 @@ class PipelineHealth:
         h.hourly = {int(k): v for k, v in d.get("hourly", {}).items()}
         h.sla_days = {int(k): v for k, v in d.get("sla_days", {}).items()}
         h.conditions = {k: Condition.from_json(v) for k, v in d.get("conditions", {}).items()}
-        h.state = HealthState(d.get("state", "unknown"))
+        # a state this version no longer has (`paused`, before silences stopped replacing the state) reads as
+        # unknown until the next change re-assesses it (Alerting.refresh_paused does at the first tick)
+        st = d.get("state", "unknown")
+        h.state = HealthState(st) if st in _STATE_VALUES else HealthState.UNKNOWN
         return h
 
 
 _PLAIN = ("first_seen", "runs_total", "last_run", "last_finished_status", "last_finished_at", "last_success",
           "last_failure", "last_error", "consecutive_failures", "recent", "durations", "rows", "bytes",
-          "throughput", "incidents", "running", "paused", "reason", "state_since")
+          "throughput", "incidents", "running", "muted", "muted_until", "reason", "state_since")
 
 
 def _push(xs: list[float], x: float, cap: int) -> None:

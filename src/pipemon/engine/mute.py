@@ -66,14 +66,19 @@ class Muter:
         return cached[1] <= now < cached[2]
 
     def quiet_reason(self, labels: Mapping[str, str], now: float) -> str | None:
-        """Silenced or in maintenance: the reason, for the alert and the pipeline's `paused` state."""
+        """Silenced or in maintenance: the reason, for the alert."""
+        q = self.quiet(labels, now)
+        return q[0] if q is not None else None
+
+    def quiet(self, labels: Mapping[str, str], now: float) -> tuple[str, float] | None:
+        """Silenced or in maintenance: the reason and when it ends (the pipeline's `muted` marker)."""
         s = self.silence_for(labels, now)
         if s is not None:
             return (f"silenced by #{s.id} ({s.created_by}: {s.comment})" if s.comment
-                    else f"silenced by #{s.id}")
+                    else f"silenced by #{s.id}"), s.ends_at
         w = self.window_for(labels, now)
         if w is not None:
-            return f"in maintenance window {w.name}"
+            return f"in maintenance window {w.name}", self._window_cache[w.name][2]
         return None
 
     # --- inhibition ---------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pipemon.engine.matchers import Matcher, Op, match_all
 DEFAULT_GROUP_BY = ("team", "pipeline")
 DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
-DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
+DEFAULT_REPEAT_INTERVAL = 4 * 3600.0       # the shortest time between repeats
+DEFAULT_MAX_REPEAT_INTERVAL = 24 * 3600.0  # the longest, when the pipeline's schedule says to wait longer
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,17 @@ class RouteNode:
     continue_: bool
     escalation: str | None
     page_after_failures: int | None
+    max_repeat_interval: float = DEFAULT_MAX_REPEAT_INTERVAL
     children: tuple[RouteNode, ...] = ()
+
+    def repeat_after(self, cadence: float | None) -> float:
+        """How long after the last notification a group still firing is repeated: once an interval of the
+        pipeline's schedule (`cadence`, the shortest among the group's), within [repeat_interval,
+        max_repeat_interval]; repeat_interval when no schedule is known. A reminder sooner than the next
+        run could change anything only teaches people to ignore reminders."""
+        if cadence is None:
+            return self.repeat_interval
+        return max(self.repeat_interval, min(cadence, self.max_repeat_interval))
 
     def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         if self.group_by == ("...",):
@@ -63,6 +74,8 @@ def _compile(r: Route, parent: RouteNode | None, rid: str) -> RouteNode:
         group_wait=pick(r.group_wait, parent and parent.group_wait, DEFAULT_GROUP_WAIT),
         group_interval=pick(r.group_interval, parent and parent.group_interval, DEFAULT_GROUP_INTERVAL),
         repeat_interval=pick(r.repeat_interval, parent and parent.repeat_interval, DEFAULT_REPEAT_INTERVAL),
+        max_repeat_interval=pick(r.max_repeat_interval, parent and parent.max_repeat_interval,
+                                 DEFAULT_MAX_REPEAT_INTERVAL),
         continue_=r.continue_,
         escalation=r.escalation if r.escalation is not None else (parent.escalation if parent else None),
         page_after_failures=(r.page_after_failures if r.page_after_failures is not None

@@ -8,11 +8,13 @@ DAG's. So a run is a commutative fold over its events, keyed by event time, not 
     HEARTBEAT or START arriving after it changes nothing but the start;
   - metrics come from the latest event that carries any; the error from the latest that carries one;
   - a task's events land in its parent's run tree; a parent seen only through its tasks is pending
-    (rollup: its start and what broke come from its tasks, never its outcome or rows).
+    (rollup: its start and what broke come from its tasks, never its outcome or rows);
+  - a task that never ran (a dbt node skipped after an upstream failure) is `skipped`: not a failure.
 Applying the same event twice gives the same run, so a duplicate that slips past deduplication is harmless.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import msgspec
@@ -36,7 +38,7 @@ def apply(run: Run | None, ev: Event, pipeline: str, run_id: str, parent_run_id:
     elif not run.start_seen and t < run.started_at:
         changes["started_at"] = t
     if ev.type.is_terminal and (run.end_event_time is None or t >= run.end_event_time):
-        changes["status"] = STATUS_OF_TERMINAL[ev.type]
+        changes["status"] = RunStatus.SKIPPED if ev.skipped else STATUS_OF_TERMINAL[ev.type]
         changes["ended_at"] = t
         changes["end_event_time"] = t
     if ((ev.rows is not None or ev.bytes is not None or ev.metrics)
@@ -109,20 +111,39 @@ def rollup(parent: Run, tasks: Iterable[Run]) -> Run:
 
 # --- what broke: one rule for every producer (Airflow DAGs, dbt runs, any parent with tasks) ----------------
 LANGUAGES = frozenset({"python", "java", "scala", "sql", "r", "javascript", "go", "rust"})
+TRACE_LINES = 12  # of a stack trace or a command's output, shown under the headline
+# dbt's unique ids: `model.shop.orders`, `test.shop.unique_orders_id.a6a76acf47` (a test's hash suffix), as
+# dbt-ol names its jobs (older versions prefixed the project: `shop.model.shop.orders`).
+_DBT_NODE = re.compile(r"^(?:[\w-]+\.)?(model|test|seed|snapshot|source|unit_test)\.[\w-]+\."
+                       r"(\w+?)(?:\.[0-9a-f]{10})?$")
+# dbt's wrapper line: "Runtime Error in model orders (models/orders.sql)"; the database's error follows it.
+_WRAPPER = re.compile(r"^\w+ Error in \w+ \S+ \(.*\)$")
 
 
 def task_name(pipeline: str, job: str | None) -> str:
     """A task's short name: `transform` for job `prod_airflow/orders_daily.transform` of the DAG
-    `prod_airflow/orders_daily`."""
+    `prod_airflow/orders_daily`; `model orders` for the dbt node `dbt/model.shop.orders`."""
     if not job:
         return "?"
     if job.startswith(pipeline + "."):
         return job[len(pipeline) + 1:]
-    return job.rpartition("/")[2] or job
+    name = job.rpartition("/")[2] or job
+    m = _DBT_NODE.match(name)
+    return f"{m.group(1)} {m.group(2)}" if m else name
+
+
+def is_check(job: str | None) -> bool:
+    """A data test (dbt `test.…`): when a step failed too, the step's error is what broke."""
+    m = _DBT_NODE.match((job or "").rpartition("/")[2])
+    return m is not None and m.group(1) in ("test", "unit_test")
 
 
 def error_line(message: str | None, error_type: str | None) -> str | None:
-    """`ValueError: bad row in orders: id=42`; a language (OpenLineage programmingLanguage) is no type."""
+    """`ValueError: bad row in orders: id=42`; a language (OpenLineage programmingLanguage) is no type. One
+    line: the message's first, or the database's error under dbt's "Runtime Error in model …" wrapper."""
+    if message:
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+        message = lines[1] if len(lines) > 1 and _WRAPPER.match(lines[0]) else (lines[0] if lines else "")
     if not message:
         return error_type if error_type and error_type.lower() not in LANGUAGES else None
     if not error_type or error_type.lower() in LANGUAGES or message.startswith(error_type):
@@ -130,22 +151,44 @@ def error_line(message: str | None, error_type: str | None) -> str | None:
     return f"{error_type}: {message}"
 
 
+def last_lines(text: str | None, n: int = TRACE_LINES) -> str | None:
+    """The last `n` non-blank lines: what a stack trace or a command's output ends with."""
+    lines = [ln.rstrip() for ln in (text or "").splitlines() if ln.strip()]
+    return "\n".join(lines[-n:]) if lines else None
+
+
+def failed_first(tasks: Iterable[Run]) -> list[Run]:
+    """The failed (or aborted) tasks' latest attempts, what broke first: steps before data tests, then the
+    earliest to fail."""
+    failed = [t for t in latest_attempts(tasks) if t.status in (RunStatus.FAILED, RunStatus.ABORTED)]
+    return sorted(failed, key=lambda t: (is_check(t.job), t.ended_at if t.ended_at is not None
+                                         else t.started_at, t.job or t.run_id))
+
+
 def what_broke(pipeline: str, tasks: Iterable[Run]) -> str | None:
     """What broke a run, from its tasks' latest attempts: `transform failed: ValueError: bad row in orders:
-    id=42`, ` (and 2 more)` when several failed, then the last lines of the first one's stack trace (its log
-    excerpt) on the lines after. None when no task failed. The first line is the headline
-    (Run.failure_text)."""
-    failed = [t for t in latest_attempts(tasks) if t.status in (RunStatus.FAILED, RunStatus.ABORTED)]
+    id=42`, ` (and 2 more)` when several failed, then on the lines after, the first one's full error when it
+    spans lines (dbt's, with the failing SQL) and the last lines of its stack trace or output. None when no
+    task failed; a skipped task is no failure. The first line is the headline (Run.failure_text)."""
+    failed = failed_first(tasks)
     if not failed:
         return None
-    failed.sort(key=lambda t: (t.ended_at if t.ended_at is not None else t.started_at, t.job or t.run_id))
     first = failed[0]
     verb = "failed" if first.status is RunStatus.FAILED else "was aborted"
     err = error_line(first.error_message, first.error_type)
     line = f"{task_name(pipeline, first.job)} {verb}" + (f": {err}" if err else "")
     if len(failed) > 1:
         line += f" (and {len(failed) - 1} more)"
-    return line + (f"\n{first.log_excerpt}" if first.log_excerpt else "")
+    out = failure_output(first)
+    return f"{line}\n{out}" if out else line
+
+
+def failure_output(run: Run) -> str | None:
+    """What a failed run printed that says why, shown under its headline: its error when that spans lines
+    (dbt's, with the failing SQL; first lines), then the last lines of its stack trace or output."""
+    msg = (run.error_message or "").strip("\n")
+    parts = ["\n".join(msg.splitlines()[:TRACE_LINES]) if "\n" in msg else None, last_lines(run.log_excerpt)]
+    return "\n".join(p for p in parts if p) or None
 
 
 def not_run(pipeline: str, run: Run, tasks: Iterable[Run]) -> dict[str, str]:

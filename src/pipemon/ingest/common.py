@@ -13,6 +13,18 @@ import msgspec
 
 from pipemon.errors import BadJson, InvalidEvent, Problem
 from pipemon.ingest import limits
+from pipemon.notify.redact import redact_output
+
+# A command's output, a log excerpt or a stack trace: its end is what says what broke, so each front door
+# keeps the last 8 KB of it, credentials masked (notify.redact.redact_output) before it is stored.
+OUTPUT_TAIL = 8192
+
+
+def output_tail(text: str | None) -> str | None:
+    if not text:
+        return None
+    # masked on a wider window, then cut: a cut first could leave half a secret no pattern recognises
+    return redact_output(text[-OUTPUT_TAIL - 1024:].replace("\x00", "\ufffd"))[-OUTPUT_TAIL:]
 
 _JSON = msgspec.json.Decoder()
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<loc>[^`]*)`)?$", re.DOTALL)

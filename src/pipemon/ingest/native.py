@@ -28,6 +28,7 @@ import msgspec
 from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
 from pipemon.ingest.common import (
+    output_tail,
     decoded_items,
     event_key,
     iso,
@@ -39,7 +40,6 @@ from pipemon.ingest.common import (
 from pipemon.model import EVENT_WORDS, Event, EventType, RunRef, Source, event_type_of, split_pipeline_key
 
 MAX_BATCH = 10_000
-MAX_LOG = 10_240
 
 Name = Annotated[str, msgspec.Meta(min_length=1)]  # lengths in bytes: limits.py
 Time = str | float
@@ -216,7 +216,7 @@ def _normalize(e: NativeEvent, raw: msgspec.Raw, prefix: str, now: float, horizo
         parent=parent, rows=rows, bytes=byts, metrics=metrics or None, error_message=err_msg,
         error_type=err_type,
         inputs=tuple(e.inputs), outputs=tuple(e.outputs), team=e.team, nominal_time=nominal,
-        log=e.log[-MAX_LOG:] if e.log else None, raw=bytes(raw),
+        log=output_tail(e.log), raw=bytes(raw),
     )
     if e.duration_s is None:
         return [event]

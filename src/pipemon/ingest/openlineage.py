@@ -12,7 +12,9 @@ Spec 2.x RunEvents map to pipemon events:
   inputs / outputs                             -> lineage edges between pipelines through datasets
   job.facets.ownership.owners                  -> owner team ("team:payments" or type "team")
   job.facets.jobType.integration               -> AIRFLOW, DBT, SPARK …
-  run.facets.errorMessage.stackTrace           -> the run's log excerpt (its last lines), the exception type
+  run.facets.errorMessage.stackTrace           -> the run's log excerpt (its last 8 KB), the exception type
+  ABORT of a dbt node (jobType.integration DBT, a parent, no errorMessage) -> a skipped task: dbt-ol
+                                                  reports a node dbt skipped after an upstream failure so
   run.facets.airflowState.tasksState           -> every task of a DAG run and its state (those never run too)
   run.facets.airflow / airflowDagRun .dag      -> the DAG's timetable (its schedule) and owner (the team)
 JobEvents (no run) register the job, its datasets and owner; DatasetEvents are accepted and kept raw.
@@ -30,8 +32,8 @@ from croniter import croniter
 
 from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
-from pipemon.ingest.common import (decoded_items, event_key, parse_time, problem_from, scrub_nul, split_items,
-                                   struct_problems)
+from pipemon.ingest.common import (decoded_items, event_key, output_tail, parse_time, problem_from, scrub_nul,
+                                   split_items, struct_problems)
 from pipemon.model import MANUAL_SCHEDULE, Event, EventType, RunRef, Source
 
 MAX_BATCH = 10_000
@@ -287,6 +289,8 @@ def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
         integration=jt.integration if jt else None, schemas=schemas or None, raw=bytes(raw), log=trace,
         task_states=dag.task_states, schedule=dag.schedule, schedule_tz=dag.timezone,
         root_team=dag.owner if parent is not None else None,
+        skipped=(etype is EventType.ABORT and parent is not None and em is None and jt is not None
+                 and (jt.integration or "").upper() == "DBT"),
     )
 
 
@@ -303,7 +307,6 @@ def _team_of(owners: list[_Owner]) -> str | None:
 # They are the provider's own (not in the OpenLineage spec) and vary between versions: read leniently,
 # never a reason to refuse an event.
 
-TRACE_LINES = 5
 # Airflow's schedule presets, as cron (`@once`, `@continuous` and None are no schedule: MANUAL_SCHEDULE).
 PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
            "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *",
@@ -384,12 +387,11 @@ def _schedule_of(dag: _Dag) -> tuple[str | None, str | None]:
 
 
 def _trace_tail(stack: str | None) -> tuple[str | None, str | None]:
-    """The last lines of a stack trace, and the exception type its last line names (`ValueError: …`)."""
-    if not stack:
+    """The stack trace's last 8 KB (common.output_tail), and the exception type its last line names
+    (`ValueError: …`)."""
+    if not stack or not stack.strip():
         return None, None
     lines = [ln.rstrip() for ln in stack.strip().splitlines() if ln.strip()]
-    if not lines:
-        return None, None
     head = lines[-1].split(":", 1)[0].strip()
     exc = head if head and " " not in head and head.replace(".", "").replace("_", "").isalnum() else None
-    return "\n".join(lines[-TRACE_LINES:]), exc
+    return output_tail(stack.strip("\n")), exc

@@ -15,10 +15,9 @@ import uuid
 
 from pipemon.errors import InvalidEvent, Problem
 from pipemon.ingest import limits
-from pipemon.ingest.common import event_key
+from pipemon.ingest.common import OUTPUT_TAIL, event_key, output_tail
 from pipemon.model import Event, EventType, Source
 
-MAX_LOG = 10_240
 _LOCS = {"namespace": "namespace", "name": "name", "run_id": "rid"}
 
 
@@ -46,7 +45,8 @@ def parse(namespace: str, name: str, signal: str | None, body: bytes, run_id: st
         raise InvalidEvent("invalid ping", problems)
     if run_id is None and etype is EventType.START:
         run_id = str(uuid.uuid4())
-    log = body[:MAX_LOG].decode("utf-8", errors="replace").replace("\x00", "\ufffd") if body else None
+    # the body is the job's output: its tail says what broke (a cut may split a character: replaced)
+    log = output_tail(body[-4 * OUTPUT_TAIL:].decode("utf-8", errors="replace")) if body else None
     return [Event(
         key=event_key(now, uuid.uuid4().hex), source=Source.PING, namespace=namespace, name=name,
         run_id=run_id or "", type=etype,

@@ -33,20 +33,22 @@ from pipemon.notify.base import (
     redact,
 )
 from pipemon.notify.email import EmailChannel, EmailConfig, SmtpConfig
+from pipemon.notify.log import LogChannel, LogConfig
 from pipemon.notify.pagerduty import PagerDutyChannel, PagerDutyConfig
 from pipemon.notify.redact import RedactUrls, SecretUrl, redact_httpx_logs, redact_url
 from pipemon.notify.slack import SlackChannel, SlackConfig
 from pipemon.notify.webhook import WebhookChannel, WebhookConfig
 
 __all__ = ["REGISTRY", "Channel", "ChannelConfig", "DeliveryError", "EmailChannel", "EmailConfig",
-           "HttpRequest", "PagerDutyChannel", "PagerDutyConfig", "Receiver", "ReceiverConfig", "RedactUrls",
+           "HttpRequest", "LogChannel", "LogConfig", "PagerDutyChannel", "PagerDutyConfig", "Receiver",
+           "ReceiverConfig", "RedactUrls",
            "SecretUrl", "SlackChannel", "SlackConfig", "SmtpConfig", "TransportError", "WebhookChannel",
            "WebhookConfig", "build_receivers", "redact", "redact_httpx_logs", "redact_url"]
 
 log = logging.getLogger(__name__)
 
 # Adding an integration: write its module (config model, build, send) and list its class here.
-REGISTRY: Registry = make_registry(PagerDutyChannel, SlackChannel, WebhookChannel, EmailChannel)
+REGISTRY: Registry = make_registry(PagerDutyChannel, SlackChannel, WebhookChannel, EmailChannel, LogChannel)
 
 # One `receivers:` item; config.py embeds it so its errors get file:line like any other key.
 ReceiverConfig = receiver_config_model(REGISTRY)

@@ -54,9 +54,9 @@ def event(n: Notification, a: AlertView, routing_key: str, client: str) -> dict[
     if action != "trigger":
         return ev
     details: dict[str, Any] = {"description": a.description}
-    for k in ("run_id", "error", "failed_task"):
+    for k in ("run_id", "error", "failed_task", "output"):
         if (v := getattr(a, k)) is not None:
-            details[k] = truncate(v, 4000) if k == "error" else v
+            details[k] = truncate(v, 4000) if k in ("error", "output") else v
     details["labels"] = dict(a.labels)
     details["occurrences"] = a.occurrences
     if a.root_cause is not None:

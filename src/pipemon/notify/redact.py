@@ -27,6 +27,28 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# Credentials as they show up in a job's output or stack trace: key=value / key: value pairs, URL user
+# info, bearer tokens, AWS access key ids, Slack webhook paths. Keys are matched loosely (db_password,
+# SNOWFLAKE_TOKEN); the value is cut at whitespace, a quote or a separator.
+_CREDENTIAL_PAIR = re.compile(
+    r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"credentials?|authorization)[\w.-]*[\"']?\s*[:=]\s*[\"']?)(?!<redacted>|(?i:bearer|basic)\s)([^\s\"',;&]+)")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s@/]+@", re.IGNORECASE)
+_AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+_SLACK_HOOK = re.compile(r"https://hooks\.slack\.com/\S+")
+
+
+def redact_output(text: str) -> str:
+    """A command's output or a stack trace with the credentials it may print masked, before it is stored
+    or shown in a notification."""
+    text = _SLACK_HOOK.sub(lambda m: redact_url(m.group()), text)
+    text = _URL_USERINFO.sub(rf"\1:{REDACTED}@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _AWS_KEY.sub(REDACTED, text)
+    return _CREDENTIAL_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+
+
 def redact_url(url: str) -> str:
     """scheme://host[:port] and nothing else: credentials, path and query may all hold tokens."""
     try:

@@ -56,7 +56,7 @@ class WebhookConfig(HttpChannelConfig):
 def _alert(n: Notification, a: AlertView) -> dict[str, Any]:
     resolved = is_resolved(n, a)
     annotations = {"summary": a.summary, "description": a.description}
-    for k in ("run_id", "error", "failed_task", "root_cause", "root_cause_team"):
+    for k in ("run_id", "error", "failed_task", "output", "root_cause", "root_cause_team"):
         if (v := getattr(a, k)) is not None:
             annotations[k] = v
     return {

@@ -18,6 +18,20 @@ from pipemon.sim.schedule import DAY, MINUTE, SECOND, to_ms
 
 _BASELINE_DAYS = 14
 
+# Alerting that needs no outside service: every notification is printed in the terminal (the built-in
+# `log` receiver) and kept like any delivery (GET /api/v1/notifications, the alerts page). Grouped by team,
+# so one notification can carry several alerts; the timers are the defaults (README, "Repeats").
+ALERTING = [
+    "# Alerting: each notification is one line in this terminal, and kept for /alerts and",
+    "# GET /api/v1/notifications. Replace `log: {}` with slack:, pagerduty:, webhook: or email:.",
+    "receivers:",
+    "  - name: terminal",
+    "    log: {}",
+    "route:",
+    "  receiver: terminal",
+    "  group_by: [team]",
+]
+
 
 @dataclass
 class _Observed:
@@ -26,8 +40,10 @@ class _Observed:
     max_finish_of_day_s: float = 0.0  # latest end, as seconds after the scheduled day's midnight
 
 
-def demo_config(fleet: Fleet, *, declared: int = 16, path: str | Path | None = None) -> str:
-    """The YAML text (also written to `path` if given) declaring about `declared` pipelines."""
+def demo_config(fleet: Fleet, *, declared: int = 16, path: str | Path | None = None,
+                alerting: bool = True) -> str:
+    """The YAML text (also written to `path` if given) declaring about `declared` pipelines; with
+    `alerting`, receivers and a route to the terminal (`log`), else none (the caller adds its own)."""
     chosen = _choose(fleet, declared)
     observed = _observe(fleet, {p.id for p in chosen})
     lines = [
@@ -39,6 +55,8 @@ def demo_config(fleet: Fleet, *, declared: int = 16, path: str | Path | None = N
         lines += _entry(fleet, p, observed[p.id])
     for namespace, team, tier in _team_namespaces(fleet, {p.id for p in chosen}):
         lines += [f"  - match: {json.dumps(namespace + '/*')}", f"    team: {team}", f"    tier: {tier}"]
+    if alerting:
+        lines += ALERTING
     text = "\n".join(lines) + "\n"
     if path is not None:
         Path(path).write_text(text)

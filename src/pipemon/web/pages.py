@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pipemon.access import Action, Caller
 from pipemon.api.alerts import alert_view, silence_view
 from pipemon.api.pipelines import pipeline_view
+from pipemon.engine.runs import failed_first
 from pipemon.errors import BadRequest, Conflict, NotFound
 from pipemon.model import Severity
 from pipemon.store import alerting as alert_store
@@ -87,7 +88,8 @@ def _overview(request: Request, who: Caller, team: str | None, state: str | None
     teams: dict[str, dict[str, int]] = {}
     for t, s, k in counts:
         by_state[s] = by_state.get(s, 0) + k
-        teams.setdefault(t or "unassigned", dict.fromkeys(STATES, 0))[s] += k
+        row = teams.setdefault(t or "unassigned", dict.fromkeys(STATES, 0))
+        row[s] = row.get(s, 0) + k
     order = queries.team_order([(t or "unassigned", s, k) for t, s, k in counts])
     team_list = sorted(teams.items(), key=lambda kv: order.get(kv[0], len(order)))
     pages = max(1, math.ceil(fleet.total / PAGE_SIZE))
@@ -165,18 +167,18 @@ def run_page(request: Request, who: Reader, run_id: str, pipeline: str | None = 
     return _guard(request, lambda: _run(request, who, run_id, pipeline or None))
 
 
-_TASK_ORDER = {"failed": 0, "aborted": 1, "running": 2, "succeeded": 3}
+_TASK_ORDER = {"running": 0, "skipped": 1, "succeeded": 2}
 
 
 def _run(request: Request, who: Caller, run_id: str, pipeline: str | None) -> Response:
     pm = request.app.state.pm
     with pm.engine.connect() as conn:
         run, tasks = reads.find_run(conn, run_id, pipeline, who.scope())
-    # the failing task first (the earliest failure is the root error), then running, then the rest in order
-    def order(t) -> tuple[int, float]:
-        failed = t.status.value in ("failed", "aborted")
-        return _TASK_ORDER.get(t.status.value, 9), (t.ended_at or t.started_at) if failed else t.started_at
-    ordered = sorted(tasks, key=order)
+    # what broke first (engine.runs.failed_first: the root error), then running, skipped, the rest in order
+    broke = failed_first(tasks)
+    rest = sorted((t for t in tasks if not any(t is b for b in broke)),
+                  key=lambda t: (_TASK_ORDER.get(t.status.value, 9), t.started_at))
+    ordered = broke + rest
     return page(request, "run.html", title=f"run {run.run_id}", run=run, tasks=ordered)
 
 

@@ -16,9 +16,10 @@ from pipemon.engine.health import HealthState
 
 HERE = Path(__file__).parent
 STATES = [s.value for s in sorted(HealthState, key=lambda s: s.rank)]  # worst first
-ICONS = {"failing": "✖", "running_long": "↻", "late": "◷", "degraded": "▲", "unknown": "?", "paused": "‖",
+ICONS = {"failing": "✖", "running_long": "↻", "late": "◷", "degraded": "▲", "unknown": "?", "muted": "‖",
          "healthy": "✔", "firing": "⚠", "acknowledged": "◐", "resolved": "✔", "succeeded": "✔", "failed": "✖",
-         "aborted": "⊘", "running": "▶", "critical": "‼", "error": "✖", "warning": "▲", "info": "ℹ"}
+         "aborted": "⊘", "skipped": "↷", "running": "▶", "critical": "‼", "error": "✖", "warning": "▲",
+         "info": "ℹ"}
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
