@@ -42,3 +42,4 @@ from pipemon.cli import configcmd as _configcmd  # noqa: E402,F401
 from pipemon.cli import demo as _demo  # noqa: E402,F401
 from pipemon.cli import alerts as _alerts  # noqa: E402,F401
 from pipemon.cli import detect as _detect  # noqa: E402,F401
+from pipemon.cli import backup as _backup  # noqa: E402,F401
