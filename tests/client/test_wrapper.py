@@ -123,6 +123,8 @@ def test_sigterm_to_the_wrapper_reaches_the_command_and_its_exit_code_comes_back
     (["cron/x"], "give the command after --"),
     (["nopipeline", "--", "true"], "must be namespace/name"),
     (["--", "true"], "PIPELINE"),
+    (["--url", "http://[::1", "cron/x", "--", "true"], "is not a valid URL"),
+    (["--url", "ftp://files", "cron/x", "--", "true"], "must be http:// or https://"),
 ])
 def test_bad_invocations_are_usage_errors(args, message):
     p = _wrapper(*args)

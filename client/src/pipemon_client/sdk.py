@@ -53,11 +53,22 @@ def split_pipeline(pipeline: str) -> tuple[str, str]:
 _split = split_pipeline  # the name the server's CLI imported before the client was its own package
 
 
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host; else ValueError saying what is wrong."""
+    try:
+        u = httpx.URL(url)
+    except httpx.InvalidURL as e:
+        raise ValueError(f"pipemon URL {url!r} is not a valid URL ({e})") from None
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ValueError(f"pipemon URL {url!r} must be http:// or https:// with a host")
+    return url
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  timeout: float = 2.0, attempts: int = 3, backoff: float = 0.25,
                  transport: httpx.BaseTransport | None = None) -> None:
-        url = url or os.environ.get("PIPEMON_URL") or DEFAULT_URL
+        url = check_url(url or os.environ.get("PIPEMON_URL") or DEFAULT_URL)  # a bad URL: the caller's bug
         token = token or os.environ.get("PIPEMON_TOKEN") or None
         self.url = url.rstrip("/")
         self.token = token

@@ -157,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.error("give the command after --, e.g. pipemon-run billing/nightly -- ./nightly.sh")
     try:
         split_pipeline(ns.pipeline)
+        client = Client(ns.url, ns.token)
     except ValueError as e:
         ap.error(str(e))
-    with Client(ns.url, ns.token) as client:
+    with client:
         code = run_command(client, ns.pipeline, command, team=ns.team)
     sys.exit(code)

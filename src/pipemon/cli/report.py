@@ -75,6 +75,10 @@ def run(ctx: typer.Context,
         split_pipeline(pipeline)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="PIPELINE") from None
-    with Client(url, token) as client:
+    try:
+        client = Client(url, token)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--url") from None
+    with client:
         code = run_command(client, pipeline, command, team=team)
     raise typer.Exit(code)
