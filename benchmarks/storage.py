@@ -38,8 +38,8 @@ DAY = 86400.0
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def feed(db_url: str, days: float, pipelines: int, seed: int) -> tuple[int, int, float]:
-    """Ingest `days` of the demo stream; (events, raw body bytes, seconds)."""
+def feed(db_url: str, days: float, pipelines: int, seed: int) -> tuple[int, int, float, float]:
+    """Ingest `days` of the demo stream; (events, raw body bytes, seconds, CPU seconds of this process)."""
     fleet = sim.build_fleet(seed, pipelines)
     start = sim.DEFAULT_START
     clock = FakeClock(start)
@@ -48,7 +48,7 @@ def feed(db_url: str, days: float, pipelines: int, seed: int) -> tuple[int, int,
     n = raw = 0
     batch: list = []
     next_tick = start + 300
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         for ev in sim.Feeder(fleet, start).history(start, start + days * DAY):
             t = datetime.fromisoformat(ev["eventTime"]).timestamp()
@@ -67,7 +67,7 @@ def feed(db_url: str, days: float, pipelines: int, seed: int) -> tuple[int, int,
             pm.worker.ingest(batch)
     finally:
         pm.close()
-    return n, raw, time.perf_counter() - t0
+    return n, raw, time.perf_counter() - t0, time.process_time() - cpu0
 
 
 def stored_body_bytes(engine: sa.Engine) -> int:
@@ -88,8 +88,9 @@ def sqlite_sizes(path: Path) -> tuple[int, list[tuple[str, int]]]:
 def pg_sizes(engine: sa.Engine) -> tuple[int, list[tuple[str, int]]]:
     with engine.connect() as c:
         parts = c.exec_driver_sql(
-            "SELECT tablename, pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)) FROM pg_tables "
-            "WHERE schemaname = current_schema() ORDER BY 2 DESC").all()
+            "SELECT tablename, "
+            "pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)) "
+            "FROM pg_tables WHERE schemaname = current_schema() ORDER BY 2 DESC").all()
     return sum(p[1] for p in parts), [(p[0], p[1]) for p in parts]
 
 
@@ -115,12 +116,14 @@ def encode_cost(days: float, pipelines: int, seed: int) -> tuple[float, float, f
     return out[0][0], out[1][0], out[1][1]
 
 
-def report(backend: str, n: int, raw: int, seconds: float, total: int, stored: int,
+def report(backend: str, n: int, raw: int, seconds: float, cpu: float, total: int, stored: int,
            parts: list[tuple[str, int]]) -> None:
-    print(f"\n{backend}: {n:,} events ingested in {seconds:.1f} s ({n / seconds:,.0f} events/s, one process)")
+    print(f"\n{backend}: {n:,} events ingested in {seconds:.1f} s ({n / seconds:,.0f} events/s, one process; "
+          f"{cpu / n * 1e6:,.0f} µs CPU an event: generating, parsing, writing, evaluating)")
     print(f"  on disk: {total / 1e6:,.1f} MB = **{total / n:,.0f} bytes per event**")
     print(f"  bodies: {raw / n:,.0f} bytes raw, {stored / n:,.0f} stored ({raw / max(stored, 1):.1f}x)")
-    print("  largest parts: " + ", ".join(f"{name} {size / n:,.0f}" for name, size in parts[:8]) + " (B/event)")
+    largest = ", ".join(f"{name} {size / n:,.0f}" for name, size in parts[:8])
+    print(f"  largest parts: {largest} (B/event)")
 
 
 def main() -> int:
@@ -141,12 +144,12 @@ def main() -> int:
     if not a.skip_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pipemon.db"
-            n, raw, secs = feed(f"sqlite:///{path}", a.days, a.pipelines, a.seed)
+            n, raw, secs, cpu = feed(f"sqlite:///{path}", a.days, a.pipelines, a.seed)
             engine = sa.create_engine(f"sqlite:///{path}")
             stored = stored_body_bytes(engine)
             engine.dispose()
             total, parts = sqlite_sizes(path)
-            report("SQLite", n, raw, secs, total, stored, parts)
+            report("SQLite", n, raw, secs, cpu, total, stored, parts)
     if not a.skip_pg:
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         admin = sa.create_engine(normalize_url(a.pg))
@@ -154,12 +157,12 @@ def main() -> int:
             c.exec_driver_sql(f"CREATE SCHEMA {schema}")
         url = f"{normalize_url(a.pg)}{'&' if '?' in a.pg else '?'}options=-csearch_path%3D{schema}"
         try:
-            n, raw, secs = feed(url, a.days, a.pipelines, a.seed)
+            n, raw, secs, cpu = feed(url, a.days, a.pipelines, a.seed)
             engine = sa.create_engine(url)
             stored = stored_body_bytes(engine)
             total, parts = pg_sizes(engine)
             engine.dispose()
-            report("PostgreSQL", n, raw, secs, total, stored, parts)
+            report("PostgreSQL", n, raw, secs, cpu, total, stored, parts)
         finally:
             with admin.begin() as c:
                 c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
