@@ -60,6 +60,15 @@ def test_success_passes_zero_through():
     assert rec.events[1]["metrics"] == {"exit_code": 0}
 
 
+def test_it_runs_from_a_thread_too():  # signal handlers can only be set in the main thread: none are
+    import threading
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(wrap(["sh", "-c", "exit 4"])[0]))
+    t.start()
+    t.join(30)
+    assert got == [4]
+
+
 def test_secrets_in_the_output_or_the_environment_never_leave_the_host():
     env = {"PATH": os.defpath, "DB_PASSWORD": "hunter2-prod"}
     code, out, rec = wrap(["sh", "-c", 'echo "connecting with $DB_PASSWORD"; echo "token=abcdef123456"; '

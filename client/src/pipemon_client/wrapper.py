@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -104,8 +105,12 @@ def run_command(client: Client, pipeline: str, command: Sequence[str], *, team: 
                      duration_s=None if started else 0.0)
         print(f"pipemon: {why}", file=sys.stderr)
         return 127 if isinstance(e, FileNotFoundError) else 126  # as a shell: not found, not executable
-    previous = {s: signal.signal(s, lambda signum, _f: proc.send_signal(signum)) for s in _FORWARDED}
-    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Signals are for the command: passed on (SIGTERM, SIGHUP) or left to it (SIGINT, which the terminal
+    # sends the command too), so that we live to report how it ended. Only the main thread can set handlers.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, lambda signum, _f: proc.send_signal(signum)) for s in _FORWARDED}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
     tail = OutputTail()
     try:
         assert proc.stdout is not None
@@ -121,7 +126,6 @@ def run_command(client: Client, pipeline: str, command: Sequence[str], *, team: 
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.signal(signal.SIGINT, previous_int)
     elapsed = time.monotonic() - t0
     fields = {"log": tail.text(secrets), "team": team, "metrics": {"exit_code": exit_status(returncode)},
               "duration_s": None if started else round(elapsed, 3)}  # without a START, say how long it took
