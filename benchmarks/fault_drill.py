@@ -28,6 +28,8 @@ import httpx
 import msgspec
 import sqlalchemy as sa
 
+from pipemon.store.bodies import read_bodies
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import LiveServer, _pg_schema_url
 from tests.robustness.proxy import FaultProxy
@@ -61,7 +63,7 @@ class Loader(threading.Thread):
 def stored_ids(url: str) -> list[str]:
     engine = sa.create_engine(url)
     with engine.connect() as c:
-        bodies = c.exec_driver_sql("SELECT body FROM events").scalars().all()
+        bodies = read_bodies(c)
     engine.dispose()
     return [msgspec.json.decode(b).get("event_id") for b in bodies]
 

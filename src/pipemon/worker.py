@@ -53,6 +53,7 @@ from pipemon.errors import PipemonError, Rejected, Unavailable
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
 from pipemon.ownership import owner
 from pipemon.store import audit
+from pipemon.store.bodies import BodyCodec
 from pipemon.store import state as st
 from pipemon.store import writes
 
@@ -215,6 +216,7 @@ class Worker:
         self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()  # least recently used first
         self._runs_bytes = 0  # estimated (run_size), bounded by settings.cache.runs
         self._lineage: set[tuple[int, str, str]] = set()
+        self.bodies = BodyCodec()  # compresses raw event bodies (store/bodies.py)
         self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written by the next tick
         self._touched_flushed = 0.0
         self.quota = admission.Quota(settings.limits.new_pipelines_per_minute)
@@ -740,6 +742,7 @@ class Worker:
                 if r.parent_run_id is None:
                     rec.open_runs.append(r.run_id)
             self._lineage = {(r.pipeline_id, r.dataset, r.role) for r in writes.load_lineage(conn)}
+            self.bodies.load(conn)
             self._declare(conn)
             self._apply_owners(conn)
             if self.evaluator is not None:
@@ -962,7 +965,7 @@ class Worker:
 
         for ev, (rec, run_id, parent_id, job) in zip(fresh, targets):
             event_rows.append((ev.key, rec.id, ev.run_id, ev.type.value, ev.source.value, ev.time, now,
-                               ev.raw))
+                               self.bodies.encode(ev.raw)))
             for ds in ev.inputs:
                 self._edge(rec.id, ds, "in", now, lineage_rows)
             for ds in ev.outputs:
@@ -1017,6 +1020,7 @@ class Worker:
         for k, run in work.items():
             (updates if before.get(k) is not None else inserts).append((k[0], run))
         writes.insert_events(conn, event_rows)
+        self.bodies.maybe_train(conn, now)
         writes.insert_runs(conn, inserts)
         writes.update_runs(conn, updates)
         writes.insert_lineage(conn, lineage_rows)

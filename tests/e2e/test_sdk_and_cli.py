@@ -116,3 +116,18 @@ def test_db_upgrade_and_help(tmp_path):
 def test_status_with_the_service_down():
     out = cli("status", "--url", f"http://127.0.0.1:{free_port()}")
     assert out.returncode == 1 and "cannot reach pipemon" in out.stderr
+
+
+def test_run_wrapper_redacts_secrets_and_bounds_the_tail(server):
+    script = ("import os; print('x' * 100 + '\\n' * 3 + 'filler line\\n' * 2000); "
+              "print('dsn postgresql://etl:' + os.environ['DB_PASSWORD'] + '@db/sales'); "
+              "print('last: ' + os.environ['DB_PASSWORD']); raise SystemExit(2)")
+    env = {**__import__("os").environ, "DB_PASSWORD": "pa55-w0rd-xyz"}
+    out = subprocess.run([sys.executable, "-m", "pipemon", "run", "cron/secret", "--url", server.url, "--",
+                          sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "pa55-w0rd-xyz" in out.stdout  # the terminal shows everything
+    [r] = runs(server, "cron/secret")
+    log = r["log_excerpt"]
+    assert "pa55-w0rd-xyz" not in log and "postgresql://etl:<redacted>@db/sales" in log
+    assert log.endswith("last: <redacted>\n") and log.startswith("…\nfiller line\n")
+    assert len(log.encode()) <= 4096 + 4

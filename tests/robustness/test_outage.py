@@ -20,6 +20,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from pipemon.store.bodies import read_bodies
 from tests.conftest import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -166,8 +167,7 @@ def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
     # Every acknowledged event is stored, exactly once.
     engine = sa.create_engine(direct)
     with engine.connect() as c:
-        bodies = c.exec_driver_sql("SELECT e.body FROM events e JOIN pipelines p ON p.id = e.pipeline_id "
-                                   "WHERE p.key = 'robust/load'").scalars().all()
+        bodies = read_bodies(c, "e.pipeline_id = (SELECT id FROM pipelines WHERE key = 'robust/load')")
     engine.dispose()
     ids = [msgspec.json.decode(b)["event_id"] for b in bodies]
     assert len(ids) == len(set(ids)), "an event was stored twice"

@@ -18,6 +18,7 @@ from pipemon.app import build
 from pipemon.clock import WallClock
 from pipemon.errors import Rejected, Unavailable
 from pipemon.ingest import native
+from pipemon.store.bodies import read_bodies
 from pipemon.worker import BACKOFF_BASE_S, BACKOFF_CAP_S, Fault, backoff, classify
 
 
@@ -73,7 +74,7 @@ def until(cond, what: str, limit: float = 20.0) -> None:
 def stored(url: str, event_id: str) -> int:
     engine = sa.create_engine(url)
     with engine.connect() as c:
-        bodies = c.exec_driver_sql("SELECT body FROM events").scalars().all()
+        bodies = read_bodies(c)
     engine.dispose()
     return sum(1 for b in bodies if msgspec.json.decode(b).get("event_id") == event_id)
 

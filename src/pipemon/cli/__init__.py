@@ -55,3 +55,4 @@ from pipemon.cli import alerts as _alerts  # noqa: E402,F401
 from pipemon.cli import detect as _detect  # noqa: E402,F401
 from pipemon.cli import token as _token  # noqa: E402,F401
 from pipemon.cli import export as _export  # noqa: E402,F401
+from pipemon.cli import backup as _backup  # noqa: E402,F401

@@ -1,18 +1,12 @@
 """Reporting runs from the shell: `pipemon send` and `pipemon run -- COMMAND` (for cron jobs)."""
 from __future__ import annotations
 
-import collections
-import subprocess
-import sys
-import time
 import uuid
 
 import typer
 
 from pipemon.cli import TokenOption, UrlOption, app
 from pipemon.model import EventWord
-
-LOG_TAIL = 10_240
 
 
 @app.command()
@@ -56,8 +50,11 @@ def run(ctx: typer.Context,
 
     pipemon run billing/nightly -- ./nightly.sh --full
 
-    The command's exit code is passed through; a pipemon that is down never stops the command."""
-    from pipemon.client import Client, _split
+    The command's exit code is passed through; a pipemon that is down never stops the command. The tail
+    is the last 4 KB of output (stdout and stderr), secrets redacted. The light client's `pipemon-run`
+    is the same command without the server installed."""
+    from pipemon_client.sdk import Client, split_pipeline
+    from pipemon_client.wrapper import run_command
 
     command = list(ctx.args)
     if command and command[0] == "--":
@@ -65,39 +62,13 @@ def run(ctx: typer.Context,
     if not command:
         raise typer.BadParameter("give the command after --", param_hint="COMMAND")
     try:
-        _split(pipeline)
+        split_pipeline(pipeline)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="PIPELINE") from None
-    run_id = str(uuid.uuid4())
-    with Client(url, token) as client:
-        client.event(pipeline, "START", run_id, team=team)
-        tail: collections.deque[str] = collections.deque()
-        size = 0
-        t0 = time.monotonic()
-        try:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", bufsize=1)
-        except OSError as e:
-            client.event(pipeline, "FAIL", run_id,
-                         error={"message": f"cannot start {command[0]!r}: {e.strerror}", "type": "ExitCode"},
-                         team=team)
-            typer.secho(f"cannot start {command[0]!r}: {e.strerror}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(127) from None
-        assert proc.stdout is not None
-        for line in proc.stdout:  # tee: the user sees the output live, we keep its tail
-            sys.stdout.write(line)
-            tail.append(line)
-            size += len(line)
-            while size > LOG_TAIL and len(tail) > 1:
-                size -= len(tail.popleft())
-        code = proc.wait()
-        elapsed = time.monotonic() - t0
-        log = "".join(tail)[-LOG_TAIL:]
-        if code == 0:
-            client.event(pipeline, "COMPLETE", run_id, log=log, team=team, metrics={"exit_code": 0})
-        else:
-            client.event(pipeline, "FAIL", run_id, log=log, team=team, metrics={"exit_code": code},
-                         error={"message": f"exit code {code}", "type": "ExitCode"})
-        typer.echo(f"pipemon: {pipeline} {'succeeded' if code == 0 else f'failed (exit {code})'} "
-                   f"in {elapsed:.1f}s", err=True)
+    try:
+        client = Client(url, token)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--url") from None
+    with client:
+        code = run_command(client, pipeline, command, team=team)
     raise typer.Exit(code)

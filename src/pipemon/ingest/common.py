@@ -13,10 +13,11 @@ import msgspec
 
 from pipemon.errors import BadJson, InvalidEvent, Problem
 from pipemon.ingest import limits
-from pipemon.notify.redact import redact_output
+from pipemon_client.redact import scrub_output
 
 # A command's output, a log excerpt or a stack trace: its end is what says what broke, so each front door
-# keeps the last 8 KB of it, credentials masked (notify.redact.redact_output) before it is stored.
+# keeps the last 8 KB of it, credentials masked before it is stored (pipemon_client.redact.scrub_output:
+# the rule the light client applies too).
 OUTPUT_TAIL = 8192
 
 
@@ -24,7 +25,7 @@ def output_tail(text: str | None) -> str | None:
     if not text:
         return None
     # masked on a wider window, then cut: a cut first could leave half a secret no pattern recognises
-    return redact_output(text[-OUTPUT_TAIL - 1024:].replace("\x00", "\ufffd"))[-OUTPUT_TAIL:]
+    return scrub_output(text[-OUTPUT_TAIL - 1024:].replace("\x00", "\ufffd"))[-OUTPUT_TAIL:]
 
 _JSON = msgspec.json.Decoder()
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<loc>[^`]*)`)?$", re.DOTALL)

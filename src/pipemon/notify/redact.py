@@ -2,77 +2,23 @@
 
 Secrets are routing keys, passwords and tokens (pydantic SecretStr) and URLs whose path or query is
 the credential, like a Slack webhook (SecretUrl here). Their repr/str/model_dump show them masked;
-`redact()` scrubs any text built from a response or an exception before it leaves a channel.
+`redact()` scrubs any text built from a response or an exception before it leaves a channel. The
+string rules themselves live in `pipemon_client.redact`, shared with the light client.
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from pipemon_client.redact import REDACTED, redact, redact_url, url_secrets
 from pydantic import AfterValidator, BaseModel, GetCoreSchemaHandler, SecretStr
 from pydantic_core import core_schema
 
-REDACTED = "<redacted>"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with each secret, raw or URL-encoded, replaced by <redacted> (longest first, so a URL
-    goes whole before its token does)."""
-    variants = {v for s in secrets if s for v in (s, quote(s, safe=""))}
-    for s in sorted(variants, key=len, reverse=True):
-        text = text.replace(s, REDACTED)
-    return text
-
-
-# Credentials as they show up in a job's output or stack trace: key=value / key: value pairs, URL user
-# info, bearer tokens, AWS access key ids, Slack webhook paths. Keys are matched loosely (db_password,
-# SNOWFLAKE_TOKEN); the value is cut at whitespace, a quote or a separator.
-_CREDENTIAL_PAIR = re.compile(
-    r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|"
-    r"credentials?|authorization)[\w.-]*[\"']?\s*[:=]\s*[\"']?)(?!<redacted>|(?i:bearer|basic)\s)([^\s\"',;&]+)")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s@/]+@", re.IGNORECASE)
-_AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
-_SLACK_HOOK = re.compile(r"https://hooks\.slack\.com/\S+")
-
-
-def redact_output(text: str) -> str:
-    """A command's output or a stack trace with the credentials it may print masked, before it is stored
-    or shown in a notification."""
-    text = _SLACK_HOOK.sub(lambda m: redact_url(m.group()), text)
-    text = _URL_USERINFO.sub(rf"\1:{REDACTED}@", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _AWS_KEY.sub(REDACTED, text)
-    return _CREDENTIAL_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
-
-
-def redact_url(url: str) -> str:
-    """scheme://host[:port] and nothing else: credentials, path and query may all hold tokens."""
-    try:
-        p = urlsplit(url)
-        host = p.hostname or ""
-        port = p.port
-    except ValueError:
-        return REDACTED
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    path = "/" + REDACTED if p.path.strip("/") or p.query or p.fragment else p.path
-    return urlunsplit((p.scheme, netloc, path, "", ""))
-
-
-def url_secrets(url: str) -> list[str]:
-    """What of a secret URL must not appear anywhere: the URL, its path and query, its password, and
-    its long path segments and query values (the tokens)."""
-    p = urlsplit(url)
-    out = [url]
-    if p.path.strip("/") or p.query:
-        out.append(p.path + (f"?{p.query}" if p.query else ""))
-    if p.password:
-        out.append(p.password)
-    out += [s for s in re.split(r"[/?&=]", f"{p.path}?{p.query}") if len(s) >= 16]
-    return out
+__all__ = ["REDACTED", "HttpUrl", "RedactUrls", "SecretUrl", "check_http_url", "redact", "redact_httpx_logs",
+           "redact_url", "secrets_of", "url_secrets"]
 
 
 def check_http_url(url: str) -> str:

@@ -86,7 +86,16 @@ events = Table(
     Column("source", String(16), nullable=False),
     Column("time", Float, nullable=False),
     Column("received_at", Float, nullable=False),
-    Column("body", LargeBinary),          # the event as received (raw facets kept)
+    Column("body", LargeBinary),          # the event as received (raw facets kept), compressed: bodies.py
+)
+
+# The dictionaries event bodies are compressed with (0007), keyed by the id written in each zstd frame.
+event_dicts = Table(
+    "event_dicts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", Float, nullable=False),
+    Column("event_id", Integer, nullable=False),  # events.id when it was trained
+    Column("dict", LargeBinary, nullable=False),
 )
 
 lineage = Table(
