@@ -5,8 +5,9 @@ Input (JSONL):
            a line in start order. A run line is split into a START at ts and a COMPLETION at ts + duration,
            merged in time order, so a run's duration and rows are never used before it finished.
   series   {"pipeline_id","ts"|"ts_unix","value"}, a generic metric series.
-  pipelines (optional) {"pipeline_id","cron"?,"interval_s"?,"timezone"?,"grace_s"?,"max_duration_s"?}:
-           declared schedules; any other key (labels, scorer parameters) is ignored. Without it
+  pipelines (optional) {"pipeline_id","cron"?,"interval_s"?,"timezone"?,"grace_s"?,"max_duration_s"?,
+           "calendar"?}: declared schedules and holiday calendars (`US`, `UK`, `DE` ...: the holidays
+           package's country codes); any other key (labels, scorer parameters) is ignored. Without it
            every schedule is learned from the runs.
 Before each event the suite ticks: every deadline up to that moment fires, stamped with its own
 time (as a live engine's timer would have), never one from the future.
@@ -27,6 +28,7 @@ from typing import IO
 
 import msgspec
 
+from pipemon import calendars
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, RunObservation, RunStatus
 from pipemon.engine.detect.base import iso_utc
 
@@ -55,6 +57,7 @@ class _Declared(msgspec.Struct):
     timezone: str = "UTC"
     grace_s: float | None = None
     max_duration_s: float | None = None
+    calendar: str | None = None
 
 
 _STATUS = {"success": RunStatus.SUCCEEDED, "succeeded": RunStatus.SUCCEEDED, "complete": RunStatus.SUCCEEDED,
@@ -96,14 +99,21 @@ def read_lines(f: IO[bytes]) -> list[_Line]:
     return lines
 
 
-def read_pipelines(f: IO[bytes], sensitivity: float) -> dict[str, DetectSpec]:
+def read_pipelines(f: IO[bytes], sensitivity: float, years: tuple[int, ...] = ()) -> dict[str, DetectSpec]:
+    """Declared pipelines; a named calendar brings its holidays over `years` (the records' years)."""
     dec = msgspec.json.Decoder(_Declared)
     out = {}
-    for raw in f:
+    for k, raw in enumerate(f, 1):
         if raw.strip():
             d = dec.decode(raw)
+            cal = d.calendar or None
+            try:
+                hol = calendars.holiday_days(cal, years) if cal else frozenset()
+            except ValueError as e:
+                raise ValueError(f"pipelines line {k} ({d.pipeline_id}): {e}") from None
             out[sys.intern(d.pipeline_id)] = DetectSpec(d.cron or None, d.timezone, d.interval_s, d.grace_s,
-                                                        d.max_duration_s, sensitivity)
+                                                        d.max_duration_s, sensitivity,
+                                                        calendar=cal, holidays=hol)
     return out
 
 
@@ -155,7 +165,8 @@ def backtest(runs: IO[bytes], out: IO[str], pipelines: IO[bytes] | None = None, 
     # CPU time of this process: "runs per second of one core", whatever else the machine is doing
     t0 = time.process_time()
     lines = read_lines(runs)
-    specs = read_pipelines(pipelines, sensitivity) if pipelines is not None else {}
+    years = calendars.years_spanning((_unix(lines[0]), _unix(lines[-1]))) if lines else ()
+    specs = read_pipelines(pipelines, sensitivity, years) if pipelines is not None else {}
     t1 = time.process_time()
     suite = DetectorSuite(sensitivity)
     for pid, spec in specs.items():
