@@ -221,11 +221,13 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
                                "type": f"level_shift_{what}", "start_unix": slot + (sched_shift if what == "schedule" else 0),
                                "end_unix": slots[end_i] + sched_shift + iv * 0.5, "run_ids": [], "factor": f})
         t = slot - t0
-        d = dt.datetime.fromtimestamp(slot, dt.UTC)
+        # drift: a moved job's data follows the hour and day it now runs at (the older presets keep the slot's)
+        at = slot + sched_shift if "days" in cfg else slot
+        d = dt.datetime.fromtimestamp(at, dt.UTC)
         last_day = (d + dt.timedelta(days=1)).month != d.month
         day = d.date()
         drift = (hol_f.get(day, 0.0) + (me_bd if me_bd and last_business_day(day, off) else 0.0))
-        lr = (rows0 + drift + trend * t + rows_shift + hod_amp * math.sin(2 * math.pi * (slot % DAY) / DAY + hod_phase)
+        lr = (rows0 + drift + trend * t + rows_shift + hod_amp * math.sin(2 * math.pi * (at % DAY) / DAY + hod_phase)
               + (weekend if d.weekday() >= 5 else 0.0) + (monday if d.weekday() == 0 else 0.0)
               + (month_end if last_day else 0.0) + noise * student_t(rng, dof))
         ld = dur0 + dur_shift + dur_trend * t + alpha * (lr - rows0) + dur_noise * student_t(rng, dof)
