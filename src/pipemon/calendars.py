@@ -6,7 +6,7 @@ Names are the package's country codes (ISO 3166: US, DE, FR, ...) and its aliase
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 
 import holidays
@@ -32,6 +32,13 @@ def check(name: str) -> str:
 def holiday_days(name: str, years: tuple[int, ...]) -> frozenset[int]:
     """The calendar's public holidays over `years`, as days since 1970-01-01."""
     return frozenset(day_number(d) for d in holidays.country_holidays(check(name), years=years))
+
+
+def lookup(now: float) -> Callable[[str], frozenset[int]]:
+    """A calendar name -> its holidays from five years before `now` to five after (history replayed,
+    a service running for years); what the live engine is given."""
+    years = years_around(now, before=5, after=5)
+    return lambda name: holiday_days(name, years)
 
 
 def years_around(t: float, before: int = 1, after: int = 2) -> tuple[int, ...]:

@@ -36,9 +36,9 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   when the month ends on a weekend or holiday, and that last day), so peaks on the last business
   day and on the last calendar day are both learned. Until a month-end kind has been seen for a
   day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page.
-- Public holidays (when the pipeline names a calendar) are their own case: a drop to
-  HOLIDAY_PRIOR (0.3x) is expected before any holiday is seen, then the learned holiday offset; a
-  run is normal anywhere between that (widened by HOLIDAY_SLACK) and the usual level. Holiday runs
+- Public holidays (when the pipeline names a calendar) are their own case: the expectation is a
+  drop to HOLIDAY_PRIOR (0.3x) before any holiday is seen, then the learned holiday offset; a run
+  is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual level. Holiday runs
   teach only the holiday offset: the level, profiles and scale are for ordinary days.
 - An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
   are rare (< 5 % of runs) and learned as normal when they are common.
@@ -268,7 +268,8 @@ class MetricBaseline:
         if mb == HOLIDAY:
             h = self._holiday()
             r = y - mu + h  # against the ordinary day
-            lo, hi = (h if h < 0.0 else 0.0) - HOLIDAY_SLACK, h if h > 0.0 else 0.0
+            # the prior stays a floor: a pipeline whose past holidays were ordinary may still dip on the next
+            lo, hi = (h if h < HOLIDAY_PRIOR else HOLIDAY_PRIOR) - HOLIDAY_SLACK, h if h > 0.0 else 0.0
         else:
             r, lo, hi = y - mu, 0.0, MONTH_END_SLACK
         return (r - lo) / s if r < lo else (r - hi) / s if r > hi else 0.0
@@ -376,7 +377,8 @@ class MetricBaseline:
             if flagged:
                 return
         else:  # a suspect: it counts towards a level shift and is not learned
-            self._track_shift(r)
+            if mb < 0 or r < 0:  # (a month-end's peak is the day's, not a new level: an hourly one would
+                self._track_shift(r)  # otherwise re-baseline the level up and down again within a day)
             return
         c = r  # (|z| < SHIFT_Z here when judged: nothing to clip)
         if mature:

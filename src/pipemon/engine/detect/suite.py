@@ -375,7 +375,8 @@ class DetectorSuite:
     def to_json(self, pipeline_id: str) -> dict[str, Any]:
         p = self._p[pipeline_id]
         return {
-            "spec": {**dataclasses.asdict(p.spec), "holidays": sorted(p.spec.holidays)},
+            # (the holidays are not state: they come with the spec, which the owner configures again)
+            "spec": {k: v for k, v in dataclasses.asdict(p.spec).items() if k != "holidays"},
             "metrics": {m: b.to_json() for m, b in p.metrics.items()},
             "cadence": p.cadence.to_json(),
             "failures": p.failures.to_json(),
@@ -384,7 +385,7 @@ class DetectorSuite:
         }
 
     def load_json(self, pipeline_id: str, d: dict[str, Any]) -> None:
-        spec = DetectSpec(**{**d["spec"], "holidays": frozenset(d["spec"].get("holidays", ()))})
+        spec = DetectSpec(**d["spec"])
         p = self._p.get(pipeline_id)
         if p is None:
             p = _Pipeline(pipeline_id, spec)
