@@ -36,7 +36,8 @@ def at(d: dt.date, hour: float = 2.0) -> float:
 
 
 def daily_rows(first: dt.date, last: dt.date, dip: dict[dt.date, float],
-               holidays: frozenset[int] = frozenset(), holiday_factor: float = 1.0, seed: int = 1) -> list[tuple[float, float]]:
+               holidays: frozenset[int] = frozenset(), holiday_factor: float = 1.0,
+               seed: int = 1) -> list[tuple[float, float]]:
     """(time, rows) of a daily job at 02:00 with weekends at 0.6x, 8 % noise, `dip` days scaled."""
     rng = random.Random(seed)
     out = []
