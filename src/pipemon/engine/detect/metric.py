@@ -227,14 +227,12 @@ class MetricBaseline:
                     mu += self._month_offset(mb, s)
         return mu, hb, db, mb, warm, s
 
-    _expect = expect
-
     # ----------------------------------------------------------------------------------- scoring
     def score(self, t: float, x: float) -> Scored | None:
         """The observation's z and expectation, or None while cold. Pure.
 
         `t` is local time (unix seconds shifted by the pipeline's UTC offset) for the buckets."""
-        return self._score(self._expect(t), x)
+        return self._score(self.expect(t), x)
 
     def _score(self, e: Expect, x: float) -> Scored | None:
         mu, hb, db, mb, mature, s = e
@@ -276,7 +274,7 @@ class MetricBaseline:
 
     def band(self, t: float, z: float) -> tuple[float, float, float] | None:
         """(lower, expected, upper) in the metric's units at +-z scales, or None while cold. Pure."""
-        mu, _, _, _, mature, s = self._expect(t)
+        mu, _, _, _, mature, s = self.expect(t)
         return self.band_at(mu, s, z) if mature and self.dev_n >= MIN_SCALE else None
 
     def upper_of(self, e: Expect, z: float) -> float | None:
@@ -288,7 +286,7 @@ class MetricBaseline:
         return math.expm1(700.0 if y > 700.0 else y) if self.log else y
 
     def upper(self, t: float, z: float) -> float | None:
-        return self.upper_of(self._expect(t), z)
+        return self.upper_of(self.expect(t), z)
 
     def z_of(self, t: float, x: float) -> float | None:
         r = self.score(t, x)
@@ -304,7 +302,7 @@ class MetricBaseline:
         """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run;
         `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved."""
         if e is None:
-            e = self._expect(t)
+            e = self.expect(t)
         res = self._score(e, x)
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
@@ -314,7 +312,7 @@ class MetricBaseline:
 
     def learn(self, t: float, x: float, flagged: bool = False) -> None:
         """Learn one observation (local time t). Flagged observations only count towards a shift."""
-        e = self._expect(t)
+        e = self.expect(t)
         res = self._score(e, x) if flagged else None
         z = res[0] if res is not None else 0.0
         self._learn(e, t, x, flagged, z, flagged and self.reports(z))
@@ -425,7 +423,7 @@ class MetricBaseline:
         if clip:
             lim = ALARM_SCORE * s
             r = max(-lim, min(lim, r))
-        full = r + self._month_offset(mb, s)  # as `_expect` decided
+        full = r + self._month_offset(mb, s)  # as `expect` decided
         k = self.mon_n[mb] = self.mon_n[mb] + 1
         rpd = DAY / self.gap if self.gap else 1.0  # the memory is in days: all of an hourly job's day counts
         mem = MONTH_MEMORY * (rpd if rpd > 1.0 else 1.0)
