@@ -38,8 +38,9 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page.
 - Public holidays (when the pipeline names a calendar) are their own case: the expectation is a
   drop to HOLIDAY_PRIOR (0.3x) before any holiday is seen, then the learned holiday offset; a run
-  is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual level. Holiday runs
-  teach only the holiday offset: the level, profiles and scale are for ordinary days.
+  is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
+  level. Holiday runs teach only the holiday offset: the level, profiles and scale are for
+  ordinary days.
 - An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
   are rare (< 5 % of runs) and learned as normal when they are common.
 - Findings come per episode: after one, the same metric stays quiet in the same direction until
