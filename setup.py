@@ -28,6 +28,8 @@ HOT = [  # the per-run path of `pipemon detect` and of the live engine's detecto
 def compiled() -> list:
     if os.environ.get("PIPEMON_PURE") or "editable_wheel" in sys.argv:
         return []
+    if not {"bdist_wheel", "build", "build_ext", "install"} & set(sys.argv):
+        return []  # metadata only (egg_info, dist_info): no need to type-check and translate the modules
     try:
         from mypyc.build import mypycify
     except ImportError as e:

@@ -137,7 +137,7 @@ def test_grace_adapts_to_the_learned_jitter() -> None:
     assert sch.grace() == pytest.approx(0.25 * HOUR)  # before any jitter is learned: a quarter interval
     for k in range(200):
         sch.observe_lag(20.0 + (k % 5) * 10)  # punctual: 20-60 s after the slot
-    assert 180 <= sch.grace() <= 600  # floored at 5 % of the hour, well under the default
+    assert sch.grace() == pytest.approx(360)  # floored at 10 % of the hour, well under the default
     assert sch.grace(sensitivity=2.0) <= sch.grace()
     declared = Schedule.declared("0 * * * *", grace_s=900)
     declared.observe_lag(20.0)
