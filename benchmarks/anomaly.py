@@ -5,6 +5,8 @@
     python benchmarks/anomaly.py --sweep               + the sensitivity table
     python benchmarks/anomaly.py --variants            + generated variations (benchmarks/anomaly_gen.py presets)
     python benchmarks/anomaly.py --million             + throughput on ~1M generated runs
+    python benchmarks/anomaly.py --drift               + the drifted sets (anomaly_gen.py drift presets): P/R/F1
+                                                         per phenomenon, false flags on holidays and month-ends
 
 Flags are written by `pipemon detect` itself (a subprocess); throughput is its CPU time in the
 detectors (best of 3 runs), reading and decoding the JSONL reported apart. State size is measured in-process: the
@@ -30,6 +32,7 @@ from pipemon.engine.detect import DetectorSuite
 HERE = Path(__file__).resolve().parent
 PIPEMON = str(Path(sys.executable).with_name("pipemon"))
 PRESETS = ("base", "noisy", "fast", "monthly", "subtle")
+DRIFT = ("drift", "drift-trend", "drift-shift", "drift-schedule", "drift-monthend", "drift-holiday")
 
 
 def detect(inp: Path, out: Path, pipelines: Path | None = None, fmt: str = "runs", sensitivity: float = 1.0,
@@ -74,6 +77,60 @@ def line(name: str, res: dict, speed: dict | None = None) -> str:
     return s
 
 
+def special_days(data: Path, flags: Path) -> dict[str, tuple[int, int]]:
+    """Per kind (holiday, month_end): (pipeline-days with a false flag, pipeline-days), over the days with
+    an effect after warm-up. A flag is false there when it falls in no anomaly and no adaptation window."""
+    with open(data / "events.jsonl") as f:
+        windows: dict[str, list[tuple[float, float]]] = {}
+        for e in map(json.loads, f):
+            windows.setdefault(e["pipeline_id"], []).append((e["start_unix"], e["end_unix"]))
+    false: set[tuple[str, str]] = set()
+    with open(flags) as f:
+        for fl in map(json.loads, f):
+            pid, t = fl["pipeline_id"], float(fl["ts_unix"])
+            if not any(s <= t <= e for s, e in windows.get(pid, [])):
+                false.add((pid, fl["ts"][:10]))
+    out: dict[str, list[int]] = {}
+    with open(data / "special.jsonl") as f:
+        for d in map(json.loads, f):
+            c = out.setdefault(d["kind"], [0, 0])
+            c[0] += (d["pipeline_id"], d["day"]) in false
+            c[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def calendars_only(data: Path) -> Path:
+    """pipelines.jsonl with each pipeline's calendar and nothing else: schedules learned, holidays known."""
+    out = data / "calendars.jsonl"
+    with open(data / "pipelines.jsonl") as f, open(out, "w") as g:
+        for p in map(json.loads, f):
+            g.write(json.dumps({"pipeline_id": p["pipeline_id"], "calendar": p.get("calendar")}) + "\n")
+    return out
+
+
+def drift_report(scorer, work: Path) -> None:
+    print("\n## drifted sets (benchmarks/anomaly_gen.py drift presets, seed 1; calendars declared)")
+    for preset in DRIFT:
+        data = work / f"gen-{preset}"
+        if not (data / "special.jsonl").exists():
+            subprocess.run([sys.executable, str(HERE / "anomaly_gen.py"), "--out", str(data), "--preset", preset],
+                           check=True, capture_output=True)
+        for mode, decl in (("declared", data / "pipelines.jsonl"), ("learned", calendars_only(data))):
+            flags = work / f"gen-{preset}-{mode}.jsonl"
+            speed = detect(data / "runs.jsonl", flags, decl)
+            res = synth(scorer, data, flags)
+            print(line(f"{preset}, {mode}", res, speed))
+            if preset == "drift":
+                with open(data / "events.jsonl") as f:
+                    on = {e["event_id"]: e["on"] for e in map(json.loads, f) if "on" in e}
+                for kind, (bad, n) in sorted(special_days(data, flags).items()):
+                    hit = [d["detected"] for d in res["detail"] if on.get(d["event_id"]) == kind]
+                    print(f"    {kind:10s} false flags on {bad}/{n} pipeline-days ({bad / max(n, 1):.1%}); "
+                          f"anomalies on them caught {sum(hit)}/{len(hit)}")
+                for typ, v in res["by_type"].items():
+                    print(f"    {typ:16s} n={v['events']:3d} recall={v['recall']:.3f}")
+
+
 def state_bytes(data: Path) -> dict[str, tuple[float, int]]:
     """Mean and max JSON bytes per pipeline-metric detector after the whole split."""
     suite = DetectorSuite()
@@ -114,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--million", action="store_true")
+    ap.add_argument("--drift", action="store_true")
+    ap.add_argument("--only-drift", action="store_true", help="the drifted sets alone (skip dev and NAB)")
     a = ap.parse_args(argv)
     bench = Path(a.bench)
     sys.path.insert(0, str(bench))
@@ -122,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="pipemon-anomaly-"))
     work.mkdir(parents=True, exist_ok=True)
     dev = bench / "data" / "dev"
+    if a.only_drift:
+        drift_report(scorer, work)
+        return
 
     print("## dev split (297 anomaly events)")
     for mode, decl in (("declared schedules", dev / "pipelines.jsonl"), ("learned schedules", None)):
@@ -174,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
                 flags = work / f"gen-{preset}-{mode}.jsonl"
                 speed = detect(data / "runs.jsonl", flags, decl)
                 print(line(f"{preset}, {mode}", synth(scorer, data, flags), speed))
+
+    if a.drift:
+        drift_report(scorer, work)
 
     if a.million:
         data = work / "gen-million"

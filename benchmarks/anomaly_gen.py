@@ -16,6 +16,15 @@ Presets (each a variation the hidden splits are said to contain):
   fast      every 15 min and twice daily
   monthly   monthly jobs, and daily/hourly ones with month-end peaks (normal behaviour)
   subtle    smaller anomalies: spikes x2.5-5, partial loads x0.35-0.6, lateness from 10 % of an interval
+  drift     what real fleets do over a year, all at once (issue 15), each also alone:
+  drift-trend     volume and duration growing 8-25 % or falling 5-15 % per 30 days, steadily
+  drift-shift     level shifts twice as often (up to four a series), factors 0.5x-3x
+  drift-schedule  starts moving by minutes (hourly) to hours (daily) and staying there
+  drift-monthend  peaks x1.8-3 on the last business day of the month (weekday, not a holiday)
+  drift-holiday   volume x0.2-0.4 on the region's public holidays (US, UK or DE; duration
+                  following), the region declared as `calendar` in pipelines.jsonl
+  The drift presets also label anomalies placed on holidays and month-ends, and write special.jsonl
+  ({"pipeline_id","day","kind"}: every holiday and month-end day with an effect) for false-flag rates.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import math
 import os
 import random
 
+import holidays
 from croniter import croniter
 
 DAY = 86400
@@ -49,6 +59,14 @@ PRESETS = {
     "monthly": {**_BASE, "kinds": ["monthly", "daily", "hourly", "weekday"], "month_end": 0.6},
     "subtle": {**_BASE, "subtle": True},
 }
+# drift: a year of daily runs and four months of hourly ones, so every holiday of the regions comes by
+_DRIFT = {**_BASE, "days": {"hourly": 120, "daily": 365, "weekday": 365}}
+_PHENOMENA = {"trend": True, "shifts": True, "moves": True, "month_end_bd": 0.6, "holiday": 0.6}
+PRESETS |= {"drift": {**_DRIFT, **_PHENOMENA}} | {
+    f"drift-{name}": {**_DRIFT, key: _PHENOMENA[key]}
+    for name, key in (("trend", "trend"), ("shift", "shifts"), ("schedule", "moves"), ("monthend", "month_end_bd"),
+                      ("holiday", "holiday"))}
+REGIONS = ("US", "UK", "DE")
 TYPES = ["duration_spike", "hung_run", "rows_zero", "rows_partial", "volume_spike", "late_run", "missing_run",
          "failure_burst"]
 
@@ -70,8 +88,22 @@ def cron_for(kind: str, rng: random.Random) -> str:
             "daily": f"{m} {h} * * *", "weekday": f"{m} {h} * * 1-5", "monthly": f"{m} {h} {rng.randrange(1, 29)} * *"}[kind]
 
 
-def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[dict, list[dict], list[dict]]:
+def last_business_day(d: dt.date, off: set[dt.date]) -> bool:
+    """The month's last weekday that is not a holiday."""
+    if d.weekday() >= 5 or d in off:
+        return False
+    nxt = d + dt.timedelta(days=1)
+    while nxt.month == d.month:
+        if nxt.weekday() < 5 and nxt not in off:
+            return False
+        nxt += dt.timedelta(days=1)
+    return True
+
+
+def gen_pipeline(pid: str, kind: str, rng: random.Random,
+                 cfg: dict) -> tuple[dict, list[dict], list[dict], list[dict]]:
     iv, days, warm, adapt = KINDS[kind]
+    days = cfg.get("days", {}).get(kind, days)
     cron = cron_for(kind, rng)
     t0, t_end = START.timestamp(), START.timestamp() + days * DAY
     it = croniter(cron, START - dt.timedelta(seconds=1))
@@ -93,6 +125,16 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
     monday = math.log(rng.uniform(1.4, 2.0)) if kind == "weekday" else 0.0
     month_end = math.log(rng.uniform(1.8, 3.0)) if rng.random() < cfg["month_end"] and kind != "monthly" else 0.0
     trend = rng.uniform(-0.3, 0.4) / (days * DAY)
+    dur_trend = 0.0
+    if cfg.get("trend"):  # steady growth or decline per 30 days, volume and duration apart
+        def per_30d() -> float:
+            return math.log(1 + rng.uniform(0.08, 0.25) if rng.random() < 0.6 else 1 - rng.uniform(0.05, 0.15))
+        trend, dur_trend = per_30d() / (30 * DAY), per_30d() / (30 * DAY)
+    region = rng.choice(REGIONS) if cfg.get("holiday") and rng.random() < cfg["holiday"] else None
+    off = set(holidays.country_holidays(region, years=range(START.year, START.year + 3))) if region else set()
+    hol_f = {d: math.log(rng.uniform(0.2, 0.4)) for d in sorted(off)}
+    me_bd = (math.log(rng.uniform(1.8, 3.0)) if cfg.get("month_end_bd") and rng.random() < cfg["month_end_bd"]
+             else 0.0)
     jitter = cfg["jitter"] * min(iv * rng.uniform(0.005, 0.02), 600) if iv < DAY else cfg["jitter"] * rng.uniform(30, 300)
     p_fail = rng.uniform(0.005, 0.03)
     dof = cfg["dof"]
@@ -113,7 +155,7 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
                 return i
         return None
 
-    if kind != "monthly":
+    if kind != "monthly" and "days" not in cfg:
         for _ in range(rng.choice([0, 1, 1, 2])):
             what = rng.choice(["rows", "duration"] + (["schedule"] if iv >= DAY else []))
             i = free(first_eval, adapt, adapt)
@@ -121,6 +163,18 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
                 f = (rng.choice([-1, 1]) * rng.uniform(2, 6) * 3600 if what == "schedule"
                      else math.log(rng.choice([rng.uniform(0.45, 0.7), rng.uniform(1.5, 2.5)])))
                 shifts.append((i, what, f))
+    # drift: twice dev's level shifts, wider; schedule moves of minutes (hourly) to hours (daily)
+    for _ in range(rng.choice([1, 2, 2, 3, 4]) if cfg.get("shifts") else 0):
+        i = free(first_eval, adapt, adapt)
+        if i is not None:
+            f = math.log(rng.choice([rng.uniform(0.5, 0.75), rng.uniform(1.4, 3.0)]))
+            shifts.append((i, rng.choice(["rows", "duration"]), f))
+    for _ in range(rng.choice([1, 1, 2]) if cfg.get("moves") else 0):
+        i = free(first_eval, adapt, adapt)
+        if i is not None:
+            f = rng.uniform(600, 6 * 3600) if iv >= DAY else rng.uniform(180, 1500)
+            shifts.append((i, "schedule", rng.choice([-1, 1]) * f))
+    shifts.sort()
     anomalies = []
     n_anom = max(1, round(rng.uniform(3, 7) * (n - first_eval) / max(n, 1)))
     for _ in range(n_anom):
@@ -132,6 +186,20 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
         i = free(first_eval, span, gap)
         if i is not None:
             anomalies.append((i, typ, rng.randint(1, span) if typ != "failure_burst" else rng.randint(3, 7)))
+    # real anomalies on the special days too: they must still be caught there
+    special = {i: "holiday" if day in off else "month_end" for i, s in enumerate(slots) if i >= first_eval
+               for day in [dt.datetime.fromtimestamp(s, dt.UTC).date()]
+               if (day in off) or (me_bd and last_business_day(day, off))}
+    on: dict[int, str] = {}
+    if special:
+        for _ in range(rng.choice([1, 2, 3])):
+            i = rng.choice(sorted(special))
+            typ = rng.choice(["rows_partial", "volume_spike", "rows_zero", "duration_spike", "late_run",
+                              "missing_run"])
+            if all(j not in taken for j in range(i - 3, i + 4)):
+                taken.update(range(i - 3, i + 4))
+                anomalies.append((i, typ, 1))
+                on[i] = special[i]
     anom_at = {i: (typ, k) for i, typ, k in anomalies}
 
     runs, events = [], []
@@ -153,12 +221,16 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
                                "type": f"level_shift_{what}", "start_unix": slot + (sched_shift if what == "schedule" else 0),
                                "end_unix": slots[end_i] + sched_shift + iv * 0.5, "run_ids": [], "factor": f})
         t = slot - t0
-        d = dt.datetime.fromtimestamp(slot, dt.UTC)
+        # drift: a moved job's data follows the hour and day it now runs at (the older presets keep the slot's)
+        at = slot + sched_shift if "days" in cfg else slot
+        d = dt.datetime.fromtimestamp(at, dt.UTC)
         last_day = (d + dt.timedelta(days=1)).month != d.month
-        lr = (rows0 + trend * t + rows_shift + hod_amp * math.sin(2 * math.pi * (slot % DAY) / DAY + hod_phase)
+        day = d.date()
+        drift = (hol_f.get(day, 0.0) + (me_bd if me_bd and last_business_day(day, off) else 0.0))
+        lr = (rows0 + drift + trend * t + rows_shift + hod_amp * math.sin(2 * math.pi * (at % DAY) / DAY + hod_phase)
               + (weekend if d.weekday() >= 5 else 0.0) + (monday if d.weekday() == 0 else 0.0)
               + (month_end if last_day else 0.0) + noise * student_t(rng, dof))
-        ld = dur0 + dur_shift + alpha * (lr - rows0) + dur_noise * student_t(rng, dof)
+        ld = dur0 + dur_shift + dur_trend * t + alpha * (lr - rows0) + dur_noise * student_t(rng, dof)
         start = slot + sched_shift + jitter * min(rng.expovariate(1.0) * (3 if rng.random() < 0.05 else 1), 12)
         rows, dur = math.exp(lr), math.exp(ld)
         status = "failed" if rng.random() < p_fail else "success"
@@ -170,7 +242,7 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
             if typ == "missing_run":
                 events.append({"event_id": f"{pid}-a{i}", "pipeline_id": pid, "kind": "anomaly", "type": typ,
                                "start_unix": slot + sched_shift, "end_unix": slot + sched_shift + 2 * iv,
-                               "run_ids": [f"{pid}-{k_run:06d}"]})
+                               "run_ids": [f"{pid}-{k_run:06d}"], **({"on": on[i]} if i in on else {})})
                 active_anom = None
                 continue
         rid = f"{pid}-{k_run:06d}"
@@ -208,7 +280,8 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
                     nxt = next((s for s in slots[i + 1:] if s + sched_shift >= blocked_until), blocked_until)
                     end = max(end, nxt + sched_shift + jitter)
                 events.append({"event_id": f"{pid}-a{a['i']}", "pipeline_id": pid, "kind": "anomaly", "type": typ,
-                               "start_unix": a["start"], "end_unix": end, "run_ids": a["run_ids"]})
+                               "start_unix": a["start"], "end_unix": end, "run_ids": a["run_ids"],
+                               **({"on": on[a["i"]]} if a["i"] in on else {})})
                 active_anom = None
         if status == "failed" and (active_anom is None or active_anom["type"] != "hung_run"):
             rows = 0.0
@@ -218,9 +291,14 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random, cfg: dict) -> tuple[di
                      "duration_s": round(dur, 1), "rows": round(rows), "status": status})
     meta = {"pipeline_id": pid, "schedule": kind, "cron": cron, "interval_s": iv, "n_runs": len(runs),
             "eval_start": iso(eval_start), "eval_start_unix": eval_start, "fp_tol_s": 3 * iv}
+    if region:
+        meta["calendar"] = region
     for e in events:
         e["start"], e["end"] = iso(e["start_unix"]), iso(e["end_unix"])
-    return meta, runs, events
+    days_seen = sorted({dt.datetime.fromtimestamp(s, dt.UTC).date() for s in slots if s >= eval_start})
+    specials = [{"pipeline_id": pid, "day": d.isoformat(), "kind": "holiday" if d in off else "month_end"}
+                for d in days_seen if d in off or (me_bd and last_business_day(d, off))]
+    return meta, runs, events, specials
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,15 +310,17 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     cfg = PRESETS[a.preset]
     rng = random.Random(f"{a.preset}-{a.seed}")
-    metas, runs, events = [], [], []
+    metas, runs, events, specials = [], [], [], []
     for k in range(a.pipelines):
-        m, r, e = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
+        m, r, e, sp = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
         metas.append(m)
         runs += r
         events += e
+        specials += sp
     runs.sort(key=lambda r: (r["ts_unix"], r["pipeline_id"]))
     os.makedirs(a.out, exist_ok=True)
-    for name, rows in (("pipelines", metas), ("runs", runs), ("events", events)):
+    outputs = [("pipelines", metas), ("runs", runs), ("events", events)]
+    for name, rows in outputs + ([("special", specials)] if a.preset.startswith("drift") else []):
         with open(os.path.join(a.out, f"{name}.jsonl"), "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")

@@ -7,8 +7,9 @@ Input (JSONL):
            skipped and counted. A run line is split into a START at ts and a COMPLETION at ts + duration,
            merged in time order, so a run's duration and rows are never used before it finished.
   series   {"pipeline_id","ts"|"ts_unix","value"}, a generic metric series.
-  pipelines (optional) {"pipeline_id","cron"?,"interval_s"?,"timezone"?,"grace_s"?,"max_duration_s"?}:
-           declared schedules; any other key (labels, scorer parameters) is ignored. Without it
+  pipelines (optional) {"pipeline_id","cron"?,"interval_s"?,"timezone"?,"grace_s"?,"max_duration_s"?,
+           "calendar"?}: declared schedules and holiday calendars (`US`, `UK`, `DE` ...: the holidays
+           package's country codes); any other key (labels, scorer parameters) is ignored. Without it
            every schedule is learned from the runs.
 Before each event the suite ticks: every deadline up to that moment fires, stamped with its own
 time (as a live engine's timer would have), never one from the future.
@@ -29,6 +30,7 @@ from typing import IO
 
 import msgspec
 
+from pipemon import calendars
 from pipemon.engine.detect import DetectorSuite, DetectSpec, Finding, RunObservation, RunStatus
 from pipemon.engine.detect.base import iso_utc
 from pipemon.errors import PipemonError
@@ -59,6 +61,7 @@ class _Declared(msgspec.Struct):
     timezone: str = "UTC"
     grace_s: float | None = None
     max_duration_s: float | None = None
+    calendar: str | None = None
 
 
 _STATUS: dict[str, RunStatus] = {w: STATUS_OF_TERMINAL[t] for w, t in EVENT_WORDS.items() if t.is_terminal}
@@ -138,7 +141,8 @@ def read_records(f: Iterable[bytes], fmt: InputFormat = InputFormat.RUNS) -> tup
     return lines, skipped
 
 
-def read_pipelines(f: IO[bytes], sensitivity: float) -> dict[str, DetectSpec]:
+def read_pipelines(f: IO[bytes], sensitivity: float, years: tuple[int, ...] = ()) -> dict[str, DetectSpec]:
+    """Declared pipelines; a named calendar brings its holidays over `years` (the records' years)."""
     dec = msgspec.json.Decoder(_Declared)
     out = {}
     for n, raw in enumerate(f, 1):
@@ -147,8 +151,14 @@ def read_pipelines(f: IO[bytes], sensitivity: float) -> dict[str, DetectSpec]:
                 d = dec.decode(raw)
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise BadLine(f"line {n}: {e}", declared=True) from None
+            cal = d.calendar or None
+            try:
+                hol = calendars.holiday_days(cal, years) if cal else frozenset()
+            except ValueError as e:
+                raise BadLine(f"line {n} ({d.pipeline_id}): {e}", declared=True) from None
             out[sys.intern(d.pipeline_id)] = DetectSpec(d.cron or None, d.timezone, d.interval_s, d.grace_s,
-                                                        d.max_duration_s, sensitivity)
+                                                        d.max_duration_s, sensitivity,
+                                                        calendar=cal, holidays=hol)
     return out
 
 
@@ -215,7 +225,8 @@ def backtest(runs: Iterable[bytes], out: IO[str], pipelines: IO[bytes] | None = 
     # CPU time of this process: "runs per second of one core", whatever else the machine is doing
     t0 = time.process_time()
     lines, skipped = read_records(runs, fmt)
-    specs = read_pipelines(pipelines, sensitivity) if pipelines is not None else {}
+    years = calendars.years_spanning((_unix(lines[0]), _unix(lines[-1]))) if lines else ()
+    specs = read_pipelines(pipelines, sensitivity, years) if pipelines is not None else {}
     t1 = time.process_time()
     suite = DetectorSuite(sensitivity)
     for pid, spec in specs.items():

@@ -20,6 +20,7 @@ from croniter import croniter
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
                       ValidationError, field_validator)
 
+from pipemon import calendars
 from pipemon.access import UNOWNED
 from pipemon.engine.matchers import Matcher
 from pipemon.errors import ConfigError, Problem
@@ -108,6 +109,12 @@ class PipelineRule(_Strict):
     tags: dict[str, str] = {}
     sensitivity: float | None = Field(default=None, gt=0)
     page_after_failures: int | None = Field(default=None, ge=1)
+    calendar: str | None = None  # public holidays (`US`, `UK`, `DE` ...): a holiday's low volume is normal
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, v: str | None) -> str | None:
+        return None if v is None else calendars.check(v)
 
     @field_validator("schedule")
     @classmethod

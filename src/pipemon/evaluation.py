@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy.engine import Connection
 
+from pipemon import calendars
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
 from pipemon.engine.evaluator import Evaluator, Outcome, spec_inputs
@@ -49,7 +50,7 @@ Loader = Callable[[Connection, "Worker", float], None]
 
 class Evaluation:
     def __init__(self, settings: Settings, checkpoint_s: float = CHECKPOINT_S) -> None:
-        self.engine = Evaluator(settings)
+        self.engine = Evaluator(settings, calendars.lookup(time.time()))
         self.checkpoint_s = checkpoint_s
         self.views = True                      # replay turns them off: nobody reads its throwaway store
         self.sinks: list[Sink] = []
@@ -74,7 +75,7 @@ class Evaluation:
         """Load the checkpoint, register every known pipeline, then replay what came after it."""
         self._ids = {k: rec.id for k, rec in worker.pipelines.items()}
         by_id = {rec.id: rec for rec in worker.pipelines.values()}
-        self.engine = Evaluator(self.engine.settings)
+        self.engine = Evaluator(self.engine.settings, self.engine.holidays)
         for r in st.load_engine_state(conn):
             rec = by_id.get(r.pipeline_id)
             if rec is not None:

@@ -85,14 +85,16 @@ def test_a_run_in_flight_excuses_the_slots_it_blocks() -> None:
     assert [f.kind for f in found] == [FindingKind.RUNNING_LONG]
 
 
-@pytest.mark.parametrize("move_s", [3 * HOUR, -5 * HOUR])
-def test_a_moved_schedule_is_relearned_within_a_few_runs(move_s: float) -> None:
+@pytest.mark.parametrize("move_s, alarms", [(3 * HOUR, True), (-5 * HOUR, False)])
+def test_a_moved_schedule_is_relearned_within_a_few_runs(move_s: float, alarms: bool) -> None:
+    """Later: late until re-phased (nothing tells a move from a late run at the deadline). Earlier: a start
+    nearer the next slot is that slot's run, early, so the move is absorbed without an alarm."""
     slots = daily(80)
     runs = series([s + (move_s if k >= 40 else 0) for k, s in enumerate(slots)])
     s = DetectorSuite()
     s.configure("p", DetectSpec(cron="0 2 * * *"))
     found = cadence(replay(s, "p", runs))
-    assert found and all(t < slots[45] for _, t in found)  # alarms only while adapting
+    assert bool(found) == alarms and all(t < slots[45] for _, t in found)  # alarms only while adapting
     assert "moved" in s.schedule("p").describe()
 
 
@@ -135,7 +137,7 @@ def test_grace_adapts_to_the_learned_jitter() -> None:
     assert sch.grace() == pytest.approx(0.25 * HOUR)  # before any jitter is learned: a quarter interval
     for k in range(200):
         sch.observe_lag(20.0 + (k % 5) * 10)  # punctual: 20-60 s after the slot
-    assert 180 <= sch.grace() <= 600  # floored at 5 % of the hour, well under the default
+    assert sch.grace() == pytest.approx(360)  # floored at 10 % of the hour, well under the default
     assert sch.grace(sensitivity=2.0) <= sch.grace()
     declared = Schedule.declared("0 * * * *", grace_s=900)
     declared.observe_lag(20.0)

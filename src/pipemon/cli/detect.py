@@ -17,8 +17,8 @@ def detect(
     output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Flags JSONL to write.")],
     pipelines: Annotated[Path | None, typer.Option(
         "--pipelines", exists=True, dir_okay=False,
-        help="Declared schedules (cron, interval_s, timezone, grace_s, max_duration_s); "
-             "without it schedules are learned.")] = None,
+        help="Declared schedules (cron, interval_s, timezone, grace_s, max_duration_s) and holiday "
+             "calendars (calendar: US, UK, DE ...); without it schedules are learned.")] = None,
     fmt: Annotated[InputFormat, typer.Option("--format", help="The input's shape.")] = InputFormat.RUNS,
     sensitivity: Annotated[float, typer.Option(
         "--sensitivity", min=0.05, max=20.0,

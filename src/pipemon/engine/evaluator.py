@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta
 from typing import Any
@@ -98,8 +99,11 @@ def spec_inputs(rule: PipelineRule | None) -> tuple | None:
 
 
 class Evaluator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 holidays: Callable[[str], frozenset[int]] | None = None) -> None:
         self.settings = settings
+        # a calendar name -> its holidays (days since 1970-01-01), built at the edge (pipemon.calendars)
+        self.holidays = holidays
         self.health: dict[str, PipelineHealth] = {}
         self.event_schedules: dict[str, tuple[str, str]] = {}  # pipeline -> (cron | manual, tz) sent
         self.detect = DetectorSuite()
@@ -129,7 +133,9 @@ class Evaluator:
         if rule is not None:
             spec = DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
                               max_duration_s=rule.max_duration,
-                              sensitivity=rule.sensitivity or spec.sensitivity)
+                              sensitivity=rule.sensitivity or spec.sensitivity, calendar=rule.calendar,
+                              holidays=(self.holidays(rule.calendar) if rule.calendar and self.holidays
+                                        else frozenset()))
         sent = self.event_schedules.get(pipeline)
         if sent is not None and not spec.cron:  # the config's schedule overrides the one the producer sent
             cron, tz = sent

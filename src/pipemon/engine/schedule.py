@@ -9,7 +9,7 @@
 
 Grace (how late a start may be before it is late): declared, or before any jitter is learned
 `DEFAULT_GRACE_FRACTION` (1/4) of the interval, then `loc + GRACE_K * dev` of the learned start lag
-(mean and mean absolute deviation), clamped to [max(60 s, 5 %), 50 %] of the interval. Start lag is
+(mean and mean absolute deviation), clamped to [max(60 s, 10 %), 50 %] of the interval. Start lag is
 queueing delay: exponential-like with a heavier tail (the benchmark's runs reach 14x their median
 lag), so GRACE_K = 25 deviations (~18 mean lags): 15 left one false alarm per ~1,000 hourly runs.
 
@@ -39,7 +39,7 @@ _DOW_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"
 DEFAULT_GRACE_FRACTION = 0.25
 GRACE_K = 25.0
 GRACE_MIN_S = 60.0
-GRACE_MIN_FRACTION = 0.05
+GRACE_MIN_FRACTION = 0.1
 GRACE_MAX_FRACTION = 0.5
 EARLY_FRACTION = 0.1  # a run up to 10 % of an interval before a slot is that slot's run, started early
 _LAG_WARM = 5  # lags needed before the learned grace replaces the default

@@ -87,6 +87,8 @@ class DetectSpec:
     sensitivity: float = DEFAULT_SENSITIVITY
     manual: bool = False  # run by hand only (Airflow's schedule=None): no schedule, nothing is ever late
     from_events: bool = False  # cron/timezone/manual came from the producer's events, not from the config
+    calendar: str | None = None  # the holiday calendar's name (`calendar: US`), for the record
+    holidays: frozenset[int] = frozenset()  # its holidays, days since 1970-01-01 (built at the edge)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,12 @@ class CadenceDetector:
             slot = sch.prev_expected(early)
         if slot is None:
             return None
+        if self.fulfilled is not None and slot <= self.fulfilled and not self.last_failed:
+            # the slot had its run: a start nearer the next slot than this one is that slot's run,
+            # early (a schedule moved earlier by more than the early tolerance), not an extra run
+            nxt = sch.next_expected(slot)
+            if nxt is not None and nxt - t < t - slot:
+                slot = nxt
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
             self.fulfilled = slot
@@ -126,7 +132,7 @@ class CadenceDetector:
             self.misses = 0
             self.sleep_until = 0.0
             self.last_failed = False
-            if lag <= sch.grace():
+            if 0.0 <= lag + sch.early_s and lag <= sch.grace():
                 sch.observe_lag(lag)
                 self._watch_ok = False  # the grace moved
                 if self.shift_buf:

@@ -43,8 +43,9 @@ def clock(t: float, with_day: bool = False) -> str:
 
 
 def season(hour: int, dow: int, month: int = -1) -> str:
-    """' for a Monday 03:00 run', ' for a month-end Monday run', ... or '' (unused buckets are -1)."""
-    words = [("month-end", "month-start")[month]] if month >= 0 else []
+    """' for a Monday 03:00 run', ' for a month-end Monday run', ... or '' (unused buckets are -1; month is
+    a calendar.py day kind)."""
+    words = [("month-end", "month-start", "month-end", "holiday", "month-end")[month]] if month >= 0 else []
     if dow >= 0:
         words.append(DOW[dow])
     if hour >= 0:

@@ -30,9 +30,17 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   side re-baseline the level by their median, so a new normal is absorbed within ~a day of runs
   (an anomaly, 1-3 runs, is not). For a few runs after a shift the previous level still counts as
   normal, so a long outage that was absorbed and then recovers is not flagged a second time.
-- Month-end and month-start days get their own offset, learned from every run on those days
-  (they come once a month, so flagged ones count too, clipped) and used once clearly not noise:
-  a pipeline with month-end peaks is flagged at its first month-end only.
+- Special days (calendar.py) get their own offset, learned from every run on those days (they come
+  once a month, so flagged ones count too, clipped) and used once clearly not noise: the month's
+  first day, and three month-end kinds (its last day when a business day, the last business day
+  when the month ends on a weekend or holiday, and that last day), so peaks on the last business
+  day and on the last calendar day are both learned. Until a month-end kind has been seen for a
+  day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page.
+- Public holidays (when the pipeline names a calendar) are their own case: the expectation is a
+  drop to HOLIDAY_PRIOR (0.3x) before any holiday is seen, then the learned holiday offset; a run
+  is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
+  level. Holiday runs teach only the holiday offset: the level, profiles and scale are for
+  ordinary days.
 - An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
   are rare (< 5 % of runs) and learned as normal when they are common.
 - Findings come per episode: after one, the same metric stays quiet in the same direction until
@@ -41,11 +49,20 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from typing import Any
 
 from pipemon.engine.detect.base import ALARM_SCORE
+from pipemon.engine.detect.calendar import (
+    HOLIDAY,
+    KINDS,
+    LAST_BUSINESS,
+    LAST_DAY,
+    MONTH_END,
+    MONTH_START,
+    NO_CALENDAR,
+    Calendar,
+)
 
 DAY = 86400.0
 HOD_BELOW_S = 20 * 3600.0
@@ -64,14 +81,17 @@ LEVEL_DAYS = 14.0  # level memory, in days of runs (capped at LEVEL_MAX runs)
 LEVEL_MAX = 1000.0
 HOD_MEMORY = 14.0  # days
 DOW_MEMORY = 4.0  # weeks
-MONTH_MEMORY = 6.0  # months
+MONTH_MEMORY = 6.0  # special days (of each kind)
 SCALE_MEMORY = 30.0  # runs
 COOLDOWN = 6
 ESCALATE = 4.0
 ZERO_RATE_MAX = 0.05
 _ZERO_GAIN = 0.02
 _RECENTER_EVERY = 64
-_EPOCH_ORD = _dt.date(1970, 1, 1).toordinal()
+HOLIDAY_PRIOR = math.log(0.3)  # what a holiday does to volume before the pipeline's own is learned
+HOLIDAY_SLACK = 0.5  # log-space margin below the expected holiday level (x0.6) that is still normal
+HOLIDAY_MEMORY = 3.0  # holidays' worth of runs
+MONTH_END_SLACK = math.log(3.5)  # a first month-end peak up to this is normal (peaks are 1.5-3x)
 
 # (signed z, expected value in model space, scale, (hour, weekday, month) buckets; -1 = unused)
 Scored = tuple[float, float, float, tuple[int, int, int]]
@@ -79,23 +99,11 @@ Scored = tuple[float, float, float, tuple[int, int, int]]
 Expect = tuple[float, int, int, int, bool, float]
 
 
-_MONTH_POS: dict[int, int] = {}  # day -> position: a few hundred days a year, a dict is the cheapest memo
-
-
-def _month_pos(day: int) -> int:
-    """0 = the month's last day, 1 = its first day, -1 = any other day (day = days since 1970-01-01)."""
-    pos = _MONTH_POS.get(day)
-    if pos is None:
-        d = _dt.date.fromordinal(day + _EPOCH_ORD)
-        nxt = _dt.date.fromordinal(day + 1 + _EPOCH_ORD)
-        pos = _MONTH_POS[day] = 1 if d.day == 1 else 0 if nxt.day == 1 else -1
-    return pos
-
-
 class MetricBaseline:
     __slots__ = (
         "accept_next",
         "boot",
+        "cal",
         "dev",
         "dev_n",
         "dow",
@@ -129,8 +137,9 @@ class MetricBaseline:
         self.hod_n = [0] * 24
         self.dow = [0.0] * 7
         self.dow_n = [0] * 7
-        self.mon = [0.0, 0.0]  # month's last day, first day: used once significant
-        self.mon_n = [0, 0]
+        self.cal: Calendar = NO_CALENDAR  # the pipeline's, shared; not state (it comes with the spec)
+        self.mon = [0.0] * KINDS  # special days (calendar.py kinds): used once significant
+        self.mon_n = [0] * KINDS
         self.dev = 0.0  # EW mean absolute one-step-ahead error (model space)
         self.dev_n = 0
         self.q95 = 0.0  # EW 95th percentile of |one-step error|, flagged runs included
@@ -158,9 +167,30 @@ class MetricBaseline:
         return (lo if lo > 0.0 or not self.log else 0.0), self.inv(mu), self.inv(mu + z * s)
 
     def _month_used(self, mb: int, s: float) -> bool:
-        """A month-end / month-start effect counts once its mean is clearly not noise (|m| >= s/sqrt n)."""
+        """A special day's effect counts once its mean is clearly not noise (|m| >= s/sqrt n); a holiday's
+        always does (from its prior)."""
         n = self.mon_n[mb]
-        return n > 0 and self.mon[mb] * self.mon[mb] * n >= s * s
+        return mb == HOLIDAY or (n > 0 and self.mon[mb] * self.mon[mb] * n >= s * s)
+
+    def _month_offset(self, mb: int, s: float) -> float:
+        """A month-end or month-start kind's offset once significant; a month-end kind not yet seen for a
+        day borrows: a peak on the month's last day when a business day is the peak of the last business
+        day, or of the last calendar day, whichever the pipeline has shown."""
+        if self._month_used(mb, s):
+            return self.mon[mb]
+        if mb == MONTH_END and self.mon_n[mb] * self.gap < DAY:
+            for k in (LAST_BUSINESS, LAST_DAY):
+                if self._month_used(k, s):
+                    return self.mon[k]
+        return 0.0
+
+    def _month_end_unseen(self) -> bool:
+        """No month-end kind seen for a day yet: a first month-end peak is not an anomaly."""
+        n = self.mon_n
+        return (n[MONTH_END] + n[LAST_BUSINESS] + n[LAST_DAY]) * self.gap < DAY
+
+    def _holiday(self) -> float:
+        return self.mon[HOLIDAY] if self.mon_n[HOLIDAY] else HOLIDAY_PRIOR
 
     def expect(self, t: float) -> Expect:
         """The model's expectation at local time t, reusable by `update` while `version` stands. Pure.
@@ -191,30 +221,33 @@ class MetricBaseline:
                 mu += self.dow[db]
                 warm = warm and self.dow_n[db] >= MIN_BUCKET
             if gap < MONTH_BELOW_S:
-                mb = _month_pos(day)
-                if mb >= 0 and self._month_used(mb, s):
-                    mu += self.mon[mb]
+                mb = self.cal.day_kind(day)
+                if mb == HOLIDAY:
+                    mu += self._holiday()
+                elif mb >= 0:
+                    mu += self._month_offset(mb, s)
         return mu, hb, db, mb, warm, s
-
-    _expect = expect
 
     # ----------------------------------------------------------------------------------- scoring
     def score(self, t: float, x: float) -> Scored | None:
         """The observation's z and expectation, or None while cold. Pure.
 
         `t` is local time (unix seconds shifted by the pipeline's UTC offset) for the buckets."""
-        return self._score(self._expect(t), x)
+        return self._score(self.expect(t), x)
 
     def _score(self, e: Expect, x: float) -> Scored | None:
         mu, hb, db, mb, mature, s = e
         if not mature or self.dev_n < MIN_SCALE:
             return None
-        season = (hb, db, mb if mb >= 0 and self._month_used(mb, s) else -1)
+        season = (hb, db, mb if mb >= 0 and (mb == HOLIDAY or self._month_offset(mb, s)) else -1)
         if self.accept_next:
             return 0.0, mu, s, season
         if self.log and x <= 0:
             return (0.0 if self.zeros >= ZERO_RATE_MAX else -min(mu / s, 1e3)), mu, s, season
-        z = ((math.log1p(x) if self.log else x) - mu) / s
+        y = math.log1p(x) if self.log else x
+        if mb >= 0 and (mb == HOLIDAY or (mb != MONTH_START and self.log and self._month_end_unseen())):
+            return self._special_z(mb, y, mu, s), mu, s, season
+        z = (y - mu) / s
         if z < SHIFT_Z and z > -SHIFT_Z:
             return z, mu, s, season
         if self.prev_left:
@@ -229,9 +262,20 @@ class MetricBaseline:
                 z = comb
         return z, mu, s, season
 
+    def _special_z(self, mb: int, y: float, mu: float, s: float) -> float:
+        """z on a holiday, or on a first month-end: distance from the interval that is normal there."""
+        if mb == HOLIDAY:
+            h = self._holiday()
+            r = y - mu + h  # against the ordinary day
+            # the prior stays a floor: a pipeline whose past holidays were ordinary may still dip on the next
+            lo, hi = (h if h < HOLIDAY_PRIOR else HOLIDAY_PRIOR) - HOLIDAY_SLACK, h if h > 0.0 else 0.0
+        else:
+            r, lo, hi = y - mu, 0.0, MONTH_END_SLACK
+        return (r - lo) / s if r < lo else (r - hi) / s if r > hi else 0.0
+
     def band(self, t: float, z: float) -> tuple[float, float, float] | None:
         """(lower, expected, upper) in the metric's units at +-z scales, or None while cold. Pure."""
-        mu, _, _, _, mature, s = self._expect(t)
+        mu, _, _, _, mature, s = self.expect(t)
         return self.band_at(mu, s, z) if mature and self.dev_n >= MIN_SCALE else None
 
     def upper_of(self, e: Expect, z: float) -> float | None:
@@ -243,7 +287,7 @@ class MetricBaseline:
         return math.expm1(700.0 if y > 700.0 else y) if self.log else y
 
     def upper(self, t: float, z: float) -> float | None:
-        return self.upper_of(self._expect(t), z)
+        return self.upper_of(self.expect(t), z)
 
     def z_of(self, t: float, x: float) -> float | None:
         r = self.score(t, x)
@@ -259,7 +303,7 @@ class MetricBaseline:
         """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run;
         `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved."""
         if e is None:
-            e = self._expect(t)
+            e = self.expect(t)
         res = self._score(e, x)
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
@@ -269,7 +313,7 @@ class MetricBaseline:
 
     def learn(self, t: float, x: float, flagged: bool = False) -> None:
         """Learn one observation (local time t). Flagged observations only count towards a shift."""
-        e = self._expect(t)
+        e = self.expect(t)
         res = self._score(e, x) if flagged else None
         z = res[0] if res is not None else 0.0
         self._learn(e, t, x, flagged, z, flagged and self.reports(z))
@@ -297,6 +341,10 @@ class MetricBaseline:
         if self.zeros:  # (0.0 stays 0.0: leaving it be keeps the shared constant, not a new float per run)
             self.zeros -= _ZERO_GAIN * self.zeros
         r = (math.log1p(x) if self.log else x) - mu
+        if mb == HOLIDAY:
+            if mature:
+                self._learn_holiday(r + self._holiday(), s)
+            return
         if self.n == 0:
             self.level, self.n = r + mu, 1
             return
@@ -317,7 +365,9 @@ class MetricBaseline:
         if judged:  # stochastic approximation of the 95th percentile, in relative steps, from below
             q, a = self.q95, abs(r)  # (an overestimate would take ~1/(0.05 * Q_GAIN) runs to shrink)
             self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
-        if mb >= 0:
+        if mb >= 0 and not self.streak and not self.prev_left:
+            # (not while a level shift is under way or just made: a shift that starts on a month-end
+            # would otherwise be learned as that day's offset, and counted twice the next month)
             self._learn_month(mb, r, s, clip=judged)
         if -SHIFT_Z < z < SHIFT_Z:  # back within half the line: no streak, no incident hold
             if self.streak:
@@ -326,7 +376,8 @@ class MetricBaseline:
             if flagged:
                 return
         else:  # a suspect: it counts towards a level shift and is not learned
-            self._track_shift(r)
+            if mb < 0 or r < 0:  # (a month-end's peak is the day's, not a new level: an hourly one would
+                self._track_shift(r)  # otherwise re-baseline the level up and down again within a day)
             return
         c = r  # (|z| < SHIFT_Z here when judged: nothing to clip)
         if mature:
@@ -367,14 +418,30 @@ class MetricBaseline:
             self._recenter()
 
     def _learn_month(self, mb: int, r: float, s: float, clip: bool) -> None:
-        """Month-end peaks come once a month: learn them from every run, flagged or not (clipped at the
-        band edge when judged), or the first month-end would be the only one ever seen."""
-        full = r + (self.mon[mb] if self._month_used(mb, s) else 0.0)  # as `_expect` decided
+        """Month-end peaks come once a month: learn them from every run, flagged or not (the error clipped
+        at the band edge when judged), or the first month-end would be the only one ever seen. The clip
+        is on the error, not the offset: a peak several bands high is reached in a few months."""
         if clip:
             lim = ALARM_SCORE * s
-            full = max(-lim, min(lim, full))
+            r = max(-lim, min(lim, r))
+        full = r + self._month_offset(mb, s)  # as `expect` decided
         k = self.mon_n[mb] = self.mon_n[mb] + 1
-        self.mon[mb] += (full - self.mon[mb]) / min(k, MONTH_MEMORY)
+        rpd = DAY / self.gap if self.gap else 1.0  # the memory is in days: all of an hourly job's day counts
+        mem = MONTH_MEMORY * (rpd if rpd > 1.0 else 1.0)
+        if rpd > 1.0:  # a prior of one ordinary run, so one odd run cannot set the day's offset alone
+            k += 1  # (a job that runs once a day has no other run to tell it by)
+        self.mon[mb] += (full - self.mon[mb]) / (k if k <= mem else mem)
+
+    def _learn_holiday(self, r: float, s: float) -> None:
+        """The holiday offset (against the ordinary day), the prior counting as one run; clipped at the
+        alarm line, so an anomaly on a holiday moves it little."""
+        h = self._holiday()
+        lim = ALARM_SCORE * s
+        r = h - lim if r < h - lim else h + lim if r > h + lim else r
+        k = self.mon_n[HOLIDAY] = self.mon_n[HOLIDAY] + 1
+        rpd = DAY / self.gap if self.gap else 1.0
+        mem = HOLIDAY_MEMORY * (rpd if rpd > 1.0 else 1.0)
+        self.mon[HOLIDAY] = h + (r - h) / ((k + 1) if k + 1 <= mem else mem)
 
     def _track_shift(self, r: float) -> None:
         """Count a deviation beyond SHIFT_Z; after SHIFT_RUNS on one side adopt their median as the level."""
@@ -444,6 +511,8 @@ class MetricBaseline:
             if name in d:
                 setattr(m, name, list(d[name]))
                 setattr(m, name + "_n", list(d[name + "_n"]))
+        pad = KINDS - len(m.mon)  # a state from before the holiday and last-business-day buckets
+        m.mon, m.mon_n = m.mon + [0.0] * pad, m.mon_n + [0] * pad
         m.streak = list(d.get("streak", []))
         m.hold, m.accept_next = bool(d.get("hold")), bool(d.get("accept_next"))
         m.zeros = float(d.get("zeros", 0.0))

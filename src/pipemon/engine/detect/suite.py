@@ -35,6 +35,7 @@ from pipemon.engine.detect.base import (
     Verdict,
 )
 from pipemon.engine.detect.cadence import CadenceDetector
+from pipemon.engine.detect.calendar import NO_CALENDAR, Calendar, calendar_of
 from pipemon.engine.detect.failures import FailureRate
 from pipemon.engine.detect.metric import Expect, MetricBaseline
 from pipemon.engine.detect.schema import SchemaWatch
@@ -64,6 +65,7 @@ class _Pipeline:
     __slots__ = (
         "cad_queued",
         "cadence",
+        "cal",
         "failures",
         "max_duration_s",
         "metrics",
@@ -101,6 +103,9 @@ class _Pipeline:
     def _apply(self, spec: DetectSpec) -> None:
         self.sens = spec.sensitivity
         self.max_duration_s = spec.max_duration_s
+        self.cal: Calendar = calendar_of(spec.holidays) if spec.holidays else NO_CALENDAR
+        for b in self.metrics.values():
+            b.cal = self.cal
         self.zone = None if spec.timezone in ("UTC", "Etc/UTC") else ZoneInfo(spec.timezone)
 
     def local(self, t: float) -> float:
@@ -114,6 +119,7 @@ class _Pipeline:
         b = self.metrics.get(metric)
         if b is None:
             b = self.metrics[metric] = MetricBaseline(log=metric != "value")
+            b.cal = self.cal
         return b
 
 
@@ -369,7 +375,8 @@ class DetectorSuite:
     def to_json(self, pipeline_id: str) -> dict[str, Any]:
         p = self._p[pipeline_id]
         return {
-            "spec": dataclasses.asdict(p.spec),
+            # (the holidays are not state: they come with the spec, which the owner configures again)
+            "spec": {k: v for k, v in dataclasses.asdict(p.spec).items() if k != "holidays"},
             "metrics": {m: b.to_json() for m, b in p.metrics.items()},
             "cadence": p.cadence.to_json(),
             "failures": p.failures.to_json(),
@@ -387,6 +394,8 @@ class DetectorSuite:
                 self._retire(r)
             p.reset(spec)
         p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
+        for b in p.metrics.values():
+            b.cal = p.cal
         p.cadence = CadenceDetector.from_json(d["cadence"])
         p.failures = FailureRate.from_json(d["failures"])
         p.schema = SchemaWatch.from_json(d["schema"])

@@ -1,0 +1,187 @@
+"""Drift the detectors must absorb without paging (issue 15), and the anomalies they must still catch there:
+public holidays with a calendar, month-end peaks on the last business day, steady trends, level shifts,
+and schedules moved earlier or later."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+
+import pytest
+
+from pipemon import calendars, config
+from pipemon.engine.detect import DetectorSuite, DetectSpec, FindingKind, RunObservation, RunStatus
+from pipemon.engine.detect.calendar import (
+    HOLIDAY,
+    LAST_BUSINESS,
+    LAST_DAY,
+    MONTH_END,
+    MONTH_START,
+    Calendar,
+    day_number,
+)
+from pipemon.engine.detect.metric import MetricBaseline
+from pipemon.engine.evaluator import Evaluator
+from pipemon.errors import ConfigError
+from tests.detect._data import DAY, HOUR, replay, series
+from tests.detect.test_cadence import cadence
+
+THANKSGIVING = dt.date(2026, 11, 26)
+NEXT_THURSDAY = dt.date(2026, 12, 3)
+US_2026 = calendars.holiday_days("US", (2026,))
+
+
+def at(d: dt.date, hour: float = 2.0) -> float:
+    return day_number(d) * DAY + hour * HOUR
+
+
+def daily_rows(first: dt.date, last: dt.date, dip: dict[dt.date, float],
+               holidays: frozenset[int] = frozenset(), holiday_factor: float = 1.0,
+               seed: int = 1) -> list[tuple[float, float]]:
+    """(time, rows) of a daily job at 02:00 with weekends at 0.6x, 8 % noise, `dip` days scaled."""
+    rng = random.Random(seed)
+    out = []
+    d = first
+    while d <= last:
+        x = 1e6 * (0.6 if d.weekday() >= 5 else 1.0) * math.exp(rng.gauss(0, 0.08)) * dip.get(d, 1.0)
+        if day_number(d) in holidays and d not in dip:
+            x *= holiday_factor
+        out.append((at(d), x))
+        d += dt.timedelta(days=1)
+    return out
+
+
+def volume_findings(spec: DetectSpec, points: list[tuple[float, float]]) -> list[dt.date]:
+    s = DetectorSuite()
+    s.configure("p", spec)
+    out = []
+    for k, (t, x) in enumerate(points):
+        run = RunObservation(f"r{k}", t, t + 600, RunStatus.SUCCEEDED, 600.0, x)
+        out += [dt.datetime.fromtimestamp(f.time, dt.UTC).date() for f in s.observe_run("p", run, t + 600)
+                if f.kind is FindingKind.VOLUME]
+    return out
+
+
+US = DetectSpec(cron="0 2 * * *", calendar="US", holidays=US_2026)
+
+
+def test_a_thanksgiving_dip_is_normal_with_a_us_calendar_and_the_next_thursday_it_is_not() -> None:
+    """The conformance case: 70 % down on Thanksgiving is the holiday; the same dip a week later is not."""
+    points = daily_rows(dt.date(2026, 6, 1), dt.date(2026, 12, 20), {THANKSGIVING: 0.3, NEXT_THURSDAY: 0.3})
+    found = volume_findings(US, points)
+    assert THANKSGIVING not in found
+    assert NEXT_THURSDAY in found
+
+
+def test_without_a_calendar_a_holiday_dip_is_flagged_as_before() -> None:
+    points = daily_rows(dt.date(2026, 6, 1), dt.date(2026, 12, 20), {THANKSGIVING: 0.3})
+    assert THANKSGIVING in volume_findings(DetectSpec(cron="0 2 * * *"), points)
+
+
+def test_holidays_that_are_always_low_stay_quiet_and_a_partial_load_on_one_is_still_caught() -> None:
+    """Every US holiday at 0.3x is learned as the holiday's level; 0.03x on Thanksgiving is a real anomaly."""
+    quiet = daily_rows(dt.date(2026, 1, 5), dt.date(2026, 12, 31), {}, US_2026, holiday_factor=0.3)
+    assert volume_findings(US, quiet) == []
+    partial = daily_rows(dt.date(2026, 1, 5), dt.date(2026, 12, 31), {THANKSGIVING: 0.03}, US_2026, 0.3)
+    assert volume_findings(US, partial) == [THANKSGIVING]
+
+
+def test_zero_rows_on_a_holiday_is_still_flagged() -> None:
+    points = daily_rows(dt.date(2026, 6, 1), dt.date(2026, 12, 20), {THANKSGIVING: 0.0})
+    assert THANKSGIVING in volume_findings(US, points)
+
+
+@pytest.mark.parametrize("day, kind", [
+    (dt.date(2026, 11, 26), HOLIDAY),  # Thanksgiving
+    (dt.date(2026, 1, 30), LAST_BUSINESS),  # a Friday; the month ends on a Saturday
+    (dt.date(2026, 1, 31), LAST_DAY),
+    (dt.date(2026, 3, 31), MONTH_END),  # a Tuesday
+    (dt.date(2026, 4, 1), MONTH_START),
+    (dt.date(2026, 4, 2), -1),
+    (dt.date(2026, 12, 31), MONTH_END),
+    (dt.date(2026, 7, 2), -1),  # July 3rd, a Friday, is the observed Independence Day ...
+    (dt.date(2026, 7, 31), MONTH_END),
+])
+def test_day_kinds(day: dt.date, kind: int) -> None:
+    assert Calendar(US_2026).day_kind(day_number(day)) == kind
+
+
+def test_a_holiday_on_the_last_weekday_moves_the_last_business_day_earlier() -> None:
+    cal = Calendar({day_number(dt.date(2026, 12, 31))})  # (a made-up holiday on New Year's Eve)
+    assert cal.day_kind(day_number(dt.date(2026, 12, 30))) == LAST_BUSINESS
+    assert cal.day_kind(day_number(dt.date(2026, 12, 31))) == HOLIDAY
+
+
+@pytest.mark.parametrize("cadence_h", [24, 1])
+def test_month_end_peaks_on_the_last_business_day_are_learned_not_flagged(cadence_h: int) -> None:
+    """x2.5 on the last business day of each month (calendar or weekend month-end alike), daily and hourly;
+    a x8 spike on one of them is still an anomaly."""
+    cal = Calendar()
+    rng = random.Random(3)
+    t0, t1 = at(dt.date(2026, 1, 5), 0), at(dt.date(2026, 9, 1), 0)
+    spike = at(dt.date(2026, 7, 31), 0)  # a Friday, the last business day
+    points = []
+    t = t0 + 1800
+    while t < t1:
+        day = int(t // DAY)
+        peak = cal.day_kind(day) in (LAST_BUSINESS, MONTH_END)
+        x = 1e6 * math.exp(rng.gauss(0, 0.08)) * (2.5 if peak else 1.0)
+        if spike <= t < spike + 3 * HOUR:
+            x *= 8
+        points.append((t, x))
+        t += cadence_h * HOUR
+    b = MetricBaseline()
+    flagged = [t for t, x in points if b.update(t, x, 4.0)[2]]
+    assert len(flagged) == 1 and spike <= flagged[0] < spike + 3 * HOUR
+
+
+@pytest.mark.parametrize("per_30d", [1.25, 0.85])
+def test_a_steady_trend_is_followed_and_a_partial_load_on_top_is_caught(per_30d: float) -> None:
+    rng = random.Random(5)
+    slope = math.log(per_30d) / (30 * DAY)
+    t0 = at(dt.date(2026, 1, 5))
+    points = [(t0 + k * DAY, 1e6 * math.exp(slope * k * DAY + rng.gauss(0, 0.08))) for k in range(365)]
+    points[300] = (points[300][0], points[300][1] * 0.3)
+    b = MetricBaseline()
+    flagged = [k for k, (t, x) in enumerate(points) if b.update(t, x, 4.0)[2]]
+    assert flagged == [300]
+
+
+@pytest.mark.parametrize("factor", [0.5, 3.0])
+def test_a_level_shift_is_normal_within_about_a_day_of_runs(factor: float) -> None:
+    """A table re-platformed to half or three times its rows: only runs of the first day may be flagged."""
+    rng = random.Random(7)
+    t0 = at(dt.date(2026, 1, 5), 0)
+    points = [(t0 + h * HOUR, 1e5 * math.exp(rng.gauss(0, 0.1)) * (factor if h >= 24 * 30 else 1.0))
+              for h in range(24 * 45)]
+    b = MetricBaseline()
+    flagged = [h for h, (t, x) in enumerate(points) if b.update(t, x, 4.0)[2]]
+    assert all(24 * 30 <= h < 24 * 31 for h in flagged)
+
+
+@pytest.mark.parametrize("move_s", [-20 * 60.0, -3 * HOUR])
+def test_a_learned_schedule_moved_earlier_is_absorbed_without_alarms(move_s: float) -> None:
+    """Hourly by minutes, daily by hours: early starts are the next slot's runs, then the phase moves."""
+    step = HOUR if abs(move_s) < HOUR else DAY
+    slots = [at(dt.date(2026, 1, 5), 2) + k * step for k in range(24 * 20 if step == HOUR else 80)]
+    runs = series([s + (move_s if k >= len(slots) // 2 else 0) for k, s in enumerate(slots)], jitter_s=20.0)
+    s = DetectorSuite()
+    assert cadence(replay(s, "p", runs)) == []
+    sch = s.schedule("p")
+    assert sch is not None
+    assert abs(sch.prev_expected(runs[-1].start + 600) - runs[-1].start) < 600  # re-phased
+
+
+# ------------------------------------------------------------------------------------------- config edge
+def test_a_pipeline_rule_names_its_calendar_and_the_engine_gets_its_holidays() -> None:
+    settings = config.loads('pipelines:\n  - match: "shop/*"\n    calendar: US\n')
+    spec = Evaluator(settings, calendars.lookup(at(dt.date(2026, 6, 1)))).spec_for("shop/orders")
+    assert spec.calendar == "US" and day_number(THANKSGIVING) in spec.holidays
+    assert Evaluator(settings).spec_for("other/x").holidays == frozenset()
+
+
+@pytest.mark.parametrize("name, hint", [("XX", "unknown calendar 'XX'"), ("us", "upper case")])
+def test_an_unknown_calendar_is_a_config_error_naming_it(name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.loads(f'pipelines:\n  - match: "shop/*"\n    calendar: {name}\n')
+    assert hint in str(e.value) and "calendar" in str(e.value)
