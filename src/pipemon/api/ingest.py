@@ -37,8 +37,8 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _commit(pm, events: list[Event]) -> Response:
-    # The writer answers every request within its request_timeout (503 when it could not start it in time)
-    result = await asyncio.wrap_future(pm.worker.submit(events))
+    # The log answers 2xx only once the events are durable (committed, or every PubAck in), else 503
+    result = await pm.log.append(events)
     return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
                      media_type="application/json")
 
@@ -154,7 +154,7 @@ async def _ping(request: Request) -> Response:
     if request.method == "POST":
         body = await read_body(request, pm.settings.limits.max_body)
     events = ping.parse(ns, name, signal, body, request.query_params.get("rid"), pm.clock.now())
-    await asyncio.wrap_future(pm.worker.submit(events))
+    await pm.log.append(events)
     return Response("OK\n", media_type="text/plain")
 
 
