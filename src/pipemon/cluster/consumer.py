@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FETCH = 64              # messages per pull (each holds up to one request's events of the partition)
 FETCH_WAIT_S = 1.0
-ACK_WAIT_S = 60.0       # a message not acked within this is redelivered (its worker died)
+ACK_WAIT_S = 10.0       # a message not acked within this is redelivered (its worker died)
 RETRY_DELAY_S = 2.0     # the database is away: the message comes back after this
 LAG_EVERY_S = 2.0
 
