@@ -14,6 +14,7 @@ from itertools import islice
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 
 from pipemon.sim.feed import Feeder
 from pipemon.sim.fleet import build_fleet
@@ -83,9 +84,10 @@ def test_two_api_two_workers_one_dispatcher_survive_kills(owned_db, prefix, tmp_
         assert count(db, "SELECT count(*) FROM events") == len(events)
         assert count(db, "SELECT count(DISTINCT key) FROM events") == len(events)
 
-        failing = {f"{e['namespace']}/{e['name']}" for e in events if e["type"] == "fail" and "parent" not in e}
+        failing = {f"{e['namespace']}/{e['name']}" for e in events
+                   if e["type"] == "fail" and "parent" not in e}
         assert failing  # the fleet does fail: the next check means something
-        eng = __import__("sqlalchemy").create_engine(db)
+        eng = sa.create_engine(db)
         with eng.connect() as c:
             alerted = {r[0] for r in c.exec_driver_sql("SELECT pipeline FROM alerts WHERE kind = 'failure'")}
         assert failing <= alerted, f"no failure alert for {sorted(failing - alerted)[:5]}"
@@ -124,8 +126,8 @@ def test_postgres_cut_for_30s_loses_nothing_acknowledged(owned_db, prefix, tmp_p
         seen = wait_until(lambda: ready(api).get("components", {}).get("database", "").startswith("unreach")
                           and ready(api), "the api node to see the database gone", 15)
         assert seen["status"] == "ready"  # it still takes events: they wait in the log
-        wait_until(lambda: poster.acked >= acked_before + 2_000, "events acknowledged while the database is cut",
-                   25)
+        wait_until(lambda: poster.acked >= acked_before + 2_000,
+                   "events acknowledged while the database is cut", 25)
         stored_during = count(db, "SELECT count(*) FROM events")
         time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
         proxy.restore()

@@ -22,10 +22,13 @@ from pipemon.log.nats import Names, NatsLog, decode
 
 log = logging.getLogger(__name__)
 
-FETCH = 64              # messages per pull (each holds up to one request's events of the partition)
+FETCH = 16              # messages per pull (each holds up to one request's events of the partition)
 FETCH_WAIT_S = 1.0
 ACK_WAIT_S = 10.0       # a message not acked within this is redelivered (its worker died)
 RETRY_DELAY_S = 2.0     # the database is away: the message comes back after this
+# A backlog (a takeover, the database back) queues many messages at once: the writer must commit them
+# before their deadline, or it rolls back and reloads. The log, not an HTTP client, waits here.
+WRITER_TIMEOUT_S = 120.0
 LAG_EVERY_S = 2.0
 
 
@@ -42,6 +45,8 @@ class Consumer:
 
     async def start(self) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self.pm.worker.request_timeout = WRITER_TIMEOUT_S
 
         js = self.bus.js
         assert js is not None
