@@ -65,6 +65,12 @@ class Cluster:
         self.nodes.append(node)
         return node
 
+    def start_with(self, role: str, extra: list[str]) -> LiveServer:
+        args = ["--role", role, "--bus", NATS_URL or "", "--bus-prefix", self.prefix, *extra]
+        node = LiveServer(self.db, self.tmp, self.config, args).start(timeout=30)
+        self.nodes.append(node)
+        return node
+
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()

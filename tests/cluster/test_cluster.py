@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from itertools import islice
 
+import httpx
 import msgspec
 import pytest
 import sqlalchemy as sa
@@ -165,3 +166,32 @@ def test_nats_unreachable_answers_503_and_loses_nothing(owned_db, prefix, nats_p
         assert count(db, "SELECT count(*) FROM events") == len(events)
     finally:
         cluster.stop()
+
+
+def test_watchdog_heartbeats_metrics_and_operator_actions_off_the_leader(owned_db, prefix, tmp_path):
+    _, _, db = owned_db
+    hook = FlakyReceiver("ok")
+    cfg = tmp_path / "pipemon.yaml"
+    cfg.write_text(CONFIG.format(url=hook.url))
+    cluster = Cluster(db, tmp_path, prefix, str(cfg))
+    try:
+        node = cluster.start_with("all", ["--watchdog-receiver", "hook", "--watchdog-every", "1"])
+        api = cluster.start("api")
+        leader([node], "worker")
+        assert hook.wait_for(lambda h: len(h.on("/hook")) >= 2, 30), "no heartbeats"
+        beats = hook.on("/hook")
+        assert {b["body"]["alerts"][0]["labels"]["kind"] for b in beats} == {"watchdog"}
+        assert len({idem_key(b) for b in beats}) == len(beats)  # one key per beat
+
+        live = 'pipemon_cluster_live_nodes{role="worker"} 1.0'
+        metrics = wait_until(lambda: (t := httpx.get(node.url + "/metrics").text) and live in t and t,
+                             "live workers", 20)
+        assert 'pipemon_log_consumer_lag{partition="15"}' in metrics
+        assert "pipemon_outbox_depth" in metrics and 'pipemon_cluster_leading{role="worker"} 1.0' in metrics
+
+        r = httpx.post(api.url + "/api/v1/alerts/1/ack", json={})
+        assert r.status_code == 503 and "leading worker" in r.json()["message"]
+        assert r.headers["retry-after"]
+    finally:
+        cluster.stop()
+        hook.close()

@@ -52,6 +52,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           bus_prefix: str = typer.Option("pipemon", envvar="PIPEMON_BUS_PREFIX",
                                          help="Names the JetStream stream ({prefix}_events), its "
                                               "subjects ({prefix}.events.N), consumers ({prefix}_worker_N)"),
+          watchdog_receiver: str | None = typer.Option(
+              None, envvar="PIPEMON_WATCHDOG_RECEIVER",
+              help="Cluster: the receiver (from the config) that gets a heartbeat while the cluster is "
+                   "healthy (a dead man's switch), sent by the leading dispatcher"),
+          watchdog_every: float = typer.Option(300.0, min=1.0, help="Seconds between heartbeats"),
           ) -> None:
     """Run the pipemon service: by default everything in one process; with --role, one part of a cluster."""
     from pipemon.app import build
@@ -69,7 +74,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     what = ""
     if node_role is not None:
         from pipemon.cluster.node import Node
-        pm.node = Node(pm, node_role, bus, bus_prefix, node_id)
+        if watchdog_receiver and watchdog_receiver not in {r.name for r in settings.receivers}:
+            typer.secho(f"--watchdog-receiver {watchdog_receiver!r}: no receiver of that name in the config",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        pm.node = Node(pm, node_role, bus, bus_prefix, node_id, watchdog_receiver=watchdog_receiver,
+                       watchdog_every=watchdog_every)
         what = f", role: {node_role.value}, bus: {bus} (stream {pm.node.names.stream})"
     run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url}{what})")
 

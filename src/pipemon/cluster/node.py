@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pipemon.cluster import watchdog
 from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
 from pipemon.cluster.leader import TRY_EVERY_S, Leadership
@@ -66,8 +67,11 @@ class ClusterView:
 
 
 class Node:
-    def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None) -> None:
+    def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None, *,
+                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0) -> None:
         self.pm, self.role = pm, role
+        self.watchdog_receiver, self.watchdog_every = watchdog_receiver, watchdog_every
+        self.heartbeats = 0
         self.node_id = node_id or uuid.uuid4().hex[:8]
         self.names = Names(prefix)
         self.bus = NatsLog(bus_url, self.names, name=application_name(prefix, role, self.node_id))
@@ -91,6 +95,8 @@ class Node:
             self._tasks.append(asyncio.create_task(self._lead_worker()))
         if self.role.dispatches:
             self._tasks.append(asyncio.create_task(self._lead_dispatcher()))
+            if self.watchdog_receiver:
+                self._tasks.append(asyncio.create_task(self._watchdog()))
         self.pm.started = True
 
     async def stop(self) -> None:
@@ -156,6 +162,26 @@ class Node:
             await asyncio.sleep(TRY_EVERY_S)
             if not await asyncio.to_thread(lead.check):
                 await self._step_down_dispatcher()
+
+    async def _watchdog(self) -> None:
+        """While leading the dispatchers and the cluster is healthy: a heartbeat every watchdog_every s."""
+        assert self.watchdog_receiver is not None
+        while True:
+            await asyncio.sleep(self.watchdog_every)
+            d = self.pm.deliverer
+            if d is None or not self.dispatch_lead.leading:
+                continue
+            why = watchdog.unhealthy(self.bus.ready(), self.view.database, self.view.live.get("worker", 0),
+                                     self.view.oldest_undelivered_s)
+            if why is not None:
+                log.warning("watchdog: no heartbeat, the cluster is not healthy (%s)", why)
+                continue
+            beat = watchdog.heartbeat(self.watchdog_receiver, self.pm.clock.now(), self.node_id)
+            try:
+                await asyncio.to_thread(d.send_now, [beat])
+                self.heartbeats += 1
+            except Exception as e:  # noqa: BLE001 - the receiver is away: the outside pager will notice
+                log.warning("watchdog: the heartbeat to %s failed: %s", self.watchdog_receiver, e)
 
     async def _woken(self, _msg) -> None:
         d = self.pm.deliverer
