@@ -92,6 +92,9 @@ class Consumer:
                           m.metadata.sequence.stream, e)
                 await m.term()
                 continue
+            # TODO(auth): the api node authenticates the ingest token; checking its team against the
+            # pipeline's owner needs the owners, which only the worker knows: carry the caller's team in a
+            # message header (log/nats.py: append) and check it here, before submit.
             pending.append((m, self.pm.worker.submit(events)))
         for m, fut in pending:
             try:
