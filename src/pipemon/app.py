@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -12,6 +12,8 @@ from pipemon.alerting import Alerting
 from pipemon.clock import Clock, WallClock
 from pipemon.config import Settings
 from pipemon.evaluation import Evaluation
+from pipemon.log import EventLog
+from pipemon.log.memory import MemoryLog
 from pipemon.notify import build_receivers, redact_httpx_logs
 from pipemon.notify.delivery import Deliverer
 from pipemon.store import db
@@ -35,6 +37,8 @@ class Pipemon:
     deliverer: Deliverer | None = None
     started: bool = field(default=False)
     reloader: Reloader | None = None   # set by `pipemon serve`: re-reads the config files on demand
+    log: EventLog | None = None   # where ingest appends: the writer itself (memory) or NATS (cluster.node)
+    node: Any = None              # cluster.node.Node when serving a role on NATS; None: one process
 
     @property
     def safe_db_url(self) -> str:
@@ -96,7 +100,7 @@ def build(db_url: str = "sqlite:///pipemon.db", settings: Settings | None = None
     alerting = Alerting(settings, evaluation)
     worker = Worker(engine, settings, clock, evaluation)
     pm = Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, evaluation=evaluation,
-                 alerting=alerting, db_url=db.normalize_url(db_url))
+                 alerting=alerting, db_url=db.normalize_url(db_url), log=MemoryLog(worker))
     if deliver:
         pm.deliverer = Deliverer(pm, build_receivers(settings.receivers), http,
                                  threshold=settings.alerting.receiver_failure_threshold)

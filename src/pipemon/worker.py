@@ -240,6 +240,9 @@ class Worker:
         self._claim_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Cluster (cluster/node.py): why this process's writer does not serve now (a standby or api node);
+        # while set and the thread is not running, requests are refused at once instead of queued forever.
+        self.not_serving: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -297,6 +300,8 @@ class Worker:
 
     def _enqueue(self, item: _Item) -> Future:
         refusal = self._refusal() if self._thread is not None else None
+        if self._thread is None and self.not_serving is not None:
+            refusal = Unavailable(self.not_serving, 2.0)
         if refusal is not None:
             item.future.set_exception(refusal)
             return item.future

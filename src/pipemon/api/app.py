@@ -52,7 +52,10 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         keyring.start()
-        pm.start()
+        if pm.node is not None:  # a cluster role: the node starts what its role leads (cluster/node.py)
+            await pm.node.start()
+        else:
+            pm.start()
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -66,7 +69,10 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
             await app.state.metrics.lag.stop()
             if hup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            pm.stop()
+            if pm.node is not None:
+                await pm.node.stop()
+            else:
+                pm.stop()
             keyring.stop()
 
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -124,11 +130,16 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
              summary="Readiness: the writer and the deliverer run and the database takes writes",
              responses={503: {"description": "Not ready; `failing` names the parts"}}, openapi_extra=PUBLIC)
     async def readyz() -> JSONResponse:
-        failing = readiness(pm)
+        extra: dict[str, Any] = {}
+        if pm.node is not None:  # a cluster role: each dependency and role part, by name
+            components, failing = pm.node.readiness()
+            extra = {"role": pm.node.role.value, "node": pm.node.node_id, "components": components}
+        else:
+            failing = readiness(pm)
         if failing:
-            return JSONResponse({"status": "not ready", "failing": failing}, status_code=503,
+            return JSONResponse({"status": "not ready", "failing": failing, **extra}, status_code=503,
                                 headers={"Retry-After": "5"})
-        return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready", **extra})
 
     return app
 

@@ -49,6 +49,9 @@ class Metrics:
         self.lag = LoopLag()
         self.gc = GcPauses()
         self.registry.register(_Collector(pm, self.lag, self.gc))
+        if getattr(pm, "node", None) is not None:  # a cluster role: lag, outbox, members (cluster/metrics.py)
+            from pipemon.cluster.metrics import ClusterCollector
+            self.registry.register(ClusterCollector(pm.node))
         if cache_bytes is None:
             cache = getattr(pm.settings, "cache", None)
             cache_bytes = getattr(cache, "metrics", DEFAULT_METRICS_CACHE_BYTES)

@@ -97,22 +97,90 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           db: str = DbOption, config: str | None = ConfigOption, config_dir: str | None = ConfigDirOption,
           auth: str = AuthOption,
           sqlite_synchronous: str = typer.Option("FULL", help="SQLite durability: FULL survives power loss; "
-                                                 "NORMAL survives a crash of pipemon only.")) -> None:
-    """Run the pipemon service (ingest, API, evaluation, notifications) in one process. SIGHUP re-reads
-    the config files (as POST /api/v1/config/reload)."""
+                                                 "NORMAL survives a crash of pipemon only."),
+          role: str = typer.Option("all", envvar="PIPEMON_ROLE",
+                                   help="all (one process: everything), api (ingest into the event log, "
+                                        "reads), worker (consume the log, evaluate, alert), dispatcher "
+                                        "(deliver notifications). Roles other than all need --bus nats://…"),
+          bus: str = typer.Option("memory", envvar="PIPEMON_BUS",
+                                  help="The event log: memory (embedded, the writer itself) or "
+                                       "nats://host:4222 (NATS JetStream)"),
+          bus_prefix: str = typer.Option("pipemon", envvar="PIPEMON_BUS_PREFIX",
+                                         help="Names the JetStream stream ({prefix}_events), its "
+                                              "subjects ({prefix}.events.N), consumers ({prefix}_worker_N)"),
+          watchdog_receiver: str | None = typer.Option(
+              None, envvar="PIPEMON_WATCHDOG_RECEIVER",
+              help="Cluster: the receiver (from the config) that gets a heartbeat while the cluster is "
+                   "healthy (a dead man's switch), sent by the leading dispatcher"),
+          watchdog_every: float = typer.Option(300.0, min=1.0, help="Seconds between heartbeats"),
+          ) -> None:
+    """Run the pipemon service: by default everything in one process; with --role, one part of a cluster.
+    SIGHUP re-reads the config files (as POST /api/v1/config/reload)."""
     from pipemon.app import build
     from pipemon.store.db import redact
 
     auth = check_auth(auth, host)
+    node_role, node_id = cluster_options(role, bus, bus_prefix, db)
     reloader, settings = load_reloader(config, config_dir)
+    url = db if node_role is None else with_application_name(db, bus_prefix, node_role, node_id)
     try:
-        pm = build(db, settings, synchronous=sqlite_synchronous.upper())
+        pm = build(url, settings, synchronous=sqlite_synchronous.upper(), deliver=node_role is None)
     except Exception as e:  # a bad URL or an unreachable database: say so, no traceback, no password
-        typer.secho(escaped(f"cannot open the database {redact(db)}: {scrub(str(e), db)}"),
+        typer.secho(escaped(f"cannot open the database {redact(db)}: {scrub(str(e), url)}"),
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     pm.reloader = reloader
-    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url})", auth)
+    what = ""
+    if node_role is not None:
+        from pipemon.cluster.node import Node
+        if watchdog_receiver and watchdog_receiver not in {r.name for r in settings.receivers}:
+            typer.secho(escaped(f"--watchdog-receiver {watchdog_receiver!r}: no receiver of that name in "
+                                "the config"), fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        pm.node = Node(pm, node_role, bus, bus_prefix, node_id, watchdog_receiver=watchdog_receiver,
+                       watchdog_every=watchdog_every)
+        what = f", role: {node_role.value}, bus: {bus} (stream {pm.node.names.stream})"
+    run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url}{what})",
+               auth)
+
+
+def cluster_options(role: str, bus: str, prefix: str, db: str):
+    """(Role, node id) for a cluster node, or (None, None) for the one embedded process. Bad combinations
+    exit 2 with what is wrong."""
+    from pipemon.cluster.node import Role
+    from pipemon.log import check_prefix
+
+    def fail(msg: str):
+        typer.secho(msg, fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+
+    try:
+        r = Role(role)
+    except ValueError:
+        fail(f"--role {role!r}: expected one of all, api, worker, dispatcher")
+    try:
+        check_prefix(prefix)
+    except ValueError as e:
+        fail(str(e))
+    if bus == "memory":
+        if r is not Role.ALL:
+            fail(f"--role {r.value} needs the shared event log: --bus nats://host:4222 (with --bus memory "
+                 "one process does everything: --role all)")
+        return None, None
+    if not bus.startswith(("nats://", "tls://")):
+        fail(f"--bus {bus!r}: expected memory or nats://host:port")
+    if not db.startswith("postgresql"):
+        fail("a cluster (--bus nats://…) needs a PostgreSQL --db shared by its nodes "
+             "(postgresql+psycopg://user@host/db)")
+    import uuid
+    return r, uuid.uuid4().hex[:8]
+
+
+def with_application_name(db: str, prefix: str, role, node_id: str) -> str:
+    """The URL with this node's PostgreSQL application_name (the cluster counts live members by it)."""
+    from pipemon.cluster.node import application_name
+    sep = "&" if "?" in db else "?"
+    return f"{db}{sep}application_name={application_name(prefix, role, node_id)}"
 
 
 def scrub(text: str, url: str) -> str:

@@ -236,6 +236,7 @@ class Deliverer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_failures = 0
+        self._poll_now = False        # poll_soon() was called
         self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
         self._store_retry_at = 0.0    # monotonic
         # per receiver: sent, retried (a transient failure), failed (permanent or given up), skipped; /metrics
@@ -284,6 +285,11 @@ class Deliverer:
         for n in notifications:
             self._inbox.put(n)
 
+    def poll_soon(self) -> None:
+        """Poll the outbox now (a dispatcher in a cluster: a worker wrote rows this process never saw)."""
+        self._poll_now = True
+        self._inbox.put(None)
+
     def kick(self) -> None:
         """Look again now (after a FakeClock moved, in tests and replay)."""
         self._inbox.put(None)
@@ -329,7 +335,8 @@ class Deliverer:
                         item = self._inbox.get_nowait()
                     except queue.Empty:
                         item = None
-                if time.monotonic() >= next_poll:
+                if time.monotonic() >= next_poll or self._poll_now:
+                    self._poll_now = False
                     next_poll = time.monotonic() + self._poll_once()
                 self._flush_records()
             except Exception:  # never die: log, breathe, go on

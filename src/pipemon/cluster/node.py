@@ -1,0 +1,265 @@
+"""One pipemon process in a cluster: its role, and the background tasks that role runs.
+
+    role        ingest (POST)            runs while leading its lock          needs
+    api         appends to the log       -                                    NATS (PostgreSQL for reads)
+    worker      appends to the log       the writer + the log's consumers     NATS, PostgreSQL
+    dispatcher  appends to the log       the Deliverer                        PostgreSQL (NATS for wake-ups)
+    all         appends to the log       both                                 NATS, PostgreSQL
+
+Every role serves the HTTP API (reads, /readyz, /metrics); ingest on any node goes to the log. Operator
+actions (acknowledge, silence, feedback) change the engine's state, so only the leading worker takes them;
+another node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
+module: app.build() wires the in-process writer as the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from pipemon.cluster import watchdog
+from pipemon.cluster.consumer import Consumer
+from pipemon.cluster.dispatcher import new_deliverer
+from pipemon.cluster.leader import TRY_EVERY_S, Leadership
+from pipemon.log import PARTITIONS
+from pipemon.log.nats import Names, NatsLog
+
+log = logging.getLogger(__name__)
+
+PROBE_EVERY_S = 2.0
+STANDBY = "this node does not lead the worker role now (standby or api/dispatcher); operator actions are " \
+          "taken by the leading worker: retry, or send them to it"
+
+
+class Role(enum.StrEnum):
+    ALL = "all"
+    API = "api"
+    WORKER = "worker"
+    DISPATCHER = "dispatcher"
+
+    @property
+    def works(self) -> bool:
+        return self in (Role.ALL, Role.WORKER)
+
+    @property
+    def dispatches(self) -> bool:
+        return self in (Role.ALL, Role.DISPATCHER)
+
+
+def application_name(prefix: str, role: Role, node_id: str) -> str:
+    """How this node names its PostgreSQL sessions: the cluster counts its live members from them."""
+    return f"pipemon:{prefix}:{role.value}:{node_id}"
+
+
+@dataclass
+class ClusterView:
+    """What the last probe of the database saw (read by /readyz and /metrics without waiting)."""
+
+    database: str | None = "not probed yet"   # None: reachable
+    outbox_depth: int | None = None
+    oldest_undelivered_s: float | None = None
+    live: dict[str, int] = field(default_factory=dict)  # worker / dispatcher / api -> live nodes
+
+
+class Node:
+    def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None, *,
+                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0) -> None:
+        self.pm, self.role = pm, role
+        self.watchdog_receiver, self.watchdog_every = watchdog_receiver, watchdog_every
+        self.heartbeats = 0
+        self.node_id = node_id or uuid.uuid4().hex[:8]
+        self.names = Names(prefix)
+        self.bus = NatsLog(bus_url, self.names, name=application_name(prefix, role, self.node_id))
+        self.consumer = Consumer(pm, self.bus, self.names)
+        self.worker_lead = Leadership(pm.engine, f"{prefix}:worker")
+        self.dispatch_lead = Leadership(pm.engine, f"{prefix}:dispatcher")
+        self.view = ClusterView()
+        self.writer_running = False
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        pm.alerting.on_notifications.append(self._wake_dispatcher)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.pm.log = self.bus
+        self.pm.worker.not_serving = STANDBY
+        await self.bus.start()
+        self._tasks = [asyncio.create_task(self.consumer.watch_lag()), asyncio.create_task(self._probe())]
+        if self.role.works:
+            self._tasks.append(asyncio.create_task(self._lead_worker()))
+        if self.role.dispatches:
+            self._tasks.append(asyncio.create_task(self._lead_dispatcher()))
+            if self.watchdog_receiver:
+                self._tasks.append(asyncio.create_task(self._watchdog()))
+        self.pm.started = True
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._step_down_worker()
+        await self._step_down_dispatcher()
+        await self.bus.close()
+        self.pm.started = False
+
+    # --- worker: the writer and the consumers, while leading ------------------------------------------------
+    async def _lead_worker(self) -> None:
+        lead = self.worker_lead
+        while True:
+            if not lead.leading:
+                if self.bus.js is None or not await asyncio.to_thread(lead.acquire):
+                    await asyncio.sleep(TRY_EVERY_S)
+                    continue
+                try:
+                    await asyncio.to_thread(self.pm.worker.start)  # reloads the engine state from the store
+                    self.writer_running = True
+                    self.pm.worker.not_serving = None
+                    await self.consumer.start()
+                except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
+                    log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
+                    await self._step_down_worker()
+                    await asyncio.sleep(TRY_EVERY_S)
+                    continue
+            await asyncio.sleep(TRY_EVERY_S)
+            if not await asyncio.to_thread(lead.check):
+                await self._step_down_worker()
+
+    async def _step_down_worker(self) -> None:
+        await self.consumer.stop()  # unacked messages come back to the next leader
+        if self.writer_running:
+            self.writer_running = False
+            await asyncio.to_thread(self.pm.worker.stop)
+        self.pm.worker.not_serving = STANDBY
+        await asyncio.to_thread(self.worker_lead.release)
+
+    def _wake_dispatcher(self, notifications) -> None:
+        """After a commit that wrote notifications (on the writer thread): tell the dispatchers."""
+        loop, nc = self._loop, self.bus.nc
+        if loop is not None and nc is not None:
+            asyncio.run_coroutine_threadsafe(_publish_quietly(nc, self.names.wake), loop)
+
+    # --- dispatcher: the Deliverer, while leading ----------------------------------------------------------
+    async def _lead_dispatcher(self) -> None:
+        lead = self.dispatch_lead
+        subscribed = False
+        while True:
+            if not subscribed and self.bus.nc is not None:
+                await self.bus.nc.subscribe(self.names.wake, cb=self._woken)
+                subscribed = True
+            if not lead.leading:
+                if not await asyncio.to_thread(lead.acquire):
+                    await asyncio.sleep(TRY_EVERY_S)
+                    continue
+                d = new_deliverer(self.pm)
+                d.start()
+                self.pm.deliverer = d
+            await asyncio.sleep(TRY_EVERY_S)
+            if not await asyncio.to_thread(lead.check):
+                await self._step_down_dispatcher()
+
+    async def _watchdog(self) -> None:
+        """While leading the dispatchers and the cluster is healthy: a heartbeat every watchdog_every s."""
+        assert self.watchdog_receiver is not None
+        while True:
+            await asyncio.sleep(self.watchdog_every)
+            d = self.pm.deliverer
+            if d is None or not self.dispatch_lead.leading:
+                continue
+            why = watchdog.unhealthy(self.bus.ready(), self.view.database, self.view.live.get("worker", 0),
+                                     self.view.oldest_undelivered_s)
+            if why is not None:
+                log.warning("watchdog: no heartbeat, the cluster is not healthy (%s)", why)
+                continue
+            beat = watchdog.heartbeat(self.watchdog_receiver, self.pm.clock.now(), self.node_id)
+            try:
+                await asyncio.to_thread(d.send_now, [beat])
+                self.heartbeats += 1
+            except Exception as e:  # noqa: BLE001 - the receiver is away: the outside pager will notice
+                log.warning("watchdog: the heartbeat to %s failed: %s", self.watchdog_receiver, e)
+
+    async def _woken(self, _msg) -> None:
+        d = self.pm.deliverer
+        if d is not None:
+            d.poll_soon()
+
+    async def _step_down_dispatcher(self) -> None:
+        d, self.pm.deliverer = self.pm.deliverer, None
+        if d is not None:
+            await asyncio.to_thread(d.stop)
+        await asyncio.to_thread(self.dispatch_lead.release)
+
+    # --- what the node knows of the cluster ---------------------------------------------------------------
+    async def _probe(self) -> None:
+        while True:
+            self.view = await asyncio.to_thread(self._probe_once)
+            await asyncio.sleep(PROBE_EVERY_S)
+
+    def _probe_once(self) -> ClusterView:
+        view = ClusterView(database=None)
+        try:
+            with self.pm.engine.connect() as conn:
+                depth, oldest = conn.execute(sa.text(
+                    "SELECT count(*), min(created_at) FROM notifications WHERE status = 'pending'")).one()
+                view.outbox_depth = int(depth)
+                view.oldest_undelivered_s = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+                if conn.dialect.name == "postgresql":
+                    names = conn.execute(sa.text(
+                        "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name "
+                        "LIKE :p"), {"p": f"pipemon:{self.names.prefix}:%"}).scalars().all()
+                    view.live = count_members(names)
+        except Exception as e:  # noqa: BLE001 - away: say so, keep serving
+            view.database = f"unreachable: {type(e).__name__}"
+        return view
+
+    def readiness(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(components, failing): every dependency and role part with its state; `failing` the ones that
+        keep this node from its job (an api node stays ready with the database away: it keeps accepting)."""
+        comp: dict[str, str] = {}
+        failing: dict[str, str] = {}
+        bus = self.bus.ready()
+        comp["event_log"] = bus or f"connected ({self.names.stream})"
+        if bus:
+            failing["event_log"] = bus
+        comp["database"] = self.view.database or "reachable"
+        if self.view.database and self.role is not Role.API:
+            failing["database"] = self.view.database
+        if self.role.works:
+            if self.worker_lead.leading:
+                w = self.pm.worker.health()
+                comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"
+                if not w.alive:
+                    failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
+            else:
+                comp["worker"] = "standby: another worker leads" if not self.worker_lead.problem \
+                    else f"standby: {self.worker_lead.problem}"
+        if self.role.dispatches:
+            comp["dispatcher"] = "leading: delivering the outbox" if self.dispatch_lead.leading \
+                else "standby: another dispatcher leads"
+        return comp, failing
+
+
+def count_members(application_names: list[str]) -> dict[str, int]:
+    """Live nodes by role from their session names (`all` counts as a worker and a dispatcher)."""
+    nodes: dict[str, set[str]] = {"api": set(), "worker": set(), "dispatcher": set()}
+    for name in application_names:
+        parts = name.split(":")
+        if len(parts) != 4:
+            continue
+        role, node = parts[2], parts[3]
+        for r in (("worker", "dispatcher") if role == "all" else (role,)):
+            if r in nodes:
+                nodes[r].add(node)
+    return {r: len(v) for r, v in nodes.items()}
+
+
+async def _publish_quietly(nc, subject: str) -> None:
+    try:
+        await nc.publish(subject, b"")
+    except Exception as e:  # noqa: BLE001 - the dispatcher still polls every second
+        log.debug("waking the dispatchers failed: %s", e)

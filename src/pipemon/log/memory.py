@@ -1,0 +1,21 @@
+"""The embedded event log: the in-process writer itself. `append` returns once the writer committed, so a
+2xx means stored, exactly as a single pipemon process always answered."""
+from __future__ import annotations
+
+import asyncio
+
+from pipemon.access import Caller
+from pipemon.model import Event
+from pipemon.worker import IngestResult, Worker
+
+
+class MemoryLog:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def append(self, events: list[Event], caller: Caller | None = None) -> IngestResult:
+        # The writer answers every request within its request_timeout (503 when it could not start in time)
+        return await asyncio.wrap_future(self.worker.submit(events, caller))
+
+    def ready(self) -> str | None:
+        return None  # the writer's own health is reported by readiness()
