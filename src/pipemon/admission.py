@@ -42,6 +42,12 @@ class Quota:
             return 60.0
         return (n - left) / rate
 
+    def refund(self, taken: dict[int, int]) -> None:
+        """Give back what a transaction took and then rolled back."""
+        for token_id, n in taken.items():
+            left, at = self._buckets.get(token_id, (0.0, 0.0))
+            self._buckets[token_id] = (min(float(self.per_minute), left + n), at)
+
 
 @dataclass(frozen=True)
 class Owned:
@@ -55,6 +61,7 @@ class Owned:
 class Admitted:
     refused: dict[int, PipemonError] = field(default_factory=dict)  # request index -> its answer
     claims: dict[str, Caller] = field(default_factory=dict)  # pipeline key -> the token whose team owns it
+    taken: dict[int, int] = field(default_factory=dict)  # token id -> new pipelines counted (for a refund)
 
 
 def owners(known: Owned | None, config: tuple[str | None, bool], said: str | None,
@@ -69,11 +76,11 @@ def owners(known: Owned | None, config: tuple[str | None, bool], said: str | Non
 
 def admit(requests: list[list[Event]], callers: list[Caller | None], settings: Settings,
           lookup: Callable[[str], Owned | None], task_root: Callable[[str], str | None], quota: Quota,
-          mono_now: float) -> Admitted:
+          mono_now: float, into: Admitted | None = None) -> Admitted:
     """Decide each request in order (an earlier request of the group may create a pipeline a later one
     writes). `lookup(key)`: a stored pipeline's owner; `task_root(parent_run_id)`: the pipeline key a
     stored parent run belongs to, if any."""
-    out = Admitted()
+    out = Admitted() if into is None else into
     planned: dict[str, Owned] = {}  # pipelines this group creates, with their owner
     for i, (events, who) in enumerate(zip(requests, callers)):
         if who is None or (who.team is None and who.token_id is None):
@@ -105,7 +112,9 @@ def admit(requests: list[list[Event]], callers: list[Caller | None], settings: S
             mine[key] = Owned(after, said or (known.event_team if known else None))
         if refusal is None and new and who.token_id is not None:
             wait = quota.take(who.token_id, new, mono_now)
-            if wait > 0:
+            if wait == 0:
+                out.taken[who.token_id] = out.taken.get(who.token_id, 0) + new
+            else:
                 over = (f"it would create {new} new pipelines, more than the {quota.per_minute} a minute "
                         "a token may" if new > quota.per_minute else
                         f"its {new} new pipelines would pass the limit of {quota.per_minute} a minute")

@@ -835,33 +835,38 @@ class Worker:
         its caller may not make (admission.py) gets its error in place of a result, and stores nothing."""
         now = self.clock.now()
         conn = self._connection()
-        with self._begin(conn):
-            admitted = self._admit(conn, requests, callers)
-            fresh_by_key: dict[str, Event] = {}
-            for i, evs in enumerate(requests):
-                if i not in admitted.refused:
+        admitted = admission.Admitted()
+        try:
+            with self._begin(conn):
+                self._admit(conn, requests, callers, admitted)
+                fresh_by_key: dict[str, Event] = {}
+                for i, evs in enumerate(requests):
+                    if i not in admitted.refused:
+                        for ev in evs:
+                            fresh_by_key.setdefault(ev.key, ev)
+                stored = writes.existing_event_keys(conn, list(fresh_by_key))
+                results: list[IngestResult | PipemonError] = []
+                seen: set[str] = set()
+                for i, evs in enumerate(requests):
+                    if i in admitted.refused:
+                        results.append(admitted.refused[i])
+                        continue
+                    acc = dup = 0
                     for ev in evs:
-                        fresh_by_key.setdefault(ev.key, ev)
-            stored = writes.existing_event_keys(conn, list(fresh_by_key))
-            results: list[IngestResult | PipemonError] = []
-            seen: set[str] = set()
-            for i, evs in enumerate(requests):
-                if i in admitted.refused:
-                    results.append(admitted.refused[i])
-                    continue
-                acc = dup = 0
-                for ev in evs:
-                    if ev.key in stored or ev.key in seen:
-                        dup += 1
-                    else:
-                        seen.add(ev.key)
-                        acc += 1
-                results.append(IngestResult(acc, dup))
-            fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
-            if fresh:
-                self._apply(conn, fresh, now, admitted.claims)
-            if abandoned is not None and abandoned():
-                raise _Abandoned
+                        if ev.key in stored or ev.key in seen:
+                            dup += 1
+                        else:
+                            seen.add(ev.key)
+                            acc += 1
+                    results.append(IngestResult(acc, dup))
+                fresh = [ev for k, ev in fresh_by_key.items() if k not in stored]
+                if fresh:
+                    self._apply(conn, fresh, now, admitted.claims)
+                if abandoned is not None and abandoned():
+                    raise _Abandoned
+        except BaseException:
+            self.quota.refund(admitted.taken)  # rolled back: the new pipelines were not made
+            raise
         by_source = self.stats["by_source"]
         for ev in fresh:
             by_source[ev.source.value] = by_source.get(ev.source.value, 0) + 1
@@ -872,10 +877,10 @@ class Worker:
         self.stats["duplicates"] += sum(r.duplicates for r in results if isinstance(r, IngestResult))
         return results
 
-    def _admit(self, conn: Connection, requests: list[list[Event]],
-               callers: list[Caller | None] | None) -> admission.Admitted:
+    def _admit(self, conn: Connection, requests: list[list[Event]], callers: list[Caller | None] | None,
+               into: admission.Admitted) -> admission.Admitted:
         if not callers or all(c is None or (c.team is None and c.token_id is None) for c in callers):
-            return admission.Admitted()  # auth off (or nobody to check): no query, no cost
+            return into  # auth off (or nobody to check): no query, no cost
         parent_ids = sorted({ev.parent.run_id for evs in requests for ev in evs if ev.parent is not None})
         parents = writes.find_task_parents(conn, parent_ids) if parent_ids else {}
 
@@ -888,7 +893,7 @@ class Worker:
             return self.by_id[known[0]].key if known is not None else None
 
         return admission.admit(requests, callers, self.settings, lookup, task_root, self.quota,
-                               time.monotonic())
+                               time.monotonic(), into)
 
     def _pipeline(self, conn: Connection, ev: Event, key: str, namespace: str, name: str,
                   claims: dict[str, Caller], dirty: dict[int, PipelineRec]) -> PipelineRec:

@@ -124,6 +124,8 @@ def test_auto_is_off_until_the_first_token_then_401_without_one(client):
         assert (r.status_code, r.json()["error"], r.headers["www-authenticate"]) == (401, "unauthorized",
                                                                                      "Bearer")
     assert client.post("/api/v1/events", json=native("etl/a", "r2")).status_code == 401
+    big = b"[" + b" " * (20 << 20) + b"]"  # refused before the body is read: a stranger's 20 MB costs nothing
+    assert client.post("/api/v1/events", content=big).status_code == 401
     assert client.get("/api/v1/tokens", headers=bearer("pm_not-a-token")).status_code == 401
     assert client.get("/api/v1/tokens", headers={"Authorization": f"Basic {secret}"}).status_code == 401
     assert client.get("/api/v1/tokens", headers=bearer(secret)).status_code == 200
@@ -159,6 +161,30 @@ def test_a_revoke_by_another_process_is_honoured_within_seconds(client):
     while client.get("/api/v1/tokens", headers=bearer(secret)).status_code == 200:
         assert time.monotonic() - t0 < 6, "a revoked token was still honoured after 6 s"
         time.sleep(0.1)
+
+
+def test_tokens_keep_working_while_the_database_is_away(client, caplog):
+    from pipemon.api.keyring import Keyring
+    secret = make(client, "a-admin", Role.ADMIN, "a")
+    ring: Keyring = client.app.state.keyring
+    ring.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none",
+                                   connect_args={"connect_timeout": 1})
+    try:
+        ring.load()
+        ring.load()
+        assert client.get("/api/v1/tokens", headers=bearer("pm_unknown")).status_code == 401
+        assert ring.resolve(_request(secret)).name == "a-admin"
+        warnings = [r for r in caplog.records if "could not read the tokens" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not at every retry
+    finally:
+        ring.engine.dispose()
+        ring.engine = client.app.state.pm.engine
+
+
+def _request(secret: str):
+    from starlette.requests import Request
+    return Request({"type": "http", "method": "GET", "path": "/api/v1/tokens", "query_string": b"",
+                    "headers": [(b"authorization", f"Bearer {secret}".encode())], "client": ("10.1.2.3", 5)})
 
 
 def test_admin_api_roles(client):

@@ -66,3 +66,11 @@ def test_admit_limits_new_pipelines_per_token_and_refuses_whole_requests():
     assert list(out.refused) == [1, 2]
     assert isinstance(out.refused[1], TooMany) and out.refused[1].retry_after == pytest.approx(30.0)
     assert isinstance(out.refused[2], Forbidden)  # b may not write what a's request just made
+
+
+def test_a_rolled_back_request_gets_its_quota_back():
+    q = Quota(per_minute=2)
+    out = admit([evs("n/1", "n/2")], [A], Settings(), {}.get, lambda _: None, q, 0.0)
+    assert out.taken == {1: 2} and q.take(1, 1, now=0.0) > 0
+    q.refund(out.taken)
+    assert q.take(1, 2, now=0.0) == 0.0
