@@ -324,7 +324,11 @@ def test_every_route_in_every_role(world):
     for call, name, tok, who, deny in matrix:
         if deny is not None:
             continue
-        r = send(w, tok, call)
+        url = call.url
+        if call.action == Action.INGEST.value:  # each token writes pipelines of its own: the first writer
+            # of a new pipeline owns it, so a name shared by two teams' tokens would be another team's
+            url = url.replace("unknown-", re.sub(r"[^a-z0-9]+", "-", name.lower()) + "-")
+        r = send(w, tok, call, url)
         status = r.status_code
         if status in (401, 403) or status >= 500 or (status == 404 and call.team is not None
                                                      and not consumed & set(call.values)):
@@ -332,7 +336,8 @@ def test_every_route_in_every_role(world):
             continue
         if call.echo and status == 404:
             continue  # a filter naming another team's pipeline: as one that does not exist
-        if call.method == "GET" and not call.dashboard and call.action != "public" and status != 200:
+        if call.method == "GET" and not call.dashboard and call.action not in ("public", "ingest") \
+                and status != 200:
             problems.append(f"{name}: GET {call.url} -> {status}, expected 200: {r.text[:160]}")
         if call.method != "GET" and status < 300:
             consumed |= set(call.values)

@@ -31,7 +31,7 @@ MAX_DEPTH = 5
                     "(another team's pipelines redacted to state, reason, schedule, owner, last run)")
 def get_lineage(request: Request, pipeline_id: str,
                 depth: Annotated[int, Query(ge=1, le=MAX_DEPTH, description="hops each way")] = 2,
-                who: Caller = Depends(auth.caller)) -> dict[str, Any]:
+                who: Caller = Depends(auth.require(Action.READ))) -> dict[str, Any]:
     pm = request.app.state.pm
     lin = pm.alerting.lineage
     recs = pm.worker.pipelines

@@ -102,7 +102,8 @@ HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Re
 def page(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     # who is logged in, for the header (set by the caller dependency; absent on public pages)
     caller = getattr(request.state, "caller", None)
-    signed_in = caller if getattr(request.app.state, "resolve_caller", None) is not None else None
+    from pipemon.web.session import auth_on
+    signed_in = caller if auth_on(request) else None
     html = env.get_template(template).render(request=request, path=request.url.path, signed_in=signed_in,
                                              **ctx)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
