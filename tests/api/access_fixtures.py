@@ -1,8 +1,9 @@
 """Callers for the access-control tests, in ONE place: a fixed table of tokens, and a resolver installed as
 `app.state.resolve_caller` that maps a request's token to its Caller as the real token store will.
 
-Until the token store lands (issue 11, "auth"), tests cannot create real tokens; when it does, `serve` is
-the one function to switch: create these tokens with the store instead and drop `resolve`.
+`serve` stores these tokens in the real token store (their hashes, as `pipemon token create` does; the
+secrets are fixed strings so the tests can name them) and revokes the revoked one, so a served app resolves
+every request through the real keyring. `resolve` stays for the tests that build an app by hand.
 
 A token is read from `Authorization: Bearer …`, then the `pipemon_token` cookie (the dashboard), then
 `?key=` (pings); none is a 401, as is an unknown or a revoked one.
@@ -72,8 +73,8 @@ class Served:
 def serve(pm) -> Served:
     from pipemon.api.app import create_app
 
-    app = create_app(pm)
-    app.state.resolve_caller = resolve
+    install_tokens(pm)
+    app = create_app(pm, auth="on")  # the real keyring resolves every request
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False))
@@ -84,6 +85,21 @@ def serve(pm) -> Served:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     return Served(f"http://127.0.0.1:{port}", server, thread)
+
+
+def install_tokens(pm) -> None:
+    """CALLERS and REVOKED as rows of the real token store."""
+    from pipemon.store import tokens as store
+
+    now = pm.clock.now()
+    rows = [(tok, c.name, c.team, c.role) for tok, c in CALLERS.items()]
+    rows.append((REVOKED, "payments-operator-old", "payments", Role.OPERATOR))
+    with pm.engine.begin() as conn:
+        for secret, name, team, role in rows:
+            conn.execute(store.tokens.insert().values(
+                name=name, team=team, role=role.value, hash=store.digest(secret), created_at=now,
+                created_by="tests", expires_at=None, revoked_at=None))
+        store.revoke(conn, "payments-operator-old", now)
 
 
 def client(url: str, token: str | None = None) -> httpx.Client:
