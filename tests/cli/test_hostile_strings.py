@@ -61,7 +61,7 @@ route:
   receiver: "{RECEIVER}"
   group_wait: 0s
 """)
-    srv = LiveServer(f"sqlite:///{tmp / 'p.db'}", tmp, str(cfg)).start()
+    srv = LiveServer(f"sqlite:///{tmp / 'p.db'}", tmp, str(cfg)).start(timeout=60)  # a loaded machine is slow
     now = time.time()
     native = [
         {"pipeline": P_MARKUP, "run_id": "1", "type": "START", "event_time": now - 60, "team": TEAM},

@@ -29,7 +29,7 @@ def run(*args: str, code: int = 0):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("listing")
-    srv = LiveServer(f"sqlite:///{tmp / 'p.db'}", tmp).start()
+    srv = LiveServer(f"sqlite:///{tmp / 'p.db'}", tmp).start(timeout=60)  # a loaded machine is slow
     events = []
     for k in range(25):
         pid = LONG_NAME if k == 0 else f"fleet/p{k:02d}"
