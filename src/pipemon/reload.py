@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from pipemon.access import Caller, Role
 from pipemon.teamconfig import MAIN, ConfigSource, Loaded, TeamPart, TeamStatus
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class Reloader:
             self._record(loaded, time.time())
         return loaded
 
-    def reload(self, pm: Pipemon) -> ReloadReport:
+    def reload(self, pm: Pipemon, actor: Caller | None = None) -> ReloadReport:
+        """Re-read the files and apply what is valid; `actor` (default: the SIGHUP signal) is audited."""
         with self._lock:  # SIGHUP and the API may ask at once: one reload at a time
             now = time.time()
             loaded = self.source.read(self.good)
@@ -77,7 +79,7 @@ class Reloader:
             pm.reconfigure(loaded.settings)
             self.good = dict(loaded.good)
             self._record(loaded, now)
-            # audit: config reload
+            _audit(pm, actor or SIGHUP, loaded, now)
             for s in loaded.statuses.values():
                 if not s.ok:
                     log.warning("config reload: team %s's file %s rejected (%s): %s", s.team, s.file,
@@ -104,3 +106,20 @@ class Reloader:
             at.add_metric([team], o.at)
         yield ok
         yield at
+
+
+SIGHUP = Caller(name="sighup", role=Role.ORG_ADMIN)  # the actor of a reload asked for by the signal
+
+
+def _audit(pm: Pipemon, actor: Caller, loaded: Loaded, now: float) -> None:
+    """The reload in the audit log: applied, and which team files were rejected (written by the writer)."""
+    from pipemon.store import audit
+
+    rejected = sorted(s.team for s in loaded.statuses.values() if not s.ok)
+    detail = {"team_files": len(loaded.statuses), "rejected": rejected}
+    try:
+        pm.worker.call(lambda conn, _now: audit.record(conn, actor=actor, action="config.reload",
+                                                       target="config", team=None, detail=detail, now=now))
+    except Exception as e:  # noqa: BLE001 - the reload stands even when its record cannot be written now
+        log.warning("config reload applied but not audited: %s", e)
+

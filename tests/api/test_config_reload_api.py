@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from pipemon.api.app import create_app
 from pipemon.reload import Reloader
 from pipemon.teamconfig import ConfigSource
+from tests.conftest import TEST_CALLERS
 
 
 def test_reload_answers_clearly_in_every_case(pm, tmp_path, as_team):
@@ -31,3 +32,8 @@ def test_reload_answers_clearly_in_every_case(pm, tmp_path, as_team):
         main.write_text("pipelines: [{match: 'a/*', team: beta}]\n")
         r = c.post("/api/v1/config/reload", headers=headers("org-admin"))
         assert r.status_code == 200 and r.json()["ok"] is True and pm.settings.rule_for("a/x").team == "beta"
+        audit = c.get("/api/v1/audit", headers=headers("org-admin"),
+                      params={"action": "config.reload"}).json()["items"]
+        # each applied reload is audited with the token's name as its actor; the refused one changed nothing
+        assert [e["actor"] for e in audit] == [TEST_CALLERS["org-admin"][0]] * 2
+        assert audit[0]["detail"] == {"team_files": 0, "rejected": []}

@@ -22,5 +22,5 @@ def reload_config(request: Request, who: Caller = Depends(auth.require(Action.OR
     pm = request.app.state.pm
     if pm.reloader is None:
         raise Conflict("this server was started without --config or --config-dir: there is nothing to reload")
-    report = pm.reloader.reload(pm)  # a plain `def`: file reads and the writer's swap run off the event loop
+    report = pm.reloader.reload(pm, who)  # a plain `def`: file reads and the swap run off the event loop
     return JSONResponse(report.to_json(), status_code=200 if report.applied else 422)
