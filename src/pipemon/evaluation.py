@@ -75,10 +75,9 @@ class Evaluation:
         """Load the checkpoint, register every known pipeline, then replay what came after it."""
         self._ids = {k: rec.id for k, rec in worker.pipelines.items()}
         by_id = {rec.id: rec for rec in worker.pipelines.values()}
-        # Rollups not checkpointed yet may name pipelines of a rolled-back transaction (their rows are gone:
-        # the checkpoint's upsert would violate the foreign key on every reload); the replay below rebuilds
-        # the committed ones from the runs touched since the checkpoint.
-        self._rollups.clear()
+        # Rollups not checkpointed yet may name pipelines of a rolled-back transaction: their rows are gone,
+        # and the checkpoint's upsert would violate the foreign key on this and every later reload.
+        self._rollups = {k: v for k, v in self._rollups.items() if k[0] in by_id}
         self.engine = Evaluator(self.engine.settings, self.engine.holidays)
         for r in st.load_engine_state(conn):
             rec = by_id.get(r.pipeline_id)
