@@ -108,6 +108,7 @@ class LiveServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.kill()  # a slow start must not leave the server running after the test has given up on it
         raise RuntimeError(f"pipemon serve did not start: {self.logs()}")
 
     def logs(self) -> str:

@@ -183,3 +183,15 @@ def test_every_pipeline_is_on_exactly_one_page_grouped_by_team_worst_team_first(
     assert len(beta) == 80 and {r[2] for r in beta} == {"beta"}
     text = ROW.findall(client.get("/?q=p05").text)  # p050 … p059 of each team, gamma's failing one first
     assert len(text) == 30 and text[0] == ("failing", "gamma/p050", "gamma")
+
+
+def test_a_silenced_failing_pipeline_shows_failing_and_muted(client, clock):
+    failed_run(client, clock, "billing/invoices", "r1", "disk full")
+    r = client.post("/api/v1/silences", json={"matchers": ['pipeline="billing/invoices"'], "duration": "2h",
+                                              "created_by": "bob", "comment": "migration"})
+    assert r.status_code == 200, r.text
+    overview = client.get("/").text
+    row = overview[overview.index('href="/pipelines/billing%2Finvoices"') - 400:]
+    assert "st-failing" in row[:600] and "st-muted" in row[:600]
+    page = client.get("/pipelines/billing%2Finvoices").text
+    assert 'data-testid="muted"' in page and "migration" in page and "st-failing" in page

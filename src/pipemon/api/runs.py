@@ -43,14 +43,13 @@ def what_broke_view(run: Run) -> dict[str, Any] | None:
 def tree_view(run: Run, tasks: list[Run]) -> dict[str, Any]:
     """A run with its tasks (each with its short `task` name), what broke, and the tasks that never ran
     (listed by the scheduler with no event of their own: `skipped`, `upstream_failed` …; neither failed nor
-    succeeded). A pending parent (tasks seen, none of its own events) says so. Tasks are listed what broke
-    first (engine.runs.failed_first), then in the order they started."""
-    broke = failed_first(tasks)
-    tasks = broke + sorted((t for t in tasks if not any(t is b for b in broke)),
-                           key=lambda t: (t.started_at, t.job or t.run_id))
+    succeeded). A pending parent (tasks seen, none of its own events) says so. A failed task's `broke_rank`
+    orders what broke (0: the headline's task; engine.runs.failed_first), for listings that show it first."""
     out = run_view(run, tasks)
+    rank = {id(t): i for i, t in enumerate(failed_first(tasks))}
     for view, t in zip(out["tasks"], tasks):
         view["task"] = task_name(run.pipeline, t.job)
+        view["broke_rank"] = rank.get(id(t))
     out["pending"] = not run.own_events
     out["what_broke"] = what_broke_view(run)
     out["task_states"] = run.task_states

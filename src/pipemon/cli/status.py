@@ -235,7 +235,10 @@ def _show_tasks(console: Console, url: str, token: str | None, pipeline: str, ru
     tt = Table(title=Text(f"tasks of run {plain(run_id)}"), header_style="bold")
     for col in ("task", "state", "started", "duration", "error"):
         tt.add_column(col, overflow="fold")
-    for t in run.get("tasks", []):  # the API lists what broke first
+    def broke_first(t: dict) -> tuple[float, str]:  # the API ranks what broke (broke_rank 0: the headline)
+        rank = t.get("broke_rank")
+        return (rank if rank is not None else float("inf")), t.get("started_at") or ""
+    for t in sorted(run.get("tasks", []), key=broke_first):
         err = (t.get("error") or {}).get("message") or ""
         tt.add_row(safe(t.get("task") or t.get("job") or t["run_id"]),
                    safe(t["status"], style=RUN_STYLE.get(t["status"], "")),

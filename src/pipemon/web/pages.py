@@ -93,7 +93,11 @@ def _overview(request: Request, who: Caller, team: str | None, state: str | None
     order = queries.team_order([(t or "unassigned", s, k) for t, s, k in counts])
     team_list = sorted(teams.items(), key=lambda kv: order.get(kv[0], len(order)))
     pages = max(1, math.ceil(fleet.total / PAGE_SIZE))
-    ctx: dict[str, Any] = dict(
+    # muted (a silence or maintenance window), from the engine's state as /metrics reads it: a marker beside
+    # the state, never instead of it
+    health = pm.evaluation.engine.health
+    muted = {r.key for r in fleet.rows if (h := health.get(r.key)) is not None and h.muted}
+    ctx: dict[str, Any] = dict(muted=muted,
         title="Fleet", by_state=by_state, total=sum(by_state.values()), teams=team_list, rows=fleet.rows,
         matching=fleet.total, page_no=n, pages=pages, team=team, state=state or "", q=q or "",
         bar=charts.stacked_bar, now=pm.clock.now(),
