@@ -26,9 +26,16 @@ ORG = Caller("root", Role.ORG_ADMIN, None, token_id=3)
     (Owned("b", "b"), None, "a", "a", ("b", "a")),        # an event claiming it: a takeover (refused)
     (Owned(None, None), None, None, "a", (None, "a")),    # unowned: adopted
     (Owned("c", "b"), "c", "b", "a", ("c", "c")),
+    (Owned("unowned", None), None, None, "a", (None, "a")),  # the stored UNOWNED marker: adopted too
 ])
 def test_owners(known, rule, said, token, expected):
-    assert owners(known, rule, said, token) == expected
+    assert owners(known, (rule, False), said, token) == expected
+
+
+def test_a_team_file_does_not_take_a_pipeline_its_producer_names_for_another_team():
+    # ownership.owner: a rule from payments' own file yields to the event's team; the main file does not
+    assert owners(None, ("payments", True), "marketing", "payments") == (None, "marketing")
+    assert owners(None, ("payments", False), "marketing", "payments") == (None, "payments")
 
 
 def test_quota_refills_a_minutes_worth():

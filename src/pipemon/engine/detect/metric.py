@@ -81,6 +81,8 @@ LEVEL_DAYS = 14.0  # level memory, in days of runs (capped at LEVEL_MAX runs)
 LEVEL_MAX = 1000.0
 HOD_MEMORY = 14.0  # days
 DOW_MEMORY = 4.0  # weeks
+SLOPE_MEMORY = 3.0  # level memories
+SLOPE_AHEAD_S = 7 * DAY
 MONTH_MEMORY = 6.0  # special days (of each kind)
 SCALE_MEMORY = 30.0  # runs
 COOLDOWN = 6
@@ -117,6 +119,7 @@ class MetricBaseline:
         "hold",
         "last_t",
         "level",
+        "level_t",
         "log",
         "mon",
         "mon_n",
@@ -124,6 +127,7 @@ class MetricBaseline:
         "prev_left",
         "prev_level",
         "q95",
+        "slope",
         "streak",
         "version",
         "zeros",
@@ -143,6 +147,8 @@ class MetricBaseline:
         self.dev = 0.0  # EW mean absolute one-step-ahead error (model space)
         self.dev_n = 0
         self.q95 = 0.0  # EW 95th percentile of |one-step error|, flagged runs included
+        self.slope = 0.0  # the level's drift per second (Holt), learned once the level is warm
+        self.level_t = 0.0  # when the level was last learned: it is projected from there
         self.boot: list[float] = []  # the first MIN_SCALE |errors|: their median starts `dev`
         self.gap = 0.0  # EW typical seconds between runs (0 = unknown)
         self.last_t: float | None = None
@@ -208,6 +214,9 @@ class MetricBaseline:
             s = floor
         gap = self.gap
         mu = self.level
+        if self.slope:  # a steady trend: project the level (at most a week ahead)
+            dt = t - self.level_t
+            mu += self.slope * (dt if dt < SLOPE_AHEAD_S else SLOPE_AHEAD_S)
         warm = self.n >= MIN_RUNS
         hb = db = mb = -1
         if gap:
@@ -413,7 +422,16 @@ class MetricBaseline:
         mem = LEVEL_DAYS * rpd
         mem = mem if mem >= 8.0 else 8.0
         mem = mem if mem <= LEVEL_MAX else LEVEL_MAX
-        self.level += c / (n if n <= mem else mem)
+        g = c / (n if n <= mem else mem)
+        lt = self.level_t
+        if n > mem and t > lt > 0.0:  # Holt: the projected level moved by g more than the slope said
+            dt = t - lt
+            dt = dt if dt < SLOPE_AHEAD_S else SLOPE_AHEAD_S
+            self.level += self.slope * dt
+            self.slope += g / dt / (SLOPE_MEMORY * mem)
+        self.level += g
+        if t > lt:
+            self.level_t = t
         if n % _RECENTER_EVERY == 0:
             self._recenter()
 
@@ -486,6 +504,7 @@ class MetricBaseline:
     # -------------------------------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"log": self.log, "n": self.n, "level": self.level, "dev": self.dev,
+                             "slope": [self.slope, self.level_t],
                              "dev_n": self.dev_n, "q95": self.q95, "gap": self.gap, "last_t": self.last_t}
         if self.boot:
             d["boot"] = self.boot
@@ -507,6 +526,7 @@ class MetricBaseline:
         m.n, m.level, m.dev, m.dev_n, m.gap, m.last_t = (d["n"], d["level"], d["dev"], d["dev_n"], d["gap"],
                                                          d["last_t"])
         m.q95, m.boot = d["q95"], list(d.get("boot", []))
+        m.slope, m.level_t = d.get("slope", [0.0, 0.0])
         for name in ("hod", "dow", "mon"):
             if name in d:
                 setattr(m, name, list(d[name]))
