@@ -56,6 +56,17 @@ def test_the_providers_facets_give_task_states_schedule_owner_and_the_stack_trac
     assert next(e for e in SCHEDULER if e.pipeline == "prod_airflow/invoices_hourly").schedule == "15 * * * *"
 
 
+def test_airflows_default_owner_names_no_team():
+    # every DAG without an owner of its own says "airflow": a team token must not see its pipeline given
+    # to a team called "airflow" (the config's team or the token's team decides instead)
+    raw = [json.loads(x) for x in (FIXTURES / "scheduler.jsonl").read_text().splitlines()]
+    body = next(r for r in raw if r["run"]["facets"].get("airflowDagRun"))
+    assert openlineage.parse(json.dumps(body).encode(), 0.0)[0].team not in (None, "airflow")
+    body["run"]["facets"]["airflowDagRun"]["dag"]["owner"] = "airflow"
+    [ev] = openlineage.parse(json.dumps(body).encode(), 0.0)
+    assert ev.team is None and ev.root_team is None
+
+
 @pytest.mark.parametrize("dag", [
     {"timetable": {}, "timetable_summary": "None", "schedule_interval": None},          # schedule=None
     {"timetable": {}, "timetable_summary": "@once"},

@@ -353,6 +353,9 @@ def _lenient(facets: Facets, name: str, typ: type):
         return None
 
 
+AIRFLOW_DEFAULT_OWNER = "airflow"  # Airflow's default `owner` in default_args
+
+
 def _scheduler_facets(run_facets: Facets) -> DagFacts:
     """Task states, schedule and owner from Airflow's `airflowState`, `airflowDagRun` and `airflow` facets."""
     states = None
@@ -369,6 +372,8 @@ def _scheduler_facets(run_facets: Facets) -> DagFacts:
         return DagFacts(task_states=states)
     schedule, tz = _schedule_of(dag)
     owner = (dag.owner or "").split(",")[0].strip() or None
+    if owner == AIRFLOW_DEFAULT_OWNER:  # what every DAG says unless its author set one: names no team
+        owner = None
     return DagFacts(task_states=states, schedule=schedule, timezone=tz, owner=owner)
 
 
