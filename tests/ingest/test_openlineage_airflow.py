@@ -63,6 +63,7 @@ def test_airflows_default_owner_names_no_team():
     body = next(r for r in raw if r["run"]["facets"].get("airflowDagRun"))
     assert openlineage.parse(json.dumps(body).encode(), 0.0)[0].team not in (None, "airflow")
     body["run"]["facets"]["airflowDagRun"]["dag"]["owner"] = "airflow"
+    body["job"]["facets"]["ownership"]["owners"] = [{"name": "airflow"}]
     [ev] = openlineage.parse(json.dumps(body).encode(), 0.0)
     assert ev.team is None and ev.root_team is None
 

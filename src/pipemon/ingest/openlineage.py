@@ -294,13 +294,17 @@ def _normalize(ev: OLEvent, raw: msgspec.Raw, prefix: str) -> Event | None:
     )
 
 
+AIRFLOW_DEFAULT_OWNER = "airflow"  # Airflow's default `owner` in default_args, in both facets
+
+
 def _team_of(owners: list[_Owner]) -> str | None:
     for o in owners:
         if (o.type or "").lower() == "team":
             return o.name.removeprefix("team:")
         if o.name.startswith("team:"):
             return o.name[5:]
-    return owners[0].name if owners else None
+    named = [o.name for o in owners if o.name != AIRFLOW_DEFAULT_OWNER]  # Airflow's default: no team
+    return named[0] if named else None
 
 
 # --- what schedulers say of the DAG: Airflow's provider facets -------------------------------------------
@@ -351,9 +355,6 @@ def _lenient(facets: Facets, name: str, typ: type):
         return msgspec.json.decode(raw, type=typ)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-
-
-AIRFLOW_DEFAULT_OWNER = "airflow"  # Airflow's default `owner` in default_args
 
 
 def _scheduler_facets(run_facets: Facets) -> DagFacts:
