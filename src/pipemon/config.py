@@ -262,6 +262,12 @@ class Team(_Strict):
     name: TeamName
     display_name: str | None = None
     contact: str | None = None
+    calendar: str | None = None  # the team's public holidays, for its pipelines that name none
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, v: str | None) -> str | None:
+        return None if v is None else calendars.check(v)
 
 
 class Settings(_Strict):
@@ -310,6 +316,13 @@ class Settings(_Strict):
 
     def team_names(self) -> set[str]:
         return {t.name for t in self.teams}
+
+    def calendar_for(self, pipeline: str, team: str | None) -> str | None:
+        """The holiday calendar of a pipeline: its rule's `calendar:`, else its owning team's."""
+        rule = self.rule_for(pipeline)
+        if rule is not None and rule.calendar:
+            return rule.calendar
+        return next((t.calendar for t in self.teams if t.name == team), None) if team else None
 
     def rule_for(self, pipeline: str) -> PipelineRule | None:
         """The first rule whose glob matches (memoised: globs are checked once per pipeline)."""

@@ -78,7 +78,7 @@ class Evaluation:
         # Rollups not checkpointed yet may name pipelines of a rolled-back transaction: their rows are gone,
         # and the checkpoint's upsert would violate the foreign key on this and every later reload.
         self._rollups = {k: v for k, v in self._rollups.items() if k[0] in by_id}
-        self.engine = Evaluator(self.engine.settings, self.engine.holidays)
+        self.engine = Evaluator(self.engine.settings, self.engine.holidays, team_of=_team_of(worker))
         for r in st.load_engine_state(conn):
             rec = by_id.get(r.pipeline_id)
             if rec is not None:
@@ -116,7 +116,8 @@ class Evaluation:
             if rec.key not in eng.health:
                 eng.ensure(rec.key, rec.first_seen, now)
                 out.changed.add(rec.key)
-            elif spec_inputs(old.rule_for(rec.key)) != spec_inputs(settings.rule_for(rec.key)):
+            elif spec_inputs(old.rule_for(rec.key), eng.calendar(rec.key, old)) != \
+                    spec_inputs(settings.rule_for(rec.key), eng.calendar(rec.key)):
                 eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
                 out.changed.add(rec.key)
         self.write(conn, out, now)
@@ -276,3 +277,12 @@ def _event_schedules(events: list[Event]) -> dict[str, tuple[str, str]]:
             key = top.namespace + "/" + top.name if top else ev.pipeline
             out[key] = (ev.schedule, ev.schedule_tz or "UTC")
     return out
+
+
+def _team_of(worker: Worker):
+    """A pipeline's owning team, as the writer knows it now."""
+    def team_of(pipeline: str) -> str | None:
+        rec = worker.pipelines.get(pipeline)
+        return rec.team if rec is not None else None
+    return team_of
+

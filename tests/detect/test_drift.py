@@ -185,3 +185,21 @@ def test_an_unknown_calendar_is_a_config_error_naming_it(name: str, hint: str) -
     with pytest.raises(ConfigError) as e:
         config.loads(f'pipelines:\n  - match: "shop/*"\n    calendar: {name}\n')
     assert hint in str(e.value) and "calendar" in str(e.value)
+
+
+def test_a_team_names_the_calendar_of_its_pipelines_and_a_rule_still_wins() -> None:
+    settings = config.loads('teams: [{name: shop, calendar: US}, {name: ops}]\n'
+                            'pipelines:\n  - match: "shop/*"\n    team: shop\n'
+                            '  - match: "uk/*"\n    team: shop\n    calendar: UK\n')
+    owners = {"shop/orders": "shop", "uk/orders": "shop", "ops/x": "ops"}
+    ev = Evaluator(settings, calendars.lookup(at(dt.date(2026, 6, 1))), team_of=owners.get)
+    spec = ev.spec_for("shop/orders")
+    assert spec.calendar == "US" and day_number(THANKSGIVING) in spec.holidays
+    assert ev.spec_for("uk/orders").calendar == "UK"        # the pipeline's own rule first
+    assert ev.spec_for("ops/x").calendar is None and not ev.spec_for("ops/x").holidays  # a team without one
+
+
+def test_a_teams_unknown_calendar_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as e:
+        config.loads("teams: [{name: shop, calendar: XX}]\n")
+    assert "unknown calendar 'XX'" in str(e.value) and "teams" in str(e.value)

@@ -18,3 +18,15 @@ def test_a_schedule_added_on_reload_makes_an_existing_pipeline_late(pm, client, 
     other = client.get("/api/v1/pipelines/s%2Fother").json()
     assert job["state"] == "late" and job["declared"]["schedule"] == "0 * * * *"
     assert other["state"] == "healthy"
+
+
+def test_a_teams_calendar_given_on_reload_reaches_its_existing_pipelines(pm, client):
+    r = client.post("/api/v1/events", json=[
+        {"pipeline": p, "run_id": "1", "type": "COMPLETE", "duration_s": 5, "event_time": T0, "team": t}
+        for p, t in (("s/job", "shop"), ("o/job", "ops"))])
+    assert r.status_code == 200, r.text
+    engine = pm.evaluation.engine
+    assert engine.detect.spec_of("s/job").calendar is None
+    pm.reconfigure(loads("teams: [{name: shop, calendar: US}, {name: ops}]\n"))
+    assert engine.detect.spec_of("s/job").calendar == "US" and engine.detect.spec_of("s/job").holidays
+    assert engine.detect.spec_of("o/job").calendar is None

@@ -90,20 +90,22 @@ def condition_key(f: Finding) -> tuple[ConditionKind, str]:
     return kind, f.metric
 
 
-def spec_inputs(rule: PipelineRule | None) -> tuple | None:
-    """The fields of a rule that `Evaluator.spec_for` reads: a reload re-declares a pipeline to its
-    detectors only when these changed."""
-    if rule is None:
-        return None
-    return rule.schedule, rule.timezone, rule.grace, rule.max_duration, rule.sensitivity
+def spec_inputs(rule: PipelineRule | None, calendar: str | None) -> tuple:
+    """What `Evaluator.spec_for` reads of the config (a rule's fields, the calendar from the rule or the
+    team): a reload re-declares a pipeline to its detectors only when these changed."""
+    fields = None if rule is None else (rule.schedule, rule.timezone, rule.grace, rule.max_duration,
+                                        rule.sensitivity)
+    return fields, calendar
 
 
 class Evaluator:
     def __init__(self, settings: Settings,
-                 holidays: Callable[[str], frozenset[int]] | None = None) -> None:
+                 holidays: Callable[[str], frozenset[int]] | None = None,
+                 team_of: Callable[[str], str | None] | None = None) -> None:
         self.settings = settings
         # a calendar name -> its holidays (days since 1970-01-01), built at the edge (pipemon.calendars)
         self.holidays = holidays
+        self.team_of = team_of  # a pipeline's owning team (for its team's calendar), from the writer
         self.health: dict[str, PipelineHealth] = {}
         self.event_schedules: dict[str, tuple[str, str]] = {}  # pipeline -> (cron | manual, tz) sent
         self.detect = DetectorSuite()
@@ -129,19 +131,24 @@ class Evaluator:
     def spec_for(self, pipeline: str) -> DetectSpec:
         """What the detectors are told: the rule's `spec_inputs`, else what the producer sent."""
         rule = self.settings.rule_for(pipeline)
-        spec = DetectSpec()
+        calendar = self.calendar(pipeline)
+        holidays = self.holidays(calendar) if calendar and self.holidays else frozenset()
+        spec = DetectSpec(calendar=calendar, holidays=holidays)
         if rule is not None:
             spec = DetectSpec(cron=rule.schedule, timezone=rule.timezone, grace_s=rule.grace,
                               max_duration_s=rule.max_duration,
-                              sensitivity=rule.sensitivity or spec.sensitivity, calendar=rule.calendar,
-                              holidays=(self.holidays(rule.calendar) if rule.calendar and self.holidays
-                                        else frozenset()))
+                              sensitivity=rule.sensitivity or spec.sensitivity, calendar=calendar,
+                              holidays=holidays)
         sent = self.event_schedules.get(pipeline)
         if sent is not None and not spec.cron:  # the config's schedule overrides the one the producer sent
             cron, tz = sent
             spec = (dataclasses.replace(spec, manual=True, from_events=True) if cron == MANUAL_SCHEDULE
                     else dataclasses.replace(spec, cron=cron, timezone=tz, from_events=True))
         return spec
+
+    def calendar(self, pipeline: str, settings: Settings | None = None) -> str | None:
+        team = self.team_of(pipeline) if self.team_of is not None else None
+        return (settings or self.settings).calendar_for(pipeline, team)
 
     def event_schedule(self, pipeline: str, cron: str, tz: str, now: float) -> None:
         """The schedule the producer sends (Airflow's timetable: cron and time zone, or MANUAL_SCHEDULE), used

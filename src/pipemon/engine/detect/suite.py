@@ -159,6 +159,11 @@ class DetectorSuite:
             p.cadence.watch_from(now)
             self._queue_cadence(p)
 
+    def spec_of(self, pipeline_id: str) -> DetectSpec | None:
+        """What a pipeline was declared with (None: not yet declared)."""
+        p = self._p.get(pipeline_id)
+        return p.spec if p is not None else None
+
     def pipelines(self) -> Iterator[str]:
         return iter(self._p)
 
