@@ -30,6 +30,7 @@ from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
 
 log = logging.getLogger(__name__)
+STEP_DOWN_S = 5.0  # the longest a step-down waits for the consumers to stop
 
 PROBE_EVERY_S = 2.0
 STANDBY = "this node does not lead the worker role now (standby or api/dispatcher); operator actions are " \
@@ -131,7 +132,10 @@ class Node:
                 await self._step_down_worker()
 
     async def _step_down_worker(self) -> None:
-        await self.consumer.stop()  # unacked messages come back to the next leader
+        try:  # unacked messages come back to the next leader
+            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
+        except asyncio.TimeoutError:  # a stop stuck on NATS must not keep this node from leading again
+            log.warning("the consumers did not stop within %.0f s; stepping down anyway", STEP_DOWN_S)
         if self.writer_running:
             self.writer_running = False
             await asyncio.to_thread(self.pm.worker.stop)
