@@ -121,3 +121,17 @@ def test_over_https_the_cookie_is_secure(pm):
 def test_auth_off_has_nothing_to_log_into(client):
     assert client.get("/login", follow_redirects=False).headers["location"] == "/"
     assert client.get("/").status_code == 200 and "Log out" not in client.get("/").text
+
+
+def test_the_dashboards_actions_are_audited(pm, client):
+    # an operator's acknowledge from the dashboard is in the audit log, as one through the API is
+    from tests.conftest import T0
+    r = client.post("/api/v1/events", json=[
+        {"pipeline": "aud/x", "run_id": "1", "type": "START", "event_time": T0},
+        {"pipeline": "aud/x", "run_id": "1", "type": "FAIL", "event_time": T0 + 5, "error": {"message": "e"}}])
+    assert r.status_code == 200, r.text
+    aid = client.get("/api/v1/alerts").json()["items"][0]["id"]
+    r = client.post(f"/alerts/{aid}/ack", headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert r.status_code in (200, 303), r.text
+    entries = client.get("/api/v1/audit", params={"action": "alert.acknowledge"}).json()["items"]
+    assert [(e["target"], e["detail"]["from"]) for e in entries] == [(str(aid), "dashboard")]

@@ -20,6 +20,7 @@ from pipemon.access import Action, Caller
 from pipemon.config import parse_duration
 from pipemon.errors import BadRequest, NotFound
 from pipemon.store import alerting as alert_store
+from pipemon.store import audit
 from pipemon.web.render import error_page
 from pipemon.web.session import form, local, same_origin, viewer
 
@@ -62,7 +63,9 @@ def _submit(pm, fn) -> Any:
 async def ack(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
-        await _submit(pm, lambda conn, now: pm.alerting.acknowledge(conn, aid, who.name, now, who.scope()))
+        await _submit(pm, lambda conn, now: _audited(conn, who, "alert.acknowledge", aid, now,
+                                                     pm.alerting.acknowledge(conn, aid, who.name, now,
+                                                                             who.scope())))
         return f"alert {aid} acknowledged by {who.name}"
     return await _act(request, do)
 
@@ -71,9 +74,17 @@ async def ack(request: Request, who: Operator, alert_id: str) -> Response:
 async def resolve(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
-        await _submit(pm, lambda conn, now: pm.alerting.resolve(conn, aid, who.name, now, who.scope()))
+        await _submit(pm, lambda conn, now: _audited(
+            conn, who, "alert.resolve", aid, now, pm.alerting.resolve(conn, aid, who.name, now, who.scope())))
         return f"alert {aid} resolved by {who.name}"
     return await _act(request, do)
+
+
+def _audited(conn, who: Caller, action: str, alert_id: int, now: float, alert):
+    """An operator's change from the dashboard, in the audit log as the API records it."""
+    audit.record(conn, actor=who, action=action, target=str(alert_id), team=alert.team, now=now,
+                 detail={"pipeline": alert.pipeline, "from": "dashboard"})
+    return alert
 
 
 def quote_matcher(name: str, value: str) -> str:
@@ -98,7 +109,10 @@ async def silence(request: Request, who: Operator, alert_id: str) -> Response:
             if scope != "pipeline":
                 matchers.append(quote_matcher("kind", body["kind"]))
             end = now + parse_duration(length)
-            return pm.alerting.add_silence(conn, matchers, now, end, who.name, comment, now, who.scope())
+            s = pm.alerting.add_silence(conn, matchers, now, end, who.name, comment, now, who.scope())
+            audit.record(conn, actor=who, action="silence.add", target=str(s.id), team=who.team, now=now,
+                         detail={"matchers": matchers, "comment": comment, "from": "dashboard"})
+            return s
 
         s = await _submit(pm, add)
         return f"silence {s.id} added by {who.name} for {length}"
@@ -111,6 +125,8 @@ async def expire(request: Request, who: Operator, silence_id: str) -> Response:
         if not silence_id.isdigit() or not 1 <= int(silence_id) < 2**31:
             raise NotFound(f"no silence {silence_id!r}")
         sid = int(silence_id)
-        await _submit(pm, lambda conn, now: pm.alerting.expire_silence(conn, sid, now, who.scope()))
+        await _submit(pm, lambda conn, now: audit.record(
+            conn, actor=who, action="silence.expire", target=str(sid), now=now,
+            team=getattr(pm.alerting.expire_silence(conn, sid, now, who.scope()), "team", who.team)))
         return f"silence {sid} expired"
     return await _act(request, do)
