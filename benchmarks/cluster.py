@@ -10,7 +10,17 @@
      new pipeline and times until the webhook carrying it arrives at a receiver in this process.
 
     python benchmarks/cluster.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        --bus nats://127.0.0.1:4222 [--quick]
+        --bus nats://127.0.0.1:4222 [--quick] [--phases api,e2e,latency]
+
+The api node alone (phase 1), and side by side with Alertmanager (the shared harness; its pipemon is an
+api node of a cluster, so the figure is the api path's: no database write while ingesting):
+
+    python benchmarks/cluster.py --phases api
+    python /work/shared/bench/perf/side_by_side.py --pipemon $VENV/bin/pipemon --out /tmp/sbs.json \\
+        --pipemon-arg=--role --pipemon-arg=api --pipemon-arg=--bus --pipemon-arg=nats://127.0.0.1:4222 \\
+        --pipemon-arg=--bus-prefix --pipemon-arg=sbs --pipemon-arg=--db \\
+        --pipemon-arg=postgresql+psycopg://postgres@127.0.0.1:5432/test
+    (its --db replaces the harness's SQLite one: the last --db wins; drop the stream sbs_events after)
 
 Each phase uses its own PostgreSQL schema and its own --bus-prefix (stream), dropped at the end. The load
 generator runs in this process, on the same 2 cores as the servers: figures are for this machine as it was
@@ -177,9 +187,11 @@ def phase_api(a, work: Path) -> list[dict]:
             events = n * per
             rows.append({"case": label, "events": events, "wall_s": round(wall, 2),
                          "acked_events_per_s": round(events / wall), "statuses": statuses,
-                         "server_cpu_ms_per_1000_events": round(cpu / events * 1e6, 1)})
+                         "server_cpu_us_per_event": round(cpu / events * 1e6, 1),
+                         "load_average": os.getloadavg()[0]})
             print(f"  {label}: {events / wall:,.0f} events/s acknowledged, server CPU "
-                  f"{cpu / events * 1e6:.0f} ms per 1,000 events ({statuses})", flush=True)
+                  f"{cpu / events * 1e6:.1f} µs an event (= ms per 1,000) ({statuses}; load "
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
     finally:
         api.stop()
         asyncio.run(drop_stream(a.bus, prefix))

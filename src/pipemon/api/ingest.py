@@ -24,7 +24,19 @@ from pipemon.model import Event
 
 router = APIRouter(tags=["ingest"])
 INGEST = {"x-pipemon-action": Action.INGEST.value}  # the right each door needs (the access-matrix test)
-may_ingest = auth.require(Action.INGEST)  # called by hand: the fast path bypasses FastAPI's dependencies
+_require_ingest = auth.require(Action.INGEST)
+
+
+def may_ingest(request: Request) -> Caller:
+    """auth.require(Action.INGEST), called by hand (the fast path has no dependencies), without the
+    request.state cache the two doors never read: its miss costs an AttributeError per request."""
+    resolve = getattr(request.app.state, "resolve_caller", None)
+    if resolve is None:
+        return _require_ingest(request)
+    who = resolve(request)
+    if not who.can(Action.INGEST):
+        return _require_ingest(request)  # raises Forbidden, worded as for every other route
+    return who
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     "200": {"description": "Committed (a retried event counts as a duplicate and is stored once).",

@@ -138,7 +138,9 @@ class NatsLog:
                                         allow_reconnect=True, max_reconnect_attempts=-1,
                                         reconnect_time_wait=0.5, ping_interval=5, max_outstanding_pings=2,
                                         disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
-                                        error_cb=self._error)
+                                        error_cb=self._error,
+                                        # our subjects are built from a checked prefix (check_prefix)
+                                        skip_subject_validation=True)
                 js = nc.jetstream(timeout=self.publish_timeout)
                 await ensure_stream(js, self.names)
                 inbox = nc.new_inbox() + "."
