@@ -64,6 +64,7 @@ def run_server(pm, host: str, port: int, announce: str | None = None, auth: str 
     if announce:
         typer.echo(announce)
     typer.echo(f"auth: {state}")
+    # "auto": uvloop and httptools (dependencies in pyproject.toml) when importable, else asyncio and h11
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
 
