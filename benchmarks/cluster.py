@@ -16,11 +16,12 @@ The api node alone (phase 1), and side by side with Alertmanager (the shared har
 api node of a cluster, so the figure is the api path's: no database write while ingesting):
 
     python benchmarks/cluster.py --phases api
+    psql -h 127.0.0.1 -U postgres -c 'CREATE DATABASE sbs'     # once: the api node's own database
     python /work/shared/bench/perf/side_by_side.py --pipemon $VENV/bin/pipemon --out /tmp/sbs.json \\
         --pipemon-arg=--role --pipemon-arg=api --pipemon-arg=--bus --pipemon-arg=nats://127.0.0.1:4222 \\
         --pipemon-arg=--bus-prefix --pipemon-arg=sbs --pipemon-arg=--db \\
-        --pipemon-arg=postgresql+psycopg://postgres@127.0.0.1:5432/test
-    (its --db replaces the harness's SQLite one: the last --db wins; drop the stream sbs_events after)
+        --pipemon-arg=postgresql+psycopg://postgres@127.0.0.1:5432/sbs
+    (the last --db wins over the harness's SQLite one; the stream sbs_events stays until deleted)
 
 Each phase uses its own PostgreSQL schema and its own --bus-prefix (stream), dropped at the end. The load
 generator runs in this process, on the same 2 cores as the servers: figures are for this machine as it was
