@@ -160,8 +160,8 @@ def plainly_within(ev: Event, now: float, horizon: float = MAX_FUTURE_S) -> bool
     for names in (ev.inputs, ev.outputs):
         if len(names) > MAX_DATASETS or any(len(n) > _SHORT_DATASET for n in names):
             return False
-    for v in (ev.rows, ev.bytes):
-        if v is not None and not 0.0 <= v <= MAX_NUMBER:
+    for n in (ev.rows, ev.bytes):
+        if n is not None and not 0.0 <= n <= MAX_NUMBER:
             return False
     return not ev.metrics  # metrics: the full check (the native door checks them itself)
 
