@@ -155,9 +155,9 @@ class _Abandoned(Exception):  # control flow, never seen outside the writer
 
 
 class Writer(Fold):
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock, stages: Stage | None = None,
+    def __init__(self, db: Engine, settings: Settings, clock: Clock, stages: Stage | None = None,
                  tick_interval: float = 1.0, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
-        self.engine = engine
+        self.db = db  # SQLAlchemy's engine (the connection pool)
         self.settings = settings
         self.clock = clock
         self.stages = stages  # what follows the fold, in order (stages.py)
@@ -408,7 +408,7 @@ class Writer(Fold):
             finally:
                 self._held = False
         if self.stages is not None:
-            self.stages.maintain(self.engine)
+            self.stages.maintain(self.db)
 
     def _begin(self, conn: Connection):
         return nullcontext() if self._held else conn.begin()
@@ -564,7 +564,7 @@ class Writer(Fold):
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
+            self._conn = self.db.connect()
         return self._conn
 
     def _close(self) -> None:
@@ -582,7 +582,7 @@ class Writer(Fold):
         """A one-line, password-free account of an error (SQLAlchemy's text holds the SQL and parameters)."""
         orig = getattr(e, "orig", None) or e
         text = (str(orig).strip().splitlines() or [""])[0][:300]
-        password = self.engine.url.password
+        password = self.db.url.password
         if password:
             text = text.replace(str(password), "***")
         return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
@@ -673,7 +673,7 @@ class Writer(Fold):
             self._answer(request)
         try:
             if not self._held:  # (between transactions only)
-                self.stages.maintain(self.engine)
+                self.stages.maintain(self.db)
         except Exception:  # housekeeping must never stop the writer
             log.exception("store maintenance failed")
         for fn in self.listeners:
