@@ -101,7 +101,7 @@ def last_business_day(d: dt.date, off: set[dt.date]) -> bool:
 
 
 def gen_pipeline(pid: str, kind: str, rng: random.Random,
-                 cfg: dict) -> tuple[dict, list[dict], list[dict], list[dict]]:
+                 cfg: dict) -> tuple[dict, list[dict], list[dict], list[dict], dict]:
     iv, days, warm, adapt = KINDS[kind]
     days = cfg.get("days", {}).get(kind, days)
     cron = cron_for(kind, rng)
@@ -293,12 +293,17 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
             "eval_start": iso(eval_start), "eval_start_unix": eval_start, "fp_tol_s": 3 * iv}
     if region:
         meta["calendar"] = region
+    # what was drawn, for the analysis script (benchmarks/anomaly_why.py); not read by the detectors
+    truth = {"pipeline_id": pid, "kind": kind, "noise": noise, "dur_noise": dur_noise, "alpha": alpha,
+             "trend_rows_30d": math.exp(trend * 30 * DAY), "trend_dur_30d": math.exp(dur_trend * 30 * DAY),
+             "month_end_bd": math.exp(me_bd), "region": region, "hod_amp": hod_amp, "weekend": math.exp(weekend),
+             "monday": math.exp(monday)}
     for e in events:
         e["start"], e["end"] = iso(e["start_unix"]), iso(e["end_unix"])
     days_seen = sorted({dt.datetime.fromtimestamp(s, dt.UTC).date() for s in slots if s >= eval_start})
     specials = [{"pipeline_id": pid, "day": d.isoformat(), "kind": "holiday" if d in off else "month_end"}
                 for d in days_seen if d in off or (me_bd and last_business_day(d, off))]
-    return meta, runs, events, specials
+    return meta, runs, events, specials, truth
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,17 +315,19 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     cfg = PRESETS[a.preset]
     rng = random.Random(f"{a.preset}-{a.seed}")
-    metas, runs, events, specials = [], [], [], []
+    metas, runs, events, specials, truths = [], [], [], [], []
     for k in range(a.pipelines):
-        m, r, e, sp = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
+        m, r, e, sp, tr = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
         metas.append(m)
+        truths.append(tr)
         runs += r
         events += e
         specials += sp
     runs.sort(key=lambda r: (r["ts_unix"], r["pipeline_id"]))
     os.makedirs(a.out, exist_ok=True)
     outputs = [("pipelines", metas), ("runs", runs), ("events", events)]
-    for name, rows in outputs + ([("special", specials)] if a.preset.startswith("drift") else []):
+    drift = [("special", specials), ("truth", truths)] if a.preset.startswith("drift") else []
+    for name, rows in outputs + drift:
         with open(os.path.join(a.out, f"{name}.jsonl"), "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")

@@ -31,13 +31,22 @@ from typing import Any
 
 from pipemon.engine.detect import explain
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
-from pipemon.engine.schedule import GRACE_K, Calendar, Schedule, ScheduleLearner, ScheduleSource
+from pipemon.engine.schedule import (
+    GRACE_K,
+    GRACE_MIN_FRACTION,
+    LAG_WARM,
+    Calendar,
+    Schedule,
+    ScheduleLearner,
+    ScheduleSource,
+)
 
 _SHIFT_RUNS = 3
 _RELEARN_EVERY = 32  # starts, and ...
 _RELEARN_AFTER_S = 7 * 86400.0  # ... time, between routine re-learns (a move or trouble re-learns at once)
 _LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
 _WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
+_MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
 
 
 class CadenceDetector:
@@ -132,7 +141,7 @@ class CadenceDetector:
             self.misses = 0
             self.sleep_until = 0.0
             self.last_failed = False
-            if 0.0 <= lag + sch.early_s and lag <= sch.grace():
+            if 0.0 <= lag + sch.early_s and lag <= sch.grace() and not self._late_within(sch, lag):
                 sch.observe_lag(lag)
                 self._watch_ok = False  # the grace moved
                 if self.shift_buf:
@@ -171,12 +180,22 @@ class CadenceDetector:
             return 0.0
         return t - a if t - a <= b - t else t - b
 
+    @staticmethod
+    def _late_within(sch: Schedule, lag: float) -> bool:
+        """A start within the grace but clearly later than the learned jitter, and later than the least
+        grace (10 % of an interval): counted towards a move, not learned as jitter. A move smaller than
+        the grace would otherwise be absorbed into the lag, leaving little grace above it (the cap is
+        half an interval) for the jitter: LATE alarms whenever a start is a little later than usual."""
+        return (lag > GRACE_MIN_FRACTION * sch.interval_s and sch.lag_n >= LAG_WARM
+                and lag > sch.lag_loc + _MOVE_DEVS * sch.lag_dev)
+
     def _maybe_moved(self, t: float) -> bool:
         """Off-slot starts: after _SHIFT_RUNS of them at about the same offset, re-phase."""
         sch = self.schedule
         assert sch is not None
         buf = self.shift_buf
         buf.append(self._offset(sch, t))
+        self._watch_ok = False  # the next deadline waits for a start that late (see `due`)
         if len(buf) > _SHIFT_RUNS:
             del buf[0]
         if len(buf) < _SHIFT_RUNS:
@@ -235,6 +254,12 @@ class CadenceDetector:
         if not self._watch_ok or self._watch_sens != sensitivity:
             watch = self._watch = sch.next_expected(self.covered)
             self._watch_dl = None if watch is None else sch.deadline(watch, sensitivity)
+            buf = self.shift_buf
+            if buf and self._watch_dl is not None and min(buf) > 0.0:
+                # the last starts came later than their slots, by about the same: perhaps the schedule
+                # moved later. The next run is owed only that much later (one LATE for a move, not one
+                # a slot until the re-phase); a start on the old time clears it
+                self._watch_dl += min(buf)
             self._watch_ok, self._watch_sens = True, sensitivity
         dl = self._watch_dl
         return dl if dl is None or dl >= self.sleep_until else self.sleep_until
@@ -298,6 +323,7 @@ class CadenceDetector:
         last off-slot start at once (or to the next start); a learned one is re-learned from the
         coming starts."""
         self.misses, self.sleep_until = 0, 0.0
+        self._watch_ok = False
         sch, buf = self.schedule, self.shift_buf
         if self.learner is not None:
             self.schedule = None
