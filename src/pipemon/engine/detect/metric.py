@@ -441,6 +441,8 @@ class MetricBaseline:
         is on the error, not the offset: a peak several bands high is reached in a few months."""
         if clip:
             lim = ALARM_SCORE * s
+            if mb != MONTH_START and lim < MONTH_END_SLACK and self._month_end_unseen():
+                lim = MONTH_END_SLACK  # a first month-end peak is judged normal up to the slack: learn it so
             r = max(-lim, min(lim, r))
         full = r + self._month_offset(mb, s)  # as `expect` decided
         k = self.mon_n[mb] = self.mon_n[mb] + 1
