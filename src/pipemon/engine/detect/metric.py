@@ -181,13 +181,16 @@ class MetricBaseline:
     def _month_offset(self, mb: int, s: float) -> float:
         """A month-end or month-start kind's offset once significant; a month-end kind not yet seen for a
         day borrows: a peak on the month's last day when a business day is the peak of the last business
-        day, or of the last calendar day, whichever the pipeline has shown."""
+        day, or of the last calendar day, whichever the pipeline has shown; a last business day before a
+        weekend month-end borrows the peak of a month's last day that was a business day."""
         if self._month_used(mb, s):
             return self.mon[mb]
         if mb == MONTH_END and self.mon_n[mb] * self.gap < DAY:
             for k in (LAST_BUSINESS, LAST_DAY):
                 if self._month_used(k, s):
                     return self.mon[k]
+        elif mb == LAST_BUSINESS and self.mon_n[mb] * self.gap < DAY and self._month_used(MONTH_END, s):
+            return self.mon[MONTH_END]  # (and the other way round: both are the month's last business day)
         return 0.0
 
     def _month_end_unseen(self) -> bool:
