@@ -252,8 +252,36 @@ def test_a_first_month_end_peak_is_learned_so_the_next_one_is_normal(first: dt.d
     while d < first + dt.timedelta(days=150):
         if d.weekday() < 5:
             peak = cal.day_kind(day_number(d)) in (LAST_BUSINESS, MONTH_END)
-            x = 1e6 * math.exp(rng.gauss(0, 0.03)) * (2.2 if peak else 1.0) * (1.8 if d.weekday() == 0 else 1.0)
+            monday = 1.8 if d.weekday() == 0 else 1.0
+            x = 1e6 * math.exp(rng.gauss(0, 0.03)) * (2.2 if peak else 1.0) * monday
             if b.update(at(d), x, 4.0)[2]:
                 flagged.append(d)
         d += dt.timedelta(days=1)
     assert flagged == []
+
+
+# ------------------------------------------------------------------------------------ holidays and the clock
+def weekday_runs(skip: frozenset[int]) -> list:
+    slots = [t for t in daily(360, at_s=2 * HOUR, weekdays_only=True) if int(t // DAY) not in skip]
+    return series(slots)
+
+
+def test_a_weekday_job_that_skips_public_holidays_is_late_on_the_first_only() -> None:
+    """It names its calendar: the first holiday without a run is reported (a job may run on holidays), the
+    following ones are excused once it has shown that it skips them."""
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * 1-5", calendar="US", holidays=US_2026))
+    found = cadence(replay(s, "p", weekday_runs(US_2026)))
+    assert [k for k, _ in found] == [FindingKind.LATE]
+    assert dt.datetime.fromtimestamp(found[0][1], dt.UTC).date() == dt.date(2026, 1, 19)  # MLK day
+    without = DetectorSuite()
+    without.configure("p", DetectSpec(cron="0 2 * * 1-5"))  # no calendar: every skipped holiday is late
+    assert len(cadence(replay(without, "p", weekday_runs(US_2026)))) >= 8
+
+
+def test_a_job_that_runs_on_holidays_is_still_late_when_a_holiday_run_is_missing() -> None:
+    thanksgiving = day_number(THANKSGIVING)
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * 1-5", calendar="US", holidays=US_2026))
+    found = cadence(replay(s, "p", weekday_runs(frozenset({thanksgiving}))))
+    assert [(k, int(t // DAY)) for k, t in found] == [(FindingKind.LATE, thanksgiving)]

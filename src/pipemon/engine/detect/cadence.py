@@ -47,6 +47,8 @@ _RELEARN_AFTER_S = 7 * 86400.0  # ... time, between routine re-learns (a move or
 _LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
 _WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
 _MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
+_HOL_MEMORY = 2  # holiday slots: how far the served / skipped tally goes either way
+DAY = 86400.0
 
 
 class CadenceDetector:
@@ -59,6 +61,8 @@ class CadenceDetector:
         "dows",
         "extra_slot",
         "fulfilled",
+        "hol",
+        "holidays",
         "last_failed",
         "last_start",
         "learned_at",
@@ -92,6 +96,8 @@ class CadenceDetector:
         self._watch: float | None = None
         self._watch_dl: float | None = None
         self._watch_sens = 0.0
+        self.holidays: frozenset[int] = frozenset()  # the named calendar's (not state: it comes with the spec)
+        self.hol = 0  # holiday slots lately served (> 0) or passed without a run (< 0), within +-_HOL_MEMORY
 
     def _cover(self, slot: float | None) -> None:
         self.covered = slot
@@ -135,6 +141,8 @@ class CadenceDetector:
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
             self.fulfilled = slot
+            if self.holidays and int(slot // DAY) in self.holidays and self.hol < _HOL_MEMORY:
+                self.hol += 1
             # the slots after the newest run known are judged from it: history learned late (an import,
             # events sent long after they happened) re-opens what was only assumed or judged without it
             self._cover(slot)
@@ -273,6 +281,15 @@ class CadenceDetector:
             return []
         first = self._watch
         assert first is not None
+        if self.holidays and int(first // DAY) in self.holidays and not running:
+            # a holiday slot without a run: excused once the pipeline has skipped its recent holidays (the
+            # first one skipped is still reported: a pipeline that names a calendar may run on holidays)
+            skips = self.hol < 0
+            if self.hol > -_HOL_MEMORY:
+                self.hol -= 1
+            if skips:
+                self._cover(first)
+                return []
         last, n = first, 1  # the last due slot, and how many are due
         while n <= _WALK:
             nxt = sch.next_expected(last)
@@ -356,6 +373,8 @@ class CadenceDetector:
             d["failed"] = True
         if self.rephase_next:
             d["rephase"] = True
+        if self.hol:
+            d["hol"] = self.hol
         return d
 
     @staticmethod
@@ -373,6 +392,7 @@ class CadenceDetector:
         c.shift_buf = list(d.get("shift", []))
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
+        c.hol = int(d.get("hol", 0))
         return c
 
 
