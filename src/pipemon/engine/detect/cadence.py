@@ -96,7 +96,7 @@ class CadenceDetector:
         self._watch: float | None = None
         self._watch_dl: float | None = None
         self._watch_sens = 0.0
-        self.holidays: frozenset[int] = frozenset()  # the named calendar's (not state: it comes with the spec)
+        self.holidays: frozenset[int] = frozenset()  # the calendar's days (not state: from the spec)
         self.hol = 0  # holiday slots lately served (> 0) or passed without a run (< 0), within +-_HOL_MEMORY
 
     def _cover(self, slot: float | None) -> None:
