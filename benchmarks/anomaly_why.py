@@ -121,7 +121,19 @@ def main(argv: list[str] | None = None) -> None:
                 tags.append(f"trend rows x{rt:.2f} dur x{dtr:.2f}/30d")
         return tags
 
+    done_at = {ln.run_id: _unix(ln) + (ln.duration_s or 0.0) for ln in lines}
+
+    def after_window(pid: str, t: float) -> bool:
+        """t is past an anomaly's window but no later than its runs' completion: the anomaly, seen late."""
+        for e in wins[pid]:
+            ends = [done_at[r] for r in e["run_ids"] if r in done_at]
+            if ends and e["end_unix"] < t <= max(ends) + 1.0:
+                return True
+        return False
+
     def cause(f: Any, tags: list[str]) -> str:
+        if f is not None and after_window(f.pipeline_id, f.time):
+            return "an anomaly whose run ends after its window"
         for key in ("holiday", "month_end"):
             if key in tags:
                 return key
@@ -172,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         for c in clusters:
             f = c[0]
             m = metas[f.pipeline_id]
-            print(f"  {f.pipeline_id} {m['schedule']:7s} {dt.datetime.fromtimestamp(f.time, dt.UTC):%a %m-%d %H:%M} "
-                  f"{f.kind.value:12s} {f.score:5.1f} x{len(c)} [{'; '.join(context(f.pipeline_id, f.time))}] "
+            when = dt.datetime.fromtimestamp(f.time, dt.UTC)
+            print(f"  {f.pipeline_id} {m['schedule']:7s} {when:%a %m-%d %H:%M} {f.kind.value:12s} {f.score:5.1f} "
+                  f"x{len(c)} [{'; '.join(context(f.pipeline_id, f.time))}] "
                   f"{f.explanation[:110]}")
 
     # the learned scale against the noise drawn: s / (TAIL x the noise's true mean absolute deviation)
@@ -216,11 +229,17 @@ def main(argv: list[str] | None = None) -> None:
         why = cause(None, tags) if tags else "other"
         if e.get("on"):
             why = f"on {e['on']}"
-        bucket = "" if best is None else "z<2" if best < 2 else "z 2-3" if best < 3 else "z 3-4" if best < 4 else "z>=4"
+        ends = [done_at[r] for r in e["run_ids"] if r in done_at]
+        if ends and any(e["end_unix"] < f.time <= max(ends) + 1.0 for f in by_pid[pid]):
+            why = "flagged after its window (the run ends after it)"
+        bucket = ("" if best is None else "z<2" if best < 2 else "z 2-3" if best < 3 else "z 3-4" if best < 4
+                  else "z>=4")
         summ[(e["type"], why, bucket)] += 1
         rows.append((e, tags, zs, scored))
     for (typ, why, b), k in sorted(summ.items()):
         print(f"  {k:3d}  {typ:16s} {why:12s} {b}")
+    late = sum(k for (_, why, _), k in summ.items() if why.startswith("flagged after"))
+    print(f"  misses flagged after their window: {late} of {len(misses)}")
     if a.list:
         for e, tags, zs, scored in rows:
             pid = e["pipeline_id"]
@@ -228,10 +247,12 @@ def main(argv: list[str] | None = None) -> None:
             noise = f"noise {tr['noise']:.2f}/{tr['dur_noise']:.2f}" if tr else ""
             detail = " ".join(
                 f"{mt[:3]} z={sc[0]:+.1f} x={sc[3]:.4g} exp={math.expm1(sc[1]):.4g} s={sc[2]:.2f} "
-                f"(dev {sc[4]['dev']:.3f} q95 {sc[4]['q95']:.3f} streak {sc[4]['streak']} prev {sc[4]['prev_left']} "
+                f"(dev {sc[4]['dev']:.3f} q95 {sc[4]['q95']:.3f} streak {sc[4]['streak']} "
+                f"prev {sc[4]['prev_left']} "
                 f"slope30 {sc[4]['slope30']:+.2f} ep {sc[4]['episode']})"
                 for mt, sc in zs)
-            print(f"  {pid} {metas[pid]['schedule']:7s} {e['type']:14s} {e['start'][:16]} {e.get('on', ''):9s} "
+            print(f"  {pid} {metas[pid]['schedule']:7s} {e['type']:14s} {e['start'][:16]} "
+                  f"{e.get('on', ''):9s} "
                   f"{noise} [{'; '.join(tags)}] {scored} {detail}")
 
 
