@@ -17,8 +17,14 @@ A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry a
 not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
-the same offset, the schedule is re-phased by that offset instead of alarming on forever. A declared
+the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
+within the grace but past 10 % of an interval and far past the usual lag counts as off-slot too (a
+small move learned as start lag would leave little grace above it). Nothing tells a move later than
+the grace from a late run at the first deadline: that one is LATE; after it, the next slot's run is
+owed that much later, so a move costs one LATE, not one a slot until the re-phase. A declared
 "every N seconds" takes its phase from its first run.
+A pipeline that names a holiday calendar and skipped its recent holiday slots is not late on the next
+one (the first skipped holiday is reported: a pipeline may run on holidays); one that ran on them is.
 Without a declared schedule one is learned (engine.schedule.ScheduleLearner): nothing is raised
 until it is. It is re-learned weekly (and at least 32 starts apart), and at once after a move, when
 off-slot starts show no consistent move, or when the weekday mask changes.
