@@ -35,7 +35,8 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   first day, and three month-end kinds (its last day when a business day, the last business day
   when the month ends on a weekend or holiday, and that last day), so peaks on the last business
   day and on the last calendar day are both learned. Until a month-end kind has been seen for a
-  day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page.
+  day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page, and
+  it is learned as far as that (not clipped at the band edge), so the second is not one either.
 - Public holidays (when the pipeline names a calendar) are their own case: the expectation is a
   drop to HOLIDAY_PRIOR (0.3x) before any holiday is seen, then the learned holiday offset; a run
   is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
