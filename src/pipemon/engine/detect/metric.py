@@ -445,9 +445,10 @@ class MetricBaseline:
         is on the error, not the offset: a peak several bands high is reached in a few months."""
         if clip:
             lim = ALARM_SCORE * s
+            hi = lim
             if mb != MONTH_START and lim < MONTH_END_SLACK and self._month_end_unseen():
-                lim = MONTH_END_SLACK  # a first month-end peak is judged normal up to the slack: learn it so
-            r = max(-lim, min(lim, r))
+                hi = MONTH_END_SLACK  # a first month-end peak is judged normal up to the slack: learn it so
+            r = max(-lim, min(hi, r))
         full = r + self._month_offset(mb, s)  # as `expect` decided
         k = self.mon_n[mb] = self.mon_n[mb] + 1
         rpd = DAY / self.gap if self.gap else 1.0  # the memory is in days: all of an hourly job's day counts
