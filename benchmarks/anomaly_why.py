@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
             f = c[0]
             m = metas[f.pipeline_id]
             when = dt.datetime.fromtimestamp(f.time, dt.UTC)
-            print(f"  {f.pipeline_id} {m['schedule']:7s} {when:%a %m-%d %H:%M} {f.kind.value:12s} {f.score:5.1f} "
-                  f"x{len(c)} [{'; '.join(context(f.pipeline_id, f.time))}] "
+            print(f"  {f.pipeline_id} {m['schedule']:7s} {when:%a %m-%d %H:%M} {f.kind.value:12s} "
+                  f"{f.score:5.1f} x{len(c)} [{'; '.join(context(f.pipeline_id, f.time))}] "
                   f"{f.explanation[:110]}")
 
     # the learned scale against the noise drawn: s / (TAIL x the noise's true mean absolute deviation)
