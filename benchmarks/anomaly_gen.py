@@ -217,8 +217,9 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
                 else:
                     sched_shift += f
                 end_i = min(n - 1, i + adapt)
+                # (the window opens at the shifted run's start: the slot plus any earlier schedule move)
                 events.append({"event_id": f"{pid}-s{i}", "pipeline_id": pid, "kind": "ignore",
-                               "type": f"level_shift_{what}", "start_unix": slot + (sched_shift if what == "schedule" else 0),
+                               "type": f"level_shift_{what}", "start_unix": slot + sched_shift,
                                "end_unix": slots[end_i] + sched_shift + iv * 0.5, "run_ids": [], "factor": f})
         t = slot - t0
         # drift: a moved job's data follows the hour and day it now runs at (the older presets keep the slot's)
