@@ -48,6 +48,7 @@ class Consumer:
         self.refused = 0                  # messages whose token may not write their pipelines
         self._tasks: list[asyncio.Task] = []
         self._subs: list = []
+        self._term = 0  # bumped by stop(): a task of an older term ends at its next turn
 
     @property
     def running(self) -> bool:
@@ -65,12 +66,16 @@ class Consumer:
                                  ack_wait=ACK_WAIT_S, max_ack_pending=FETCH * 4, max_deliver=-1)
             self._subs.append(await js.pull_subscribe(self.names.subject(n), durable=self.names.consumer(n),
                                                       stream=self.names.stream, config=cfg))
-        self._tasks = [asyncio.create_task(self._partition(n, sub)) for n, sub in enumerate(self._subs)]
+        self._tasks = [asyncio.create_task(self._partition(n, sub, self._term))
+                       for n, sub in enumerate(self._subs)]
 
     async def stop(self, timeout: float = STOP_WAIT_S) -> None:
-        """Cancel the partition tasks and wait at most `timeout` for them. Not asyncio.wait_for: on Python
-        3.11 it waits, past its timeout, for a task that swallowed its cancellation (a message arriving as
-        the cancel lands), which once kept a step-down, and so the next takeover, waiting forever."""
+        """Cancel the partition tasks and wait at most `timeout` for them. A task in nats-py's fetch can
+        swallow its cancellation (Python 3.11's wait_for, when a message lands with the cancel: a third of
+        the time on a busy stream), even twice; the old `wait_for(stop(), 5)` then waited past its
+        timeout, forever, and the node never stepped down nor led again (issue 12). Here the wait is
+        bounded, and such a task sees its term ended at its next turn."""
+        self._term += 1
         tasks, self._tasks = self._tasks, []
         subs, self._subs = self._subs, []
         for t in tasks:
@@ -88,8 +93,8 @@ class Consumer:
             except Exception as e:  # noqa: BLE001 - NATS away: the connection's end drops them
                 log.debug("unsubscribing a consumer failed: %s", e)
 
-    async def _partition(self, n: int, sub) -> None:
-        while True:
+    async def _partition(self, n: int, sub, term: int) -> None:
+        while term == self._term:
             try:
                 msgs = await self._pull(sub)
             except asyncio.CancelledError:
@@ -98,8 +103,8 @@ class Consumer:
                 log.debug("partition %d: fetch failed: %s", n, e)
                 await asyncio.sleep(0.5)
                 continue
-            if not msgs:
-                continue
+            if not msgs or term != self._term:
+                continue  # (stopped: unacked, they come back to the next leader)
             try:
                 await self._apply(n, msgs)
             except asyncio.CancelledError:
