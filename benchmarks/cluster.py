@@ -319,9 +319,9 @@ route:
                "hops_ms": hops}
         print(f"  FAIL → webhook: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms ({len(lat)} samples, "
               f"{missed} missed)", flush=True)
-        for hop, v in hops.items():
-            print(f"    {hop:<44} p50 {v['p50_ms']:>7} ms   p99 {v['p99_ms']:>7} ms   ({v['n']} traced)",
-                  flush=True)
+        for hop, v in hops.items():  # (nothing traced: the nodes run a pipemon without the trace lines)
+            print(f"    {hop:<46} p50 {v['p50_ms'] or '-':>7} ms   p99 {v['p99_ms'] or '-':>7} ms   "
+                  f"({v['n']} traced)", flush=True)
         return out
     return asyncio.run(run())
 
