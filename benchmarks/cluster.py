@@ -66,7 +66,7 @@ TRACED = "import logging, sys; logging.getLogger('pipemon.trace').setLevel(loggi
 class Node:
     def __init__(self, role: str, db: str, bus: str, prefix: str, work: Path, config: Path | None = None,
                  traced: bool = False):
-        self.port = free_port()
+        self.port, self.role = free_port(), role
         self.url = f"http://127.0.0.1:{self.port}"
         run = ["-c", TRACED] if traced else ["-m", "pipemon"]
         cmd = [sys.executable, *run, "serve", "--role", role, "--db", db, "--bus", bus,
@@ -288,6 +288,7 @@ route:
             await asyncio.to_thread(nodes[0].wait_ready, "worker")
             await asyncio.to_thread(nodes[1].wait_ready, "dispatcher")
             await asyncio.to_thread(nodes[2].wait_ready)
+            cpu0 = [cpu_s(x.proc.pid) for x in nodes]
             async with aiohttp.ClientSession() as s:
                 for i in range(20 if a.quick else a.samples):
                     name = f"lat_{uuid.uuid4().hex[:8]}"
@@ -307,6 +308,8 @@ route:
                     else:
                         missed += 1
                     await asyncio.sleep(0.05)
+            cpu = {x.role: round((cpu_s(x.proc.pid) - c) / max(1, len(samples) + missed) * 1000, 1)
+                   for x, c in zip(nodes, cpu0)}
         finally:
             for x in nodes:
                 await asyncio.to_thread(x.stop)
@@ -316,9 +319,11 @@ route:
         hops = hop_times(samples, nodes[0].log_path, nodes[1].log_path)
         lat = sorted((x["arrived"] - x["sent"]) * 1000 for x in samples)
         out = {"samples": len(lat), "missed": missed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
-               "hops_ms": hops}
+               "hops_ms": hops, "cpu_ms_per_sample": cpu}
         print(f"  FAIL → webhook: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms ({len(lat)} samples, "
               f"{missed} missed)", flush=True)
+        print("    CPU per sample (utime+stime, the nodes' idle work included): "
+              + ", ".join(f"{r} {ms} ms" for r, ms in cpu.items()), flush=True)
         for hop, v in hops.items():  # (nothing traced: the nodes run a pipemon without the trace lines)
             print(f"    {hop:<46} p50 {v['p50_ms'] or '-':>7} ms   p99 {v['p99_ms'] or '-':>7} ms   "
                   f"({v['n']} traced)", flush=True)
