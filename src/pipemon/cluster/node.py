@@ -78,19 +78,19 @@ class Node:
         self.names = Names(prefix)
         self.bus = NatsLog(bus_url, self.names, name=application_name(prefix, role, self.node_id))
         self.consumer = Consumer(pm, self.bus, self.names)
-        self.worker_lead = Leadership(pm.engine, f"{prefix}:worker")
-        self.dispatch_lead = Leadership(pm.engine, f"{prefix}:dispatcher")
+        self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
+        self.dispatch_lead = Leadership(pm.db, f"{prefix}:dispatcher")
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        pm.alerting.on_notifications.append(self._wake_dispatcher)
+        pm.alerts.on_notifications.append(self._wake_dispatcher)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.pm.log = self.bus
-        self.pm.worker.not_serving = STANDBY
+        self.pm.writer.not_serving = STANDBY
         await self.bus.start()
         loops = [("lag", self.consumer.watch_lag), ("probe", self._probe)]
         if self.role.works:
@@ -123,9 +123,9 @@ class Node:
                     await self._take_over_worker()
                 elif not await asyncio.to_thread(lead.check):
                     await self._step_down_worker()
-                elif not self.pm.worker.alive():
+                elif not self.pm.writer.alive():
                     log.error("the writer has stopped (%s); stepping down to start it again",
-                              self.pm.worker.health().died or "its thread ended")
+                              self.pm.writer.health().died or "its thread ended")
                     await self._step_down_worker()
             except Exception:  # noqa: BLE001 - logged; the next turn starts from a clean standby
                 log.exception("the worker role failed; stepping down, trying again in %.0f s", TRY_EVERY_S)
@@ -137,9 +137,9 @@ class Node:
             return
         try:
             if not self.writer_running:
-                await asyncio.to_thread(self.pm.worker.start)  # reloads the engine state from the store
+                await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
                 self.writer_running = True
-            self.pm.worker.not_serving = None
+            self.pm.writer.not_serving = None
             if not self.consumer.running:
                 await self.consumer.start()
         except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
@@ -155,10 +155,10 @@ class Node:
         if self.writer_running:
             self.writer_running = False
             try:
-                await asyncio.to_thread(self.pm.worker.stop)
+                await asyncio.to_thread(self.pm.writer.stop)
             except Exception:  # noqa: BLE001
                 log.exception("stopping the writer failed")
-        self.pm.worker.not_serving = STANDBY
+        self.pm.writer.not_serving = STANDBY
         try:
             await asyncio.to_thread(self.worker_lead.release)
         except Exception:  # noqa: BLE001 - release() closes its session in any case
@@ -233,7 +233,7 @@ class Node:
     def _probe_once(self) -> ClusterView:
         view = ClusterView(database=None)
         try:
-            with self.pm.engine.connect() as conn:
+            with self.pm.db.connect() as conn:
                 depth, oldest = conn.execute(sa.text(
                     "SELECT count(*), min(created_at) FROM notifications WHERE status = 'pending'")).one()
                 view.outbox_depth = int(depth)
@@ -261,7 +261,7 @@ class Node:
             failing["database"] = self.view.database
         if self.role.works:
             if self.worker_lead.leading:
-                w = self.pm.worker.health()
+                w = self.pm.writer.health()
                 comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"
                 if not w.alive:
                     failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
