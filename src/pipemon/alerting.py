@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,12 +20,13 @@ from sqlalchemy.engine import Connection
 from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
-from pipemon.engine.dispatch import Dispatch, Outgoing
+from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states, split_state
 from pipemon.engine.evaluator import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
 from pipemon.engine.mute import Muter, Silence
 from pipemon.engine.runs import failed_first, failure_output
+from pipemon.log import PARTITIONS, partition_of
 from pipemon.model import AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
 from pipemon.store import writes
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAUSE_CHECK_S = 30.0
+SILENCE_SYNC_S = 2.0  # several writers: how often each reads the silences the others' nodes made
 RECEIVER_PIPELINE = "pipemon/receiver:{}"
 
 
@@ -55,6 +58,8 @@ class Alerting:
         self._created: list[Notification] = []
         self._last_pause_check = -1e18
         self._saved_version = 0
+        self._saved_parts: dict[int, dict] = {}  # partition -> the dispatch piece last stored for it
+        self._silences_read = time.monotonic()
         evaluation.loaders.append(self.load)
         evaluation.sinks.append(self.sink)
         evaluation.tickers.append(self.tick)
@@ -104,13 +109,16 @@ class Alerting:
         self.by_id = {}
         for aid, body in store.load_open_alerts(conn):
             a = Alert.from_json(body)
+            if not worker.owns(a.pipeline):
+                continue  # another worker's partition: its writer keeps it
             a.id = aid
             self.book.open_alert(a.fingerprint, a)
             self.by_id[aid] = a.fingerprint
-        blob = store.get_blob(conn, "dispatch")
+        blob = self._load_dispatch(conn, worker)
         if blob:
             self.dispatch.load_json(blob)
         self._saved_version = self.dispatch.version
+        self._saved_parts = {}
         self.resolved = {}
         self._created = []
         self._conn: Connection | None = conn
@@ -158,11 +166,26 @@ class Alerting:
 
     def tick(self, conn: Connection, now: float, out: Outcome) -> None:
         self._conn = conn
+        self._sync_silences(conn, now)
         self.book.tick(now)
         if now - self._last_pause_check >= PAUSE_CHECK_S:
             self._last_pause_check = now
             self.refresh_paused(now, out)
         self._process(conn, now)
+
+    def _sync_silences(self, conn: Connection, now: float) -> None:
+        """With several writers a silence is made (or expired) by whichever node took the request: the
+        others read it from the store within SILENCE_SYNC_S, and judge `muted` again at once."""
+        if self.worker is None or self.worker.partitions is None or \
+                time.monotonic() - self._silences_read < SILENCE_SYNC_S:
+            return
+        self._silences_read = time.monotonic()
+        stored = {r.id: _silence(r) for r in store.load_silences(conn, since=now)}
+        if stored.keys() != {k for k, s in self.muter.silences.items() if s.ends_at > now} or \
+                any(self.muter.silences.get(k) != s for k, s in stored.items()):
+            self.muter.silences.clear()
+            self.muter.silences.update(stored)
+            self._last_pause_check = -1e18
 
     def after_commit(self) -> None:
         created, self._created = self._created, []
@@ -225,8 +248,35 @@ class Alerting:
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
         if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
-            store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
+            self._save_dispatch(conn, now)
             self._saved_version = self.dispatch.version
+
+    # Several writers (cluster/partitions.py): each stores the groups and timers of its partitions' alerts
+    # in one blob per partition, so a partition's next owner loads exactly what concerns it.
+    def _load_dispatch(self, conn: Connection, worker: Worker) -> dict | None:
+        if worker.partitions is None:
+            return store.get_blob(conn, "dispatch")
+        pieces = [b for n in sorted(worker.partitions) if (b := store.get_blob(conn, f"dispatch:{n}"))]
+        if not pieces and not any(store.get_blob(conn, f"dispatch:{n}") for n in range(PARTITIONS)):
+            return store.get_blob(conn, "dispatch")  # the first start after one writer owned everything
+        return merge_states(pieces)
+
+    def _save_dispatch(self, conn: Connection, now: float) -> None:
+        state = self.dispatch.to_json()
+        owned = self.worker.partitions if self.worker is not None else None
+        if owned is None:
+            store.put_blob(conn, "dispatch", state, now)
+            return
+
+        def part_of(fp: str) -> int | None:
+            a = self.lookup(fp)
+            return partition_of(a.pipeline) if a is not None else None
+        parts = split_state(state, part_of)
+        for n in sorted(owned):
+            piece = parts.get(n) or {"groups": [], "escalations": [], "placed": {}}
+            if self._saved_parts.get(n) != piece:  # only the partitions whose groups or timers moved
+                store.put_blob(conn, f"dispatch:{n}", piece, now)
+                self._saved_parts[n] = piece
 
     def _place_default(self, a: Alert, now: float) -> None:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
@@ -290,7 +340,11 @@ class Alerting:
     def _operable(self, conn: Connection, alert_id: int, scope: str | None) -> Alert:
         """An open alert the caller may change: another team's answers as a missing one (the store's query
         is scoped by the caller's team)."""
-        store.get_alert(conn, alert_id, scope)
+        row = store.get_alert(conn, alert_id, scope)
+        if self.worker is not None and not self.worker.owns(row.pipeline):
+            from pipemon.errors import Unavailable
+            raise Unavailable(f"alert {alert_id} ({row.pipeline}) is kept by the worker owning partition "
+                              f"{partition_of(row.pipeline)}, not this one: retry, or send it there", 2.0)
         return self._open_by_id(alert_id)
 
     def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float,

@@ -50,6 +50,7 @@ from pipemon.clock import Clock
 from pipemon.config import Settings
 from pipemon.engine import runs as runfold
 from pipemon.errors import PipemonError, Rejected, Unavailable
+from pipemon.log import partition_of
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
 from pipemon.ownership import owner
 from pipemon.store import audit
@@ -243,6 +244,13 @@ class Worker:
         # Cluster (cluster/node.py): why this process's writer does not serve now (a standby or api node);
         # while set and the thread is not running, requests are refused at once instead of queued forever.
         self.not_serving: str | None = None
+        # Cluster with several active workers (cluster/partitions.py): the log partitions this writer owns;
+        # its engine state, clock and alerts cover their pipelines only. None: every pipeline (one writer).
+        self.partitions: frozenset[int] | None = None
+
+    def owns(self, pipeline: str) -> bool:
+        """Whether this writer evaluates the pipeline (its partition is owned; see log.partition_of)."""
+        return self.partitions is None or partition_of(pipeline) in self.partitions
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -759,8 +767,8 @@ class Worker:
         now = self.clock.now()
         for rule in self.settings.pipelines:
             key = rule.match
-            if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
-                continue
+            if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key or not self.owns(key):
+                continue  # (another partition's owner declares it: two inserts would collide)
             ns, _, name = key.rpartition("/")
             team = owner(*self.settings.config_owner(key), None)
             row = {"key": key, "namespace": ns, "name": name, "team": team, "event_team": None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -44,7 +45,9 @@ class Consumer:
     def running(self) -> bool:
         return bool(self._tasks)
 
-    async def start(self) -> None:
+    async def start(self, partitions: Iterable[int] | None = None) -> None:
+        """Pull the given partitions (all by default: the one leading worker; several active workers each
+        pull the partitions they own, cluster/partitions.py)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         self.pm.worker.request_timeout = WRITER_TIMEOUT_S
@@ -52,12 +55,13 @@ class Consumer:
         js = self.bus.js
         assert js is not None
         subs = []
-        for n in range(PARTITIONS):
+        pulled = list(range(PARTITIONS)) if partitions is None else sorted(partitions)
+        for n in pulled:
             cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                  ack_wait=ACK_WAIT_S, max_ack_pending=FETCH * 4, max_deliver=-1)
             subs.append(await js.pull_subscribe(self.names.subject(n), durable=self.names.consumer(n),
                                                 stream=self.names.stream, config=cfg))
-        self._tasks = [asyncio.create_task(self._partition(n, sub)) for n, sub in enumerate(subs)]
+        self._tasks = [asyncio.create_task(self._partition(n, sub)) for n, sub in zip(pulled, subs)]
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from pipemon.cluster import watchdog
+from pipemon.cluster import partitions, watchdog
 from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
-from pipemon.cluster.leader import TRY_EVERY_S, Leadership
+from pipemon.cluster.leader import TRY_EVERY_S, Leadership, PartitionLocks
 from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
 
@@ -69,8 +69,11 @@ class ClusterView:
 
 class Node:
     def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None, *,
-                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0) -> None:
+                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0,
+                 partitioned: bool = True) -> None:
         self.pm, self.role = pm, role
+        # several active workers, each owning a share of the partitions (partitions.py); False: one leads
+        self.partitioned = partitioned
         self.watchdog_receiver, self.watchdog_every = watchdog_receiver, watchdog_every
         self.heartbeats = 0
         self.node_id = node_id or uuid.uuid4().hex[:8]
@@ -79,6 +82,8 @@ class Node:
         self.consumer = Consumer(pm, self.bus, self.names)
         self.worker_lead = Leadership(pm.engine, f"{prefix}:worker")
         self.dispatch_lead = Leadership(pm.engine, f"{prefix}:dispatcher")
+        self.partition_locks = PartitionLocks(pm.engine, f"{prefix}:worker", PARTITIONS)
+        self.reloads: list[float] = []  # seconds each writer restart on a new set of partitions took
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
@@ -93,7 +98,8 @@ class Node:
         await self.bus.start()
         self._tasks = [asyncio.create_task(self.consumer.watch_lag()), asyncio.create_task(self._probe())]
         if self.role.works:
-            self._tasks.append(asyncio.create_task(self._lead_worker()))
+            work = partitions.own_partitions(self) if self.partitioned else self._lead_worker()
+            self._tasks.append(asyncio.create_task(work))
         if self.role.dispatches:
             self._tasks.append(asyncio.create_task(self._lead_dispatcher()))
             if self.watchdog_receiver:
@@ -104,6 +110,8 @@ class Node:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.partitioned and self.role.works:
+            await partitions.stop(self)
         await self._step_down_worker()
         await self._step_down_dispatcher()
         await self.bus.close()
@@ -141,6 +149,16 @@ class Node:
             await asyncio.to_thread(self.pm.worker.stop)
         self.pm.worker.not_serving = STANDBY
         await asyncio.to_thread(self.worker_lead.release)
+
+    async def stop_consuming(self) -> None:
+        try:  # unacked messages come back to the partitions' next owner
+            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
+        except asyncio.TimeoutError:
+            log.warning("the consumers did not stop within %.0f s; going on", STEP_DOWN_S)
+
+    def leads_work(self) -> bool:
+        """Whether this node's writer runs now (it leads, or owns partitions)."""
+        return bool(self.partition_locks.owned) if self.partitioned else self.worker_lead.leading
 
     def _wake_dispatcher(self, notifications) -> None:
         """After a commit that wrote notifications (on the writer thread): tell the dispatchers."""
@@ -233,7 +251,18 @@ class Node:
         comp["database"] = self.view.database or "reachable"
         if self.view.database and self.role is not Role.API:
             failing["database"] = self.view.database
-        if self.role.works:
+        if self.role.works and self.partitioned:
+            owned = self.partition_locks.owned
+            if owned:
+                w = self.pm.worker.health()
+                comp["worker"] = f"leading: consuming partitions {partitions._ranges(owned)} " \
+                                 f"({len(owned)} of {PARTITIONS})"
+                if not w.alive and self.writer_running:
+                    failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
+            else:
+                comp["worker"] = "standby: other workers own every partition" \
+                    if not self.partition_locks.problem else f"standby: {self.partition_locks.problem}"
+        elif self.role.works:
             if self.worker_lead.leading:
                 w = self.pm.worker.health()
                 comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"
