@@ -23,6 +23,8 @@ from pipemon import calendars
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
 from pipemon.engine.evaluator import Evaluator, Outcome, spec_inputs
+from pipemon.errors import Unavailable
+from pipemon.log import partition_of
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
 from pipemon.store import state as st
@@ -194,6 +196,9 @@ class Evaluation:
             fn()
 
     def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> None:
+        if not self._owns(pipeline):  # several writers: its detectors live in its partition's owner
+            raise Unavailable(f"{pipeline} is kept by the worker owning partition {partition_of(pipeline)}, "
+                              "not this one: retry, or send it there", 2.0)
         out = Outcome()
         self.engine.feedback(pipeline, metric, verdict, now, out)
         self._dirty.add(pipeline)

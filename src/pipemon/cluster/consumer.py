@@ -40,6 +40,7 @@ class Consumer:
         self.consumed = 0                 # messages acked by this node
         self.refused = 0                  # messages whose token may not write their pipelines
         self._tasks: list[asyncio.Task] = []
+        self._subs: list = []  # the pull subscriptions, dropped at stop (a worker restarts on new partitions)
 
     @property
     def running(self) -> bool:
@@ -62,12 +63,16 @@ class Consumer:
             subs.append(await js.pull_subscribe(self.names.subject(n), durable=self.names.consumer(n),
                                                 stream=self.names.stream, config=cfg))
         self._tasks = [asyncio.create_task(self._partition(n, sub)) for n, sub in zip(pulled, subs)]
+        self._subs = subs
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await _quietly(sub.unsubscribe())
 
     async def _partition(self, n: int, sub) -> None:
         import nats.errors
