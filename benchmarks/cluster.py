@@ -294,7 +294,7 @@ def phase_takeover(a, work: Path) -> list[dict]:
             time.sleep(6)  # one checkpoint (every 5 s) after the last event
             second = Node("worker", schema.url, a.bus, prefix, work)
             nodes.append(second)
-            t0 = time.monotonic()
+            t0 = time.monotonic()  # from the 2nd's process start (its start-up included)
             wait_split(nodes)
             settle = time.monotonic() - t0
             joined = {"first": restarts(first)[-1], "second": restarts(second)[-1]}
@@ -310,7 +310,7 @@ def phase_takeover(a, work: Path) -> list[dict]:
                          "second_joined_settled_s": round(settle, 1), "restart_on_half_s": joined,
                          "takeover_s": round(takeover, 1), "survivor_reload_s": reload_s,
                          "survivor_cpu_s": round(cpu, 1)})
-            print(f"  {pipelines:,} pipelines: a 2nd worker joined, shares settled in {settle:.1f} s "
+            print(f"  {pipelines:,} pipelines: a 2nd worker started, shares settled {settle:.1f} s later "
                   f"(writer restarts on 8 partitions: {joined['first']} s and {joined['second']} s); after "
                   f"its SIGKILL the survivor owned all 16 in {takeover:.1f} s, its writer reloaded in "
                   f"{reload_s} s ({cpu:.1f} s CPU); load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -253,12 +253,15 @@ class Node:
             failing["database"] = self.view.database
         if self.role.works and self.partitioned:
             owned = self.partition_locks.owned
-            if owned:
+            running = self.pm.worker.partitions if self.writer_running else None
+            if owned and running is not None:
                 w = self.pm.worker.health()
-                comp["worker"] = f"leading: consuming partitions {partitions._ranges(owned)} " \
-                                 f"({len(owned)} of {PARTITIONS})"
-                if not w.alive and self.writer_running:
+                comp["worker"] = f"leading: consuming partitions {partitions._ranges(running)} " \
+                                 f"({len(running)} of {PARTITIONS})"
+                if not w.alive:
                     failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
+            elif owned:
+                comp["worker"] = f"starting: loading the state of partitions {partitions._ranges(owned)}"
             else:
                 comp["worker"] = "standby: other workers own every partition" \
                     if not self.partition_locks.problem else f"standby: {self.partition_locks.problem}"
