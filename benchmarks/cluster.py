@@ -297,13 +297,18 @@ def phase_takeover(a, work: Path) -> list[dict]:
             t0 = time.monotonic()  # from the 2nd's process start (its start-up included)
             wait_split(nodes)
             settle = time.monotonic() - t0
+            while len(restarts(second)) < 1 or len(restarts(first)) < 2:
+                time.sleep(0.05)
             joined = {"first": restarts(first)[-1], "second": restarts(second)[-1]}
             c0 = cpu_s(first.proc.pid)
+            before = len(restarts(first))
             second.proc.kill()
             t1 = time.monotonic()
             while owned(first) != set(range(16)) and time.monotonic() - t1 < 300:
                 time.sleep(0.05)
             takeover = time.monotonic() - t1
+            while len(restarts(first)) == before and time.monotonic() - t1 < 300:
+                time.sleep(0.05)  # /readyz says "leading" a moment before the restart's log line
             reload_s = restarts(first)[-1]
             cpu = cpu_s(first.proc.pid) - c0
             rows.append({"pipelines": schema.count("SELECT count(*) FROM pipelines"), "events": n,
