@@ -297,7 +297,7 @@ def phase_takeover(a, work: Path) -> list[dict]:
             t0 = time.monotonic()  # from the 2nd's process start (its start-up included)
             wait_split(nodes)
             settle = time.monotonic() - t0
-            while len(restarts(second)) < 1 or len(restarts(first)) < 2:
+            while (len(restarts(second)) < 1 or len(restarts(first)) < 2) and time.monotonic() - t0 < 300:
                 time.sleep(0.05)
             joined = {"first": restarts(first)[-1], "second": restarts(second)[-1]}
             c0 = cpu_s(first.proc.pid)
