@@ -36,7 +36,7 @@ def test_last_event_time_is_current_after_a_tick_with_no_later_traffic(client, p
     event."""
     assert client.post(EVENTS, json=ev("etl/fresh", "r1", "START", T0)).status_code == 200
     assert client.post(EVENTS, json=ev("etl/fresh", "r1", "COMPLETE", T0 + 600)).status_code == 200
-    pm.worker.tick()
+    pm.writer.tick()
     p = client.get("/api/v1/pipelines/etl%2Ffresh").json()
     assert p["last_event_at"] == "2026-09-21T14:23:20Z"   # T0 + 600
     assert p["last_run"]["status"] == "succeeded"
@@ -51,7 +51,7 @@ def test_the_run_cache_stays_within_its_bytes_and_an_evicted_run_still_folds(db_
     settings = loads("cache:\n  runs: 20KiB\n")
     p = build(db_url, settings, clock=clock)
     try:
-        w = p.worker
+        w = p.writer
         w.ingest([])  # loads
         starts = [ev(f"etl/p{i % 30}", f"run-{i}", "START", T0 + i) for i in range(300)]
         w.ingest(native.parse(msgspec.json.encode(starts), T0 + 300))
@@ -59,7 +59,7 @@ def test_the_run_cache_stays_within_its_bytes_and_an_evicted_run_still_folds(db_
         assert len(w._runs) < 300
         assert (w.pipelines["etl/p0"].id, "run-0") not in w._runs
         w.ingest(native.parse(msgspec.json.encode([ev("etl/p0", "run-0", "COMPLETE", T0 + 400)]), T0 + 400))
-        with p.engine.connect() as conn:
+        with p.db.connect() as conn:
             run, _ = reads.find_run(conn, "run-0", "etl/p0")
         assert run.status.value == "succeeded" and run.duration == 400
         assert w._runs_bytes <= 20 * 1024

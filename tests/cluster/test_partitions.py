@@ -1,4 +1,5 @@
-"""Several active workers, for real: `pipemon serve --role worker` processes on the shared PostgreSQL and NATS.
+"""Several active workers, for real: `pipemon serve --role worker` processes on the shared PostgreSQL and
+NATS.
 
 - 2 workers split the 16 partitions 8/8 and both commit events; one is SIGKILLed mid-load: the other owns
   all 16 within seconds, and every acknowledged event is stored exactly once.
@@ -77,8 +78,8 @@ def test_two_workers_share_the_partitions_and_one_takes_all_when_the_other_dies(
         poster.thread.join(300)
         assert not poster.thread.is_alive()
         assert poster.acked == len(events)
-        wait_until(lambda: count(db, "SELECT count(*) FROM events") >= len(events), "the survivor to catch up",
-                   240, every=1)
+        wait_until(lambda: count(db, "SELECT count(*) FROM events") >= len(events),
+                   "the survivor to catch up", 240, every=1)
         assert count(db, "SELECT count(*) FROM events") == len(events)
         assert count(db, "SELECT count(DISTINCT key) FROM events") == len(events)
         # every partition's checkpoint is the survivor's now, and no partition is owned twice

@@ -83,7 +83,7 @@ async def own_partitions(node) -> None:
         await asyncio.sleep(TRY_EVERY_S)
         if node.bus.js is None:
             continue
-        running = node.pm.worker.partitions if node.writer_running else None
+        running = node.pm.writer.partitions if node.writer_running else None
         if locks.owned and not await asyncio.to_thread(locks.check):
             await _stop_writer(node)  # the session and its locks are gone: another worker may own them now
             continue
@@ -107,12 +107,12 @@ async def _restart(node, move: Move) -> None:
     owned = frozenset(locks.owned)
     if not owned:
         return
-    worker = node.pm.worker
+    writer = node.pm.writer
     try:
-        worker.partitions = owned
-        await asyncio.to_thread(worker.start)  # reloads the owned pipelines' engine state from the store
+        writer.partitions = owned
+        await asyncio.to_thread(writer.start)  # reloads the owned pipelines' engine state from the store
         node.writer_running = True
-        worker.not_serving = None
+        writer.not_serving = None
         await node.consumer.start(owned)
     except Exception as e:  # noqa: BLE001 - database or NATS away: give every partition back, retry later
         log.warning("could not start the writer on partitions %s: %s: %s", sorted(owned), type(e).__name__, e)
@@ -130,8 +130,8 @@ async def _stop_writer(node) -> None:
     await node.stop_consuming()
     if node.writer_running:
         node.writer_running = False
-        await asyncio.to_thread(node.pm.worker.stop)  # checkpoints: the next owner reloads from there
-    node.pm.worker.not_serving = STANDBY
+        await asyncio.to_thread(node.pm.writer.stop)  # checkpoints: the next owner reloads from there
+    node.pm.writer.not_serving = STANDBY
 
 
 async def stop(node) -> None:

@@ -1,5 +1,6 @@
-"""Runs the alerting engine (alerts, suppression, routing, grouping, escalation) inside the writer's
-transaction, and stores what it decided: alerts, and notifications in the outbox.
+"""The alerts stage: runs the alerting engine (alerts, suppression, routing, grouping, escalation) inside
+the writer's transaction on the signals of the health stage, and stores what it decided: alerts, and
+notifications in the outbox.
 
 The outbox row is written in the same transaction as the event that caused it, so a notification is
 neither lost (the event is acknowledged only after commit) nor invented (a rolled-back event leaves
@@ -21,19 +22,19 @@ from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
 from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states, split_state
-from pipemon.engine.evaluator import Outcome
+from pipemon.engine.judge import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
 from pipemon.engine.mute import Muter, Silence
 from pipemon.engine.runs import failed_first, failure_output
 from pipemon.log import PARTITIONS, partition_of
-from pipemon.model import AlertState, Event, Notification, Severity
+from pipemon.model import AlertKind, AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
 from pipemon.store import writes
 
 if TYPE_CHECKING:
-    from pipemon.evaluation import Evaluation
-    from pipemon.worker import Worker
+    from pipemon.writer.health import HealthStage
+    from pipemon.writer.writer import Writer
 
 log = logging.getLogger(__name__)
 PAUSE_CHECK_S = 30.0
@@ -41,14 +42,14 @@ SILENCE_SYNC_S = 2.0  # several writers: how often each reads the silences the o
 RECEIVER_PIPELINE = "pipemon/receiver:{}"
 
 
-class Alerting:
-    def __init__(self, settings: Settings, evaluation: Evaluation) -> None:
+class AlertStage:
+    def __init__(self, settings: Settings, health: HealthStage) -> None:
         self.settings = settings
-        self.evaluation = evaluation
-        self.worker: Worker | None = None
+        self.health = health
+        self.writer: Writer | None = None
         self.lineage = Lineage()
         self.muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
-        self.book = AlertBook(settings, evaluation.engine, self.lineage, self.info)
+        self.book = AlertBook(settings, health.judge, self.lineage, self.info)
         self.dispatch = Dispatch(settings, self.muter)
         self.dispatch.cadence = self._cadence
         self.resolved: dict[str, Alert] = {}       # resolved, still to be announced by a group flush
@@ -60,15 +61,10 @@ class Alerting:
         self._saved_version = 0
         self._saved_parts: dict[int, dict] = {}  # partition -> the dispatch piece last stored for it
         self._silences_read = time.monotonic()
-        evaluation.loaders.append(self.load)
-        evaluation.sinks.append(self.sink)
-        evaluation.tickers.append(self.tick)
-        evaluation.event_hooks.append(self.on_events)
-        evaluation.committed.append(self.after_commit)
 
     # --- context -----------------------------------------------------------------------------------------
     def info(self, pipeline: str) -> PipelineInfo:
-        rec = self.worker.pipelines.get(pipeline) if self.worker else None
+        rec = self.writer.pipelines.get(pipeline) if self.writer else None
         rule = self.settings.rule_for(pipeline)
         ns = rec.namespace if rec else pipeline.rpartition("/")[0]
         team = (rec.team if rec and rec.team else None) or (rule.team if rule and rule.team else None)
@@ -88,33 +84,33 @@ class Alerting:
         return self.book.open.get(fp) or self.resolved.get(fp)
 
     # --- start-up ------------------------------------------------------------------------------------------
-    def load(self, conn: Connection, worker: Worker, now: float) -> None:
-        self.worker = worker
+    def load(self, conn: Connection, writer: Writer, now: float) -> None:
+        self.writer = writer
         self.lineage = Lineage()
-        by_id = {rec.id: key for key, rec in worker.pipelines.items()}
-        for pid, ds, role in worker.lineage_edges():
+        by_id = {rec.id: key for key, rec in writer.pipelines.items()}
+        for pid, ds, role in writer.lineage_edges():
             if pid in by_id:
                 self.lineage.add(by_id[pid], ds, role)
-        for key in worker.pipelines:
+        for key in writer.pipelines:
             rule = self.settings.rule_for(key)
             if rule and rule.depends_on:
                 self.lineage.declare(key, rule.depends_on)
         self.muter = Muter(self.settings.maintenance_windows, self.settings.inhibit_rules)
         for r in store.load_silences(conn, since=now):
             self.muter.silences[r.id] = _silence(r)
-        self.book = AlertBook(self.settings, self.evaluation.engine, self.lineage, self.info)
+        self.book = AlertBook(self.settings, self.health.judge, self.lineage, self.info)
         self.book.enrich = self._enrich
         self.dispatch = Dispatch(self.settings, self.muter)
         self.dispatch.cadence = self._cadence
         self.by_id = {}
         for aid, body in store.load_open_alerts(conn):
             a = Alert.from_json(body)
-            if not worker.owns(a.pipeline):
+            if not writer.owns(a.pipeline):
                 continue  # another worker's partition: its writer keeps it
             a.id = aid
             self.book.open_alert(a.fingerprint, a)
             self.by_id[aid] = a.fingerprint
-        blob = self._load_dispatch(conn, worker)
+        blob = self._load_dispatch(conn, writer)
         if blob:
             self.dispatch.load_json(blob)
         self._saved_version = self.dispatch.version
@@ -131,7 +127,7 @@ class Alerting:
         self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
         declared = self.lineage.declared()
         self.lineage.undeclare()
-        for key in set(self.worker.pipelines if self.worker else ()) | set(declared):
+        for key in set(self.writer.pipelines if self.writer else ()) | set(declared):
             rule = settings.rule_for(key)
             if rule and rule.depends_on:
                 self.lineage.declare(key, rule.depends_on)
@@ -144,7 +140,7 @@ class Alerting:
         self._last_pause_check = -1e18  # the next tick (within a second) judges `paused` by the new windows
         self._process(conn, now)        # and stores the dispatch state
 
-    # --- the writer's hooks ---------------------------------------------------------------------------------
+    # --- the writer's stage (stages.py calls these in order) ------------------------------------------------
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             if not (ev.inputs or ev.outputs):
@@ -156,7 +152,8 @@ class Alerting:
             for ds in ev.outputs:
                 self.lineage.add(key, ds, "out")
 
-    def sink(self, conn: Connection, out: Outcome, now: float) -> None:
+    def on_outcome(self, conn: Connection, out: Outcome, now: float) -> None:
+        """The signals the health stage raised: alerts open, change and resolve."""
         if not out.signals:
             return
         self._conn = conn
@@ -164,7 +161,8 @@ class Alerting:
             self.book.on_signal(sig, now)
         self._process(conn, now)
 
-    def tick(self, conn: Connection, now: float, out: Outcome) -> None:
+    def on_clock(self, conn: Connection, now: float, out: Outcome) -> None:
+        """Alert timers and escalations; every PAUSE_CHECK_S, which pipelines are muted (into `out`)."""
         self._conn = conn
         self._sync_silences(conn, now)
         self.book.tick(now)
@@ -176,7 +174,7 @@ class Alerting:
     def _sync_silences(self, conn: Connection, now: float) -> None:
         """With several writers a silence is made (or expired) by whichever node took the request: the
         others read it from the store within SILENCE_SYNC_S, and judge `muted` again at once."""
-        if self.worker is None or self.worker.partitions is None or \
+        if self.writer is None or self.writer.partitions is None or \
                 time.monotonic() - self._silences_read < SILENCE_SYNC_S:
             return
         self._silences_read = time.monotonic()
@@ -195,7 +193,7 @@ class Alerting:
 
     def refresh_paused(self, now: float, out: Outcome) -> None:
         """A pipeline that a silence or an active maintenance window covers is `muted` (its state stays)."""
-        engine = self.evaluation.engine
+        engine = self.health.judge
         if not self.muter.silences and not self.muter.windows:
             for key, h in engine.health.items():
                 if h.muted:
@@ -232,7 +230,7 @@ class Alerting:
             if ch.what == "acknowledged":
                 outgoing += self.dispatch.on_acknowledged(a, now)
             if a.open:
-                if a.kind == "receiver_failing":
+                if a.kind == AlertKind.RECEIVER_FAILING:
                     self._place_default(a, now)
                 else:
                     self.dispatch.place(a, now)
@@ -253,17 +251,17 @@ class Alerting:
 
     # Several writers (cluster/partitions.py): each stores the groups and timers of its partitions' alerts
     # in one blob per partition, so a partition's next owner loads exactly what concerns it.
-    def _load_dispatch(self, conn: Connection, worker: Worker) -> dict | None:
-        if worker.partitions is None:
+    def _load_dispatch(self, conn: Connection, writer: Writer) -> dict | None:
+        if writer.partitions is None:
             return store.get_blob(conn, "dispatch")
-        pieces = [b for n in sorted(worker.partitions) if (b := store.get_blob(conn, f"dispatch:{n}"))]
+        pieces = [b for n in sorted(writer.partitions) if (b := store.get_blob(conn, f"dispatch:{n}"))]
         if not pieces and not any(store.get_blob(conn, f"dispatch:{n}") for n in range(PARTITIONS)):
             return store.get_blob(conn, "dispatch")  # the first start after one writer owned everything
         return merge_states(pieces)
 
     def _save_dispatch(self, conn: Connection, now: float) -> None:
         state = self.dispatch.to_json()
-        owned = self.worker.partitions if self.worker is not None else None
+        owned = self.writer.partitions if self.writer is not None else None
         if owned is None:
             store.put_blob(conn, "dispatch", state, now)
             return
@@ -302,16 +300,16 @@ class Alerting:
 
     def _cadence(self, pipeline: str) -> float | None:
         """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
-        sched = self.evaluation.engine.detect.schedule(pipeline)
+        sched = self.health.judge.detect.schedule(pipeline)
         return sched.interval_s if sched is not None else None
 
     def _enrich(self, a: Alert) -> None:
         """A failure names its failing task and root error (the roll-up of the run's task runs, by the rule
         of engine.runs.failed_first), and carries what the failing task or run printed last: dbt's
         multi-line error, the end of a stack trace, a command's output (already bounded and redacted)."""
-        if a.kind != "failure" or a.run_id is None or self.worker is None or self._conn is None:
+        if a.kind != AlertKind.FAILURE or a.run_id is None or self.writer is None or self._conn is None:
             return
-        rec = self.worker.pipelines.get(a.pipeline)
+        rec = self.writer.pipelines.get(a.pipeline)
         if rec is None:
             return
         tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
@@ -323,7 +321,7 @@ class Alerting:
             a.output = failure_output(first)
             return
         if a.error is None:
-            h = self.evaluation.engine.health.get(a.pipeline)
+            h = self.health.judge.health.get(a.pipeline)
             a.error = h.last_error if h else None
         row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
         if row is not None:
@@ -341,7 +339,7 @@ class Alerting:
         """An open alert the caller may change: another team's answers as a missing one (the store's query
         is scoped by the caller's team)."""
         row = store.get_alert(conn, alert_id, scope)
-        if self.worker is not None and not self.worker.owns(row.pipeline):
+        if self.writer is not None and not self.writer.owns(row.pipeline):
             from pipemon.errors import Unavailable
             raise Unavailable(f"alert {alert_id} ({row.pipeline}) is kept by the worker owning partition "
                               f"{partition_of(row.pipeline)}, not this one: retry, or send it there", 2.0)
@@ -381,16 +379,17 @@ class Alerting:
     def _refresh(self, conn: Connection, now: float) -> None:
         out = Outcome()
         self.refresh_paused(now, out)
-        self.evaluation.write(conn, out, now)
+        self.health.write(conn, out, now)
+        self.on_outcome(conn, out, now)
 
     def receiver_status(self, conn: Connection, receiver: str, failing: bool, error: str, now: float) -> None:
         """The deliverer reports a receiver that keeps failing, or that works again."""
         self._conn = conn
         pipeline = RECEIVER_PIPELINE.format(receiver)
-        fp = fingerprint(pipeline, "receiver_failing")
+        fp = fingerprint(pipeline, AlertKind.RECEIVER_FAILING)
         a = self.book.open.get(fp)
         if failing and a is None:
-            a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind="receiver_failing",
+            a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind=AlertKind.RECEIVER_FAILING,
                       labels={"team": "pipemon", "namespace": "pipemon", "pipeline": pipeline,
                               "kind": "receiver_failing", "severity": Severity.ERROR.value,
                               "receiver": receiver},
