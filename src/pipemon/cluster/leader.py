@@ -180,7 +180,8 @@ class PartitionLocks:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            try:  # invalidated, not returned to the pool: the session ends, and any lock it held with it
+                conn.invalidate()
                 conn.close()
             except Exception:  # noqa: BLE001 - a dead connection may fail to close
                 pass
