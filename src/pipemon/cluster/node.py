@@ -1,14 +1,16 @@
 """One pipemon process in a cluster: its role, and the background tasks that role runs.
 
-    role        ingest (POST)            runs while leading its lock          needs
+    role        ingest (POST)            runs while it holds its lock(s)      needs
     api         appends to the log       -                                    NATS (PostgreSQL for reads)
-    worker      appends to the log       the writer + the log's consumers     NATS, PostgreSQL
-    dispatcher  appends to the log       the Deliverer                        PostgreSQL (NATS for wake-ups)
+    worker      appends to the log       the writer + the log's consumers,    NATS, PostgreSQL
+                                         for the partitions it owns (partitions.py; every worker active)
+    dispatcher  appends to the log       the Deliverer (one leads)            PostgreSQL (NATS for wake-ups)
     all         appends to the log       both                                 NATS, PostgreSQL
 
 Every role serves the HTTP API (reads, /readyz, /metrics); ingest on any node goes to the log. Operator
-actions (acknowledge, silence, feedback) change the engine's state, so only the leading worker takes them;
-another node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
+actions change the engine's state, so a worker node takes them: silences on any worker (the others read
+them from the store), acknowledge/resolve/feedback on the worker owning the pipeline's partition; another
+node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
 module: app.build() wires the in-process writer as the log.
 """
 from __future__ import annotations
