@@ -61,6 +61,7 @@ def test_two_api_two_workers_one_dispatcher_survive_kills(owned_db, prefix, tmp_
     events = fleet_events(50_000)
     assert len(events) == 50_000
     cluster = Cluster(db, tmp_path, prefix, str(cfg))
+    cluster.worker_mode = "partitioned"  # both workers active; the kill hands one's partitions over
     try:
         workers = [cluster.start("worker"), cluster.start("worker")]
         dispatcher = cluster.start("dispatcher")

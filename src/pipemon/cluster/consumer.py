@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -47,27 +48,30 @@ class Consumer:
         self.consumed = 0                 # messages acked by this node
         self.refused = 0                  # messages whose token may not write their pipelines
         self._tasks: list[asyncio.Task] = []
-        self._subs: list = []
+        self._subs: list = []  # the pull subscriptions, dropped at stop (a worker restarts on new partitions)
         self._term = 0  # bumped by stop(): a task of an older term ends at its next turn
 
     @property
     def running(self) -> bool:
         return bool(self._tasks)
 
-    async def start(self) -> None:
+    async def start(self, partitions: Iterable[int] | None = None) -> None:
+        """Pull the given partitions (all by default: the one leading worker; several active workers each
+        pull the partitions they own, cluster/partitions.py)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         self.pm.writer.request_timeout = WRITER_TIMEOUT_S
 
         js = self.bus.js
         assert js is not None
-        for n in range(PARTITIONS):  # kept as made, so that stop() also ends those of a failed start
+        pulled = list(range(PARTITIONS)) if partitions is None else sorted(partitions)
+        for n in pulled:  # kept as made, so that stop() also ends those of a failed start
             cfg = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                  ack_wait=ACK_WAIT_S, max_ack_pending=FETCH * 4, max_deliver=-1)
             self._subs.append(await js.pull_subscribe(self.names.subject(n), durable=self.names.consumer(n),
                                                       stream=self.names.stream, config=cfg))
         self._tasks = [asyncio.create_task(self._partition(n, sub, self._term))
-                       for n, sub in enumerate(self._subs)]
+                       for n, sub in zip(pulled, self._subs)]
 
     async def stop(self, timeout: float = STOP_WAIT_S) -> None:
         """Cancel the partition tasks and wait at most `timeout` for them. A task in nats-py's fetch can

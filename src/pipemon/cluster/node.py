@@ -1,20 +1,23 @@
 """One pipemon process in a cluster: its role, and the background tasks that role runs.
 
-    role        ingest (POST)            runs while leading its lock          needs
+    role        ingest (POST)            runs while it holds its lock(s)      needs
     api         appends to the log       -                                    NATS (PostgreSQL for reads)
-    worker      appends to the log       the writer + the log's consumers     NATS, PostgreSQL
-    dispatcher  appends to the log       the Deliverer                        PostgreSQL (NATS for wake-ups)
+    worker      appends to the log       the writer + the log's consumers,    NATS, PostgreSQL
+                                         for the partitions it owns (partitions.py; every worker active)
+    dispatcher  appends to the log       the Deliverer (one leads)            PostgreSQL (NATS for wake-ups)
     all         appends to the log       both                                 NATS, PostgreSQL
 
 Every role serves the HTTP API (reads, /readyz, /metrics); ingest on any node goes to the log. Operator
-actions (acknowledge, silence, feedback) change the engine's state, so only the leading worker takes them;
-another node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
+actions change the engine's state, so a worker node takes them: silences on any worker (the others read
+them from the store), acknowledge/resolve/feedback on the worker owning the pipeline's partition; another
+node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
 module: app.build() wires the in-process writer as the log.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -22,10 +25,10 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from pipemon.cluster import watchdog
+from pipemon.cluster import partitions, watchdog
 from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
-from pipemon.cluster.leader import TRY_EVERY_S, Leadership
+from pipemon.cluster.leader import TRY_EVERY_S, Leadership, PartitionLocks
 from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
 
@@ -70,8 +73,11 @@ class ClusterView:
 
 class Node:
     def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None, *,
-                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0) -> None:
+                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0,
+                 partitioned: bool = False) -> None:
         self.pm, self.role = pm, role
+        # several active workers, each owning a share of the partitions (partitions.py); False: one leads
+        self.partitioned = partitioned
         self.watchdog_receiver, self.watchdog_every = watchdog_receiver, watchdog_every
         self.heartbeats = 0
         self.node_id = node_id or uuid.uuid4().hex[:8]
@@ -80,6 +86,8 @@ class Node:
         self.consumer = Consumer(pm, self.bus, self.names)
         self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
         self.dispatch_lead = Leadership(pm.db, f"{prefix}:dispatcher")
+        self.partition_locks = PartitionLocks(pm.db, f"{prefix}:worker", PARTITIONS)
+        self.reloads: list[float] = []  # seconds each writer restart on a new set of partitions took
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
@@ -94,7 +102,8 @@ class Node:
         await self.bus.start()
         loops = [("lag", self.consumer.watch_lag), ("probe", self._probe)]
         if self.role.works:
-            loops.append(("worker role", self._lead_worker))
+            own = functools.partial(partitions.own_partitions, self)
+            loops.append(("worker role", own if self.partitioned else self._lead_worker))
         if self.role.dispatches:
             loops.append(("dispatcher role", self._lead_dispatcher))
             if self.watchdog_receiver:
@@ -106,6 +115,8 @@ class Node:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.partitioned and self.role.works:
+            await partitions.stop(self)
         await self._step_down_worker()
         await self._step_down_dispatcher()
         await self.bus.close()
@@ -163,6 +174,16 @@ class Node:
             await asyncio.to_thread(self.worker_lead.release)
         except Exception:  # noqa: BLE001 - release() closes its session in any case
             log.exception("releasing the worker lock failed")
+
+    async def stop_consuming(self) -> None:
+        try:  # unacked messages come back to the partitions' next owner
+            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
+        except asyncio.TimeoutError:
+            log.warning("the consumers did not stop within %.0f s; going on", STEP_DOWN_S)
+
+    def leads_work(self) -> bool:
+        """Whether this node's writer runs now (it leads, or owns partitions)."""
+        return bool(self.partition_locks.owned) if self.partitioned else self.worker_lead.leading
 
     def _wake_dispatcher(self, notifications) -> None:
         """After a commit that wrote notifications (on the writer thread): tell the dispatchers."""
@@ -259,7 +280,21 @@ class Node:
         comp["database"] = self.view.database or "reachable"
         if self.view.database and self.role is not Role.API:
             failing["database"] = self.view.database
-        if self.role.works:
+        if self.role.works and self.partitioned:
+            owned = self.partition_locks.owned
+            running = self.pm.writer.partitions if self.writer_running else None
+            if owned and running is not None:
+                w = self.pm.writer.health()
+                comp["worker"] = f"leading: consuming partitions {partitions._ranges(running)} " \
+                                 f"({len(running)} of {PARTITIONS})"
+                if not w.alive:
+                    failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
+            elif owned:
+                comp["worker"] = f"starting: loading the state of partitions {partitions._ranges(owned)}"
+            else:
+                comp["worker"] = "standby: other workers own every partition" \
+                    if not self.partition_locks.problem else f"standby: {self.partition_locks.problem}"
+        elif self.role.works:
             if self.worker_lead.leading:
                 w = self.pm.writer.health()
                 comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"

@@ -195,6 +195,7 @@ class Writer(Fold):
         # Cluster (cluster/node.py): why this process's writer does not serve now (a standby or api node);
         # while set and the thread is not running, requests are refused at once instead of queued forever.
         self.not_serving: str | None = None
+        self.partitions = None  # (Fold.partitions) set by cluster/partitions.py before each start
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
