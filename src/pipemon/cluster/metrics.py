@@ -35,5 +35,7 @@ class ClusterCollector:
         leading = GaugeMetricFamily("pipemon_cluster_leading", "1 where this node leads the role, else 0",
                                     labels=["role"])
         leading.add_metric(["worker"], 1 if node.worker_lead.leading else 0)
-        leading.add_metric(["dispatcher"], 1 if node.dispatch_lead.leading else 0)
+        # every dispatcher is active (they share the outbox by claims); one sends the watchdog's heartbeats
+        leading.add_metric(["dispatcher"], 1 if node.role.dispatches and node.pm.deliverer is not None else 0)
+        leading.add_metric(["watchdog"], 1 if node.watchdog_lead.leading else 0)
         yield leading
