@@ -96,7 +96,8 @@ def test_concurrent_claims_skip_each_others_rows(db_url):
     try:
         if e.dialect.name == "postgresql":
             with e.connect() as c1, e.connect() as c2:
-                first = [r.id for r in store.claim(c1, "a", T, T + 15, limit=4, ordered=True)]  # not committed
+                # c1 claims and does not commit yet: its rows stay locked
+                first = [r.id for r in store.claim(c1, "a", T, T + 15, limit=4, ordered=True)]
                 second = [r.id for r in store.claim(c2, "b", T, T + 15, limit=100, ordered=True)]
                 c2.commit()
                 c1.commit()

@@ -54,7 +54,8 @@ def put(pm, *groups: str) -> list[int]:
         n = notification(group_key=g, key=f"key-{g}", alerts=(alert(fingerprint=f"fp-{g}"),))
         body = msgspec.json.encode(n).decode()
         ids.append(pm.worker.call(lambda c, now, n=n, body=body: store.insert_notification(
-            c, key=n.key, receiver=n.receiver, action=n.action.value, group_key=n.group_key, teams=["payments"],
+            c, key=n.key, receiver=n.receiver, action=n.action.value, group_key=n.group_key,
+            teams=["payments"],
             fingerprints=[f"fp-{n.group_key}"], body=body, now=now)))
     return ids
 
