@@ -52,8 +52,9 @@ def seed(url: str, groups: int, per_group: int) -> dict[str, list[str]]:
         for g in range(groups):
             key = f"g{g}-n{i}"
             action = NotifyAction.TRIGGER if i == 0 else NotifyAction.REPEAT
-            n = Notification(id=0, receiver="hook", action=action, group_key=f"g{g}", group_labels={"g": str(g)},
-                             alerts=(alert(fingerprint=f"fp{g}"),), time=now, key=key)
+            n = Notification(id=0, receiver="hook", action=action, group_key=f"g{g}",
+                             group_labels={"g": str(g)}, alerts=(alert(fingerprint=f"fp{g}"),), time=now,
+                             key=key)
             rows.append({"key": key, "receiver": "hook", "action": n.action.value, "group_key": n.group_key,
                          "teams": '["payments"]', "fingerprints": f'["fp{g}"]',
                          "body": msgspec.json.encode(n).decode(), "status": "pending", "attempts": 0,
