@@ -263,6 +263,7 @@ class Deliverer:
         self._poll_now = False        # poll_soon() was called
         self._more = False            # the last claim was full: claim again when the lanes run low
         self._released = False        # embedded: the dead process's claims were given back
+        self._conn: Any = None        # shared: the deliverer thread's claim connection
         self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
         self._store_retry_at = 0.0    # monotonic
         # per receiver: sent, retried (a transient failure), failed (permanent or given up), skipped; /metrics
@@ -281,6 +282,7 @@ class Deliverer:
             lane.kick()
         if self._thread is not None:
             self._thread.join(5)
+        self._close_conn()
         deadline = time.monotonic() + 5
         for lane in list(self._lanes.values()):
             lane.thread.join(max(0.0, deadline - time.monotonic()))
@@ -381,12 +383,31 @@ class Deliverer:
                 self._stop.wait(1.0)
 
     def _store_call(self, fn: Callable[[Any, float], Any]) -> Any:
-        """Run fn(conn, now) in a transaction: on this thread's own connection when dispatchers share the
-        outbox, else through the store's single writer (SQLite: one writer, one connection)."""
-        if self.shared:
-            with self.pm.engine.begin() as conn:
-                return fn(conn, self.clock.now())
-        return self.pm.worker.submit_call(fn).result(STORE_CALL_S)
+        """Run fn(conn, now), one statement (a claim, a renewal): through the store's single writer (SQLite:
+        one writer, one connection), or, when dispatchers share the outbox, on the deliverer thread's own
+        connection in autocommit: one round trip, the wake-up's only one before the send."""
+        if not self.shared:
+            return self.pm.worker.submit_call(fn).result(STORE_CALL_S)
+        try:
+            if self._conn is None:
+                conn = self.pm.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                if conn.dialect.name == "postgresql":
+                    # a claim needs no durability (lost in a server crash, its rows are claimable again, as
+                    # after an expired lease): its commit does not wait for the WAL flush
+                    conn.exec_driver_sql("SET synchronous_commit TO OFF")
+                self._conn = conn
+            return fn(self._conn, self.clock.now())
+        except Exception:
+            self._close_conn()  # reconnect on the next call
+            raise
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close
+                pass
 
     def _claim_once(self) -> float:
         """Claim what may be sent and route it to the lanes; return the seconds to the next claim."""
