@@ -154,6 +154,14 @@ class _Item:
 
 
 @dataclass
+class _Claimed:
+    """The answer to a claim submitted to the writer (embedded), back on the deliverer thread."""
+
+    future: Future
+    started: float  # monotonic, when it was submitted
+
+
+@dataclass
 class _Record:
     """A write the deliverer needs the store to take, kept until it did."""
 
@@ -264,6 +272,8 @@ class Deliverer:
         self._more = False            # the last claim was full: claim again when the lanes run low
         self._released = False        # embedded: the dead process's claims were given back
         self._conn: Any = None        # shared: the deliverer thread's claim connection
+        self._claiming = False        # embedded: a claim is queued to the writer, not answered yet
+        self._next_poll = 0.0         # monotonic
         self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
         self._store_retry_at = 0.0    # monotonic
         # per receiver: sent, retried (a transient failure), failed (permanent or given up), skipped; /metrics
@@ -355,17 +365,19 @@ class Deliverer:
 
     # --- the deliverer thread: route, poll, record ----------------------------------------------------------
     def _loop(self) -> None:
-        next_poll = 0.0
         next_renew = time.monotonic() + self.lease / 3
         while not self._stop.is_set():
             try:
-                wait = max(0.0, min(next_poll, self._next_record_at()) - time.monotonic())
+                wait = max(0.0, min(self._next_poll, self._next_record_at()) - time.monotonic())
                 try:
                     item = self._inbox.get(timeout=min(wait, self.poll_s))
                 except queue.Empty:
                     item = None
                 while item is not None:
-                    self._route(item, 0, item.time, item.time)
+                    if isinstance(item, _Claimed):
+                        self._claimed(item)
+                    else:
+                        self._route(item, 0, item.time, item.time)
                     try:
                         item = self._inbox.get_nowait()
                     except queue.Empty:
@@ -374,9 +386,10 @@ class Deliverer:
                     next_renew = time.monotonic() + self.lease / 3
                     self._renew()
                 low = self._more and len(self._inflight) < self.batch // 2
-                if time.monotonic() >= next_poll or self._poll_now or low:
+                if (time.monotonic() >= self._next_poll or self._poll_now or low) and not self._claiming:
                     self._poll_now = False
-                    next_poll = time.monotonic() + self._claim_once()
+                    self._next_poll = time.monotonic() + self.poll_s
+                    self._claim_once()
                 self._flush_records()
             except Exception:  # never die: log, breathe, go on
                 log.exception("the deliverer loop failed; going on")
@@ -409,8 +422,10 @@ class Deliverer:
             except Exception:  # noqa: BLE001 - a dead connection may fail to close
                 pass
 
-    def _claim_once(self) -> float:
-        """Claim what may be sent and route it to the lanes; return the seconds to the next claim."""
+    def _claim_once(self) -> None:
+        """Claim what may be sent and route it to the lanes. Shared: at once, on this thread. Embedded:
+        through the writer, answered back on this thread (_claimed), so that the writer's queue never holds
+        up the notifications it hands over meanwhile."""
         started = time.monotonic()
         now = self.clock.now()
         limit = self.batch if self.shared else 1_000_000
@@ -420,20 +435,40 @@ class Deliverer:
             if release:  # the one process of this store: every claim left is a dead process's
                 store.release_claims(conn)
             return store.claim(conn, self.me, now, now + self.lease, limit=limit, ordered=self.shared)
+        if self.shared:
+            fut: Future = Future()
+            try:
+                fut.set_result(self._store_call(claim))
+            except Exception as e:  # noqa: BLE001 - any store failure: back off and claim again
+                fut.set_exception(e)
+            self._claimed(_Claimed(fut, started))
+            return
+        self._claiming = True
         try:
-            rows = self._store_call(claim)
-        except Exception as e:  # noqa: BLE001 - any store failure: back off and claim again
+            fut = self.pm.worker.submit_call(claim)
+        except Exception as e:  # noqa: BLE001 - the writer refuses work while it recovers
+            fut = Future()
+            fut.set_exception(e)
+        fut.add_done_callback(lambda f: self._inbox.put(_Claimed(f, started)))
+
+    def _claimed(self, c: _Claimed) -> None:
+        self._claiming = False
+        error = c.future.exception()
+        if error is not None:
             self._poll_failures += 1
             wait = backoff(self._poll_failures, base=self.store_backoff_base, cap=self.store_backoff_cap,
                            jitter=random.uniform(0.5, 1.0))
             (log.warning if self._poll_failures == 1 else log.debug)(
-                "claiming from the outbox failed (%s: %s); retrying in %.1fs", type(e).__name__, e, wait)
-            return wait
+                "claiming from the outbox failed (%s: %s); retrying in %.1fs", type(error).__name__, error,
+                wait)
+            self._next_poll = time.monotonic() + wait
+            return
+        rows = c.future.result()
         self._released = True
         if self._poll_failures:
             log.warning("claiming from the outbox works again after %d failed tries", self._poll_failures)
             self._poll_failures = 0
-        self._more = self.shared and len(rows) >= limit
+        self._more = self.shared and len(rows) >= self.batch
         held = self._held()
         for r in rows:
             if r.id in held:
@@ -441,10 +476,9 @@ class Deliverer:
             n = msgspec.json.decode(r.body, type=Notification)
             self._route(msgspec.structs.replace(n, id=r.id), r.attempts, r.created_at, r.next_attempt_at)
         with self._lock:  # an end stored before this claim began can no longer show up as pending
-            for i in [i for i, t in self._done.items() if t < started]:
+            for i in [i for i, t in self._done.items() if t < c.started]:
                 del self._done[i]
         self._loaded.set()
-        return self.poll_s
 
     def _renew(self) -> None:
         """Extend the lease of what this dispatcher holds; drop from the lanes what another dispatcher
