@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from pipemon.clock import WallClock
+from pipemon.clock import FakeClock, WallClock
 from pipemon.cluster.dispatcher import new_deliverer
 from pipemon.config import loads
 from pipemon.model import Notification, NotifyAction
@@ -145,3 +145,34 @@ def test_a_dispatcher_killed_mid_send_leaves_its_claims_to_another(owned_db, pre
     g = in_flight[0].split("-")[0]
     mine = [k for k in keys if k.startswith(g + "-")]
     assert mine == [order[g][0], order[g][0], order[g][1]]  # its group's next waited for the resend
+
+
+def test_a_row_claimed_by_another_after_the_lease_leaves_the_lanes(owned_db):
+    """A dispatcher that could not renew (its store away longer than the lease) finds at its next renewal
+    that another dispatcher has claimed a row it still holds for a retry: it drops it, never sends it
+    again."""
+    _, _, url = owned_db
+    rec = Receiver()
+    rec.failing.add("/hook")  # 503: the row waits in the lane for its retry, claimed
+    seed(url, groups=1, per_group=1)
+    clock = FakeClock(time.time())
+    pm = SimpleNamespace(engine=db.open_engine(url), clock=clock, settings=loads(CONFIG.format(url=rec.url)))
+    d = new_deliverer(pm, clock=clock, backoff_base=600.0, backoff_cap=600.0)
+    d.start()
+    try:
+        d.poll_soon()
+        wait_until(lambda: d.counts["hook"]["retried"] == 1, "the failed first attempt", 30, every=0.05)
+        assert d._held(with_done=False) == {1}
+        with pm.engine.begin() as c:  # as after an expired lease: another dispatcher's now
+            c.execute(sa.update(notifications).values(claimed_by="other", claimed_until=clock.now() + 15))
+        d._renew()
+        assert d._held(with_done=False) == set()
+        rec.failing.clear()
+        clock.advance(3600)  # the retry would be due
+        d.kick()
+        time.sleep(0.5)  # and nothing comes: the row is the other dispatcher's
+        assert rec.on("/hook") == []
+    finally:
+        d.stop()
+        pm.engine.dispose()
+        rec.server.shutdown()
