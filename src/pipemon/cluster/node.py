@@ -28,8 +28,8 @@ from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
 from pipemon.cluster.leader import TRY_EVERY_S, Leadership
 from pipemon.log import PARTITIONS
-from pipemon.model import DeliveryStatus
 from pipemon.log.nats import Names, NatsLog
+from pipemon.model import DeliveryStatus
 
 log = logging.getLogger(__name__)
 STEP_DOWN_S = 5.0  # the longest a step-down waits for the consumers to stop
