@@ -125,7 +125,7 @@ def bench_cluster(pg: str, samples: int, dispatchers: int) -> None:
     ds = []
     try:
         for _ in range(dispatchers):
-            pm = SimpleNamespace(engine=db.open_engine(url), clock=WallClock(), settings=settings)
+            pm = SimpleNamespace(db=db.open_engine(url), clock=WallClock(), settings=settings)
             d = new_deliverer(pm, http=httpx.Client(timeout=10))
             d.start()
             ds.append(d)
@@ -148,7 +148,7 @@ def bench_cluster(pg: str, samples: int, dispatchers: int) -> None:
     finally:
         for d in ds:
             d.stop()
-            d.pm.engine.dispose()
+            d.pm.db.dispose()
         writer.dispose()
         with admin.begin() as c:
             c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
@@ -169,7 +169,7 @@ def bench_embedded(samples: int) -> None:
             cpu0 = time.process_time()
             for i in range(samples + 20):
                 n = notification(f"e{i}")
-                nid = pm.worker.call(lambda c, now, n=n: insert(c, n, now))
+                nid = pm.writer.call(lambda c, now, n=n: insert(c, n, now))
                 t0 = time.perf_counter()
                 d.enqueue([msgspec.structs.replace(n, id=nid)])
                 t1 = rec.wait(n.key)

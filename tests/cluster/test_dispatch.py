@@ -88,7 +88,7 @@ def test_three_dispatchers_deliver_each_notification_once_in_order(owned_db):
     deliverers = []
     try:
         for i in range(3):
-            pm = SimpleNamespace(engine=db.open_engine(url), clock=WallClock(), settings=settings)
+            pm = SimpleNamespace(db=db.open_engine(url), clock=WallClock(), settings=settings)
             d = new_deliverer(pm, http=httpx.Client(headers={"X-Dispatcher": str(i)}, timeout=10))
             d.start()
             deliverers.append(d)
@@ -99,7 +99,7 @@ def test_three_dispatchers_deliver_each_notification_once_in_order(owned_db):
     finally:
         for d in deliverers:
             d.stop()
-            d.pm.engine.dispose()
+            d.pm.db.dispose()
         rec.server.shutdown()
     got = arrivals(rec)
     keys = [k for k, _ in got]
@@ -156,14 +156,14 @@ def test_a_row_claimed_by_another_after_the_lease_leaves_the_lanes(owned_db):
     rec.failing.add("/hook")  # 503: the row waits in the lane for its retry, claimed
     seed(url, groups=1, per_group=1)
     clock = FakeClock(time.time())
-    pm = SimpleNamespace(engine=db.open_engine(url), clock=clock, settings=loads(CONFIG.format(url=rec.url)))
+    pm = SimpleNamespace(db=db.open_engine(url), clock=clock, settings=loads(CONFIG.format(url=rec.url)))
     d = new_deliverer(pm, clock=clock, backoff_base=600.0, backoff_cap=600.0)
     d.start()
     try:
         d.poll_soon()
         wait_until(lambda: d.counts["hook"]["retried"] == 1, "the failed first attempt", 30, every=0.05)
         assert d._held(with_done=False) == {1}
-        with pm.engine.begin() as c:  # as after an expired lease: another dispatcher's now
+        with pm.db.begin() as c:  # as after an expired lease: another dispatcher's now
             c.execute(sa.update(notifications).values(claimed_by="other", claimed_until=clock.now() + 15))
         d._renew()
         assert d._held(with_done=False) == set()
@@ -174,5 +174,5 @@ def test_a_row_claimed_by_another_after_the_lease_leaves_the_lanes(owned_db):
         assert rec.on("/hook") == []
     finally:
         d.stop()
-        pm.engine.dispose()
+        pm.db.dispose()
         rec.server.shutdown()

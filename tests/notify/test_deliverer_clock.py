@@ -53,7 +53,7 @@ def put(pm, *groups: str) -> list[int]:
     for g in groups:
         n = notification(group_key=g, key=f"key-{g}", alerts=(alert(fingerprint=f"fp-{g}"),))
         body = msgspec.json.encode(n).decode()
-        ids.append(pm.worker.call(lambda c, now, n=n, body=body: store.insert_notification(
+        ids.append(pm.writer.call(lambda c, now, n=n, body=body: store.insert_notification(
             c, key=n.key, receiver=n.receiver, action=n.action.value, group_key=n.group_key,
             teams=["payments"],
             fingerprints=[f"fp-{n.group_key}"], body=body, now=now)))
@@ -61,7 +61,7 @@ def put(pm, *groups: str) -> list[int]:
 
 
 def row(pm, nid: int) -> sa.Row:
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         return c.execute(sa.select(notifications).where(notifications.c.id == nid)).one()
 
 
@@ -117,7 +117,7 @@ def test_the_rate_bucket_refills_with_the_clock(pm, http_receiver: LocalReceiver
 
 def test_claims_left_by_a_dead_process_are_given_back_at_start(pm, http_receiver: LocalReceiver):
     ids = put(pm, "g1", "g2")
-    with pm.engine.begin() as c:  # as a process killed mid-send leaves them: claimed, lease far ahead
+    with pm.db.begin() as c:  # as a process killed mid-send leaves them: claimed, lease far ahead
         c.execute(sa.update(notifications).values(claimed_by="dead-process", claimed_until=T0 + 3600))
     start(pm, http_receiver.url)
     until(lambda: all(row(pm, i).status == "sent" for i in ids), "both sent")

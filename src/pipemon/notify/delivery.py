@@ -303,7 +303,7 @@ class Deliverer:
         self._flush_records()
         # then give back what is still held (queued after the records: a standby claims it at once)
         try:
-            self.pm.worker.submit_call(lambda conn, _t: store.release_claims(conn, self.me)).result(5)
+            self.pm.writer.submit_call(lambda conn, _t: store.release_claims(conn, self.me)).result(5)
         except Exception as e:  # noqa: BLE001 - the leases expire by themselves
             log.info("could not give back the claims at stop (%s: %s); they expire within %.0f s",
                      type(e).__name__, e, self.lease)
@@ -400,10 +400,10 @@ class Deliverer:
         one writer, one connection), or, when dispatchers share the outbox, on the deliverer thread's own
         connection in autocommit: one round trip, the wake-up's only one before the send."""
         if not self.shared:
-            return self.pm.worker.submit_call(fn).result(STORE_CALL_S)
+            return self.pm.writer.submit_call(fn).result(STORE_CALL_S)
         try:
             if self._conn is None:
-                conn = self.pm.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                conn = self.pm.db.connect().execution_options(isolation_level="AUTOCOMMIT")
                 if conn.dialect.name == "postgresql":
                     # a claim needs no durability (lost in a server crash, its rows are claimable again, as
                     # after an expired lease): its commit does not wait for the WAL flush
@@ -445,7 +445,7 @@ class Deliverer:
             return
         self._claiming = True
         try:
-            fut = self.pm.worker.submit_call(claim)
+            fut = self.pm.writer.submit_call(claim)
         except Exception as e:  # noqa: BLE001 - the writer refuses work while it recovers
             fut = Future()
             fut.set_exception(e)
@@ -575,7 +575,7 @@ class Deliverer:
         failing = change is ReceiverChange.FAILING
 
         def fn(conn, t):
-            self.pm.alerting.receiver_status(conn, name, failing, why, t)
+            self.pm.alerts.receiver_status(conn, name, failing, why, t)
         self._keep(("receiver", name), _Record(fn, f"receiver {name} {change.value}"))
 
     def _keep(self, key: tuple[str, object], rec: _Record) -> None:
@@ -609,7 +609,7 @@ class Deliverer:
                 r.future = Future()  # claimed: not submitted twice
         for key, rec in waiting:
             try:
-                fut = self.pm.worker.submit_call(rec.fn)
+                fut = self.pm.writer.submit_call(rec.fn)
             except Exception as e:  # noqa: BLE001 - the writer may refuse work while it recovers
                 self._recorded(key, rec, e)
                 continue
