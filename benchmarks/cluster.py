@@ -7,7 +7,9 @@
   2. end to end: a backlog of --e2e-events events in the log, then 1 worker, then 2 workers, timed until the
      store holds all of them (events/s evaluated: stored, folded, health, detectors, alerts).
   3. FAIL → webhook: api + worker + dispatcher, group_wait 0s; each sample POSTs an OpenLineage FAIL for a
-     new pipeline and times until the webhook carrying it arrives at a receiver in this process.
+     new pipeline and times until the webhook carrying it arrives at a receiver in this process; p50/p99
+     of the whole and of each hop (api ack, log, worker commit, wake-up, dispatcher), from the nodes'
+     `pipemon.trace` lines (the nodes run with that logger at DEBUG).
 
     python benchmarks/cluster.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         --bus nats://127.0.0.1:4222 [--quick]
@@ -56,15 +58,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+# `python -m pipemon`, with the `pipemon.trace` logger at DEBUG: each node logs its hop times (phase 3)
+TRACED = "import logging, sys; logging.getLogger('pipemon.trace').setLevel(logging.DEBUG); " \
+         "sys.argv[0] = 'pipemon'; from pipemon.cli import main; main()"
+
+
 class Node:
-    def __init__(self, role: str, db: str, bus: str, prefix: str, work: Path, config: Path | None = None):
-        self.port = free_port()
+    def __init__(self, role: str, db: str, bus: str, prefix: str, work: Path, config: Path | None = None,
+                 traced: bool = False):
+        self.port, self.role = free_port(), role
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "pipemon", "serve", "--role", role, "--db", db, "--bus", bus,
+        run = ["-c", TRACED] if traced else ["-m", "pipemon"]
+        cmd = [sys.executable, *run, "serve", "--role", role, "--db", db, "--bus", bus,
                "--bus-prefix", prefix, "--port", str(self.port)]
         if config:
             cmd += ["--config", str(config)]
-        self.log = open(work / f"{role}-{self.port}.log", "wb")
+        self.log_path = work / f"{role}-{self.port}.log"
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, part: str | None = None, timeout: float = 60) -> None:
@@ -73,7 +83,8 @@ class Node:
             try:
                 body = httpx.get(self.url + "/readyz", timeout=1).json()
                 comp = body.get("components", {})
-                leading = part is None or comp.get(part, "").startswith("leading")
+                # a worker leads; every dispatcher is active
+                leading = part is None or comp.get(part, "").startswith(("leading", "active"))
                 if body.get("status") == "ready" and leading:
                     return
             except (httpx.HTTPError, ValueError):
@@ -238,12 +249,17 @@ def wait_leader(nodes: list[Node], part: str, timeout: float = 120) -> Node:
 
 
 def phase_latency(a, work: Path) -> dict:
+    """Each sample's hops, all on this machine's wall clock (time.time()): POST sent → 200 (api ack) → the
+    worker pulled the message (log) → the commit that wrote the notification published the wake-up (worker
+    commit, the writer's queue included) → the dispatcher got the wake-up (wake) → the webhook arrived
+    (dispatcher: claim, render, POST). The nodes log their times on the `pipemon.trace` logger. The log hop
+    starts at JetStream's own timestamp of the message (the server's clock: the same machine)."""
     arrived: dict[str, float] = {}
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.json()
         for alert in body.get("alerts", []):
-            arrived.setdefault(alert.get("labels", {}).get("pipeline", ""), time.perf_counter())
+            arrived.setdefault(alert.get("labels", {}).get("pipeline", ""), time.time())
         return web.Response(text="ok")
 
     async def run() -> dict:
@@ -265,45 +281,98 @@ route:
 """)
         schema = Schema(a.db)
         prefix = "bench" + uuid.uuid4().hex[:8]
-        nodes = [Node(r, schema.url, a.bus, prefix, work, cfg) for r in ("worker", "dispatcher", "api")]
-        lat: list[float] = []
+        nodes = [Node(r, schema.url, a.bus, prefix, work, cfg, traced=True)
+                 for r in ("worker", "dispatcher", "api")]
+        samples: list[dict] = []
         missed = 0
         try:
             await asyncio.to_thread(nodes[0].wait_ready, "worker")
             await asyncio.to_thread(nodes[1].wait_ready, "dispatcher")
             await asyncio.to_thread(nodes[2].wait_ready)
+            cpu0 = [cpu_s(x.proc.pid) for x in nodes]
             async with aiohttp.ClientSession() as s:
                 for i in range(20 if a.quick else a.samples):
                     name = f"lat_{uuid.uuid4().hex[:8]}"
                     now = datetime.now(timezone.utc)
                     ev = ol_event("bench", name, str(uuid.uuid4()), now, 1)
                     ev["eventType"] = "FAIL"
-                    t0 = time.perf_counter()
+                    t0 = time.time()
                     url = nodes[2].url + "/api/v1/lineage"
                     async with s.post(url, data=json.dumps(ev), headers=HDR) as r:
                         assert r.status == 200, await r.text()
+                    acked = time.time()
                     key = f"bench/{name}"
-                    while key not in arrived and time.perf_counter() - t0 < 5:
+                    while key not in arrived and time.time() - t0 < 5:
                         await asyncio.sleep(0.0005)
                     if key in arrived:
-                        lat.append((arrived[key] - t0) * 1000)
+                        samples.append({"pipeline": key, "sent": t0, "acked": acked, "arrived": arrived[key]})
                     else:
                         missed += 1
                     await asyncio.sleep(0.05)
+            cpu = {x.role: round((cpu_s(x.proc.pid) - c) / max(1, len(samples) + missed) * 1000, 1)
+                   for x, c in zip(nodes, cpu0)}
         finally:
             for x in nodes:
                 await asyncio.to_thread(x.stop)
             await drop_stream(a.bus, prefix)
             schema.drop()
             await runner.cleanup()
-        lat.sort()
-        out = {"samples": len(lat), "missed": missed,
-               "p50_ms": round(statistics.median(lat), 1) if lat else None,
-               "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None}
+        hops = hop_times(samples, nodes[0].log_path, nodes[1].log_path)
+        lat = sorted((x["arrived"] - x["sent"]) * 1000 for x in samples)
+        out = {"samples": len(lat), "missed": missed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+               "hops_ms": hops, "cpu_ms_per_sample": cpu}
         print(f"  FAIL → webhook: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms ({len(lat)} samples, "
               f"{missed} missed)", flush=True)
+        print("    CPU per sample (utime+stime, the nodes' idle work included): "
+              + ", ".join(f"{r} {ms} ms" for r, ms in cpu.items()), flush=True)
+        for hop, v in hops.items():  # (nothing traced: the nodes run a pipemon without the trace lines)
+            print(f"    {hop:<46} p50 {v['p50_ms'] or '-':>7} ms   p99 {v['p99_ms'] or '-':>7} ms   "
+                  f"({v['n']} traced)", flush=True)
         return out
     return asyncio.run(run())
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))] if q != 0.5 else statistics.median(xs), 1) \
+        if xs else None
+
+
+def hop_times(samples: list[dict], worker_log: Path, dispatcher_log: Path) -> dict:
+    """Join each sample with the worker's and the dispatcher's trace lines (pipeline, then wall time)."""
+    def fields(line: str) -> dict[str, str]:
+        return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+    messages: dict[str, dict[str, str]] = {}
+    wakes: list[tuple[str, float]] = []
+    for line in worker_log.read_text(errors="replace").splitlines():
+        if "pipemon.trace: message " in line:
+            f = fields(line.split("pipemon.trace: ", 1)[1])
+            for p in f.get("pipelines", "").split(","):
+                messages.setdefault(p, f)
+        elif "pipemon.trace: wake " in line:
+            f = fields(line.split("pipemon.trace: ", 1)[1])
+            wakes.append((f["groups"], float(f["at"])))
+    woken = sorted(float(fields(line.split("pipemon.trace: ", 1)[1])["at"])
+                   for line in dispatcher_log.read_text(errors="replace").splitlines()
+                   if "pipemon.trace: woken " in line)
+    names = ["api ack: POST → 200 (every PubAck in)", "log: stored → pulled by the worker",
+             "worker: pulled → committed, wake-up published", "wake-up: published → dispatcher woken",
+             "dispatcher: woken → webhook arrived"]
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for x in samples:
+        out[names[0]].append((x["acked"] - x["sent"]) * 1000)
+        m = messages.get(x["pipeline"])
+        wake = next((at for groups, at in wakes if x["pipeline"] in groups), None)
+        if m is None or wake is None:
+            continue
+        out[names[1]].append((float(m["pulled"]) - float(m["stored"])) * 1000)
+        out[names[2]].append((wake - float(m["pulled"])) * 1000)
+        got = next((w for w in woken if w >= wake), None)
+        if got is not None:
+            out[names[3]].append((got - wake) * 1000)
+            out[names[4]].append((x["arrived"] - got) * 1000)
+    return {n: {"n": len(v), "p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99)} for n, v in out.items()}
 
 
 def main() -> int:

@@ -48,7 +48,11 @@ class Leadership:
             self._conn.commit()
             self.problem = None
         except Exception as e:  # noqa: BLE001 - the database is away: not leading, try again later
-            self.problem = f"cannot reach the database to take the {self.name} lock: {type(e).__name__}"
+            problem = f"cannot reach the database to take the {self.name} lock: {type(e).__name__}"
+            if problem != self.problem:  # said once, not every second: a standby that never leads says why
+                first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0][:200]
+                log.warning("%s: %s", problem, first)  # libpq's own line: no SQL, no password
+            self.problem = problem
             self._drop()
             return False
         self.leading = bool(got)

@@ -32,6 +32,7 @@ from pipemon.log.nats import Names, NatsLog
 from pipemon.model import DeliveryStatus
 
 log = logging.getLogger(__name__)
+trace = logging.getLogger("pipemon.trace")  # hop times (benchmarks/cluster.py turns it on)
 STEP_DOWN_S = 5.0  # the longest a step-down waits for the consumers to stop
 
 PROBE_EVERY_S = 2.0
@@ -81,6 +82,7 @@ class Node:
         self.consumer = Consumer(pm, self.bus, self.names)
         self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
         self.watchdog_lead = Leadership(pm.db, f"{prefix}:watchdog")
+        self._subscribed = False  # to the dispatchers' wake-ups
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
@@ -93,13 +95,14 @@ class Node:
         self.pm.log = self.bus
         self.pm.writer.not_serving = STANDBY
         await self.bus.start()
-        self._tasks = [asyncio.create_task(self.consumer.watch_lag()), asyncio.create_task(self._probe())]
+        loops = [("lag", self.consumer.watch_lag), ("probe", self._probe)]
         if self.role.works:
-            self._tasks.append(asyncio.create_task(self._lead_worker()))
+            loops.append(("worker role", self._lead_worker))
         if self.role.dispatches:
-            self._tasks.append(asyncio.create_task(self._dispatch()))
+            loops.append(("dispatcher role", self._dispatch))
             if self.watchdog_receiver:
-                self._tasks.append(asyncio.create_task(self._watchdog()))
+                loops.append(("watchdog", self._watchdog))
+        self._tasks = [asyncio.create_task(_kept_running(what, fn)) for what, fn in loops]
         self.pm.started = True
 
     async def stop(self) -> None:
@@ -113,53 +116,79 @@ class Node:
 
     # --- worker: the writer and the consumers, while leading ------------------------------------------------
     async def _lead_worker(self) -> None:
+        """Once a second: take the lead (and start the writer, then the consumers) or, leading, check that
+        the lock's session and the writer still live, else step down. A failed turn steps down and the next
+        turn tries again: the loop never ends while the node runs."""
         lead = self.worker_lead
         while True:
-            if not lead.leading:
-                if self.bus.js is None or not await asyncio.to_thread(lead.acquire):
-                    await asyncio.sleep(TRY_EVERY_S)
-                    continue
-                try:
-                    await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
-                    self.writer_running = True
-                    self.pm.writer.not_serving = None
-                    await self.consumer.start()
-                except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
-                    log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
+            try:
+                if not (lead.leading and self.writer_running and self.consumer.running):
+                    await self._take_over_worker()
+                elif not await asyncio.to_thread(lead.check):
                     await self._step_down_worker()
-                    await asyncio.sleep(TRY_EVERY_S)
-                    continue
-            await asyncio.sleep(TRY_EVERY_S)
-            if not await asyncio.to_thread(lead.check):
+                elif not self.pm.writer.alive():
+                    log.error("the writer has stopped (%s); stepping down to start it again",
+                              self.pm.writer.health().died or "its thread ended")
+                    await self._step_down_worker()
+            except Exception:  # noqa: BLE001 - logged; the next turn starts from a clean standby
+                log.exception("the worker role failed; stepping down, trying again in %.0f s", TRY_EVERY_S)
                 await self._step_down_worker()
+            await asyncio.sleep(TRY_EVERY_S)
+
+    async def _take_over_worker(self) -> None:
+        if self.bus.js is None or not await asyncio.to_thread(self.worker_lead.acquire):
+            return
+        try:
+            if not self.writer_running:
+                await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
+                self.writer_running = True
+            self.pm.writer.not_serving = None
+            if not self.consumer.running:
+                await self.consumer.start()
+        except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
+            log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
+            await self._step_down_worker()
 
     async def _step_down_worker(self) -> None:
-        try:  # unacked messages come back to the next leader
-            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
-        except asyncio.TimeoutError:  # a stop stuck on NATS must not keep this node from leading again
-            log.warning("the consumers did not stop within %.0f s; stepping down anyway", STEP_DOWN_S)
+        """Each step runs whatever the one before did: the lock is always given back."""
+        try:  # unacked messages come back to the next leader; a stop stuck on NATS is left behind
+            await self.consumer.stop(STEP_DOWN_S)
+        except Exception:  # noqa: BLE001
+            log.exception("stopping the consumers failed")
         if self.writer_running:
             self.writer_running = False
-            await asyncio.to_thread(self.pm.writer.stop)
+            try:
+                await asyncio.to_thread(self.pm.writer.stop)
+            except Exception:  # noqa: BLE001
+                log.exception("stopping the writer failed")
         self.pm.writer.not_serving = STANDBY
-        await asyncio.to_thread(self.worker_lead.release)
+        try:
+            await asyncio.to_thread(self.worker_lead.release)
+        except Exception:  # noqa: BLE001 - release() closes its session in any case
+            log.exception("releasing the worker lock failed")
 
     def _wake_dispatcher(self, notifications) -> None:
         """After a commit that wrote notifications (on the writer thread): tell the dispatchers."""
         loop, nc = self._loop, self.bus.nc
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("wake groups=%s at=%.6f", ",".join(sorted({n.group_key for n in notifications})),
+                        time.time())
         if loop is not None and nc is not None:
             asyncio.run_coroutine_threadsafe(_publish_quietly(nc, self.names.wake), loop)
 
     # --- dispatcher: a Deliverer sharing the outbox with the other dispatchers -----------------------------
     async def _dispatch(self) -> None:
-        """Start the Deliverer and have NATS wake-ups claim at once (until NATS answers, it claims every
-        second)."""
-        d = new_deliverer(self.pm)
-        d.start()
-        self.pm.deliverer = d
-        while self.bus.nc is None:
+        """Run the Deliverer for the node's life and have NATS wake-ups claim at once (until NATS answers,
+        it claims every second). Never returns: the node keeps its loops running."""
+        while True:
+            if self.pm.deliverer is None:
+                d = new_deliverer(self.pm)
+                d.start()
+                self.pm.deliverer = d
+            if not self._subscribed and self.bus.nc is not None:
+                await self.bus.nc.subscribe(self.names.wake, cb=self._woken)
+                self._subscribed = True
             await asyncio.sleep(TRY_EVERY_S)
-        await self.bus.nc.subscribe(self.names.wake, cb=self._woken)
 
     async def _watchdog(self) -> None:
         """On the one dispatcher holding the `{prefix}:watchdog` lock, while the cluster is healthy: a
@@ -186,6 +215,7 @@ class Node:
                 log.warning("watchdog: the heartbeat to %s failed: %s", self.watchdog_receiver, e)
 
     async def _woken(self, _msg) -> None:
+        trace.debug("woken at=%.6f", time.time())
         d = self.pm.deliverer
         if d is not None:
             d.poll_soon()
@@ -264,6 +294,20 @@ def count_members(application_names: list[str]) -> dict[str, int]:
             if r in nodes:
                 nodes[r].add(node)
     return {r: len(v) for r, v in nodes.items()}
+
+
+async def _kept_running(what: str, loop) -> None:
+    """Run one of the node's loops for the node's life: one that raises (or returns) is logged and started
+    again, never left dead in silence (a dead role loop once left a node never leading again)."""
+    while True:
+        try:
+            await loop()
+            log.error("the %s loop ended; starting it again", what)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("the %s loop failed; starting it again in %.0f s", what, TRY_EVERY_S)
+        await asyncio.sleep(TRY_EVERY_S)
 
 
 async def _publish_quietly(nc, subject: str) -> None:
