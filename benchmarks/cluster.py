@@ -101,7 +101,8 @@ class Node:
             try:
                 body = httpx.get(self.url + "/readyz", timeout=1).json()
                 comp = body.get("components", {})
-                leading = part is None or comp.get(part, "").startswith("leading")
+                # a worker leads; every dispatcher is active
+                leading = part is None or comp.get(part, "").startswith(("leading", "active"))
                 if body.get("status") == "ready" and leading:
                     return
             except (httpx.HTTPError, ValueError):

@@ -269,6 +269,16 @@ class NotifyAction(enum.StrEnum):
     TEST = "test"
 
 
+class DeliveryStatus(enum.StrEnum):
+    """A notification's row in the outbox (the stored strings)."""
+
+    PENDING = "pending"    # to be sent (due at next_attempt_at), or being sent under a dispatcher's claim
+    SENT = "sent"          # a channel of the receiver took it
+    SKIPPED = "skipped"    # no channel of the receiver wants it (e.g. a resolve without send_resolved)
+    FAILED = "failed"      # a permanent failure: retrying cannot help
+    DEAD = "dead"          # given up: transient failures for longer than max_age, or no such receiver
+
+
 class AlertView(msgspec.Struct, frozen=True):
     """An alert as a receiver sees it in a notification."""
 

@@ -94,7 +94,8 @@ def test_two_api_two_workers_one_dispatcher_survive_kills(owned_db, prefix, tmp_
             alerted = {r[0] for r in c.exec_driver_sql("SELECT pipeline FROM alerts WHERE kind = 'failure'")}
         assert failing <= alerted, f"no failure alert for {sorted(failing - alerted)[:5]}"
 
-        leader([replacement], "dispatcher")
+        wait_until(lambda: ready(replacement).get("components", {}).get("dispatcher", "").startswith(
+            "active"), "the new dispatcher", 30)
         wait_until(lambda: count(db, "SELECT count(*) FROM notifications WHERE status = 'pending'") == 0,
                    "the outbox to drain", 120, every=1)
         with eng.connect() as c:

@@ -74,7 +74,8 @@ def test_retry_at_is_capped_exponential_with_jitter_and_honours_retry_after(atte
 
 
 def test_store_backoff_grows_to_its_cap():
-    assert [backoff(f, base=0.5, cap=30.0, jitter=1.0) for f in (1, 2, 3, 7, 8, 20)] == [0.5, 1, 2, 30, 30, 30]
+    got = [backoff(f, base=0.5, cap=30.0, jitter=1.0) for f in (1, 2, 3, 7, 8, 20)]
+    assert got == [0.5, 1, 2, 30, 30, 30]
 
 
 S, K, R, F, D = Outcome.SENT, Outcome.SKIPPED, Outcome.RETRY, Outcome.FAILED, Outcome.DEAD

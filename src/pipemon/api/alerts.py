@@ -17,7 +17,7 @@ from pipemon.config import parse_duration
 from pipemon.engine.route import receiver_teams
 from pipemon.errors import BadRequest
 from pipemon.ingest.common import iso
-from pipemon.model import AlertState
+from pipemon.model import AlertState, DeliveryStatus
 from pipemon.store import alerting as store
 from pipemon.store import audit
 
@@ -200,8 +200,7 @@ async def expire_silence(request: Request, who: Operator, silence_id: Id) -> dic
 @router.get("/api/v1/notifications", summary="The delivery log: status, attempts, last error",
             openapi_extra=READ)
 def list_notifications(request: Request, who: Reader, receiver: str | None = None,
-                       status: Annotated[str | None,
-                                         Query(pattern="^(pending|sent|skipped|failed|dead)$")] = None,
+                       status: DeliveryStatus | None = None,
                        alert: Annotated[str | None, Query(description="an alert fingerprint")] = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        cursor: str | None = None) -> dict[str, Any]:

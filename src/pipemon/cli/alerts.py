@@ -16,6 +16,7 @@ from pipemon.cli.progress import progress
 from pipemon.cli.output import Column, Output, OutputOption, emit
 from pipemon.cli.status import _ago, api_get
 from pipemon.cli.text import console, echo_error, plain, safe
+from pipemon.model import DeliveryStatus
 
 SEVERITY_STYLE = {"critical": "bold red", "error": "red", "warning": "yellow", "info": "cyan"}
 STATE_STYLE = {"firing": "bold red", "acknowledged": "yellow", "resolved": "green"}
@@ -154,7 +155,8 @@ def receivers_test(name: str = typer.Argument(..., help="Receiver name from the 
 
 
 @app.command()
-def notifications(receiver: str | None = typer.Option(None), status: str | None = typer.Option(None),
+def notifications(receiver: str | None = typer.Option(None),
+                  status: DeliveryStatus | None = typer.Option(None, case_sensitive=False),
                   limit: int = typer.Option(50), url: str = UrlOption,
                   token: str | None = TokenOption, output: Output = OutputOption) -> None:
     """The delivery log."""

@@ -112,7 +112,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           watchdog_receiver: str | None = typer.Option(
               None, envvar="PIPEMON_WATCHDOG_RECEIVER",
               help="Cluster: the receiver (from the config) that gets a heartbeat while the cluster is "
-                   "healthy (a dead man's switch), sent by the leading dispatcher"),
+                   "healthy (a dead man's switch), sent by one dispatcher (the watchdog lock's holder)"),
           watchdog_every: float = typer.Option(300.0, min=1.0, help="Seconds between heartbeats"),
           worker_mode: str = typer.Option(
               "leader", envvar="PIPEMON_WORKER_MODE",

@@ -1,11 +1,13 @@
 """The dispatcher role: deliver the outbox.
 
-The leading dispatcher (leader.py, lock `{prefix}:dispatcher`) runs the Deliverer (notify/delivery.py) with
-its lanes, order rules and retries, polling the outbox; a worker's commit that wrote notifications
-publishes `{prefix}.outbox` on NATS, which makes the dispatcher poll at once (no polling delay). One
-dispatcher sends at a time, so two never send the same notification; a dispatcher killed mid-send leaves
-its row pending, and the next leader resends it with the same idempotency key (webhook Idempotency-Key,
-PagerDuty dedup_key = the alert's fingerprint), which the receiver deduplicates.
+Every dispatcher node runs a Deliverer (notify/delivery.py: lanes, order rules, retries, rate buckets) in
+shared mode: it sends only rows it claimed (`SELECT … FOR UPDATE SKIP LOCKED`, a lease renewed while held),
+so two dispatchers never send the same notification, and of each (receiver, group) only the earliest
+pending row is claimable, so a group's notifications go out in creation order whichever dispatcher sends
+them. A worker's commit that wrote notifications publishes `{prefix}.outbox` on NATS, which makes every
+dispatcher claim at once (no polling delay; they skip each other's rows). A dispatcher killed mid-send
+leaves its claim to expire (LEASE_S); another claims the row and resends it with the same idempotency key
+(webhook Idempotency-Key, PagerDuty dedup_key = the alert's fingerprint), which the receiver deduplicates.
 
 A receiver that keeps failing is logged here; opening its `receiver_failing` alert needs the worker's
 engine state (TODO: forward the change to the leading worker over NATS).
@@ -57,7 +59,7 @@ class _DispatchView:
         self.alerts = _ReceiverStatusLog()
 
 
-def new_deliverer(pm) -> Deliverer:
-    """A fresh Deliverer for a new term as leader (a Deliverer is never restarted)."""
+def new_deliverer(pm, **kw) -> Deliverer:
+    """A Deliverer sharing the outbox with the other dispatchers (a Deliverer is never restarted)."""
     return Deliverer(_DispatchView(pm), build_receivers(pm.settings.receivers),
-                     threshold=pm.settings.alerting.receiver_failure_threshold)
+                     threshold=pm.settings.alerting.receiver_failure_threshold, shared=True, **kw)

@@ -35,7 +35,9 @@ class ClusterCollector:
         leading = GaugeMetricFamily("pipemon_cluster_leading", "1 where this node leads the role, else 0",
                                     labels=["role"])
         leading.add_metric(["worker"], 1 if node.leads_work() else 0)
-        leading.add_metric(["dispatcher"], 1 if node.dispatch_lead.leading else 0)
+        # every dispatcher is active (they share the outbox by claims); one sends the watchdog's heartbeats
+        leading.add_metric(["dispatcher"], 1 if node.role.dispatches and node.pm.deliverer is not None else 0)
+        leading.add_metric(["watchdog"], 1 if node.watchdog_lead.leading else 0)
         yield leading
         if node.partitioned and node.role.works:
             yield GaugeMetricFamily("pipemon_cluster_owned_partitions", "Partitions of the event log "

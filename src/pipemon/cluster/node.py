@@ -1,11 +1,13 @@
 """One pipemon process in a cluster: its role, and the background tasks that role runs.
 
-    role        ingest (POST)            runs while it holds its lock(s)      needs
-    api         appends to the log       -                                    NATS (PostgreSQL for reads)
-    worker      appends to the log       the writer + the log's consumers,    NATS, PostgreSQL
-                                         for the partitions it owns (partitions.py; every worker active)
-    dispatcher  appends to the log       the Deliverer (one leads)            PostgreSQL (NATS for wake-ups)
-    all         appends to the log       both                                 NATS, PostgreSQL
+    role        ingest (POST)            runs                                  needs
+    api         appends to the log       -                                     NATS (PostgreSQL for reads)
+    worker      appends to the log       the writer + consumers: while leading NATS, PostgreSQL
+                                         (leader mode), or for the partitions
+                                         it owns (partitioned mode, partitions.py)
+    dispatcher  appends to the log       a Deliverer (all dispatchers at once;  PostgreSQL (NATS for wake-ups)
+                                         the watchdog while leading its lock)
+    all         appends to the log       both                                  NATS, PostgreSQL
 
 Every role serves the HTTP API (reads, /readyz, /metrics); ingest on any node goes to the log. Operator
 actions change the engine's state, so a worker node takes them: silences on any worker (the others read
@@ -31,6 +33,7 @@ from pipemon.cluster.dispatcher import new_deliverer
 from pipemon.cluster.leader import TRY_EVERY_S, Leadership, PartitionLocks
 from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
+from pipemon.model import DeliveryStatus
 
 log = logging.getLogger(__name__)
 trace = logging.getLogger("pipemon.trace")  # hop times (benchmarks/cluster.py turns it on)
@@ -85,9 +88,10 @@ class Node:
         self.bus = NatsLog(bus_url, self.names, name=application_name(prefix, role, self.node_id))
         self.consumer = Consumer(pm, self.bus, self.names)
         self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
-        self.dispatch_lead = Leadership(pm.db, f"{prefix}:dispatcher")
         self.partition_locks = PartitionLocks(pm.db, f"{prefix}:worker", PARTITIONS)
         self.reloads: list[float] = []  # seconds each writer restart on a new set of partitions took
+        self.watchdog_lead = Leadership(pm.db, f"{prefix}:watchdog")
+        self._subscribed = False  # to the dispatchers' wake-ups
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
@@ -105,7 +109,7 @@ class Node:
             own = functools.partial(partitions.own_partitions, self)
             loops.append(("worker role", own if self.partitioned else self._lead_worker))
         if self.role.dispatches:
-            loops.append(("dispatcher role", self._lead_dispatcher))
+            loops.append(("dispatcher role", self._dispatch))
             if self.watchdog_receiver:
                 loops.append(("watchdog", self._watchdog))
         self._tasks = [asyncio.create_task(_kept_running(what, fn)) for what, fn in loops]
@@ -194,32 +198,31 @@ class Node:
         if loop is not None and nc is not None:
             asyncio.run_coroutine_threadsafe(_publish_quietly(nc, self.names.wake), loop)
 
-    # --- dispatcher: the Deliverer, while leading ----------------------------------------------------------
-    async def _lead_dispatcher(self) -> None:
-        lead = self.dispatch_lead
-        subscribed = False
+    # --- dispatcher: a Deliverer sharing the outbox with the other dispatchers -----------------------------
+    async def _dispatch(self) -> None:
+        """Run the Deliverer for the node's life and have NATS wake-ups claim at once (until NATS answers,
+        it claims every second). Never returns: the node keeps its loops running."""
         while True:
-            if not subscribed and self.bus.nc is not None:
-                await self.bus.nc.subscribe(self.names.wake, cb=self._woken)
-                subscribed = True
-            if not lead.leading:
-                if not await asyncio.to_thread(lead.acquire):
-                    await asyncio.sleep(TRY_EVERY_S)
-                    continue
+            if self.pm.deliverer is None:
                 d = new_deliverer(self.pm)
                 d.start()
                 self.pm.deliverer = d
+            if not self._subscribed and self.bus.nc is not None:
+                await self.bus.nc.subscribe(self.names.wake, cb=self._woken)
+                self._subscribed = True
             await asyncio.sleep(TRY_EVERY_S)
-            if not await asyncio.to_thread(lead.check):
-                await self._step_down_dispatcher()
 
     async def _watchdog(self) -> None:
-        """While leading the dispatchers and the cluster is healthy: a heartbeat every watchdog_every s."""
+        """On the one dispatcher holding the `{prefix}:watchdog` lock, while the cluster is healthy: a
+        heartbeat every watchdog_every s."""
         assert self.watchdog_receiver is not None
+        lead = self.watchdog_lead
         while True:
             await asyncio.sleep(self.watchdog_every)
+            if not await asyncio.to_thread(lead.check if lead.leading else lead.acquire):
+                continue
             d = self.pm.deliverer
-            if d is None or not self.dispatch_lead.leading:
+            if d is None:
                 continue
             why = watchdog.unhealthy(self.bus.ready(), self.view.database, self.view.live.get("worker", 0),
                                      self.view.oldest_undelivered_s)
@@ -241,9 +244,9 @@ class Node:
 
     async def _step_down_dispatcher(self) -> None:
         d, self.pm.deliverer = self.pm.deliverer, None
-        if d is not None:
+        if d is not None:  # gives back its claims: the other dispatchers take them at once
             await asyncio.to_thread(d.stop)
-        await asyncio.to_thread(self.dispatch_lead.release)
+        await asyncio.to_thread(self.watchdog_lead.release)
 
     # --- what the node knows of the cluster ---------------------------------------------------------------
     async def _probe(self) -> None:
@@ -256,7 +259,8 @@ class Node:
         try:
             with self.pm.db.connect() as conn:
                 depth, oldest = conn.execute(sa.text(
-                    "SELECT count(*), min(created_at) FROM notifications WHERE status = 'pending'")).one()
+                    "SELECT count(*), min(created_at) FROM notifications WHERE status = :pending"),
+                    {"pending": DeliveryStatus.PENDING.value}).one()
                 view.outbox_depth = int(depth)
                 view.oldest_undelivered_s = max(0.0, time.time() - oldest) if oldest is not None else 0.0
                 if conn.dialect.name == "postgresql":
@@ -304,8 +308,13 @@ class Node:
                 comp["worker"] = "standby: another worker leads" if not self.worker_lead.problem \
                     else f"standby: {self.worker_lead.problem}"
         if self.role.dispatches:
-            comp["dispatcher"] = "leading: delivering the outbox" if self.dispatch_lead.leading \
-                else "standby: another dispatcher leads"
+            d = self.pm.deliverer
+            comp["dispatcher"] = "active: claiming and delivering the outbox with the other dispatchers"
+            if d is None or not d.alive():
+                failing["dispatcher"] = comp["dispatcher"] = "the deliverer is not running"
+            if self.watchdog_receiver:
+                comp["watchdog"] = "leading: sending the heartbeats" if self.watchdog_lead.leading \
+                    else "standby: another dispatcher sends the heartbeats"
         return comp, failing
 
 

@@ -1,7 +1,8 @@
 """The watchdog: a dead man's switch, as Alertmanager's always-firing Watchdog alert. While the cluster is
-healthy, the leading dispatcher sends a configured receiver a heartbeat every N seconds; an outside pager
-(healthchecks.io, PagerDuty's heartbeat monitoring, Dead Man's Snitch) raises the alarm when the beats
-stop, that is when pipemon itself stops watching. What "healthy" means is decided here, in pure code."""
+healthy, one dispatcher (holding the `{prefix}:watchdog` lock) sends a configured receiver a heartbeat
+every N seconds; an outside pager (healthchecks.io, PagerDuty's heartbeat monitoring, Dead Man's Snitch)
+raises the alarm when the beats stop, that is when pipemon itself stops watching. What "healthy" means is
+decided here, in pure code."""
 from __future__ import annotations
 
 from pipemon.model import AlertKind, AlertState, AlertView, Notification, NotifyAction, Severity

@@ -2,12 +2,21 @@
 each receiver on its own.
 
     writer ──enqueue──▶ deliverer thread ──▶ lane "slack-payments" (a thread)  ──▶ Slack
-    outbox ──poll─────▶   (routes, polls,  ──▶ lane "pagerduty"      (a thread)  ──▶ PagerDuty
+    outbox ──claim────▶   (routes, claims, ──▶ lane "pagerduty"      (a thread)  ──▶ PagerDuty
                            records results through the writer, retrying while the store is away)
 
-- New notifications arrive straight from the writer after its commit (no polling delay); the outbox is
-  polled every second for what a previous process left pending. Nothing is sent before the first poll has
-  loaded every pending row, so a resolve created after a restart cannot overtake a trigger left pending.
+- Claims (store.alerting.claim): a deliverer sends only rows it has claimed for a lease (`claimed_by`,
+  `claimed_until`), renewed while it holds them; a dispatcher that dies mid-send leaves its claim to
+  expire, and the row is claimed again and resent with the same idempotency key.
+- Embedded (`shared=False`, the one deliverer of the store): new notifications arrive straight from the
+  writer after its commit (no polling delay) and the outbox is claimed whole (due or not) through the
+  writer, every second, for what a previous process left pending (its claims are released at start: they
+  are a dead process's). Nothing is sent before the first claim has loaded every pending row, so a resolve
+  created after a restart cannot overtake a trigger left pending.
+- Cluster (`shared=True`, several dispatchers on one PostgreSQL): a wake-up (poll_soon, after a worker's
+  commit) claims at once on the deliverer thread's own connection, `FOR UPDATE SKIP LOCKED`, due rows only,
+  and of each (receiver, group) only the earliest pending row: a group's next notification is claimable
+  once the previous one is recorded, whichever dispatcher sent it. A final record claims again at once.
 - Isolation: each receiver has its own lane (a thread, a queue, a token bucket), so a receiver that stalls or
   times out holds up only itself.
 - Order per alert (rules.pick): a lane sends a notification only when no earlier one for the same alert or
@@ -23,15 +32,19 @@ each receiver on its own.
   record only changes a pending row, so late records are harmless); the notification is not resent
   meanwhile. A crash before that loses only the record: the row is still pending, the notification is
   resent with its idempotency key and the receiver deduplicates it.
-- Every time decision reads the injected clock (`pm.clock`); only the token bucket waits in real time.
+- Every time decision (retries and their backoff, give-up age, leases, rate buckets) reads the injected
+  clock (`clock=`, else `pm.clock` and real time for the buckets); threads wait in real time, looking at
+  the clock again at least every LANE_TICK_S (`kick()` after moving a FakeClock).
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -41,6 +54,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from pipemon.clock import Clock, WallClock
 from pipemon.errors import PipemonError
 from pipemon.model import Notification
 from pipemon.notify import DeliveryError, Receiver, TransportError
@@ -65,6 +79,9 @@ LANE_TICK_S = 0.25         # a lane waiting for a retry looks at the clock at le
 STORE_BACKOFF_BASE_S = 0.5   # polls and result records while the store is unavailable
 STORE_BACKOFF_CAP_S = 30.0
 TEST_MAX_WAIT_S = 10.0       # a receiver test waits at most this long for its rate limit's tokens
+LEASE_S = 15.0               # a claim's lease, renewed every third of it while held (> the HTTP timeout)
+CLAIM_BATCH = 100            # rows one claim takes (shared): small enough that dispatchers share a burst
+STORE_CALL_S = 30.0          # the longest a claim waits for the writer (embedded)
 
 
 class RateLimited(PipemonError):
@@ -77,7 +94,7 @@ class RateLimited(PipemonError):
 
 @dataclass
 class _Bucket:
-    """A token bucket: `rate` messages a second after a burst of `burst` (real, monotonic time)."""
+    """A token bucket: `rate` messages a second after a burst of `burst` (times: the deliverer's clock)."""
 
     rate: float
     burst: float
@@ -137,6 +154,14 @@ class _Item:
 
 
 @dataclass
+class _Claimed:
+    """The answer to a claim submitted to the writer (embedded), back on the deliverer thread."""
+
+    future: Future
+    started: float  # monotonic, when it was submitted
+
+
+@dataclass
 class _Record:
     """A write the deliverer needs the store to take, kept until it did."""
 
@@ -189,7 +214,7 @@ class _Lane:
             if not self.d._loaded.is_set():
                 self.cond.wait(POLL_S)
                 return
-            now = self.d.pm.clock.now()
+            now = self.d.clock.now()
             if not self.changed and (self.wake is None or now < self.wake):
                 # nothing new and nothing due yet: wait, looking at the clock again within a tick (it is
                 # injected: a FakeClock moves without telling us)
@@ -204,7 +229,7 @@ class _Lane:
         except Exception:  # a bug on one notification: push its next attempt forward, serve the others
             log.exception("delivering notification %s to %s failed unexpectedly", item.n.id, self.name)
             item.attempts += 1
-            item.next_at = self.d.pm.clock.now() + self.d.backoff_cap
+            item.next_at = self.d.clock.now() + self.d.backoff_cap
             result = Outcome.RETRY
         with self.cond:
             if result.final:
@@ -217,8 +242,15 @@ class Deliverer:
                  threshold: int = 5, max_age: float = MAX_AGE_S, backoff_base: float = BACKOFF_BASE_S,
                  backoff_cap: float = BACKOFF_CAP_S, poll: float = POLL_S,
                  store_backoff_base: float = STORE_BACKOFF_BASE_S,
-                 store_backoff_cap: float = STORE_BACKOFF_CAP_S) -> None:
+                 store_backoff_cap: float = STORE_BACKOFF_CAP_S, clock: Clock | None = None,
+                 shared: bool = False, lease: float = LEASE_S, batch: int = CLAIM_BATCH) -> None:
         self.pm = pm
+        self.clock: Clock = clock or (pm.clock if pm is not None else WallClock())
+        # rate buckets pace real sends: an injected clock drives them, else real time (a replay's or a
+        # test harness's FakeClock stands still while the lanes send)
+        self._pace: Callable[[], float] = clock.now if clock is not None else time.monotonic
+        self.shared, self.lease, self.batch = shared, lease, batch
+        self.me = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # claimed_by: this deliverer, never reused
         self.receivers = receivers
         self.http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
         self.threshold = threshold
@@ -237,6 +269,11 @@ class Deliverer:
         self._thread: threading.Thread | None = None
         self._poll_failures = 0
         self._poll_now = False        # poll_soon() was called
+        self._more = False            # the last claim was full: claim again when the lanes run low
+        self._released = False        # embedded: the dead process's claims were given back
+        self._conn: Any = None        # shared: the deliverer thread's claim connection
+        self._claiming = False        # embedded: a claim is queued to the writer, not answered yet
+        self._next_poll = 0.0         # monotonic
         self._store_failures = 0      # records that failed in a row: while > 0, one record probes the store
         self._store_retry_at = 0.0    # monotonic
         # per receiver: sent, retried (a transient failure), failed (permanent or given up), skipped; /metrics
@@ -255,6 +292,7 @@ class Deliverer:
             lane.kick()
         if self._thread is not None:
             self._thread.join(5)
+        self._close_conn()
         deadline = time.monotonic() + 5
         for lane in list(self._lanes.values()):
             lane.thread.join(max(0.0, deadline - time.monotonic()))
@@ -263,6 +301,12 @@ class Deliverer:
         with self._lock:
             self._store_failures, self._store_retry_at = 0, 0.0
         self._flush_records()
+        # then give back what is still held (queued after the records: a standby claims it at once)
+        try:
+            self.pm.writer.submit_call(lambda conn, _t: store.release_claims(conn, self.me)).result(5)
+        except Exception as e:  # noqa: BLE001 - the leases expire by themselves
+            log.info("could not give back the claims at stop (%s: %s); they expire within %.0f s",
+                     type(e).__name__, e, self.lease)
 
     def alive(self) -> bool:
         """The deliverer thread and every receiver's lane are running (for /readyz)."""
@@ -286,7 +330,7 @@ class Deliverer:
             self._inbox.put(n)
 
     def poll_soon(self) -> None:
-        """Poll the outbox now (a dispatcher in a cluster: a worker wrote rows this process never saw)."""
+        """Claim now (a dispatcher in a cluster: a worker wrote rows this process never saw)."""
         self._poll_now = True
         self._inbox.put(None)
 
@@ -321,55 +365,138 @@ class Deliverer:
 
     # --- the deliverer thread: route, poll, record ----------------------------------------------------------
     def _loop(self) -> None:
-        next_poll = 0.0
+        next_renew = time.monotonic() + self.lease / 3
         while not self._stop.is_set():
             try:
-                wait = max(0.0, min(next_poll, self._next_record_at()) - time.monotonic())
+                wait = max(0.0, min(self._next_poll, self._next_record_at()) - time.monotonic())
                 try:
                     item = self._inbox.get(timeout=min(wait, self.poll_s))
                 except queue.Empty:
                     item = None
                 while item is not None:
-                    self._route(item, 0, item.time, item.time)
+                    if isinstance(item, _Claimed):
+                        self._claimed(item)
+                    else:
+                        self._route(item, 0, item.time, item.time)
                     try:
                         item = self._inbox.get_nowait()
                     except queue.Empty:
                         item = None
-                if time.monotonic() >= next_poll or self._poll_now:
+                if self.shared and time.monotonic() >= next_renew:
+                    next_renew = time.monotonic() + self.lease / 3
+                    self._renew()
+                low = self._more and len(self._inflight) < self.batch // 2
+                if (time.monotonic() >= self._next_poll or self._poll_now or low) and not self._claiming:
                     self._poll_now = False
-                    next_poll = time.monotonic() + self._poll_once()
+                    self._next_poll = time.monotonic() + self.poll_s
+                    self._claim_once()
                 self._flush_records()
             except Exception:  # never die: log, breathe, go on
                 log.exception("the deliverer loop failed; going on")
                 self._stop.wait(1.0)
 
-    def _poll_once(self) -> float:
-        """Load pending rows this process does not hold; return the seconds to the next poll."""
-        started = time.monotonic()
+    def _store_call(self, fn: Callable[[Any, float], Any]) -> Any:
+        """Run fn(conn, now), one statement (a claim, a renewal): through the store's single writer (SQLite:
+        one writer, one connection), or, when dispatchers share the outbox, on the deliverer thread's own
+        connection in autocommit: one round trip, the wake-up's only one before the send."""
+        if not self.shared:
+            return self.pm.writer.submit_call(fn).result(STORE_CALL_S)
         try:
-            with self.pm.db.connect() as conn:
-                ids = store.pending_ids(conn)
-                held = self._held()
-                new = [i for i in ids if i not in held]
-                rows = store.notifications_by_id(conn, new) if new else []
-        except Exception as e:  # noqa: BLE001 - any store failure: back off and poll again
+            if self._conn is None:
+                conn = self.pm.db.connect().execution_options(isolation_level="AUTOCOMMIT")
+                if conn.dialect.name == "postgresql":
+                    # a claim needs no durability (lost in a server crash, its rows are claimable again, as
+                    # after an expired lease): its commit does not wait for the WAL flush
+                    conn.exec_driver_sql("SET synchronous_commit TO OFF")
+                self._conn = conn
+            return fn(self._conn, self.clock.now())
+        except Exception:
+            self._close_conn()  # reconnect on the next call
+            raise
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close
+                pass
+
+    def _claim_once(self) -> None:
+        """Claim what may be sent and route it to the lanes. Shared: at once, on this thread. Embedded:
+        through the writer, answered back on this thread (_claimed), so that the writer's queue never holds
+        up the notifications it hands over meanwhile."""
+        started = time.monotonic()
+        now = self.clock.now()
+        limit = self.batch if self.shared else 1_000_000
+        release = not self.shared and not self._released
+
+        def claim(conn, _t):
+            if release:  # the one process of this store: every claim left is a dead process's
+                store.release_claims(conn)
+            return store.claim(conn, self.me, now, now + self.lease, limit=limit, ordered=self.shared)
+        if self.shared:
+            fut: Future = Future()
+            try:
+                fut.set_result(self._store_call(claim))
+            except Exception as e:  # noqa: BLE001 - any store failure: back off and claim again
+                fut.set_exception(e)
+            self._claimed(_Claimed(fut, started))
+            return
+        self._claiming = True
+        try:
+            fut = self.pm.writer.submit_call(claim)
+        except Exception as e:  # noqa: BLE001 - the writer refuses work while it recovers
+            fut = Future()
+            fut.set_exception(e)
+        fut.add_done_callback(lambda f: self._inbox.put(_Claimed(f, started)))
+
+    def _claimed(self, c: _Claimed) -> None:
+        self._claiming = False
+        error = c.future.exception()
+        if error is not None:
             self._poll_failures += 1
             wait = backoff(self._poll_failures, base=self.store_backoff_base, cap=self.store_backoff_cap,
                            jitter=random.uniform(0.5, 1.0))
             (log.warning if self._poll_failures == 1 else log.debug)(
-                "polling the outbox failed (%s: %s); retrying in %.1fs", type(e).__name__, e, wait)
-            return wait
+                "claiming from the outbox failed (%s: %s); retrying in %.1fs", type(error).__name__, error,
+                wait)
+            self._next_poll = time.monotonic() + wait
+            return
+        rows = c.future.result()
+        self._released = True
         if self._poll_failures:
-            log.warning("polling the outbox works again after %d failed tries", self._poll_failures)
+            log.warning("claiming from the outbox works again after %d failed tries", self._poll_failures)
             self._poll_failures = 0
+        self._more = self.shared and len(rows) >= self.batch
+        held = self._held()
         for r in rows:
+            if r.id in held:
+                continue
             n = msgspec.json.decode(r.body, type=Notification)
             self._route(msgspec.structs.replace(n, id=r.id), r.attempts, r.created_at, r.next_attempt_at)
-        with self._lock:  # an end stored before this poll began can no longer show up as pending
-            for i in [i for i, t in self._done.items() if t < started]:
+        with self._lock:  # an end stored before this claim began can no longer show up as pending
+            for i in [i for i, t in self._done.items() if t < c.started]:
                 del self._done[i]
         self._loaded.set()
-        return self.poll_s
+
+    def _renew(self) -> None:
+        """Extend the lease of what this dispatcher holds; drop from the lanes what another dispatcher
+        claimed after our lease expired (the store was away longer than the lease): it sends it now."""
+        try:
+            ours = self._store_call(lambda conn, now: store.renew_claims(conn, self.me, now + self.lease))
+        except Exception as e:  # noqa: BLE001 - the store is away: the claim loop backs off and says so
+            log.debug("renewing the claims failed: %s: %s", type(e).__name__, e)
+            return
+        for lane in list(self._lanes.values()):
+            with lane.cond:
+                lost = [i for i in lane.items if i not in ours]
+                for i in lost:
+                    del lane.items[i]
+                if lost:
+                    log.warning("%d notifications to %s were claimed by another dispatcher after this one's "
+                                "lease expired; it sends them", len(lost), lane.name)
+                    lane.changed = True
 
     def _route(self, n: Notification, attempts: int, created: float, next_at: float) -> None:
         if n.id in self._done:
@@ -391,7 +518,7 @@ class Deliverer:
             b = self._buckets.get(name)
             if b is None:
                 rate, burst = self.receivers[name].rate_limit
-                b = self._buckets[name] = _Bucket(rate, burst, burst)
+                b = self._buckets[name] = _Bucket(rate, burst, burst, at=self._pace())
             return b
 
     def _attempt(self, lane: _Lane, item: _Item) -> Outcome:
@@ -401,7 +528,7 @@ class Deliverer:
         error: TransportError | None = None
         if targets:
             bucket = self.bucket(n.receiver)
-            while (delay := bucket.wait()) > 0:
+            while (delay := bucket.wait(self._pace())) > 0:
                 if self._stop.wait(min(delay, 0.5)):
                     return Outcome.RETRY
             try:
@@ -411,7 +538,7 @@ class Deliverer:
                 if isinstance(e, DeliveryError):
                     item.settled = tuple(sorted(set(item.settled) | e.settled))
             item.attempts += 1
-        now = self.pm.clock.now()
+        now = self.clock.now()
         result = outcome(targets=targets, permanent=None if error is None else error.permanent,
                          age=now - item.created, max_age=self.max_age)
         if result is Outcome.RETRY:
@@ -440,7 +567,7 @@ class Deliverer:
                 store.mark_sent(conn, nid, attempts, t)
         else:
             def fn(conn, t):
-                store.mark_failed(conn, nid, attempts, result.value, error or "",
+                store.mark_failed(conn, nid, attempts, result.status, error or "",
                                   next_at if next_at is not None else t)
         self._keep(("n", nid), _Record(fn, f"the {result.value} result of notification {nid}", result.final))
 
@@ -507,6 +634,9 @@ class Deliverer:
             if failures:
                 log.warning("the store takes the deliverer's results again (after %d failed tries)", failures)
                 self._inbox.put(None)  # submit the rest now
+            if rec.final and self.shared:  # the group's next notification may be claimable now
+                self._poll_now = True
+                self._inbox.put(None)
             return
         (log.warning if failures == 1 else log.debug)(
             "storing %s failed (%s: %s); retrying in %.1fs", rec.what, type(error).__name__, error, wait)
@@ -524,7 +654,7 @@ class Deliverer:
         if receiver is None:
             raise KeyError(name)
         try:
-            delays = self.bucket(name).reserve(len(notifications), max_wait)
+            delays = self.bucket(name).reserve(len(notifications), max_wait, self._pace())
         except ValueError as e:
             raise RateLimited(name, float(e.args[0])) from None
         t0 = time.monotonic()

@@ -12,17 +12,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pipemon.model import DeliveryStatus
+
 
 class Outcome(enum.StrEnum):
-    SENT = "sent"          # at least one channel took it (or every channel had taken it before)
-    SKIPPED = "skipped"    # no channel of the receiver wants it (e.g. a resolve without send_resolved)
-    RETRY = "pending"      # a transient failure: tried again later (the row stays pending)
-    FAILED = "failed"      # a permanent failure: retrying cannot help
-    DEAD = "dead"          # given up: transient failures for longer than max_age, or no such receiver
+    """An attempt's result; its value is the row's status after it (model.DeliveryStatus)."""
+
+    SENT = DeliveryStatus.SENT        # at least one channel took it (or every channel had before)
+    SKIPPED = DeliveryStatus.SKIPPED  # no channel wants it (e.g. a resolve without send_resolved)
+    RETRY = DeliveryStatus.PENDING    # a transient failure: tried again later (the row stays pending)
+    FAILED = DeliveryStatus.FAILED    # a permanent failure: retrying cannot help
+    DEAD = DeliveryStatus.DEAD        # given up: failing for longer than max_age, or no such receiver
 
     @property
     def final(self) -> bool:
         return self is not Outcome.RETRY
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return DeliveryStatus(self.value)
 
 
 class ReceiverChange(enum.Enum):

@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy.engine import Connection
 
+from pipemon.model import DeliveryStatus
 from pipemon.store.db import unbounded  # VACUUM may outlast the statement timeout on purpose
 
 log = logging.getLogger(__name__)
@@ -101,5 +102,6 @@ def apply_retention(conn: Connection, cutoff: float, pipeline_ids: list[int],
     deleted["alerts"] = conn.exec_driver_sql(
         f"DELETE FROM alerts WHERE started_at < {p} AND state = 'resolved'", (cutoff,)).rowcount
     deleted["notifications"] = conn.exec_driver_sql(
-        f"DELETE FROM notifications WHERE created_at < {p} AND status <> 'pending'", (cutoff,)).rowcount
+        f"DELETE FROM notifications WHERE created_at < {p} AND status <> {p}",
+        (cutoff, DeliveryStatus.PENDING.value)).rowcount
     return deleted

@@ -20,6 +20,7 @@ engine, cheap to compare and index, and no timezone ambiguity. Indexes, and the 
   alerts (team, state), alerts (started_at)        the alert list and the noise report
   notifications.key unique            the outbox never holds the same notification twice
   notifications (status, next_attempt_at)          the deliverer's due work
+  notifications (receiver, group_key, id) partial: pending   a claim's order check (the group's earliest)
   notifications (created_at)          the noise report and the delivery log
 """
 from __future__ import annotations
@@ -217,14 +218,18 @@ notifications = Table(
     Column("teams", Text, nullable=False),         # JSON list: the teams whose alerts it carries
     Column("fingerprints", Text, nullable=False),  # JSON list
     Column("body", Text, nullable=False),          # JSON: the Notification
-    Column("status", String(12), nullable=False),  # pending | sent | failed | dead
+    Column("status", String(12), nullable=False),  # model.DeliveryStatus
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", Float, nullable=False),
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("sent_at", Float),
+    Column("claimed_by", String(40)),              # the dispatcher sending it now (0010)
+    Column("claimed_until", Float),                # its lease: after this, another dispatcher may claim it
 )
 Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+Index("ix_notifications_pending_key", notifications.c.receiver, notifications.c.group_key, notifications.c.id,
+      sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"))
 Index("ix_notifications_created", notifications.c.created_at)
 
 engine_blobs = Table(
