@@ -211,42 +211,51 @@ class DetectorSuite:
 
     def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
         """A finished run: each metric is scored with what came before, then learned."""
+        return self.observe_completion(pipeline_id, run.run_id, run.start, run.status, run.duration_s,
+                                       run.rows, run.bytes, now, run.nominal_time, run.schemas)
+
+    def observe_completion(self, pipeline_id: str, run_id: str, start: float, status: RunStatus,
+                           duration_s: float | None, rows: float | None, bytes_: float | None, now: float,
+                           nominal: float | None = None,
+                           schemas: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[Finding]:
+        """observe_run with the run's fields as arguments: the backtest's million runs need no
+        RunObservation each (a frozen dataclass costs a setattr per field to build)."""
         p = self._p.get(pipeline_id)
         if p is None:
             p = self._get(pipeline_id)
-        run_id = run.run_id
         rec = p.running.pop(run_id, None)
         if rec is None:
-            out = self._start(p, run_id, run.start, run.nominal_time)
+            out = self._start(p, run_id, start, nominal)
             long_alarmed, kept = False, None
         else:
             out = []
             self._retire(rec)
             long_alarmed, kept = rec.alarmed, rec.expect
-        status = run.status
         if status is RunStatus.SUCCEEDED:
-            nominal = run.nominal_time
-            t = nominal if nominal is not None else run.start
+            t = nominal if nominal is not None else start
             if p.zone is not None:
                 t = p.local(t)
-            if run.duration_s is not None:
-                f = self._metric(p, "duration_s", t, run.duration_s, run_id, now, quiet_high=long_alarmed,
+            if duration_s is not None:
+                f = self._metric(p, "duration_s", t, duration_s, run_id, now, quiet_high=long_alarmed,
                                  kept=kept if nominal is None else None)
                 if f is not None:
                     out.append(f)
-            for metric, x in (("rows", run.rows), ("bytes", run.bytes)):
-                if x is not None:
-                    f = self._metric(p, metric, t, x, run_id, now)
-                    if f is not None:
-                        out.append(f)
+            if rows is not None:
+                f = self._metric(p, "rows", t, rows, run_id, now)
+                if f is not None:
+                    out.append(f)
+            if bytes_ is not None:
+                f = self._metric(p, "bytes", t, bytes_, run_id, now)
+                if f is not None:
+                    out.append(f)
         if status is not RunStatus.ABORTED:
             failed = status is RunStatus.FAILED
             f = p.failures.observe(pipeline_id, run_id, now, failed, p.sens)
             if f is not None:
                 out.append(f)
             p.cadence.on_finish(failed)
-        if run.schemas:
-            out.extend(p.schema.observe(pipeline_id, run_id, now, run.schemas))
+        if schemas:
+            out.extend(p.schema.observe(pipeline_id, run_id, now, schemas))
         return out
 
     def _retire(self, rec: _Running) -> None:
