@@ -66,10 +66,12 @@ class _Pipeline:
         "cad_queued",
         "cadence",
         "cal",
+        "duration",
         "failures",
         "max_duration_s",
         "metrics",
         "pid",
+        "rows",
         "running",
         "schema",
         "sens",
@@ -84,6 +86,9 @@ class _Pipeline:
     def reset(self, spec: DetectSpec) -> None:
         """Everything learned forgotten (as new), the object kept: the heap's entries point at it."""
         self.metrics: dict[str, MetricBaseline] = {}
+        # metrics["duration_s"] and ["rows"] when there: read every run, a slot is cheaper than a lookup
+        self.duration: MetricBaseline | None = None
+        self.rows: MetricBaseline | None = None
         self.failures = FailureRate()
         self.schema = SchemaWatch()
         self.running: dict[str, _Running] = {}
@@ -120,7 +125,12 @@ class _Pipeline:
         if b is None:
             b = self.metrics[metric] = MetricBaseline(log=metric != "value")
             b.cal = self.cal
+            self.cache_metrics()
         return b
+
+    def cache_metrics(self) -> None:
+        self.duration = self.metrics.get("duration_s")
+        self.rows = self.metrics.get("rows")
 
 
 def _schedule_of(spec: DetectSpec) -> tuple[object, ...]:
@@ -189,7 +199,7 @@ class DetectorSuite:
         if run_id in running:
             return []
         out = self._start(p, run_id, start, nominal)
-        b = p.metrics.get("duration_s")
+        b = p.duration
         if b is None:
             expect = None
             deadline = self._long_deadline(p, start, None, None)
@@ -280,7 +290,7 @@ class DetectorSuite:
 
     def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
                 quiet_high: bool = False, kept: tuple[int, Expect] | None = None) -> Finding | None:
-        b = p.metrics.get(metric)
+        b = p.duration if metric == "duration_s" else p.rows if metric == "rows" else p.metrics.get(metric)
         if b is None:
             b = p.baseline(metric)
         line = ALARM_SCORE / p.sens
@@ -408,6 +418,7 @@ class DetectorSuite:
                 self._retire(r)
             p.reset(spec)
         p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
+        p.cache_metrics()
         for b in p.metrics.values():
             b.cal = p.cal
         p.cadence = CadenceDetector.from_json(d["cadence"])
