@@ -13,9 +13,9 @@ stores for the same run.
 
 The held-back runs then go through the real service code: as native JSON events (START, then COMPLETE
 / FAIL / ABORT with rows, bytes, error, nominal time, team, inputs and outputs), parsed by the native
-front door (`pipemon.ingest.native.parse`) and ingested by the real writer (`pm.worker.ingest`) of a
+front door (`pipemon.ingest.native.parse`) and ingested by the real writer (`pm.writer.ingest`) of a
 `pipemon.app.build(url, demo settings)`, in time order, with a FakeClock following the events and
-the writer's clock tick (`pm.worker.tick`) every `tick_s` of simulated time. So the run rows, events,
+the writer's clock tick (`pm.writer.tick`) every `tick_s` of simulated time. So the run rows, events,
 lineage edges, health views (`pipeline_state`), findings, rollups and engine checkpoints of those runs
 are the engine's own; nothing is hand-written.
 """
@@ -328,7 +328,7 @@ def feed(url: str, fleet: sim.Fleet, settings: Settings, tails: dict[str, collec
         def flush(at: float) -> None:
             if pending:
                 clock.set(at)
-                pm.worker.ingest(native.parse(enc.encode(pending), clock.now()))
+                pm.writer.ingest(native.parse(enc.encode(pending), clock.now()))
                 st.batches += 1
                 pending.clear()
 
@@ -336,7 +336,7 @@ def feed(url: str, fleet: sim.Fleet, settings: Settings, tails: dict[str, collec
             if t >= next_tick:
                 flush(timeline[i - 1][0])
                 clock.set(t)
-                pm.worker.tick()
+                pm.writer.tick()
                 st.ticks += 1
                 next_tick = t + plan.tick_s
             pending.append(native_events(by_id[r.pipeline], r)[which])
@@ -351,11 +351,11 @@ def feed(url: str, fleet: sim.Fleet, settings: Settings, tails: dict[str, collec
         # the engine state as the writer does every few seconds.
         st.sim_end = max(timeline[-1][0], time.time())
         clock.set(st.sim_end)
-        pm.worker.tick()
+        pm.writer.tick()
         st.ticks += 1
-        pm.worker.call(lambda conn, now: pm.evaluation.checkpoint(conn, now))
+        pm.writer.call(lambda conn, now: pm.health.checkpoint(conn, now))
     finally:
-        pm.worker.stop()  # closes the writer's connection (the writer thread was never started)
+        pm.writer.stop()  # closes the writer's connection (the writer thread was never started)
         pm.close()
     st.seconds = time.perf_counter() - t0
     return st

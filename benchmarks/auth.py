@@ -48,11 +48,11 @@ def main() -> None:
     pm = build(db, clock=clock, deliver=False)
     try:
         secrets = []
-        with pm.engine.begin() as conn:
+        with pm.db.begin() as conn:
             for i in range(args.tokens):
                 secrets.append(tokens.create(conn, name=f"t{i}", team=f"team{i % 50}", role=Role.INGEST,
                                              created_by="bench", now=T0)[1])
-        ring = Keyring(pm.engine, clock, AuthMode.ON)
+        ring = Keyring(pm.db, clock, AuthMode.ON)
         loads, checks = [], []
         for _ in range(20):
             ring._loaded = False  # a full read, as after a create or revoke
@@ -73,7 +73,7 @@ def main() -> None:
 
         enc = msgspec.json.Encoder()
         who = Caller("t0", Role.INGEST, "team0", token_id=1)
-        pm.worker.ingest([])  # loads the writer's state
+        pm.writer.ingest([])  # loads the writer's state
         for label, caller, prefix in (("auth off (no caller)", None, "off"),
                                       ("team ingest token", who, "on")):
             batches = []
@@ -83,7 +83,7 @@ def main() -> None:
                 batches.append(native.parse(enc.encode(evs), T0 + b))
             t = time.perf_counter()
             for evs in batches:
-                pm.worker.ingest(evs, caller=caller)
+                pm.writer.ingest(evs, caller=caller)
             rate = args.events / (time.perf_counter() - t)
             print(f"ingest, {label}: {rate:,.0f} events/s ({args.events:,} events, "
                   f"{args.pipelines} pipelines, batches of 100, inline writer)")

@@ -67,10 +67,10 @@ def main() -> None:
                 b'{"pipeline": "team%03d/%s_%d", "run_id": "r", "type": "COMPLETE", "event_time": %f}'
                 % (i % args.teams, b"daily" if i % 2 else b"hourly", i, T0)
                 for i in range(lo, min(lo + 5000, args.pipelines))) + b"]"
-            pm.worker.ingest(native.parse(body, T0), timeout=600)
-        print(f"{len(pm.worker.pipelines)} pipelines, {args.teams} team files")
+            pm.writer.ingest(native.parse(body, T0), timeout=600)
+        print(f"{len(pm.writer.pipelines)} pipelines, {args.teams} team files")
         reads, swaps, holds = [], [], []
-        call = pm.worker.call
+        call = pm.writer.call
 
         def timed(fn, timeout=None):  # the part of a reload that runs on the writer
             t = time.perf_counter()
@@ -78,7 +78,7 @@ def main() -> None:
                 return call(fn, timeout)
             finally:
                 holds.append(time.perf_counter() - t)
-        pm.worker.call = timed  # type: ignore[method-assign]
+        pm.writer.call = timed  # type: ignore[method-assign]
         for k in range(args.reloads):
             write_config(root, args.teams, 2 + k % 2)
             t = time.perf_counter()

@@ -54,17 +54,17 @@ def feed(db_url: str, days: float, pipelines: int, seed: int) -> tuple[int, int,
             t = datetime.fromisoformat(ev["eventTime"]).timestamp()
             if t >= next_tick:
                 if batch:
-                    pm.worker.ingest(batch)
+                    pm.writer.ingest(batch)
                     batch = []
                 clock.set(t)
-                pm.worker.tick()
+                pm.writer.tick()
                 next_tick = t + 300
             got = openlineage.parse(enc.encode(ev), t)
             n += len(got)
             raw += sum(len(e.raw or b"") for e in got)
             batch += got
         if batch:
-            pm.worker.ingest(batch)
+            pm.writer.ingest(batch)
     finally:
         pm.close()
     return n, raw, time.perf_counter() - t0, time.process_time() - cpu0

@@ -1,4 +1,5 @@
-"""Composition root: `build()` wires the store, the writer, the engine and the clock into one Pipemon."""
+"""Composition root: `build()` wires the store, the writer and its stages, the deliverer and the clock into
+one Pipemon."""
 from __future__ import annotations
 
 import logging
@@ -8,16 +9,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy.engine import Engine
 
-from pipemon.alerting import Alerting
 from pipemon.clock import Clock, WallClock
 from pipemon.config import Settings
-from pipemon.evaluation import Evaluation
 from pipemon.log import EventLog
 from pipemon.log.memory import MemoryLog
 from pipemon.notify import build_receivers, redact_httpx_logs
 from pipemon.notify.delivery import Deliverer
 from pipemon.store import db
-from pipemon.worker import Worker
+from pipemon.writer.alerts import AlertStage
+from pipemon.writer.health import HealthStage
+from pipemon.writer.stages import Stages
+from pipemon.writer.writer import Writer
 
 if TYPE_CHECKING:
     from pipemon.reload import Reloader
@@ -28,11 +30,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class Pipemon:
     settings: Settings
-    engine: Engine
+    db: Engine                    # SQLAlchemy's engine: the store's connection pool
     clock: Clock
-    worker: Worker
-    evaluation: Evaluation
-    alerting: Alerting
+    writer: Writer
+    health: HealthStage
+    alerts: AlertStage
+    stages: Stages                # what the writer runs after its fold: health → alerts
     db_url: str = field(repr=False)  # may hold a password: show `safe_db_url` instead
     deliverer: Deliverer | None = None
     started: bool = field(default=False)
@@ -49,7 +52,7 @@ class Pipemon:
         if self.started:
             return
         if threaded:
-            self.worker.start()
+            self.writer.start()
             if self.deliverer is not None:
                 self.deliverer.start()
         self.started = True
@@ -59,31 +62,30 @@ class Pipemon:
             return
         if self.deliverer is not None:
             self.deliverer.stop()
-        self.worker.stop()
+        self.writer.stop()
         self.started = False
 
     def reconfigure(self, settings: Settings, timeout: float = 30.0) -> None:
         """Swap the settings live (a config reload): on the writer thread, between two batches, so no
         event is processed half under the old and half under the new; pending notifications stay pending.
         The API reads `self.settings` per request: it follows at once."""
-        for key in list(self.worker.pipelines):  # match the globs here, off the writer: it then finds them
+        for key in list(self.writer.pipelines):  # match the globs here, off the writer: it then finds them
             settings.rule_for(key)                # memoised (most of a reload's work at fleet scale)
         if self.deliverer is not None:  # first: a notification the new routes make finds its receiver
             self.deliverer.reconfigure(build_receivers(settings.receivers),
                                        settings.alerting.receiver_failure_threshold)
 
         def swap(conn, now: float) -> None:
-            changed = self.worker.reconfigure(conn, settings)
-            self.evaluation.reconfigure(conn, self.worker, settings, now)
-            self.alerting.reconfigure(conn, settings, now)
+            changed = self.writer.reconfigure(conn, settings)
+            self.stages.reconfigure(conn, self.writer, settings, now)
             if changed:
                 log.info("config reload: %d pipelines changed owner", len(changed))
             self.settings = settings
-        self.worker.call(swap, timeout=timeout)
+        self.writer.call(swap, timeout=timeout)
 
     def close(self) -> None:
         self.stop()
-        self.engine.dispose()
+        self.db.dispose()
 
 
 def build(db_url: str = "sqlite:///pipemon.db", settings: Settings | None = None, clock: Clock | None = None,
@@ -96,13 +98,14 @@ def build(db_url: str = "sqlite:///pipemon.db", settings: Settings | None = None
     engine = db.open_engine(db_url, synchronous=synchronous)
     if migrate:
         db.upgrade(engine)
-    evaluation = Evaluation(settings)
-    alerting = Alerting(settings, evaluation)
-    worker = Worker(engine, settings, clock, evaluation)
-    pm = Pipemon(settings=settings, engine=engine, clock=clock, worker=worker, evaluation=evaluation,
-                 alerting=alerting, db_url=db.normalize_url(db_url), log=MemoryLog(worker))
+    health = HealthStage(settings)
+    alerts = AlertStage(settings, health)
+    stages = Stages(health, alerts)
+    writer = Writer(engine, settings, clock, stages)
+    pm = Pipemon(settings=settings, db=engine, clock=clock, writer=writer, health=health, alerts=alerts,
+                 stages=stages, db_url=db.normalize_url(db_url), log=MemoryLog(writer))
     if deliver:
         pm.deliverer = Deliverer(pm, build_receivers(settings.receivers), http,
                                  threshold=settings.alerting.receiver_failure_threshold)
-        alerting.on_notifications.append(pm.deliverer.enqueue)
+        alerts.on_notifications.append(pm.deliverer.enqueue)
     return pm

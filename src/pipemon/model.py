@@ -241,6 +241,25 @@ class AlertState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class AlertKind(enum.StrEnum):
+    """What an alert is about. The first nine are the health conditions (engine.health.ConditionKind) that
+    alerts are made of; the values are what is stored and sent (labels, JSON), so they never change."""
+
+    FAILURE = "failure"
+    LATE = "late"
+    SLA_MISS = "sla_miss"
+    RUNNING_LONG = "running_long"
+    DURATION_ANOMALY = "duration_anomaly"
+    VOLUME_ANOMALY = "volume_anomaly"
+    FAILURE_RATE = "failure_rate"
+    EXTRA_RUN = "extra_run"
+    SCHEMA_CHANGE = "schema_change"
+    UPSTREAM_FAILURE = "upstream_failure"  # a notice to a team downstream of another team's root cause
+    RECEIVER_FAILING = "receiver_failing"  # pipemon's own: deliveries to a receiver keep failing
+    WATCHDOG = "watchdog"                  # pipemon's own: the cluster's dead man's switch
+    TEST = "test"                          # `pipemon receivers test` and the API's test endpoint
+
+
 class NotifyAction(enum.StrEnum):
     TRIGGER = "trigger"
     REPEAT = "repeat"
@@ -256,8 +275,7 @@ class AlertView(msgspec.Struct, frozen=True):
     fingerprint: str            # stable: pipeline + kind [+ metric]; PagerDuty's dedup_key
     pipeline: str               # namespace/name
     team: str
-    kind: str                   # failure, late, sla_miss, running_long, duration_anomaly, volume_anomaly,
-                                # failure_rate, schema_change, upstream_failure, extra_run, receiver_failing
+    kind: AlertKind
     severity: Severity
     state: AlertState
     summary: str                # one line: "payments-airflow/invoices failed: relation … does not exist"

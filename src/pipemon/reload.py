@@ -118,7 +118,7 @@ def _audit(pm: Pipemon, actor: Caller, loaded: Loaded, now: float) -> None:
     rejected = sorted(s.team for s in loaded.statuses.values() if not s.ok)
     detail = {"team_files": len(loaded.statuses), "rejected": rejected}
     try:
-        pm.worker.call(lambda conn, _now: audit.record(conn, actor=actor, action="config.reload",
+        pm.writer.call(lambda conn, _now: audit.record(conn, actor=actor, action="config.reload",
                                                        target="config", team=None, detail=detail, now=now))
     except Exception as e:  # noqa: BLE001 - the reload stands even when its record cannot be written now
         log.warning("config reload applied but not audited: %s", e)

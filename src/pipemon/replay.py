@@ -1,7 +1,7 @@
 """Replay: the very same engine over recorded events, with the clock following event time.
 
 Events (OpenLineage or native JSON lines, in event-time order) go through the same front-door parsers,
-writer, evaluator and alerting as live traffic; between events the clock ticks every `tick` seconds so
+writer and stages (health, alerts) as live traffic; between events the clock ticks every `tick` seconds so
 timers fire (lateness, group_wait, escalation); at the end it advances to `until`. Nothing is sent: each
 notification that would have been is written as one JSON object a line. The store is a throwaway SQLite
 file (synchronous off, one commit per hour of event time: nothing here needs to survive a crash).
@@ -84,8 +84,8 @@ def replay(settings: Settings, source: Iterable[bytes], out: IO[str] | None, *, 
         pm = build(f"sqlite:///{Path(tmp) / 'replay.db'}", settings, clock=clock, synchronous="OFF",
                    deliver=False)
         # no checkpoints and no health views: the replay store is thrown away
-        pm.evaluation.checkpoint_s = 1e18
-        pm.evaluation.views = False
+        pm.health.checkpoint_s = 1e18
+        pm.health.views = False
 
         def record(ns: list[Notification]) -> None:
             for n in ns:
@@ -106,7 +106,7 @@ def replay(settings: Settings, source: Iterable[bytes], out: IO[str] | None, *, 
                     result.pages_by_team[team] += 1
                     if n.action.value == "repeat":
                         result.repeats_by_team[team] += 1
-        pm.alerting.on_notifications.append(record)
+        pm.alerts.on_notifications.append(record)
         try:
             _drive(pm, clock, read_events(iter(source), result), result, until, tick)
             result.naive_by_team = naive_pages(pm)
@@ -136,12 +136,12 @@ def _drive_held(pm, clock: FakeClock, events: Iterator[Event], result: ReplayRes
         while t >= next_tick:  # timers fire between events, not only when the next event comes
             _flush(pm, batch)
             clock.set(next_tick)
-            pm.worker.tick()
+            pm.writer.tick()
             next_tick += tick
         if t - held_from >= COMMIT_EVERY_S:
             _flush(pm, batch)
             held.close()
-            held.enter_context(pm.worker.one_transaction())
+            held.enter_context(pm.writer.one_transaction())
             held_from = t
         clock.set(t)
         batch.append(ev)
@@ -153,23 +153,23 @@ def _drive_held(pm, clock: FakeClock, events: Iterator[Event], result: ReplayRes
     if until is not None and next_tick is not None:
         while next_tick <= until:
             clock.set(next_tick)
-            pm.worker.tick()
+            pm.writer.tick()
             next_tick += tick
         clock.set(until)
-        pm.worker.tick()
+        pm.writer.tick()
         result.end = until
 
 
 def _flush(pm, batch: list[Event]) -> None:
     if batch:
-        pm.worker.ingest(batch)
+        pm.writer.ingest(batch)
         batch.clear()
 
 
 def naive_pages(pm) -> collections.Counter:
     """What a naive policy would have paged: one alert per failed run and one per late or missing run."""
     counts: collections.Counter = collections.Counter()
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT p.team, COUNT(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id "
             "WHERE r.parent_run_id IS NULL AND r.status IN ('failed', 'aborted') GROUP BY p.team").all()

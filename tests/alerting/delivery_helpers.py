@@ -97,7 +97,7 @@ class Served:
             d = Deliverer(self.pm, build_receivers(self.pm.settings.receivers),
                           **{"threshold": 3, "backoff_base": 0.2, "backoff_cap": 1.0, **deliverer})
             self.pm.deliverer = d
-            self.pm.alerting.on_notifications.append(d.enqueue)
+            self.pm.alerts.on_notifications.append(d.enqueue)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.pm), host="127.0.0.1", port=port,
@@ -125,7 +125,7 @@ class Served:
         self.http.close()
         self.server.should_exit = True
         self.thread.join(15)
-        self.pm.engine.dispose()
+        self.pm.db.dispose()
 
 
 # One webhook receiver for the pay/* pipelines, a group per pipeline, flushed at once ({url}: a receiver).

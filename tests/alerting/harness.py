@@ -51,7 +51,7 @@ class Harness:
         while t < to:
             t = min(to, t + step)
             self.clock.set(t)
-            self.pm.worker.tick()
+            self.pm.writer.tick()
 
     def alerts(self, **params) -> list[dict]:
         return self.client.get("/api/v1/alerts", params={"state": "firing,acknowledged,resolved", **params}).json()["items"]

@@ -198,13 +198,13 @@ inhibit_rules:
 """
     hs = h(config(receiver.url, inhibit=inhibit))
     from pipemon.engine.mute import Muter
-    assert isinstance(hs.pm.alerting.muter, Muter) and hs.pm.alerting.muter.inhibit
+    assert isinstance(hs.pm.alerts.muter, Muter) and hs.pm.alerts.muter.inhibit
     from pipemon.engine.alerts import Alert
     from pipemon.model import Severity
     target = Alert("t", "pay/x", "payments", "failure_rate", {"pipeline": "pay/x", "kind": "failure_rate"},
                    Severity.WARNING, "s", "d", 0, 0)
-    assert hs.pm.alerting.muter.inhibited_by("t", target.labels, [("s", {"pipeline": "pay/x", "kind": "failure"})]) == "s"
-    assert hs.pm.alerting.muter.inhibited_by("t", target.labels, [("s", {"pipeline": "pay/y", "kind": "failure"})]) is None
+    assert hs.pm.alerts.muter.inhibited_by("t", target.labels, [("s", {"pipeline": "pay/x", "kind": "failure"})]) == "s"
+    assert hs.pm.alerts.muter.inhibited_by("t", target.labels, [("s", {"pipeline": "pay/y", "kind": "failure"})]) is None
 
 
 UPSTREAM = """

@@ -79,7 +79,7 @@ def test_committing_once_an_hour_of_event_time_changes_no_notification(events, m
 
     from pipemon.config import loads
     from pipemon.replay import replay
-    from pipemon.worker import Worker
+    from pipemon.writer.writer import Writer
 
     def notifications() -> list[dict]:
         out = io.StringIO()
@@ -89,17 +89,17 @@ def test_committing_once_an_hour_of_event_time_changes_no_notification(events, m
         return [json.loads(x) for x in out.getvalue().splitlines()]
 
     held = notifications()
-    monkeypatch.setattr(Worker, "one_transaction", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(Writer, "one_transaction", lambda self: contextlib.nullcontext())
     assert notifications() == held
 
 
 def test_one_transaction_is_refused_while_the_writer_thread_runs(tmp_path):
     from pipemon.app import build
     pm = build(f"sqlite:///{tmp_path / 'p.db'}", deliver=False)
-    pm.worker.start()
+    pm.writer.start()
     try:
         with pytest.raises(RuntimeError, match="not the live thread"):
-            with pm.worker.one_transaction():
+            with pm.writer.one_transaction():
                 pass
     finally:
         pm.close()

@@ -94,7 +94,7 @@ def install_tokens(pm) -> None:
     now = pm.clock.now()
     rows = [(tok, c.name, c.team, c.role) for tok, c in CALLERS.items()]
     rows.append((REVOKED, "payments-operator-old", "payments", Role.OPERATOR))
-    with pm.engine.begin() as conn:
+    with pm.db.begin() as conn:
         for secret, name, team, role in rows:
             conn.execute(store.tokens.insert().values(
                 name=name, team=team, role=role.value, hash=store.digest(secret), created_at=now,

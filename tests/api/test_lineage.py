@@ -46,7 +46,7 @@ def api(pm, clock, as_team):
             {"pipeline": "other/x", "run_id": "x1", "type": "FAIL", "event_time": t - 30,
              "error": {"message": ERROR, "type": "OperationalError"}}])
         assert r.status_code == 200, r.text
-        pm.worker.tick()
+        pm.writer.tick()
         yield c, headers
 
 

@@ -52,8 +52,8 @@ def test_owners_from_config_event_or_nobody_and_a_config_change_applies_to_exist
     pm.close()
     again = build(db_url, loads(""), clock=clock)
     try:
-        again.worker.tick()
-        assert {k: r.team for k, r in again.worker.pipelines.items()} == {
+        again.writer.tick()
+        assert {k: r.team for k, r in again.writer.pipelines.items()} == {
             "cfg/a": "marketing", "evt/b": "marketing", "none/c": "unowned"}
     finally:
         again.close()

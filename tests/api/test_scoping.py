@@ -152,7 +152,7 @@ def test_a_notification_is_a_teams_only_when_its_list_names_the_team_whole(pm):
     from pipemon.store import alerting as store
     teams = {"a": ["payments"], "b": ["payments-eu"], "c": ['x"payments'], "d": ["marketing", "payments"],
              "e": ["pay%ments"], "f": ["payments\\"]}
-    with pm.engine.begin() as conn:
+    with pm.db.begin() as conn:
         for key, ts in teams.items():
             store.insert_notification(conn, key=key, receiver="r", action="trigger", group_key="g",
                                       teams=ts, fingerprints=[], body="{}", now=1.0)

@@ -32,7 +32,7 @@ def bearer(secret: str) -> dict[str, str]:
 def make(client, name: str, role: Role, team: str | None = None, expires_at: float | None = None) -> str:
     """A token straight in the store (as `pipemon token create --db` makes it), honoured at once."""
     pm = client.app.state.pm
-    with pm.engine.begin() as conn:
+    with pm.db.begin() as conn:
         _, secret = tokens_store.create(conn, name=name, team=team, role=role, created_by="test",
                                         now=pm.clock.now(), expires_at=expires_at)
     client.app.state.keyring.load()
@@ -40,17 +40,17 @@ def make(client, name: str, role: Role, team: str | None = None, expires_at: flo
 
 
 def stored_events(client) -> int:
-    with client.app.state.pm.engine.connect() as conn:
+    with client.app.state.pm.db.connect() as conn:
         return conn.execute(sa.text("SELECT count(*) FROM events")).scalar_one()
 
 
 def pipeline_keys(client) -> set[str]:
-    with client.app.state.pm.engine.connect() as conn:
+    with client.app.state.pm.db.connect() as conn:
         return set(conn.execute(sa.text("SELECT key FROM pipelines")).scalars())
 
 
 def team_of(client, key: str) -> str | None:
-    with client.app.state.pm.engine.connect() as conn:
+    with client.app.state.pm.db.connect() as conn:
         return conn.execute(sa.text("SELECT team FROM pipelines WHERE key = :k"), {"k": key}).scalar_one()
 
 
@@ -155,7 +155,7 @@ def test_a_revoke_by_another_process_is_honoured_within_seconds(client):
     pm = client.app.state.pm
     secret = make(client, "a-admin", Role.ADMIN, "a")
     assert client.get("/api/v1/tokens", headers=bearer(secret)).status_code == 200
-    with pm.engine.begin() as conn:  # as `pipemon token revoke a-admin --db …` does, outside the server
+    with pm.db.begin() as conn:  # as `pipemon token revoke a-admin --db …` does, outside the server
         tokens_store.revoke(conn, "a-admin", pm.clock.now())
     t0 = time.monotonic()
     while client.get("/api/v1/tokens", headers=bearer(secret)).status_code == 200:
@@ -178,7 +178,7 @@ def test_tokens_keep_working_while_the_database_is_away(client, caplog):
         assert len(warnings) == 1  # said once, not at every retry
     finally:
         ring.engine.dispose()
-        ring.engine = client.app.state.pm.engine
+        ring.engine = client.app.state.pm.db
 
 
 def _request(secret: str):
@@ -213,7 +213,7 @@ def test_admin_api_roles(client):
     assert {t["name"] for t in listed} == {"a-admin", "a-viewer", "a-operator", "a-ingest", "a-cron"}
     everything = client.get("/api/v1/tokens", headers=bearer(root)).text
     assert "b-admin" in everything and "root" in everything
-    with client.app.state.pm.engine.connect() as conn:
+    with client.app.state.pm.db.connect() as conn:
         hashes = list(conn.execute(sa.select(tokens_store.tokens.c.hash)).scalars())
     assert not any(h in everything or h in created for h in hashes)
 
@@ -246,7 +246,7 @@ def test_changes_by_hand_are_audited_with_the_token_name(client):
     assert r.status_code == 200, r.text
     sid = r.json()["id"]
     assert client.delete(f"/api/v1/silences/{sid}", headers=bearer(op)).status_code == 200
-    with client.app.state.pm.engine.connect() as conn:
+    with client.app.state.pm.db.connect() as conn:
         rows = list(conn.execute(sa.select(audit_log).order_by(audit_log.c.id)))
     assert [(r.action, r.target, r.actor, r.actor_team, r.address) for r in rows] == [
         ("silence.add", str(sid), "pay-oncall", "payments", "testclient"),
@@ -294,7 +294,7 @@ def test_ingest_token_writes_only_its_teams_pipelines(client):
 
     assert client.post("/api/v1/events", json=native("old/unowned", "r2"), headers=a).status_code == 200
     assert team_of(client, "old/unowned") == "a"  # adopted, and the adoption is in the audit log
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         adopt = conn.execute(sa.select(audit_log).where(audit_log.c.action == "pipeline.adopt")).one()
     assert (adopt.target, adopt.actor, adopt.team) == ("old/unowned", "a-ingest", "a")
     assert client.post("/api/v1/events", json=native("old/unowned", "r3"), headers=b).status_code == 403

@@ -17,14 +17,14 @@ def test_reload_after_a_rolled_back_batch_that_created_a_pipeline(pm, clock):
     body = (b'[{"pipeline": "ns/new", "run_id": "r1", "type": "START", "event_time": %f},'
             b' {"pipeline": "ns/new", "run_id": "r1", "type": "COMPLETE", "event_time": %f}]' % (T0 - 60, T0))
     with pytest.raises(_Boom):
-        with pm.worker.one_transaction():
-            pm.worker.ingest(native.parse(body, clock.now()))
+        with pm.writer.one_transaction():
+            pm.writer.ingest(native.parse(body, clock.now()))
             raise _Boom  # the batch is rolled back: ns/new's row is gone, its rollup is still in memory
-    pm.worker._reset()  # reload from the store, as after any failed batch (it raised before the fix)
-    with pm.engine.begin() as conn:
-        pm.evaluation.checkpoint(conn, clock.now())  # writes the rollups: no foreign-key violation
+    pm.writer._reset()  # reload from the store, as after any failed batch (it raised before the fix)
+    with pm.db.begin() as conn:
+        pm.health.checkpoint(conn, clock.now())  # writes the rollups: no foreign-key violation
         assert conn.execute(sa.text("SELECT count(*) FROM pipelines WHERE key = 'ns/new'")).scalar() == 0
-    assert pm.worker.ingest(native.parse(body, clock.now())).accepted == 2  # and the retry is stored
-    with pm.engine.begin() as conn:
-        pm.evaluation.checkpoint(conn, clock.now())
+    assert pm.writer.ingest(native.parse(body, clock.now())).accepted == 2  # and the retry is stored
+    with pm.db.begin() as conn:
+        pm.health.checkpoint(conn, clock.now())
         assert conn.execute(sa.text("SELECT count(*) FROM rollups")).scalar() >= 1

@@ -21,7 +21,7 @@ from pipemon.engine.detect.calendar import (
     day_number,
 )
 from pipemon.engine.detect.metric import MetricBaseline
-from pipemon.engine.evaluator import Evaluator
+from pipemon.engine.judge import Judge
 from pipemon.errors import ConfigError
 from tests.detect._data import DAY, HOUR, replay, series
 from tests.detect.test_cadence import cadence
@@ -175,9 +175,9 @@ def test_a_learned_schedule_moved_earlier_is_absorbed_without_alarms(move_s: flo
 # ------------------------------------------------------------------------------------------- config edge
 def test_a_pipeline_rule_names_its_calendar_and_the_engine_gets_its_holidays() -> None:
     settings = config.loads('pipelines:\n  - match: "shop/*"\n    calendar: US\n')
-    spec = Evaluator(settings, calendars.lookup(at(dt.date(2026, 6, 1)))).spec_for("shop/orders")
+    spec = Judge(settings, calendars.lookup(at(dt.date(2026, 6, 1)))).spec_for("shop/orders")
     assert spec.calendar == "US" and day_number(THANKSGIVING) in spec.holidays
-    assert Evaluator(settings).spec_for("other/x").holidays == frozenset()
+    assert Judge(settings).spec_for("other/x").holidays == frozenset()
 
 
 @pytest.mark.parametrize("name, hint", [("XX", "unknown calendar 'XX'"), ("us", "upper case")])
@@ -192,7 +192,7 @@ def test_a_team_names_the_calendar_of_its_pipelines_and_a_rule_still_wins() -> N
                             'pipelines:\n  - match: "shop/*"\n    team: shop\n'
                             '  - match: "uk/*"\n    team: shop\n    calendar: UK\n')
     owners = {"shop/orders": "shop", "uk/orders": "shop", "ops/x": "ops"}
-    ev = Evaluator(settings, calendars.lookup(at(dt.date(2026, 6, 1))), team_of=owners.get)
+    ev = Judge(settings, calendars.lookup(at(dt.date(2026, 6, 1))), team_of=owners.get)
     spec = ev.spec_for("shop/orders")
     assert spec.calendar == "US" and day_number(THANKSGIVING) in spec.holidays
     assert ev.spec_for("uk/orders").calendar == "UK"        # the pipeline's own rule first

@@ -10,7 +10,7 @@ import pytest
 from pipemon.config import loads
 from pipemon.engine.detect import DetectorSuite, DetectSpec, FindingKind, RunObservation
 from pipemon.engine.detect.cadence import overdue_since
-from pipemon.engine.evaluator import Evaluator
+from pipemon.engine.judge import Judge
 from pipemon.engine.health import Condition, ConditionKind, HealthState, PipelineHealth, reason_now
 from pipemon.model import Run, RunStatus
 
@@ -108,7 +108,7 @@ def test_the_late_condition_keeps_its_slot_through_json():
 
 
 def test_the_evaluator_view_carries_the_slot_while_late():
-    ev = Evaluator(loads('pipelines: [{match: "a/p", schedule: "0 2 * * *", grace: 1h}]'))
+    ev = Judge(loads('pipelines: [{match: "a/p", schedule: "0 2 * * *", grace: 1h}]'))
     now = MON + 2 * DAY + 10 * H
     ev.ensure("a/p", MON, now)
     r = Run("a/p", "r0", RunStatus.RUNNING, MON + 2 * H + 300, start_seen=True)

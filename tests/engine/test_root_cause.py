@@ -1,5 +1,5 @@
 """One page per root cause (issue 10, item 5), in pure code: the rule (`explains`), and the engine from runs to
-what would be sent (Evaluator -> AlertBook -> Dispatch, fixed clock, no I/O)."""
+what would be sent (Judge -> AlertBook -> Dispatch, fixed clock, no I/O)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from pipemon.config import loads
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, explains, fingerprint
 from pipemon.engine.dispatch import Dispatch
-from pipemon.engine.evaluator import Evaluator, Signal, SignalType
+from pipemon.engine.judge import Judge, Signal, SignalType
 from pipemon.engine.health import ConditionKind
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.mute import Muter
@@ -69,7 +69,7 @@ class World:
 
     def __init__(self, cfg: str = CFG) -> None:
         self.settings = loads(cfg)
-        self.ev = Evaluator(self.settings)
+        self.ev = Judge(self.settings)
         self.book = AlertBook(self.settings, self.ev, Lineage(), self.info)
         self.d = Dispatch(self.settings, Muter())
         self.resolved: dict[str, Alert] = {}

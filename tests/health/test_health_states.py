@@ -50,7 +50,7 @@ def state(client, pipeline):
 
 def advance_to(pm, clock, t):
     clock.set(t)
-    pm.worker.tick()
+    pm.writer.tick()
 
 
 DAILY = """
@@ -187,7 +187,7 @@ def test_a_pipeline_with_no_config_learns_an_hourly_cadence_and_turns_late_when_
         start = at(0, 0) + h * 3600 + 300 + (h * 37) % 90
         clock.set(start + 240)
         client.post("/api/v1/events", json=run("learn/hourly", f"h{h}", start, start + 240, rows=1000))
-    pm.worker.tick()
+    pm.writer.tick()
     p = state(client, "learn/hourly")
     assert p["state"] == "healthy", p
     assert p["schedule"]["source"] == "learned" and "hour" in p["schedule"]["description"]
@@ -220,7 +220,7 @@ def test_nominal_times_set_the_schedule_when_none_is_declared(pm, client, clock)
         clock.set(start + 600)
         client.post("/api/v1/events", json=run("airflow/daily_sales", f"d{d}", start, start + 600, rows=500,
                                                nominal=nominal))
-    pm.worker.tick()
+    pm.writer.tick()
     p = state(client, "airflow/daily_sales")
     assert p["state"] == "healthy", p
     # the scheduler's own grid, exactly: not "about" the jittered start times

@@ -44,14 +44,14 @@ def _state(client) -> dict:
 
 
 def test_imported_history_two_days_old_makes_a_declared_pipeline_late_at_once(pm, client, clock):
-    pm.worker.tick()
+    pm.writer.tick()
     assert _state(client)["state"] == "unknown"       # declared, watched from now: nothing owed yet
     # the history is imported now: daily runs up to Monday 02:05, two days ago
     events = [e for d in (5, 6, 7) for e in _run(f"r{d}", at(d, 2, 5), at(d, 2, 25))]
     r = client.post("/api/v1/events", json=events)
     assert r.status_code == 200, r.text
     clock.set(at(9, 10, 1))
-    pm.worker.tick()
+    pm.writer.tick()
     p = _state(client)
     assert p["state"] == "late", p
     # the reason names the first unserved slot (Tuesday 02:00) and how late it is as of this read ...
@@ -64,6 +64,6 @@ def test_imported_history_two_days_old_makes_a_declared_pipeline_late_at_once(pm
     # a run for today's slot serves it: no longer late
     clock.set(at(9, 16, 40))
     assert client.post("/api/v1/events", json=_run("r9", at(9, 16, 32), at(9, 16, 40))).status_code == 200
-    pm.worker.tick()
+    pm.writer.tick()
     p = _state(client)
     assert p["state"] == "healthy", p

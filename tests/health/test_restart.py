@@ -27,29 +27,29 @@ def test_a_clean_restart_keeps_every_baseline(db_url):
     pm = build(db_url, clock=clock, deliver=False)
     for ev in history(20):
         clock.set(ev.time)
-        pm.worker.ingest([ev])
-    before = pm.evaluation.engine.to_json("rs/daily")
+        pm.writer.ingest([ev])
+    before = pm.health.judge.to_json("rs/daily")
     pm.close()
     pm2 = build(db_url, clock=clock, deliver=False)
-    pm2.worker._load()
-    assert pm2.evaluation.engine.to_json("rs/daily") == before
+    pm2.writer._load()
+    assert pm2.health.judge.to_json("rs/daily") == before
     pm2.close()
 
 
 def test_after_a_crash_the_runs_since_the_checkpoint_are_replayed(db_url):
     clock = FakeClock(T0)
     pm = build(db_url, clock=clock, deliver=False)
-    pm.evaluation.checkpoint_s = 1e18  # no checkpoint after the one at start-up
+    pm.health.checkpoint_s = 1e18  # no checkpoint after the one at start-up
     evs = history(20)
     for ev in evs:
         clock.set(ev.time)
-        pm.worker.ingest([ev])
-    health_before, detect_before = pm.evaluation.engine.to_json("rs/daily")
-    pm.worker._conn.close()  # a crash: no stop, no final checkpoint
-    pm.engine.dispose()
+        pm.writer.ingest([ev])
+    health_before, detect_before = pm.health.judge.to_json("rs/daily")
+    pm.writer._conn.close()  # a crash: no stop, no final checkpoint
+    pm.db.dispose()
     pm2 = build(db_url, clock=clock, deliver=False)
-    pm2.worker._load()
-    health_after, detect_after = pm2.evaluation.engine.to_json("rs/daily")
+    pm2.writer._load()
+    health_after, detect_after = pm2.health.judge.to_json("rs/daily")
     assert health_after["runs_total"] == health_before["runs_total"] == 20
     assert health_after["durations"] == health_before["durations"]
     assert detect_after["metrics"].keys() == detect_before["metrics"].keys()

@@ -13,7 +13,7 @@ DAY = 86400.0
 
 
 def count(pm, sql):
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         return c.execute(sa.text(sql)).scalar()
 
 
@@ -22,18 +22,18 @@ def test_old_events_runs_findings_and_hourly_rollups_go(db_url):
     pm = build(db_url, loads("retention: 3d"), clock=clock, deliver=False)
     for day in range(6):
         clock.set(T0 + day * DAY)
-        pm.worker.ingest(native.parse(
+        pm.writer.ingest(native.parse(
             b'[{"pipeline": "ret/daily", "run_id": "r%d", "type": "START", "event_time": %f},'
             b' {"pipeline": "ret/daily", "run_id": "r%d", "type": "COMPLETE", "event_time": %f}]'
             % (day, T0 + day * DAY, day, T0 + day * DAY + 60), clock.now()))
-    pm.worker.ingest(native.parse(b'{"pipeline": "ret/daily", "run_id": "open", "type": "START", "event_time": %f}'
+    pm.writer.ingest(native.parse(b'{"pipeline": "ret/daily", "run_id": "open", "type": "START", "event_time": %f}'
                                   % T0, clock.now()))
-    with pm.engine.begin() as conn:
-        pm.evaluation.checkpoint(conn, clock.now())
+    with pm.db.begin() as conn:
+        pm.health.checkpoint(conn, clock.now())
     assert count(pm, "SELECT COUNT(*) FROM runs") == 7
     clock.set(T0 + 6 * DAY)
-    with pm.engine.begin() as conn:
-        deleted = pm.evaluation.retain(conn, clock.now())
+    with pm.db.begin() as conn:
+        deleted = pm.health.retain(conn, clock.now())
     assert deleted["events"] == 6 and deleted["runs"] == 3   # days 0-2; the still-running run stays
     assert count(pm, "SELECT COUNT(*) FROM runs") == 4
     assert count(pm, "SELECT MIN(started_at) FROM runs WHERE status <> 'running'") == T0 + 3 * DAY

@@ -100,8 +100,8 @@ class Replay:
 
     def feed(self, events: list[Event]) -> Replay:
         for ev in events:
-            self.pm.worker.ingest([ev])
-        self.pm.worker.tick()
+            self.pm.writer.ingest([ev])
+        self.pm.writer.tick()
         return self
 
     def get(self, path: str, **params) -> dict:
@@ -114,7 +114,7 @@ class Replay:
 
     def snapshot(self) -> dict:
         """Runs (every stored field), figures and open alerts: what must not depend on arrival order."""
-        with self.pm.engine.connect() as c:
+        with self.pm.db.connect() as c:
             runs = sorted(tuple(str(v) for v in r) for r in c.exec_driver_sql(
                 "SELECT p.key, r.run_id, r.parent_run_id, r.job, r.status, r.started_at, r.ended_at, "
                 "r.start_seen, r.own_events, r.rows, r.error_message, r.error_type, r.log_excerpt, "
@@ -323,7 +323,7 @@ def test_a_dag_on_midnight_with_no_config_is_late_when_its_run_is_missing(replay
 def _missing_next_day(r: Replay) -> dict:
     for hour in range(1, 30):
         r.clock.set(datetime(2026, 12, 4, 0, tzinfo=UTC).timestamp() + hour * 3600)
-        r.pm.worker.tick()
+        r.pm.writer.tick()
     return r.pipeline("prod_airflow/customers_daily")
 
 
@@ -344,11 +344,11 @@ def test_a_manual_dag_is_never_late(replay):
 def test_the_timetable_schedule_survives_a_restart(replay):
     customers = [e for e in SCHEDULER if "customers_daily" in e.pipeline]
     first = replay("restart").feed(customers)
-    first.pm.worker.stop()  # a clean stop checkpoints the engine's state
+    first.pm.writer.stop()  # a clean stop checkpoints the engine's state
     first.close()
     again = replay("restart", now=first.clock.now())
-    again.pm.worker.tick()  # loads the checkpoint
-    schedule = again.pm.evaluation.engine.detect.schedule("prod_airflow/customers_daily")
+    again.pm.writer.tick()  # loads the checkpoint
+    schedule = again.pm.health.judge.detect.schedule("prod_airflow/customers_daily")
     assert schedule is not None and schedule.source.value == "declared"
     assert "00:00" in schedule.describe(), schedule.describe()
     assert _missing_next_day(again)["state"] == "late"

@@ -161,7 +161,7 @@ def test_outages_and_freeze_lose_nothing_and_recover(owned_db, tmp_path):
         server.stop()
 
     log = (tmp_path / f"server-{server.port}.log").read_text()
-    assert "ERROR pipemon.worker: lost the database" in log and "the database is back after" in log
+    assert "ERROR pipemon.writer.writer: lost the database" in log and "the database is back after" in log
     assert "has not answered for" in log, "the frozen connection was not closed by the stall guard"
 
     # Every acknowledged event is stored, exactly once.

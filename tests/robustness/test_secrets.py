@@ -54,7 +54,7 @@ def test_startup_line_logs_and_repr_hide_the_password(owned_db, tmp_path, caplog
     try:
         assert SECRET not in repr(pm) and SECRET not in pm.safe_db_url
         with caplog.at_level(logging.DEBUG, logger="pipemon"):
-            pm.worker._lost(sa.exc.OperationalError("SELECT 1", {}, Exception(f"auth failed for {url}")), [])
+            pm.writer._lost(sa.exc.OperationalError("SELECT 1", {}, Exception(f"auth failed for {url}")), [])
         assert caplog.records and all(SECRET not in r.getMessage() for r in caplog.records)
     finally:
         pm.close()

@@ -19,7 +19,7 @@ from pipemon.clock import WallClock
 from pipemon.errors import Rejected, Unavailable
 from pipemon.ingest import native
 from pipemon.store.bodies import read_bodies
-from pipemon.worker import BACKOFF_BASE_S, BACKOFF_CAP_S, Fault, backoff, classify
+from pipemon.writer.writer import BACKOFF_BASE_S, BACKOFF_CAP_S, Fault, backoff, classify
 
 
 def wrapped(cls, orig: Exception) -> Exception:
@@ -84,22 +84,22 @@ def test_database_away_answers_503_at_once_then_recovers_without_restart(owned_d
     pm = build(url, clock=WallClock(), deliver=False)
     pm.start()
     try:
-        assert pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "1"})).result(10)
+        assert pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "1"})).result(10)
         proxy.cut()
-        until(lambda: pm.worker.health().down_for is not None, "the writer notices (its next tick)")
+        until(lambda: pm.writer.health().down_for is not None, "the writer notices (its next tick)")
         assert "database" in readiness(pm)
-        fut = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"}))
+        fut = pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"}))
         assert fut.done(), "while the database is away, a request is answered at once, not after a timeout"
         with pytest.raises(Unavailable) as e:
             fut.result(0)
         assert e.value.retry_after >= 1
         proxy.restore()
-        until(lambda: pm.worker.health().down_for is None, "the writer reconnects and reloads")
-        r = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"})).result(10)
+        until(lambda: pm.writer.health().down_for is None, "the writer reconnects and reloads")
+        r = pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"})).result(10)
         assert (r.accepted, r.duplicates) == (1, 0)
-        pm.worker.tick(10)  # the clock runs again
+        pm.writer.tick(10)  # the clock runs again
         assert readiness(pm) == {}
-        assert pm.worker.stats["outages"] == 1 and pm.worker.stats["reconnects"] == 1
+        assert pm.writer.stats["outages"] == 1 and pm.writer.stats["reconnects"] == 1
     finally:
         proxy.restore()
         pm.close()
@@ -108,20 +108,20 @@ def test_database_away_answers_503_at_once_then_recovers_without_restart(owned_d
 def test_request_answered_503_at_its_deadline_is_never_committed_later(owned_db):
     url, proxy, direct = owned_db
     pm = build(url, clock=WallClock(), deliver=False)
-    pm.worker.request_timeout = 1.0
+    pm.writer.request_timeout = 1.0
     pm.start()
     try:
         proxy.freeze()  # the database stops answering; nothing is closed
-        fut = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "late"}))
+        fut = pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "late"}))
         with pytest.raises(Unavailable):
             fut.result(5)
         proxy.restore()  # the held statements now complete; the writer must roll back, not commit
-        until(lambda: pm.worker.health().down_for is None and pm.worker.queue_depth() == 0, "writer idle")
-        probe = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "probe"}))
+        until(lambda: pm.writer.health().down_for is None and pm.writer.queue_depth() == 0, "writer idle")
+        probe = pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "probe"}))
         assert probe.result(10).accepted == 1
         assert stored(direct, "late") == 0, "answered 503, yet stored behind the client's back"
         retry = events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "late"})
-        again = pm.worker.submit(retry).result(10)
+        again = pm.writer.submit(retry).result(10)
         assert (again.accepted, again.duplicates) == (1, 0)  # the client's retry stores it, once
         assert stored(direct, "late") == 1
     finally:
@@ -133,19 +133,24 @@ def test_input_the_database_refuses_fails_alone_and_reloads_once(db_url):
     pm = build(db_url, clock=WallClock(), deliver=False)
     pm.start()
     try:
-        assert pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "1"})).result(10)
+        assert pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "1"})).result(10)
 
         def duplicate_pipeline(conn, now):  # a constraint violation caused by this request alone
             conn.exec_driver_sql("INSERT INTO pipelines (key, namespace, name, first_seen, last_event_at) "
                                  "SELECT key, namespace, name, first_seen, last_event_at FROM pipelines")
         loads = []
-        pm.evaluation.loaders.append(lambda conn, worker, now: loads.append(now))
+        load = pm.stages.load
+
+        def counted(conn, writer, now):
+            loads.append(now)
+            load(conn, writer, now)
+        pm.stages.load = counted  # type: ignore[method-assign]
         with pytest.raises(Rejected) as e:
-            pm.worker.call(duplicate_pipeline, timeout=10)
+            pm.writer.call(duplicate_pipeline, timeout=10)
         assert "refused" in str(e.value)
         assert len(loads) == 1, "one reload for a refused request, not a retry loop"
-        assert pm.worker.stats["outages"] == 0 and pm.worker.stats["rejected"] == 1
-        r = pm.worker.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"})).result(10)
+        assert pm.writer.stats["outages"] == 0 and pm.writer.stats["rejected"] == 1
+        r = pm.writer.submit(events({"pipeline": "a/b", "type": "HEARTBEAT", "event_id": "2"})).result(10)
         assert r.accepted == 1
     finally:
         pm.close()
@@ -163,8 +168,8 @@ def test_a_dead_writer_takes_readyz_down_and_requests_get_503(tmp_path, caplog):
 
         def fatal(conn, now):
             raise _Fatal("boom")
-        pm.worker.submit_call(fatal)
-        until(lambda: not pm.worker.alive(), "the writer thread ends")
+        pm.writer.submit_call(fatal)
+        until(lambda: not pm.writer.alive(), "the writer thread ends")
         r = client.get("/readyz")
         assert r.status_code == 503
         assert "writer" in r.json()["failing"] and "_Fatal" in r.json()["failing"]["writer"]

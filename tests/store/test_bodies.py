@@ -33,17 +33,17 @@ def small_windows(monkeypatch):
 
 
 def stored(pm) -> list[bytes]:
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         return [bytes(r[0]) for r in c.exec_driver_sql("SELECT body FROM events ORDER BY id")]
 
 
 def test_bodies_are_compressed_and_read_back_exactly(pm, small_windows):
     events = demo_events(600)
     for i in range(0, 600, 50):
-        pm.worker.ingest(events[i:i + 50])
+        pm.writer.ingest(events[i:i + 50])
     raw = stored(pm)
     assert len(raw) == 600 and all(b.startswith(MAGIC) for b in raw)
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         assert read_bodies(c) == [e.raw for e in events]
         dicts = c.exec_driver_sql("SELECT id, event_id FROM event_dicts ORDER BY id").all()
     # trained after the first 100 bodies, and again once 400 more were stored
@@ -58,20 +58,20 @@ def test_bodies_are_compressed_and_read_back_exactly(pm, small_windows):
 
 def test_rows_stored_before_compression_still_read(pm):
     [ev] = native.parse(b'{"pipeline": "old/job", "type": "COMPLETE", "run_id": "r1"}', 1_790_000_000.0)
-    pm.worker.ingest([ev])
-    pid = pm.worker.pipelines["old/job"].id
-    with pm.engine.begin() as c:  # as 0005 and earlier stored it: the JSON as received
+    pm.writer.ingest([ev])
+    pid = pm.writer.pipelines["old/job"].id
+    with pm.db.begin() as c:  # as 0005 and earlier stored it: the JSON as received
         c.exec_driver_sql(bodies._sql(c, "INSERT INTO events (key, pipeline_id, run_id, type, source, time, "
                                          "received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                           ("k" * 32, pid, "r0", "COMPLETE", "native", 1.0, 1.0, b'{"legacy": true}'))
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         assert sorted(read_bodies(c)) == sorted([ev.raw, b'{"legacy": true}'])
 
 
 def test_a_dictionary_from_a_rolled_back_transaction_is_never_used(pm, small_windows):
     codec = BodyCodec()
     samples = [e.raw for e in demo_events(100)]
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         tx = c.begin()
         codec.load(c)
         for s in samples:
@@ -88,14 +88,14 @@ def test_a_dictionary_from_a_rolled_back_transaction_is_never_used(pm, small_win
 def test_after_a_restart_the_stored_dictionary_is_used(db_url, small_windows):
     events = demo_events(300)
     pm = build(db_url, deliver=False)
-    pm.worker.ingest(events[:200])
+    pm.writer.ingest(events[:200])
     pm.close()
     pm = build(db_url, deliver=False)
     try:
-        pm.worker.ingest(events[200:])
+        pm.writer.ingest(events[200:])
         raw = stored(pm)
         assert zstandard.get_frame_parameters(raw[-1]).dict_id == 1
-        with pm.engine.connect() as c:
+        with pm.db.connect() as c:
             assert c.exec_driver_sql("SELECT COUNT(*) FROM event_dicts").scalar_one() == 1
             assert read_bodies(c) == [e.raw for e in events]
     finally:
@@ -104,11 +104,11 @@ def test_after_a_restart_the_stored_dictionary_is_used(db_url, small_windows):
 
 def test_a_missing_dictionary_is_a_clear_error(pm, small_windows):
     events = demo_events(150)
-    pm.worker.ingest(events[:100])  # trains dictionary 1 after these
-    pm.worker.ingest(events[100:])
-    with pm.engine.begin() as c:
+    pm.writer.ingest(events[:100])  # trains dictionary 1 after these
+    pm.writer.ingest(events[100:])
+    with pm.db.begin() as c:
         c.exec_driver_sql("DELETE FROM event_dicts")
-    with pm.engine.connect() as c:
+    with pm.db.connect() as c:
         last = c.exec_driver_sql("SELECT body FROM events ORDER BY id DESC LIMIT 1").scalar_one()
         with pytest.raises(LookupError, match="dictionary 1, which is not stored"):
             BodyReader(c).decode(last)

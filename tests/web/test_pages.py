@@ -39,8 +39,8 @@ def test_the_overview_of_an_empty_fleet_shows_how_to_send_the_first_event(client
 
 def test_the_pipeline_page_answers_the_url_notifications_carry_and_the_plain_form(client, pm, clock):
     failed_run(client, clock, "airflow://prod/daily_sales", "r1", "relation sales_raw does not exist")
-    pm.alerting.external_url = "http://dash.example"
-    url = pm.alerting.url("airflow://prod/daily_sales")
+    pm.alerts.external_url = "http://dash.example"
+    url = pm.alerts.url("airflow://prod/daily_sales")
     assert url == "http://dash.example/pipelines/airflow%3A%2F%2Fprod%2Fdaily_sales"
     for path in (url.removeprefix("http://dash.example"), "/pipelines/airflow://prod/daily_sales"):
         r = client.get(path)

@@ -72,7 +72,7 @@ def revoke_token(conn, who: Caller, name: str, now: float) -> store.Token:
                         409: {"description": "the name is taken"}})
 async def post_token(request: Request, body: NewToken, who: Admin) -> dict[str, Any]:
     pm = request.app.state.pm
-    tok, secret = await asyncio.wrap_future(pm.worker.submit_call(
+    tok, secret = await asyncio.wrap_future(pm.writer.submit_call(
         lambda conn, now: create_token(conn, who, body, now)))
     await asyncio.to_thread(request.app.state.keyring.load)  # honoured at once by this process
     return {**store.token_view(tok, pm.clock.now()), "token": secret}
@@ -81,7 +81,7 @@ async def post_token(request: Request, body: NewToken, who: Admin) -> dict[str, 
 @router.get("/api/v1/tokens", openapi_extra=ADMIN, summary="Tokens (a team admin: its team's), never hashes")
 def list_tokens(request: Request, who: Admin, team: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         rows = store.list_tokens(conn, team=who.scope() or team)
     now = pm.clock.now()
     return {"items": [store.token_view(t, now) for t in rows]}
@@ -91,7 +91,7 @@ def list_tokens(request: Request, who: Admin, team: str | None = None) -> dict[s
                summary="Revoke a token (refused from the next request on, in every replica within 2 s)")
 async def delete_token(request: Request, name: str, who: Admin) -> dict[str, Any]:
     pm = request.app.state.pm
-    tok = await asyncio.wrap_future(pm.worker.submit_call(
+    tok = await asyncio.wrap_future(pm.writer.submit_call(
         lambda conn, now: revoke_token(conn, who, name, now)))
     await asyncio.to_thread(request.app.state.keyring.load)
     return store.token_view(tok, pm.clock.now())
@@ -102,7 +102,7 @@ async def delete_token(request: Request, name: str, who: Admin) -> dict[str, Any
 def list_audit(request: Request, who: Admin, team: str | None = None, action: str | None = None,
                since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                cursor: str | None = None) -> dict[str, Any]:
-    with request.app.state.pm.engine.connect() as conn:
+    with request.app.state.pm.db.connect() as conn:
         page = audit.entries(conn, team=who.scope() or team, action=action,
                              since=since.timestamp() if since else None, limit=limit, cursor=cursor)
     return {"items": [audit.entry_view(r) for r in page.items], "next_cursor": page.next_cursor}

@@ -50,7 +50,7 @@ def alert_view(row) -> dict[str, Any]:
 
 
 def _live_alert(pm, a) -> dict[str, Any]:
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         row = store.get_alert(conn, a.id)
     out = alert_view(row)
     return out
@@ -68,7 +68,7 @@ def list_alerts(request: Request, who: Reader, team: str | None = None,
     if states and any(s not in _STATES for s in states):
         raise BadRequest(f"unknown alert state in {state!r}; expected some of {', '.join(_STATES)}")
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         page = store.list_alerts(conn, team=team, states=states, kind=kind, pipeline=pipeline, limit=limit,
                                  cursor=cursor, scope=who.scope())
     return {"items": [alert_view(r) for r in page.items], "next_cursor": page.next_cursor}
@@ -76,7 +76,7 @@ def list_alerts(request: Request, who: Reader, team: str | None = None,
 
 @router.get("/api/v1/alerts/{alert_id}", summary="One alert", openapi_extra=READ)
 def get_alert(request: Request, who: Reader, alert_id: Id) -> dict[str, Any]:
-    with request.app.state.pm.engine.connect() as conn:
+    with request.app.state.pm.db.connect() as conn:
         return alert_view(store.get_alert(conn, alert_id, who.scope()))
 
 
@@ -105,7 +105,7 @@ async def _by_hand(request: Request, who: Caller, action: str, alert_id: int,
     """An operator's acknowledge or resolve, in the writer (the single writer of the store). The actor is
     the caller's token name, never what the body says."""
     pm = request.app.state.pm
-    act = getattr(pm.alerting, action)
+    act = getattr(pm.alerts, action)
     comment = body.comment if body else ""
 
     def change(conn, now):
@@ -115,7 +115,7 @@ async def _by_hand(request: Request, who: Caller, action: str, alert_id: int,
                      {"pipeline": a.pipeline})
         return a
 
-    a = await asyncio.wrap_future(pm.worker.submit_call(change))
+    a = await asyncio.wrap_future(pm.writer.submit_call(change))
     return await asyncio.to_thread(_live_alert, pm, a)  # a database read: off the event loop
 
 
@@ -161,7 +161,7 @@ async def add_silence(request: Request, who: Operator, body: NewSilence) -> dict
         if end <= start:
             raise BadRequest("a silence must end after it starts")
         try:
-            s = pm.alerting.add_silence(conn, body.matchers, start, end, who.name, body.comment, now,
+            s = pm.alerts.add_silence(conn, body.matchers, start, end, who.name, body.comment, now,
                                         who.scope())
         except ValueError as e:
             raise BadRequest(f"matchers: {e}") from None
@@ -170,14 +170,14 @@ async def add_silence(request: Request, who: Operator, body: NewSilence) -> dict
                              "comment": body.comment})
         return silence_view(s, now)
 
-    return await asyncio.wrap_future(pm.worker.submit_call(add))
+    return await asyncio.wrap_future(pm.writer.submit_call(add))
 
 
 @router.get("/api/v1/silences", summary="Silences, newest first", openapi_extra=READ)
 def list_silences(request: Request, who: Reader, expired: bool = False) -> dict[str, Any]:
     pm = request.app.state.pm
     now = pm.clock.now()
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         rows = store.load_silences(conn, since=None if expired else now, scope=who.scope())
     return {"items": [silence_view(r, now) for r in rows]}
 
@@ -187,12 +187,12 @@ async def expire_silence(request: Request, who: Operator, silence_id: Id) -> dic
     pm = request.app.state.pm
 
     def expire(conn, now):
-        row = pm.alerting.expire_silence(conn, silence_id, now, who.scope())
+        row = pm.alerts.expire_silence(conn, silence_id, now, who.scope())
         audit.record(conn, actor=who, action="silence.expire", target=str(silence_id), now=now,
                      team=getattr(row, "team", who.team))
         return silence_view(row, now)
 
-    return await asyncio.wrap_future(pm.worker.submit_call(expire))
+    return await asyncio.wrap_future(pm.writer.submit_call(expire))
 
 
 # --- deliveries ---------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def list_notifications(request: Request, who: Reader, receiver: str | None = Non
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         page = store.list_notifications(conn, receiver=receiver, status=status, fingerprint=alert,
                                         limit=limit, cursor=cursor, scope=who.scope())
     items = []
@@ -234,7 +234,7 @@ def list_notifications(request: Request, who: Reader, receiver: str | None = Non
 async def test_receiver(request: Request, who: Operator, name: str) -> Any:
     pm = request.app.state.pm
     if (pm.deliverer is None or name not in pm.deliverer.receivers
-            or not who.sees(receiver_teams(pm.alerting.dispatch.root).get(name))):
+            or not who.sees(receiver_teams(pm.alerts.dispatch.root).get(name))):
         from pipemon.errors import NotFound
         raise NotFound(f"no receiver named {name!r}")
     from fastapi.responses import JSONResponse
@@ -244,7 +244,7 @@ async def test_receiver(request: Request, who: Operator, name: str) -> Any:
     from pipemon.notify.testing import test_notifications
     try:
         await asyncio.to_thread(pm.deliverer.send_now,
-                                test_notifications(name, pm.clock.now(), pm.alerting.external_url))
+                                test_notifications(name, pm.clock.now(), pm.alerts.external_url))
     except RateLimited as e:
         return JSONResponse({"error": "rate_limited", "message": str(e), "receiver": name}, status_code=429,
                             headers={"Retry-After": str(max(1, math.ceil(e.retry_after)))})
@@ -262,7 +262,7 @@ def noise(request: Request, who: Reader, weeks: Annotated[int, Query(ge=1, le=52
     pm = request.app.state.pm
     now = pm.clock.now()
     since = now - weeks * 7 * 86400
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         notes = store.notification_stats(conn, since, who.scope())
         alerts = store.alerts_since(conn, since, who.scope())
     return noise_report(notes, alerts, who)

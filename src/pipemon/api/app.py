@@ -78,7 +78,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     app = FastAPI(title="pipemon", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Monitoring and alerting for data pipelines.")  # docs: served by web, offline
     app.state.pm = pm
-    keyring = Keyring(pm.engine, pm.clock, AuthMode(auth), loopback)
+    keyring = Keyring(pm.db, pm.clock, AuthMode(auth), loopback)
     app.state.keyring = keyring
     app.state.resolve_caller = keyring.resolve
     app.state.metrics = Metrics(pm)
@@ -173,7 +173,7 @@ def readiness(pm: Pipemon) -> dict[str, str]:
     if not pm.started:
         failing["service"] = "not started"
         return failing
-    w = pm.worker.health()
+    w = pm.writer.health()
     if not w.alive:
         failing["writer"] = f"the writer thread has stopped: {w.died or 'not running'}"
     elif w.down_for is not None:

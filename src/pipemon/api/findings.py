@@ -35,7 +35,7 @@ def list_findings(request: Request, who: Annotated[Caller, Depends(auth.require(
                   since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         pid = reads.pipeline_row(conn, pipeline, who.scope()).id if pipeline else None
         page = reads.list_findings(conn, pipeline_id=pid, team=team,
                                    since=since.timestamp() if since else None, limit=limit, cursor=cursor,
@@ -64,13 +64,13 @@ async def feedback(request: Request, who: Annotated[Caller, Depends(auth.require
     def apply(conn, now):
         row = reads.finding(conn, finding_id, who.scope())
         try:
-            pm.evaluation.feedback(conn, row.key, row.metric, verdict, now)
+            pm.stages.feedback(conn, row.key, row.metric, verdict, now)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        rec = pm.worker.pipelines.get(row.key)
+        rec = pm.writer.pipelines.get(row.key)
         audit.record(conn, actor=who, action="finding.feedback", target=str(finding_id), now=now,
                      team=rec.team if rec else None,
                      detail={"pipeline": row.key, "metric": row.metric, "verdict": verdict.value})
         return finding_view(st.set_verdict(conn, finding_id, verdict.value, now), row.key)
 
-    return await asyncio.wrap_future(pm.worker.submit_call(apply))
+    return await asyncio.wrap_future(pm.writer.submit_call(apply))

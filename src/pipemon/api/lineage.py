@@ -2,7 +2,7 @@
 and state, redacted by `pipemon.visibility` (one rule): the caller's own pipelines in full, another team's
 pipelines upstream or downstream of the caller's own at neighbour level (state, reason without error
 text, schedule, owner, last-run time), anything else left out. A pipeline the caller may not see at all
-answers 404, as one that does not exist. The graph is the engine's (`pm.alerting.lineage`), as the
+answers 404, as one that does not exist. The graph is the engine's (`pm.alerts.lineage`), as the
 dashboard's lineage page draws it."""
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def get_lineage(request: Request, pipeline_id: str,
                 depth: Annotated[int, Query(ge=1, le=MAX_DEPTH, description="hops each way")] = 2,
                 who: Caller = Depends(auth.require(Action.READ))) -> dict[str, Any]:
     pm = request.app.state.pm
-    lin = pm.alerting.lineage
-    recs = pm.worker.pipelines
+    lin = pm.alerts.lineage
+    recs = pm.writer.pipelines
 
     def team_of(key: str) -> str:
         rec = recs.get(key)
@@ -52,7 +52,7 @@ def get_lineage(request: Request, pipeline_id: str,
             **{k: d for k, d in down.items() if k not in up}}
     levels = {k: level(k) for k in hops}
     shown = [k for k in hops if levels[k] is not visibility.Level.NONE]
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         rows = _rows(conn, shown)
     now = pm.clock.now()
     nodes = []

@@ -62,10 +62,10 @@ class Metrics:
     def render_bytes(self) -> bytes:
         """The whole exposition. Call it off the event loop: it is O(pipelines)."""
         pm = self.pm
-        w = pm.worker
+        w = pm.writer
         teams = {k: rec.team or "unassigned" for k, rec in list(w.pipelines.items())}
         with self._lock:
-            fleet = self.fleet.render(list(pm.evaluation.engine.health.items()), teams)
+            fleet = self.fleet.render(list(pm.health.judge.health.items()), teams)
         return generate_latest(self.registry) + fleet
 
     def render(self, accept_encoding: str = "") -> Response:
@@ -248,7 +248,7 @@ class _Collector:
 
     def collect(self):
         pm = self.pm
-        w = pm.worker
+        w = pm.writer
         by_source = CounterMetricFamily("pipemon_events_ingested", "Events stored, by front door",
                                         labels=["source"])
         for source, n in sorted(w.stats["by_source"].items()):

@@ -76,7 +76,7 @@ def list_pipelines(request: Request, who: Reader, team: str | None = None,
                    cursor: str | None = None) -> dict[str, Any]:
     pm = request.app.state.pm
     states = _parse_states(state)
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         page = reads.list_pipelines(conn, team=team, q=q, states=states, limit=limit, cursor=cursor,
                                     scope=who.scope())
     return {"items": [pipeline_view(pm, r) for r in page.items], "next_cursor": page.next_cursor}
@@ -97,7 +97,7 @@ def _parse_states(state: str | None) -> list[str] | None:
             description="Counts only the pipelines the caller may see.", openapi_extra=READ)
 def summary(request: Request, who: Reader) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         counts = reads.state_counts(conn, scope=who.scope())
     return _rollup(counts)
 
@@ -107,7 +107,7 @@ def summary(request: Request, who: Reader) -> dict[str, Any]:
 def team_health(request: Request, who: Reader, team: str,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         counts = reads.state_counts(conn, team=team, scope=who.scope())
         if not counts:
             from pipemon.errors import NotFound
@@ -139,10 +139,10 @@ def _rollup(counts: list[tuple[str | None, str, int]]) -> dict[str, Any]:
             openapi_extra=READ)
 def get_pipeline(request: Request, who: Reader, pipeline_id: str) -> dict[str, Any]:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         row = reads.pipeline_with_state(conn, pipeline_id, who.scope())
         ds = reads.datasets(conn, row.id)
-    lineage = pm.alerting.lineage  # through datasets and `depends_on`, kept in memory by the engine
+    lineage = pm.alerts.lineage  # through datasets and `depends_on`, kept in memory by the engine
     out = pipeline_view(pm, row, full=True)
     out.update({"upstream": sorted(lineage.upstream(row.key)),
                 "downstream": sorted(lineage.downstream(row.key)), "datasets": ds})

@@ -19,7 +19,7 @@ Reader = Annotated[Caller, Depends(auth.require(Action.READ))]
 
 
 def _conn(request: Request):
-    return request.app.state.pm.engine.connect()
+    return request.app.state.pm.db.connect()
 
 
 @router.get("/api/v1/runs/{run_id}", summary="One run, with its tasks and error", openapi_extra=READ)

@@ -90,14 +90,14 @@ def _feed(pm, clock, feeder, history_end: float) -> None:
             if t >= next_tick:
                 _flush(pm, batch)
                 clock.set(t)
-                pm.worker.tick()
+                pm.writer.tick()
                 next_tick = t + 300
                 meter.set((t - begin) / DAY)
             batch += openlineage.parse(enc.encode(ev), t)
         _flush(pm, batch)
         meter.set((history_end - begin) / DAY)
     clock.set(history_end)
-    pm.worker.tick()
+    pm.writer.tick()
     clock.go()
     typer.echo(f"  history replayed in {time.monotonic() - t0:.1f}s; the fleet now runs live")
     while pm.started:
@@ -111,7 +111,7 @@ def _feed(pm, clock, feeder, history_end: float) -> None:
 
 def _flush(pm, batch: list) -> None:
     if batch:
-        pm.worker.ingest(list(batch))
+        pm.writer.ingest(list(batch))
         batch.clear()
 
 

@@ -1,7 +1,7 @@
 """The worker role: consume the event log into the store.
 
 While this node leads the `worker` lock (leader.py), one task per partition pulls that partition's durable
-consumer, hands each message's events to the writer (worker.py: dedup, fold, evaluate, alert, one
+consumer, hands each message's events to the writer (writer/: dedup, fold, health, alerts, one
 transaction per group) and acks a message only after the writer committed it. A message whose events are
 already stored (a redelivery after a crash between commit and ack) is committed as duplicates: nothing
 changes. The database away: the message is nak'ed with a delay and comes back, so nothing acknowledged by
@@ -47,7 +47,7 @@ class Consumer:
     async def start(self) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-        self.pm.worker.request_timeout = WRITER_TIMEOUT_S
+        self.pm.writer.request_timeout = WRITER_TIMEOUT_S
 
         js = self.bus.js
         assert js is not None
@@ -95,7 +95,7 @@ class Consumer:
                 continue
             # the api node authenticated the token; its team is checked against the pipelines' owners
             # here, where the owners are known (admission.py), from the message's caller header
-            pending.append((m, self.pm.worker.submit(events, caller_of(m.headers))))
+            pending.append((m, self.pm.writer.submit(events, caller_of(m.headers))))
         for m, fut in pending:
             try:
                 await asyncio.wrap_future(fut)

@@ -52,9 +52,9 @@ class _DispatchView:
     """What the Deliverer uses of a Pipemon, on a node without the engine."""
 
     def __init__(self, pm) -> None:
-        self.engine, self.clock, self.settings = pm.engine, pm.clock, pm.settings
-        self.worker = _Records(pm.engine, pm.clock)
-        self.alerting = _ReceiverStatusLog()
+        self.db, self.clock, self.settings = pm.db, pm.clock, pm.settings
+        self.writer = _Records(pm.db, pm.clock)
+        self.alerts = _ReceiverStatusLog()
 
 
 def new_deliverer(pm) -> Deliverer:

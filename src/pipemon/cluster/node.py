@@ -77,19 +77,19 @@ class Node:
         self.names = Names(prefix)
         self.bus = NatsLog(bus_url, self.names, name=application_name(prefix, role, self.node_id))
         self.consumer = Consumer(pm, self.bus, self.names)
-        self.worker_lead = Leadership(pm.engine, f"{prefix}:worker")
-        self.dispatch_lead = Leadership(pm.engine, f"{prefix}:dispatcher")
+        self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
+        self.dispatch_lead = Leadership(pm.db, f"{prefix}:dispatcher")
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        pm.alerting.on_notifications.append(self._wake_dispatcher)
+        pm.alerts.on_notifications.append(self._wake_dispatcher)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.pm.log = self.bus
-        self.pm.worker.not_serving = STANDBY
+        self.pm.writer.not_serving = STANDBY
         await self.bus.start()
         self._tasks = [asyncio.create_task(self.consumer.watch_lag()), asyncio.create_task(self._probe())]
         if self.role.works:
@@ -118,9 +118,9 @@ class Node:
                     await asyncio.sleep(TRY_EVERY_S)
                     continue
                 try:
-                    await asyncio.to_thread(self.pm.worker.start)  # reloads the engine state from the store
+                    await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
                     self.writer_running = True
-                    self.pm.worker.not_serving = None
+                    self.pm.writer.not_serving = None
                     await self.consumer.start()
                 except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
                     log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
@@ -138,8 +138,8 @@ class Node:
             log.warning("the consumers did not stop within %.0f s; stepping down anyway", STEP_DOWN_S)
         if self.writer_running:
             self.writer_running = False
-            await asyncio.to_thread(self.pm.worker.stop)
-        self.pm.worker.not_serving = STANDBY
+            await asyncio.to_thread(self.pm.writer.stop)
+        self.pm.writer.not_serving = STANDBY
         await asyncio.to_thread(self.worker_lead.release)
 
     def _wake_dispatcher(self, notifications) -> None:
@@ -207,7 +207,7 @@ class Node:
     def _probe_once(self) -> ClusterView:
         view = ClusterView(database=None)
         try:
-            with self.pm.engine.connect() as conn:
+            with self.pm.db.connect() as conn:
                 depth, oldest = conn.execute(sa.text(
                     "SELECT count(*), min(created_at) FROM notifications WHERE status = 'pending'")).one()
                 view.outbox_depth = int(depth)
@@ -235,7 +235,7 @@ class Node:
             failing["database"] = self.view.database
         if self.role.works:
             if self.worker_lead.leading:
-                w = self.pm.worker.health()
+                w = self.pm.writer.health()
                 comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"
                 if not w.alive:
                     failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"

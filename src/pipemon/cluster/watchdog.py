@@ -4,7 +4,7 @@ healthy, the leading dispatcher sends a configured receiver a heartbeat every N 
 stop, that is when pipemon itself stops watching. What "healthy" means is decided here, in pure code."""
 from __future__ import annotations
 
-from pipemon.model import AlertState, AlertView, Notification, NotifyAction, Severity
+from pipemon.model import AlertKind, AlertState, AlertView, Notification, NotifyAction, Severity
 
 MAX_OUTBOX_AGE_S = 300.0  # a notification undelivered for longer: the dispatch path is stuck
 FINGERPRINT = "pipemon-watchdog"
@@ -27,7 +27,8 @@ def unhealthy(event_log: str | None, database: str | None, live_workers: int,
 def heartbeat(receiver: str, now: float, node: str) -> Notification:
     """A firing info alert with one fingerprint for every beat (the same incident to a pager); each beat
     its own idempotency key."""
-    alert = AlertView(fingerprint=FINGERPRINT, pipeline="pipemon/watchdog", team="pipemon", kind="watchdog",
+    alert = AlertView(fingerprint=FINGERPRINT, pipeline="pipemon/watchdog", team="pipemon",
+                      kind=AlertKind.WATCHDOG,
                       severity=Severity.INFO, state=AlertState.FIRING,
                       summary="pipemon is watching (heartbeat)",
                       description="The cluster is healthy: this heartbeat comes every few minutes. When it "

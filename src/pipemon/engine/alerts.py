@@ -25,19 +25,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipemon.config import Settings
-from pipemon.engine.evaluator import Evaluator, Signal, SignalType
+from pipemon.engine.judge import Judge, Signal, SignalType
 from pipemon.engine.health import at, late_by
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.severity import Impact, severity
-from pipemon.model import AlertState, AlertView, Severity
+from pipemon.model import AlertKind, AlertState, AlertView, Severity
 
-ROOT_KINDS = frozenset({"failure", "late"})
-ATTACHABLE = frozenset({"late", "sla_miss", "volume_anomaly"})
-METRIC_KINDS = frozenset({"duration_anomaly", "volume_anomaly", "schema_change"})
-UPSTREAM_FAILURE = "upstream_failure"
-FAILURE = "failure"
+ROOT_KINDS = frozenset({AlertKind.FAILURE, AlertKind.LATE})
+ATTACHABLE = frozenset({AlertKind.LATE, AlertKind.SLA_MISS, AlertKind.VOLUME_ANOMALY})
+METRIC_KINDS = frozenset({AlertKind.DURATION_ANOMALY, AlertKind.VOLUME_ANOMALY, AlertKind.SCHEMA_CHANGE})
+UPSTREAM_FAILURE = AlertKind.UPSTREAM_FAILURE
+FAILURE = AlertKind.FAILURE
 # Evidence that the failure is more than a blip: it pages a failure still below `page_after_failures`.
-PAGES_HELD_FAILURE = frozenset({"running_long", "late", "sla_miss"})
+PAGES_HELD_FAILURE = frozenset({AlertKind.RUNNING_LONG, AlertKind.LATE, AlertKind.SLA_MISS})
 
 
 def explains(failure: Alert | None, kind: str, run_started: float | None = None,
@@ -55,16 +55,16 @@ def explains(failure: Alert | None, kind: str, run_started: float | None = None,
     """
     if failure is None or not failure.open or failure.kind != FAILURE:
         return None
-    if kind == "failure_rate":
+    if kind == AlertKind.FAILURE_RATE:
         return "a burst of the same failures"
-    if kind == "running_long":
+    if kind == AlertKind.RUNNING_LONG:
         since = failure.started_at if failing_since is None else failing_since
         if run_started is not None and run_started >= since:
             return "a retry of the failing run"
         return None
-    if kind == "late":
+    if kind == AlertKind.LATE:
         return "a slot the failing pipeline has not served"
-    if kind == "sla_miss":
+    if kind == AlertKind.SLA_MISS:
         return "nothing succeeded since the failure"
     return None
 
@@ -87,7 +87,7 @@ class Alert:
     fingerprint: str
     pipeline: str
     team: str
-    kind: str
+    kind: AlertKind
     labels: dict[str, str]
     severity: Severity
     summary: str
@@ -169,6 +169,7 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d["kind"] = str(self.kind)
         d["severity"] = self.severity.value
         d["state"] = self.state.value
         d["conditions"] = sorted(self.conditions)
@@ -177,6 +178,7 @@ class Alert:
     @staticmethod
     def from_json(d: dict[str, Any]) -> Alert:
         d = dict(d)
+        d["kind"] = AlertKind(d["kind"])
         d["severity"] = Severity(d["severity"])
         d["state"] = AlertState(d["state"])
         d["conditions"] = set(d["conditions"])
@@ -190,12 +192,12 @@ class Change:
 
 
 class AlertBook:
-    """The open alerts, kept current from the evaluator's signals."""
+    """The open alerts, kept current from the Judge's signals."""
 
-    def __init__(self, settings: Settings, evaluator: Evaluator, lineage: Lineage,
+    def __init__(self, settings: Settings, judge: Judge, lineage: Lineage,
                  info: Callable[[str], PipelineInfo]) -> None:
         self.settings = settings
-        self.ev = evaluator
+        self.ev = judge
         self.lineage = lineage
         self.info = info
         self.open: dict[str, Alert] = {}
@@ -210,7 +212,7 @@ class AlertBook:
 
     # --- signals ------------------------------------------------------------------------------------------
     def on_signal(self, sig: Signal, now: float) -> None:
-        kind = sig.kind.value
+        kind = AlertKind(sig.kind.value)
         metric = sig.key.split(":", 1)[1] if kind in METRIC_KINDS else ""
         fp = fingerprint(sig.pipeline, kind, metric)
         a = self.open.get(fp)
@@ -293,17 +295,17 @@ class AlertBook:
                 self.on_signal(Signal(pipeline, c.kind, key, SignalType.OPENED, now, c.text, c.score,
                                       c.run_id, due=c.due), now)
 
-    def _new(self, fp: str, sig: Signal, kind: str, metric: str, now: float) -> Alert:
+    def _new(self, fp: str, sig: Signal, kind: AlertKind, metric: str, now: float) -> Alert:
         info = self.info(sig.pipeline)
         labels = {**info.tags, "team": info.team, "namespace": info.namespace, "pipeline": sig.pipeline,
-                  "kind": kind, "tier": str(info.tier) if info.tier else ""}
+                  "kind": kind.value, "tier": str(info.tier) if info.tier else ""}
         if metric:
             labels["metric"] = metric
         a = Alert(fingerprint=fp, pipeline=sig.pipeline, team=info.team, kind=kind, labels=labels,
                   severity=Severity.WARNING, summary=_summary(sig.pipeline, kind, sig.text),
                   description=sig.text, started_at=now, last_seen=now, run_id=sig.run_id, score=sig.score,
                   page_after=info.page_after_failures, overdue_since=sig.due)
-        if kind == "failure":
+        if kind is AlertKind.FAILURE:
             a.error = self.ev.health[sig.pipeline].last_error if sig.pipeline in self.ev.health else None
         hold = self.holdoff.get(sig.pipeline)
         if hold is not None and kind in ATTACHABLE and now < hold[0]:
@@ -366,11 +368,12 @@ class AlertBook:
             shown = ", ".join(pipes[:10]) + (f" and {len(pipes) - 10} more" if len(pipes) > 10 else "")
             # Another team reads this: the upstream's name, owner and state, never its error text or log
             # (pipemon.visibility: a neighbour's level).
-            what = "is failing" if root.kind == "failure" else "is late"
+            what = "is failing" if root.kind == AlertKind.FAILURE else "is late"
             notice = Alert(
                 fingerprint=fp, pipeline=root.pipeline, team=team, kind=UPSTREAM_FAILURE,
                 labels={"team": team, "namespace": self.info(root.pipeline).namespace,
-                        "pipeline": root.pipeline, "kind": UPSTREAM_FAILURE, "severity": Severity.INFO.value,
+                        "pipeline": root.pipeline, "kind": UPSTREAM_FAILURE.value,
+                        "severity": Severity.INFO.value,
                         "root_team": root.team},
                 severity=Severity.INFO,
                 summary=(f"upstream {root.pipeline} (team {root.team}) {what}: "
@@ -474,7 +477,7 @@ def _summary(pipeline: str, kind: str, text: str) -> str:
             "schema_change": "schema changed", "extra_run": "unexpected extra run",
             }.get(kind, kind)
     text = " ".join(text.split())
-    if kind == "failure":  # the headline is what broke; the run id is the alert's run_id
+    if kind == AlertKind.FAILURE:  # the headline is what broke; the run id is the alert's run_id
         text = _RUN_PREFIX.sub("", text, count=1)
     return f"{pipeline} {what}: {text[:200]}" if text else f"{pipeline} {what}"
 

@@ -335,7 +335,7 @@ class PipelineHealth:
         h.sla_days = {int(k): v for k, v in d.get("sla_days", {}).items()}
         h.conditions = {k: Condition.from_json(v) for k, v in d.get("conditions", {}).items()}
         # a state this version no longer has (`paused`, before silences stopped replacing the state) reads as
-        # unknown until the next change re-assesses it (Alerting.refresh_paused does at the first tick)
+        # unknown until the next change re-assesses it (AlertStage.refresh_paused does at the first tick)
         st = d.get("state", "unknown")
         h.state = HealthState(st) if st in _STATE_VALUES else HealthState.UNKNOWN
         return h

@@ -6,16 +6,16 @@ import asyncio
 
 from pipemon.access import Caller
 from pipemon.model import Event
-from pipemon.worker import IngestResult, Worker
+from pipemon.writer.writer import IngestResult, Writer
 
 
 class MemoryLog:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
 
     async def append(self, events: list[Event], caller: Caller | None = None) -> IngestResult:
         # The writer answers every request within its request_timeout (503 when it could not start in time)
-        return await asyncio.wrap_future(self.worker.submit(events, caller))
+        return await asyncio.wrap_future(self.writer.submit(events, caller))
 
     def ready(self) -> str | None:
         return None  # the writer's own health is reported by readiness()

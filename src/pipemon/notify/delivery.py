@@ -347,7 +347,7 @@ class Deliverer:
         """Load pending rows this process does not hold; return the seconds to the next poll."""
         started = time.monotonic()
         try:
-            with self.pm.engine.connect() as conn:
+            with self.pm.db.connect() as conn:
                 ids = store.pending_ids(conn)
                 held = self._held()
                 new = [i for i in ids if i not in held]
@@ -448,7 +448,7 @@ class Deliverer:
         failing = change is ReceiverChange.FAILING
 
         def fn(conn, t):
-            self.pm.alerting.receiver_status(conn, name, failing, why, t)
+            self.pm.alerts.receiver_status(conn, name, failing, why, t)
         self._keep(("receiver", name), _Record(fn, f"receiver {name} {change.value}"))
 
     def _keep(self, key: tuple[str, object], rec: _Record) -> None:
@@ -482,7 +482,7 @@ class Deliverer:
                 r.future = Future()  # claimed: not submitted twice
         for key, rec in waiting:
             try:
-                fut = self.pm.worker.submit_call(rec.fn)
+                fut = self.pm.writer.submit_call(rec.fn)
             except Exception as e:  # noqa: BLE001 - the writer may refuse work while it recovers
                 self._recorded(key, rec, e)
                 continue

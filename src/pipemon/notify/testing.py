@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from pipemon.model import AlertState, AlertView, Notification, NotifyAction, Severity
+from pipemon.model import AlertKind, AlertState, AlertView, Notification, NotifyAction, Severity
 
 
 def test_notifications(receiver: str, now: float, external_url: str | None) -> list[Notification]:
     fp = "test-" + uuid.uuid4().hex[:16]
-    alert = AlertView(fingerprint=fp, pipeline="pipemon/test", team="pipemon", kind="test",
+    alert = AlertView(fingerprint=fp, pipeline="pipemon/test", team="pipemon", kind=AlertKind.TEST,
                       severity=Severity.INFO, state=AlertState.FIRING,
                       summary=f"pipemon test notification for receiver {receiver}",
                       description="If you can read this, pipemon can reach this receiver. Nothing is broken.",

@@ -123,7 +123,7 @@ Index("ix_pipeline_state_state", pipeline_state.c.state)
 Index("ix_pipeline_state_cover", pipeline_state.c.pipeline_id, pipeline_state.c.state)
 
 # The engine's state per pipeline (health windows and detector baselines, JSON), written at checkpoints
-# (see evaluation.py). Apart from pipeline_state so the rows the API reads stay narrow.
+# (see writer/health.py). Apart from pipeline_state so the rows the API reads stay narrow.
 engine_state = Table(
     "engine_state", metadata,
     Column("pipeline_id", Integer, ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True),

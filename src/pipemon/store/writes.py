@@ -1,4 +1,4 @@
-"""The write side of the store, used only by the single writer (worker.py), always inside its transaction.
+"""The write side of the store, used only by the single writer (writer/), always inside its transaction.
 
 Rows go in with executemany: one statement per table per batch, whatever the batch size.
 """

@@ -56,7 +56,7 @@ def _alert_id(raw: str) -> int:
 
 
 def _submit(pm, fn) -> Any:
-    return asyncio.wrap_future(pm.worker.submit_call(fn))
+    return asyncio.wrap_future(pm.writer.submit_call(fn))
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge (form)", openapi_extra=OPERATE)
@@ -64,7 +64,7 @@ async def ack(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
         await _submit(pm, lambda conn, now: _audited(conn, who, "alert.acknowledge", aid, now,
-                                                     pm.alerting.acknowledge(conn, aid, who.name, now,
+                                                     pm.alerts.acknowledge(conn, aid, who.name, now,
                                                                              who.scope())))
         return f"alert {aid} acknowledged by {who.name}"
     return await _act(request, do)
@@ -75,7 +75,7 @@ async def resolve(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
         await _submit(pm, lambda conn, now: _audited(
-            conn, who, "alert.resolve", aid, now, pm.alerting.resolve(conn, aid, who.name, now, who.scope())))
+            conn, who, "alert.resolve", aid, now, pm.alerts.resolve(conn, aid, who.name, now, who.scope())))
         return f"alert {aid} resolved by {who.name}"
     return await _act(request, do)
 
@@ -109,7 +109,7 @@ async def silence(request: Request, who: Operator, alert_id: str) -> Response:
             if scope != "pipeline":
                 matchers.append(quote_matcher("kind", body["kind"]))
             end = now + parse_duration(length)
-            s = pm.alerting.add_silence(conn, matchers, now, end, who.name, comment, now, who.scope())
+            s = pm.alerts.add_silence(conn, matchers, now, end, who.name, comment, now, who.scope())
             audit.record(conn, actor=who, action="silence.add", target=str(s.id), team=who.team, now=now,
                          detail={"matchers": matchers, "comment": comment, "from": "dashboard"})
             return s
@@ -127,6 +127,6 @@ async def expire(request: Request, who: Operator, silence_id: str) -> Response:
         sid = int(silence_id)
         await _submit(pm, lambda conn, now: audit.record(
             conn, actor=who, action="silence.expire", target=str(sid), now=now,
-            team=getattr(pm.alerting.expire_silence(conn, sid, now, who.scope()), "team", who.team)))
+            team=getattr(pm.alerts.expire_silence(conn, sid, now, who.scope()), "team", who.team)))
         return f"silence {sid} expired"
     return await _act(request, do)

@@ -2,7 +2,7 @@
 
 Nodes are coloured by state and carry it as text; a failing pipeline with no failing pipeline upstream
 of it (among those drawn) is a root cause, outlined, and what it affects downstream is marked too.
-The graph is the engine's (`pm.alerting.lineage`, what the JSON API's upstream/downstream read).
+The graph is the engine's (`pm.alerts.lineage`, what the JSON API's upstream/downstream read).
 """
 from __future__ import annotations
 
@@ -127,8 +127,8 @@ def _cap(layers: dict[str, int], states: dict[str, str], keep: str | None) -> tu
 def pipeline_page(request: Request, key: str, scope: str | None = None) -> Response:
     """Around one of the caller's pipelines; its neighbours of other teams show their state only."""
     pm = request.app.state.pm
-    lin = pm.alerting.lineage
-    with pm.engine.connect() as conn:
+    lin = pm.alerts.lineage
+    with pm.db.connect() as conn:
         row = reads.pipeline_row(conn, key, scope)
         layers = {row.key: 0}
         layers.update((n, -d) for n, d in lin.ancestors(row.key, DEPTH).items())
@@ -145,8 +145,8 @@ def team_page(request: Request, team: str | None, scope: str | None = None) -> R
     if not team:
         raise BadRequest("choose a team: /lineage?team=NAME, or open a pipeline's lineage from its page")
     pm = request.app.state.pm
-    lin = pm.alerting.lineage
-    with pm.engine.connect() as conn:
+    lin = pm.alerts.lineage
+    with pm.db.connect() as conn:
         own = queries.team_keys(conn, team, TEAM_NODES, scope)
         if not own:
             raise NotFound(f"no pipelines of team {team!r}")

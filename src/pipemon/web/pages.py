@@ -80,7 +80,7 @@ def _overview(request: Request, who: Caller, team: str | None, state: str | None
     states = _states(state)
     n = _page_no(page_s)
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         counts = reads.state_counts(conn, scope=who.scope())
         fleet = queries.fleet_page(conn, counts, team=team, states=states, q=(q or "").strip() or None,
                                    offset=(n - 1) * PAGE_SIZE, limit=PAGE_SIZE, scope=who.scope())
@@ -95,7 +95,7 @@ def _overview(request: Request, who: Caller, team: str | None, state: str | None
     pages = max(1, math.ceil(fleet.total / PAGE_SIZE))
     # muted (a silence or maintenance window), from the engine's state as /metrics reads it: a marker beside
     # the state, never instead of it
-    health = pm.evaluation.engine.health
+    health = pm.health.judge.health
     muted = {r.key for r in fleet.rows if (h := health.get(r.key)) is not None and h.muted}
     ctx: dict[str, Any] = dict(muted=muted,
         title="Fleet", by_state=by_state, total=sum(by_state.values()), teams=team_list, rows=fleet.rows,
@@ -128,8 +128,8 @@ def pipeline_page(request: Request, who: Reader, pipeline_id: str) -> Response:
 
 def _pipeline(request: Request, who: Caller, key: str) -> Response:
     pm = request.app.state.pm
-    lineage = pm.alerting.lineage
-    with pm.engine.connect() as conn:
+    lineage = pm.alerts.lineage
+    with pm.db.connect() as conn:
         row = reads.pipeline_with_state(conn, key, who.scope())
         runs = reads.list_runs(conn, row.id, row.key, limit=120).items
         found = reads.recent_findings(conn, row.id, limit=100)
@@ -176,7 +176,7 @@ _TASK_ORDER = {"running": 0, "skipped": 1, "succeeded": 2}
 
 def _run(request: Request, who: Caller, run_id: str, pipeline: str | None) -> Response:
     pm = request.app.state.pm
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         run, tasks = reads.find_run(conn, run_id, pipeline, who.scope())
     # what broke first (engine.runs.failed_first: the root error), then running, skipped, the rest in order
     broke = failed_first(tasks)
@@ -198,7 +198,7 @@ def alerts_page(request: Request, who: Reader, team: str | None = None,
 def _alerts(request: Request, who: Caller, team: str | None, notice: str | None) -> Response:
     pm = request.app.state.pm
     now = pm.clock.now()
-    with pm.engine.connect() as conn:
+    with pm.db.connect() as conn:
         rows = alert_store.list_alerts(conn, team=team, states=OPEN, limit=500, scope=who.scope()).items
         sils = alert_store.load_silences(conn, since=now, scope=who.scope())
     items = [alert_view(r) for r in rows]
@@ -231,7 +231,7 @@ def deliveries(request: Request, who: Reader, alert_id: str) -> Response:
         if not alert_id.isdigit() or not 1 <= int(alert_id) < 2**31:
             raise NotFound(f"no alert {alert_id!r}")
         pm = request.app.state.pm
-        with pm.engine.connect() as conn:
+        with pm.db.connect() as conn:
             a = alert_store.get_alert(conn, int(alert_id), who.scope())
             notes = alert_store.list_notifications(conn, fingerprint=a.fingerprint, limit=50,
                                                    scope=who.scope()).items

@@ -26,7 +26,7 @@ env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), aut
 
 
 def pipeline_url(key: str) -> str:
-    """The pipeline page, as notifications link to it (`Alerting.url`): the id percent-encoded whole."""
+    """The pipeline page, as notifications link to it (`AlertStage.url`): the id percent-encoded whole."""
     return "/pipelines/" + quote(key, safe="")
 
 

@@ -1,5 +1,6 @@
-"""Runs the alerting engine (alerts, suppression, routing, grouping, escalation) inside the writer's
-transaction, and stores what it decided: alerts, and notifications in the outbox.
+"""The alerts stage: runs the alerting engine (alerts, suppression, routing, grouping, escalation) inside
+the writer's transaction on the signals of the health stage, and stores what it decided: alerts, and
+notifications in the outbox.
 
 The outbox row is written in the same transaction as the event that caused it, so a notification is
 neither lost (the event is acknowledged only after commit) nor invented (a rolled-back event leaves
@@ -20,32 +21,32 @@ from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
 from pipemon.engine.dispatch import Dispatch, Outgoing
-from pipemon.engine.evaluator import Outcome
+from pipemon.engine.judge import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
 from pipemon.engine.mute import Muter, Silence
 from pipemon.engine.runs import failed_first, failure_output
-from pipemon.model import AlertState, Event, Notification, Severity
+from pipemon.model import AlertKind, AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
 from pipemon.store import writes
 
 if TYPE_CHECKING:
-    from pipemon.evaluation import Evaluation
-    from pipemon.worker import Worker
+    from pipemon.writer.health import HealthStage
+    from pipemon.writer.writer import Writer
 
 log = logging.getLogger(__name__)
 PAUSE_CHECK_S = 30.0
 RECEIVER_PIPELINE = "pipemon/receiver:{}"
 
 
-class Alerting:
-    def __init__(self, settings: Settings, evaluation: Evaluation) -> None:
+class AlertStage:
+    def __init__(self, settings: Settings, health: HealthStage) -> None:
         self.settings = settings
-        self.evaluation = evaluation
-        self.worker: Worker | None = None
+        self.health = health
+        self.writer: Writer | None = None
         self.lineage = Lineage()
         self.muter = Muter(settings.maintenance_windows, settings.inhibit_rules)
-        self.book = AlertBook(settings, evaluation.engine, self.lineage, self.info)
+        self.book = AlertBook(settings, health.judge, self.lineage, self.info)
         self.dispatch = Dispatch(settings, self.muter)
         self.dispatch.cadence = self._cadence
         self.resolved: dict[str, Alert] = {}       # resolved, still to be announced by a group flush
@@ -55,15 +56,10 @@ class Alerting:
         self._created: list[Notification] = []
         self._last_pause_check = -1e18
         self._saved_version = 0
-        evaluation.loaders.append(self.load)
-        evaluation.sinks.append(self.sink)
-        evaluation.tickers.append(self.tick)
-        evaluation.event_hooks.append(self.on_events)
-        evaluation.committed.append(self.after_commit)
 
     # --- context -----------------------------------------------------------------------------------------
     def info(self, pipeline: str) -> PipelineInfo:
-        rec = self.worker.pipelines.get(pipeline) if self.worker else None
+        rec = self.writer.pipelines.get(pipeline) if self.writer else None
         rule = self.settings.rule_for(pipeline)
         ns = rec.namespace if rec else pipeline.rpartition("/")[0]
         team = (rec.team if rec and rec.team else None) or (rule.team if rule and rule.team else None)
@@ -83,21 +79,21 @@ class Alerting:
         return self.book.open.get(fp) or self.resolved.get(fp)
 
     # --- start-up ------------------------------------------------------------------------------------------
-    def load(self, conn: Connection, worker: Worker, now: float) -> None:
-        self.worker = worker
+    def load(self, conn: Connection, writer: Writer, now: float) -> None:
+        self.writer = writer
         self.lineage = Lineage()
-        by_id = {rec.id: key for key, rec in worker.pipelines.items()}
-        for pid, ds, role in worker.lineage_edges():
+        by_id = {rec.id: key for key, rec in writer.pipelines.items()}
+        for pid, ds, role in writer.lineage_edges():
             if pid in by_id:
                 self.lineage.add(by_id[pid], ds, role)
-        for key in worker.pipelines:
+        for key in writer.pipelines:
             rule = self.settings.rule_for(key)
             if rule and rule.depends_on:
                 self.lineage.declare(key, rule.depends_on)
         self.muter = Muter(self.settings.maintenance_windows, self.settings.inhibit_rules)
         for r in store.load_silences(conn, since=now):
             self.muter.silences[r.id] = _silence(r)
-        self.book = AlertBook(self.settings, self.evaluation.engine, self.lineage, self.info)
+        self.book = AlertBook(self.settings, self.health.judge, self.lineage, self.info)
         self.book.enrich = self._enrich
         self.dispatch = Dispatch(self.settings, self.muter)
         self.dispatch.cadence = self._cadence
@@ -123,7 +119,7 @@ class Alerting:
         self.external_url = (settings.alerting.external_url or "").rstrip("/") or None
         declared = self.lineage.declared()
         self.lineage.undeclare()
-        for key in set(self.worker.pipelines if self.worker else ()) | set(declared):
+        for key in set(self.writer.pipelines if self.writer else ()) | set(declared):
             rule = settings.rule_for(key)
             if rule and rule.depends_on:
                 self.lineage.declare(key, rule.depends_on)
@@ -136,7 +132,7 @@ class Alerting:
         self._last_pause_check = -1e18  # the next tick (within a second) judges `paused` by the new windows
         self._process(conn, now)        # and stores the dispatch state
 
-    # --- the writer's hooks ---------------------------------------------------------------------------------
+    # --- the writer's stage (stages.py calls these in order) ------------------------------------------------
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             if not (ev.inputs or ev.outputs):
@@ -148,7 +144,8 @@ class Alerting:
             for ds in ev.outputs:
                 self.lineage.add(key, ds, "out")
 
-    def sink(self, conn: Connection, out: Outcome, now: float) -> None:
+    def on_outcome(self, conn: Connection, out: Outcome, now: float) -> None:
+        """The signals the health stage raised: alerts open, change and resolve."""
         if not out.signals:
             return
         self._conn = conn
@@ -156,7 +153,8 @@ class Alerting:
             self.book.on_signal(sig, now)
         self._process(conn, now)
 
-    def tick(self, conn: Connection, now: float, out: Outcome) -> None:
+    def on_clock(self, conn: Connection, now: float, out: Outcome) -> None:
+        """Alert timers and escalations; every PAUSE_CHECK_S, which pipelines are muted (into `out`)."""
         self._conn = conn
         self.book.tick(now)
         if now - self._last_pause_check >= PAUSE_CHECK_S:
@@ -172,7 +170,7 @@ class Alerting:
 
     def refresh_paused(self, now: float, out: Outcome) -> None:
         """A pipeline that a silence or an active maintenance window covers is `muted` (its state stays)."""
-        engine = self.evaluation.engine
+        engine = self.health.judge
         if not self.muter.silences and not self.muter.windows:
             for key, h in engine.health.items():
                 if h.muted:
@@ -209,7 +207,7 @@ class Alerting:
             if ch.what == "acknowledged":
                 outgoing += self.dispatch.on_acknowledged(a, now)
             if a.open:
-                if a.kind == "receiver_failing":
+                if a.kind == AlertKind.RECEIVER_FAILING:
                     self._place_default(a, now)
                 else:
                     self.dispatch.place(a, now)
@@ -252,16 +250,16 @@ class Alerting:
 
     def _cadence(self, pipeline: str) -> float | None:
         """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
-        sched = self.evaluation.engine.detect.schedule(pipeline)
+        sched = self.health.judge.detect.schedule(pipeline)
         return sched.interval_s if sched is not None else None
 
     def _enrich(self, a: Alert) -> None:
         """A failure names its failing task and root error (the roll-up of the run's task runs, by the rule
         of engine.runs.failed_first), and carries what the failing task or run printed last: dbt's
         multi-line error, the end of a stack trace, a command's output (already bounded and redacted)."""
-        if a.kind != "failure" or a.run_id is None or self.worker is None or self._conn is None:
+        if a.kind != AlertKind.FAILURE or a.run_id is None or self.writer is None or self._conn is None:
             return
-        rec = self.worker.pipelines.get(a.pipeline)
+        rec = self.writer.pipelines.get(a.pipeline)
         if rec is None:
             return
         tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
@@ -273,7 +271,7 @@ class Alerting:
             a.output = failure_output(first)
             return
         if a.error is None:
-            h = self.evaluation.engine.health.get(a.pipeline)
+            h = self.health.judge.health.get(a.pipeline)
             a.error = h.last_error if h else None
         row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
         if row is not None:
@@ -327,16 +325,17 @@ class Alerting:
     def _refresh(self, conn: Connection, now: float) -> None:
         out = Outcome()
         self.refresh_paused(now, out)
-        self.evaluation.write(conn, out, now)
+        self.health.write(conn, out, now)
+        self.on_outcome(conn, out, now)
 
     def receiver_status(self, conn: Connection, receiver: str, failing: bool, error: str, now: float) -> None:
         """The deliverer reports a receiver that keeps failing, or that works again."""
         self._conn = conn
         pipeline = RECEIVER_PIPELINE.format(receiver)
-        fp = fingerprint(pipeline, "receiver_failing")
+        fp = fingerprint(pipeline, AlertKind.RECEIVER_FAILING)
         a = self.book.open.get(fp)
         if failing and a is None:
-            a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind="receiver_failing",
+            a = Alert(fingerprint=fp, pipeline=pipeline, team="pipemon", kind=AlertKind.RECEIVER_FAILING,
                       labels={"team": "pipemon", "namespace": "pipemon", "pipeline": pipeline,
                               "kind": "receiver_failing", "severity": Severity.ERROR.value,
                               "receiver": receiver},

@@ -1,19 +1,18 @@
-"""Runs the pure engine inside the writer's transaction and stores what it decided.
+"""The health stage: runs the pure Judge (engine/judge.py) inside the writer's transaction and stores
+what it decided.
 
 Per transaction: the health view of each pipeline whose health moved (what the API reads), and the
 findings. Every `CHECKPOINT_S`: the engine's full state (health windows and detector baselines, JSON),
 the hourly and daily rollups, and the id of the last event they reflect. After a restart the engine
 loads the checkpoint and replays the runs that events after that id touched, so no learning is lost
 (a run in flight at the checkpoint may be counted twice: at-least-once, documented).
-Alerting subscribes through hooks, all called on the writer thread inside its transaction: `loaders` at
-start-up, `event_hooks` with each group's new events, `sinks` with each Outcome, `tickers` with the clock,
-and `committed` after each commit.
+What it decides (an Outcome: signals, findings, state changes) goes back to the caller, stages.py, which
+hands it to the alerts stage.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,14 +21,15 @@ from sqlalchemy.engine import Connection
 from pipemon import calendars
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
-from pipemon.engine.evaluator import Evaluator, Outcome, spec_inputs
+from pipemon.engine.judge import Judge, Outcome, spec_inputs
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
 from pipemon.store import state as st
 from pipemon.store import writes
 
 if TYPE_CHECKING:
-    from pipemon.worker import RunChange, Worker
+    from pipemon.writer.fold import RunChange
+    from pipemon.writer.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,11 @@ RETENTION_EVERY = 86400.0  # each pipeline is swept once a day (of the engine's 
 HOUR = 3600.0
 DAY = 86400.0
 
-Sink = Callable[[Connection, Outcome, float], None]
-Ticker = Callable[[Connection, float, Outcome], None]
-Loader = Callable[[Connection, "Worker", float], None]
-
-
-class Evaluation:
+class HealthStage:
     def __init__(self, settings: Settings, checkpoint_s: float = CHECKPOINT_S) -> None:
-        self.engine = Evaluator(settings, calendars.lookup(time.time()))
+        self.judge = Judge(settings, calendars.lookup(time.time()))
         self.checkpoint_s = checkpoint_s
         self.views = True                      # replay turns them off: nobody reads its throwaway store
-        self.sinks: list[Sink] = []
-        self.tickers: list[Ticker] = []
-        self.loaders: list[Loader] = []
-        self.event_hooks: list[Callable[[list[Event]], None]] = []
-        self.committed: list[Callable[[], None]] = []
         self._ids: dict[str, int] = {}
         self._dirty: set[str] = set()          # engine state changed since the last checkpoint
         self._stale_views: set[str] = set()    # metrics moved, view not yet written
@@ -71,21 +61,21 @@ class Evaluation:
         self._swept_until: dict[int, float] = {}  # pipeline id -> engine time before which it needs no sweep
 
     # --- start-up ---------------------------------------------------------------------------------------
-    def load(self, conn: Connection, worker: Worker, now: float) -> None:
+    def load(self, conn: Connection, worker: Writer, now: float) -> None:
         """Load the checkpoint, register every known pipeline, then replay what came after it."""
         self._ids = {k: rec.id for k, rec in worker.pipelines.items()}
         by_id = {rec.id: rec for rec in worker.pipelines.values()}
         # Rollups not checkpointed yet may name pipelines of a rolled-back transaction: their rows are gone,
         # and the checkpoint's upsert would violate the foreign key on this and every later reload.
         self._rollups = {k: v for k, v in self._rollups.items() if k[0] in by_id}
-        self.engine = Evaluator(self.engine.settings, self.engine.holidays, team_of=_team_of(worker))
+        self.judge = Judge(self.judge.settings, self.judge.holidays, team_of=_team_of(worker))
         for r in st.load_engine_state(conn):
             rec = by_id.get(r.pipeline_id)
             if rec is not None:
-                self.engine.load_json(rec.key, msgspec.json.decode(r.health),
+                self.judge.load_json(rec.key, msgspec.json.decode(r.health),
                                       msgspec.json.decode(r.detect) if r.detect else None, now)
         for rec in worker.pipelines.values():
-            self.engine.ensure(rec.key, rec.first_seen, now)
+            self.judge.ensure(rec.key, rec.first_seen, now)
         mark = st.get_checkpoint(conn, "engine")
         touched = st.runs_touched_since(conn, mark)
         out = Outcome()
@@ -95,19 +85,17 @@ class Evaluation:
                             key=lambda r: (r.ended_at or r.started_at))
             for run in replay:
                 if run.counts:
-                    self.engine.on_run(run.pipeline, by_id[self._ids[run.pipeline]].first_seen, None, run,
+                    self.judge.on_run(run.pipeline, by_id[self._ids[run.pipeline]].first_seen, None, run,
                                        run.ended_at or run.started_at, out=out)
             log.info("replayed %d runs after checkpoint %d", len(replay), mark)
         self.write(conn, out, now, replaying=True)
         self.checkpoint(conn, now)
-        for fn in self.loaders:
-            fn(conn, worker, now)
 
-    def reconfigure(self, conn: Connection, worker: Worker, settings: Settings, now: float) -> None:
+    def reconfigure(self, conn: Connection, worker: Writer, settings: Settings, now: float) -> Outcome:
         """New settings (a config reload, on the writer thread): pipelines the config now declares join the
         engine, and a pipeline whose schedule, grace or sensitivity changed is re-declared to its
         detectors (their learned baselines stay)."""
-        eng = self.engine
+        eng = self.judge
         old = eng.settings
         eng.reconfigure(settings, now)
         out = Outcome()
@@ -121,19 +109,19 @@ class Evaluation:
                 eng.detect.configure(rec.key, eng.spec_for(rec.key), now=now)
                 out.changed.add(rec.key)
         self.write(conn, out, now)
+        return out
 
-    # --- the writer's hooks -----------------------------------------------------------------------------
-    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event], now: float) -> None:
+    # --- the writer's stage (stages.py calls these in order) -------------------------------------------
+    def on_changes(self, conn: Connection, changes: list[RunChange], events: list[Event],
+                   now: float) -> Outcome:
         out = Outcome()
-        for hook in self.event_hooks:
-            hook(events)
         for ev in events:
-            if ev.parent is None and ev.pipeline not in self.engine.health:
-                self.engine.ensure(ev.pipeline, ev.time, now)
+            if ev.parent is None and ev.pipeline not in self.judge.health:
+                self.judge.ensure(ev.pipeline, ev.time, now)
                 out.changed.add(ev.pipeline)
         schemas = _schemas_by_run(events)
         for pipeline, (cron, tz) in _event_schedules(events).items():
-            self.engine.event_schedule(pipeline, cron, tz, now)
+            self.judge.event_schedule(pipeline, cron, tz, now)
         for ch in changes:
             rec = ch.pipeline
             self._ids[rec.key] = rec.id
@@ -141,21 +129,27 @@ class Evaluation:
             if not run.counts:
                 continue  # tasks reach health through their parent; a pending parent once it speaks
             before = ch.before if ch.before is not None and ch.before.counts else None  # new to the engine
-            self.engine.on_run(rec.key, rec.first_seen, before, run, now,
+            self.judge.on_run(rec.key, rec.first_seen, before, run, now,
                                schemas.get((rec.key, run.run_id)), out=out)
             if run.status is not RunStatus.RUNNING and (before is None or before.status is RunStatus.RUNNING):
                 self._roll(rec.id, run)
         self.write(conn, out, now)
+        return out
 
-    def on_tick(self, conn: Connection, now: float) -> None:
-        out = self.engine.on_tick(now)
+    def on_clock(self, now: float) -> Outcome:
+        """What the clock alone decides (lateness, expired state); written by `write_tick`."""
+        out = self.judge.on_tick(now)
         if now - self._last_expire >= EXPIRE_S:
-            self.engine.expire(now, out)
+            self.judge.expire(now, out)
             self._last_expire = now
-        for fn in self.tickers:
-            fn(conn, now, out)
+        return out
+
+    def write_tick(self, conn: Connection, out: Outcome, now: float) -> None:
         out.changed |= self._stale_views  # the coalesced metrics of busy pipelines
         self.write(conn, out, now)
+
+    def housekeep(self, conn: Connection, now: float) -> None:
+        """The checkpoint and a slice of retention, when due (after a tick's writes)."""
         if time.monotonic() - self._last_checkpoint >= self.checkpoint_s:
             self.checkpoint(conn, now)
         if time.monotonic() - self._last_retention >= RETENTION_S:
@@ -170,15 +164,12 @@ class Evaluation:
     def on_stop(self, conn: Connection, now: float) -> None:
         self.checkpoint(conn, now)
 
-    def after_commit(self) -> None:
-        for fn in self.committed:
-            fn()
-
-    def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> None:
+    def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> Outcome:
         out = Outcome()
-        self.engine.feedback(pipeline, metric, verdict, now, out)
+        self.judge.feedback(pipeline, metric, verdict, now, out)
         self._dirty.add(pipeline)
         self.write(conn, out, now)
+        return out
 
     # --- writing ----------------------------------------------------------------------------------------
     def write(self, conn: Connection, out: Outcome, now: float, replaying: bool = False) -> None:
@@ -200,24 +191,21 @@ class Evaluation:
             pid = self._ids.get(p)
             if pid is None:
                 continue
-            v = self.engine.view(p, now)
+            v = self.judge.view(p, now)
             views.append((pid, v["state"], v["reason"], v["state_since"], st.dumps(v), now))
             self._view_written[p] = mono
         self._stale_views -= due
         st.upsert_views(conn, views)
         st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings
                                   if f.pipeline_id in self._ids))
-        if not replaying:
-            for sink in self.sinks:
-                sink(conn, out, now)
 
     def checkpoint(self, conn: Connection, now: float) -> None:
         """Engine state of the pipelines that changed, the rollups, and the event id they reflect."""
         rows = []
         for p in self._dirty:
             pid = self._ids.get(p)
-            if pid is not None and p in self.engine.health:
-                health, detect = self.engine.to_json(p)
+            if pid is not None and p in self.judge.health:
+                health, detect = self.judge.to_json(p)
                 rows.append((st.dumps(health), st.dumps(detect), pid))
         st.save_engine_state(conn, rows)
         st.upsert_rollups(conn, [(pid, period, start, *vals)
@@ -238,7 +226,7 @@ class Evaluation:
                 if self._swept_until.get(pid, -1e18) <= now][:RETENTION_SLICE]
         for pid in part:
             self._swept_until[pid] = now + RETENTION_EVERY
-        deleted = maintenance.apply_retention(conn, now - self.engine.settings.retention, part)
+        deleted = maintenance.apply_retention(conn, now - self.judge.settings.retention, part)
         if any(deleted.values()):
             log.info("retention: deleted %s", deleted)
         return deleted
@@ -279,7 +267,7 @@ def _event_schedules(events: list[Event]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _team_of(worker: Worker):
+def _team_of(worker: Writer):
     """A pipeline's owning team, as the writer knows it now."""
     def team_of(pipeline: str) -> str | None:
         rec = worker.pipelines.get(pipeline)

@@ -1,9 +1,10 @@
-"""The evaluating core: runs and the clock in, health and signals out. Pure: no I/O, time passed in.
+"""The Judge: judges runs and the clock into health, detector verdicts and signals. Pure: no I/O, time
+passed in.
 
 For each pipeline it keeps a `PipelineHealth` (health.py) and, through the `DetectorSuite`, its learned
 baselines and schedule. A finished run updates both; the clock (`on_tick`) raises what needs no event:
 late and missing runs, runs running long, SLA deadlines. Every change of an open condition comes out as
-a `Signal` (opened, repeated, closed): the alerting layer turns signals into alerts, one per condition.
+a `Signal` (opened, repeated, closed): the alerts stage turns signals into alerts, one per condition.
 The same code runs live (wall clock) and in replay (time following the events).
 """
 from __future__ import annotations
@@ -91,14 +92,16 @@ def condition_key(f: Finding) -> tuple[ConditionKind, str]:
 
 
 def spec_inputs(rule: PipelineRule | None, calendar: str | None) -> tuple:
-    """What `Evaluator.spec_for` reads of the config (a rule's fields, the calendar from the rule or the
+    """What `Judge.spec_for` reads of the config (a rule's fields, the calendar from the rule or the
     team): a reload re-declares a pipeline to its detectors only when these changed."""
     fields = None if rule is None else (rule.schedule, rule.timezone, rule.grace, rule.max_duration,
                                         rule.sensitivity)
     return fields, calendar
 
 
-class Evaluator:
+class Judge:
+    """Every pipeline's health and detectors; the health stage (writer/health.py) runs it in the writer."""
+
     def __init__(self, settings: Settings,
                  holidays: Callable[[str], frozenset[int]] | None = None,
                  team_of: Callable[[str], str | None] | None = None) -> None:
@@ -334,7 +337,7 @@ class _Diff:
     """Around a change to one pipeline: signals for the conditions that opened, repeated or closed, and
     a transition when the state moved."""
 
-    def __init__(self, ev: Evaluator, pipeline: str, h: PipelineHealth, now: float, out: Outcome) -> None:
+    def __init__(self, ev: Judge, pipeline: str, h: PipelineHealth, now: float, out: Outcome) -> None:
         self.ev, self.pipeline, self.h, self.now, self.out = ev, pipeline, h, now, out
 
     def __enter__(self) -> None:
