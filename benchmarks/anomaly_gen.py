@@ -101,7 +101,7 @@ def last_business_day(d: dt.date, off: set[dt.date]) -> bool:
 
 
 def gen_pipeline(pid: str, kind: str, rng: random.Random,
-                 cfg: dict) -> tuple[dict, list[dict], list[dict], list[dict]]:
+                 cfg: dict) -> tuple[dict, list[dict], list[dict], list[dict], dict]:
     iv, days, warm, adapt = KINDS[kind]
     days = cfg.get("days", {}).get(kind, days)
     cron = cron_for(kind, rng)
@@ -217,8 +217,9 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
                 else:
                     sched_shift += f
                 end_i = min(n - 1, i + adapt)
+                # (the window opens at the shifted run's start: the slot plus any earlier schedule move)
                 events.append({"event_id": f"{pid}-s{i}", "pipeline_id": pid, "kind": "ignore",
-                               "type": f"level_shift_{what}", "start_unix": slot + (sched_shift if what == "schedule" else 0),
+                               "type": f"level_shift_{what}", "start_unix": slot + sched_shift,
                                "end_unix": slots[end_i] + sched_shift + iv * 0.5, "run_ids": [], "factor": f})
         t = slot - t0
         # drift: a moved job's data follows the hour and day it now runs at (the older presets keep the slot's)
@@ -293,12 +294,17 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
             "eval_start": iso(eval_start), "eval_start_unix": eval_start, "fp_tol_s": 3 * iv}
     if region:
         meta["calendar"] = region
+    # what was drawn, for the analysis script (benchmarks/anomaly_why.py); not read by the detectors
+    truth = {"pipeline_id": pid, "kind": kind, "noise": noise, "dur_noise": dur_noise, "alpha": alpha,
+             "trend_rows_30d": math.exp(trend * 30 * DAY), "trend_dur_30d": math.exp(dur_trend * 30 * DAY),
+             "month_end_bd": math.exp(me_bd), "region": region, "hod_amp": hod_amp, "weekend": math.exp(weekend),
+             "monday": math.exp(monday)}
     for e in events:
         e["start"], e["end"] = iso(e["start_unix"]), iso(e["end_unix"])
     days_seen = sorted({dt.datetime.fromtimestamp(s, dt.UTC).date() for s in slots if s >= eval_start})
     specials = [{"pipeline_id": pid, "day": d.isoformat(), "kind": "holiday" if d in off else "month_end"}
                 for d in days_seen if d in off or (me_bd and last_business_day(d, off))]
-    return meta, runs, events, specials
+    return meta, runs, events, specials, truth
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,17 +316,19 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     cfg = PRESETS[a.preset]
     rng = random.Random(f"{a.preset}-{a.seed}")
-    metas, runs, events, specials = [], [], [], []
+    metas, runs, events, specials, truths = [], [], [], [], []
     for k in range(a.pipelines):
-        m, r, e, sp = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
+        m, r, e, sp, tr = gen_pipeline(f"g{k:03d}", cfg["kinds"][k % len(cfg["kinds"])], rng, cfg)
         metas.append(m)
+        truths.append(tr)
         runs += r
         events += e
         specials += sp
     runs.sort(key=lambda r: (r["ts_unix"], r["pipeline_id"]))
     os.makedirs(a.out, exist_ok=True)
     outputs = [("pipelines", metas), ("runs", runs), ("events", events)]
-    for name, rows in outputs + ([("special", specials)] if a.preset.startswith("drift") else []):
+    drift = [("special", specials), ("truth", truths)] if a.preset.startswith("drift") else []
+    for name, rows in outputs + drift:
         with open(os.path.join(a.out, f"{name}.jsonl"), "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")

@@ -163,3 +163,24 @@ def test_run_pages_follow_the_cursor(client):
         if not cursor:
             break
     assert seen == [f"r{i}" for i in range(6, -1, -1)]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/lineage"])
+def test_the_ingest_fast_path_answers_as_the_middleware_stack_would(client, pm, path, monkeypatch):
+    """The two doors' POSTs skip the middleware stack (api/ingest.IngestFastPath): what the stack does for
+    every route still holds for them."""
+    r = client.post(path + "?x=%00", json=native())
+    assert (r.status_code, r.json()["error"]) == (400, "bad_request")  # RejectNul, not an ingest answer
+    r = client.post(path, content=b"{nope")
+    assert (r.status_code, r.json()["error"], r.headers["content-type"]) == (400, "malformed_json",
+                                                                          "application/json")
+
+    async def broken(events, caller=None):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(pm.log, "append", broken)
+    r = client.post("/api/v1/events", json=native())
+    assert (r.status_code, r.text) == (500, "Internal Server Error")  # as Starlette's ServerErrorMiddleware
+    metrics = client.get("/metrics").text
+    assert f'pipemon_http_request_duration_seconds_count{{method="POST",route="{path}",status="400"}}' \
+        in metrics
+    assert 'route="/api/v1/events",status="500"' in metrics

@@ -57,9 +57,12 @@ class Cluster:
     def __init__(self, db: str, tmp: Path, prefix: str, config: str | None) -> None:
         self.db, self.tmp, self.prefix, self.config = db, tmp, prefix, config
         self.nodes: list[LiveServer] = []
+        self.worker_mode = "leader"  # or "partitioned": every worker active on its share of the partitions
 
     def start(self, role: str, bus: str | None = None, db: str | None = None) -> LiveServer:
         extra = ["--role", role, "--bus", bus or NATS_URL or "", "--bus-prefix", self.prefix]
+        if role in ("worker", "all"):
+            extra += ["--worker-mode", self.worker_mode]
         node = LiveServer(db or self.db, self.tmp, self.config, extra).start(timeout=30)
         node.role = role  # type: ignore[attr-defined]
         self.nodes.append(node)

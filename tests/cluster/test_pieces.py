@@ -45,8 +45,8 @@ def test_encode_round_trips_and_chunks_fit_max_payload():
     bus = NatsLog("nats://127.0.0.1:1", Names("t"))
     bus.max_payload = 8 * 1024
     chunks = bus._chunks(events)
-    assert len(chunks) > 1 and [e for c in chunks for e in c] == events
-    assert all(len(encode(c)) <= bus.max_payload - 1024 for c in chunks)
+    assert len(chunks) > 1 and [e for c, _ in chunks for e in c] == events
+    assert all(payload == encode(c) and len(payload) <= bus.max_payload - 1024 for c, payload in chunks)
 
 
 @pytest.mark.parametrize("prefix", ["", "a.b", "a b", "x" * 33, "a>", "a*"])

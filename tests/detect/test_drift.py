@@ -23,7 +23,7 @@ from pipemon.engine.detect.calendar import (
 from pipemon.engine.detect.metric import MetricBaseline
 from pipemon.engine.judge import Judge
 from pipemon.errors import ConfigError
-from tests.detect._data import DAY, HOUR, replay, series
+from tests.detect._data import DAY, HOUR, daily, hourly, replay, series
 from tests.detect.test_cadence import cadence
 
 THANKSGIVING = dt.date(2026, 11, 26)
@@ -203,3 +203,85 @@ def test_a_teams_unknown_calendar_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError) as e:
         config.loads("teams: [{name: shop, calendar: XX}]\n")
     assert "unknown calendar 'XX'" in str(e.value) and "teams" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------- moves and month-ends
+def test_a_schedule_moved_later_than_the_grace_raises_one_late_not_one_per_slot() -> None:
+    """Nothing tells a move from a late run at the first deadline; after that late start the next run is owed
+    that much later, so the move costs one LATE, not one a slot until the re-phase."""
+    slots = daily(80)
+    runs = series([s + (4 * HOUR if k >= 40 else 0) for k, s in enumerate(slots)])
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * *"))
+    assert [k for k, _ in cadence(replay(s, "p", runs))] == [FindingKind.LATE]
+    assert "moved +4 h" in s.schedule("p").describe()
+
+
+def test_a_late_run_still_leaves_the_next_days_missing_run_caught() -> None:
+    runs = series(daily(60))
+    runs[40].start += 5 * HOUR
+    del runs[41]
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * *"))
+    assert [k for k, _ in cadence(replay(s, "p", runs))] == [FindingKind.LATE, FindingKind.LATE]
+
+
+def test_an_hourly_move_within_the_grace_is_re_phased_not_learned_as_start_lag() -> None:
+    """+15 min on a punctual hourly job is within its learned grace: absorbed as start lag it would leave
+    little grace above it (the grace is capped at half an interval); it is a move."""
+    slots = hourly(20)
+    runs = series([s + (15 * 60 if k >= 24 * 10 else 0) for k, s in enumerate(slots)], jitter_s=60.0)
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 * * * *"))
+    assert cadence(replay(s, "p", runs)) == []
+    sch = s.schedule("p")
+    assert 14 * 60 <= sch.offset_s <= 18 * 60 and sch.lag_loc < 5 * 60  # (the move, plus the usual jitter)
+
+
+@pytest.mark.parametrize("first", [dt.date(2026, 1, 5), dt.date(2025, 12, 1)])
+def test_a_first_month_end_peak_is_learned_so_the_next_one_is_normal(first: dt.date) -> None:
+    """A weekday job at x2.2 on the month's last business day: the first peak is normal (MONTH_END_SLACK) and
+    learned as far as that, so the second, a month later, is not a page either (it was, clipped at the band
+    edge of a quiet metric). From December the first is a month's last day (Wed 31st), the next a last
+    business day before a weekend (Fri 30th): one peak, two day kinds, the second borrows the first's."""
+    cal = Calendar()
+    rng = random.Random(1)
+    b = MetricBaseline()
+    flagged = []
+    d = first
+    while d < first + dt.timedelta(days=150):
+        if d.weekday() < 5:
+            peak = cal.day_kind(day_number(d)) in (LAST_BUSINESS, MONTH_END)
+            monday = 1.8 if d.weekday() == 0 else 1.0
+            x = 1e6 * math.exp(rng.gauss(0, 0.03)) * (2.2 if peak else 1.0) * monday
+            if b.update(at(d), x, 4.0)[2]:
+                flagged.append(d)
+        d += dt.timedelta(days=1)
+    assert flagged == []
+
+
+# ------------------------------------------------------------------------------------ holidays and the clock
+def weekday_runs(skip: frozenset[int]) -> list:
+    slots = [t for t in daily(360, at_s=2 * HOUR, weekdays_only=True) if int(t // DAY) not in skip]
+    return series(slots)
+
+
+def test_a_weekday_job_that_skips_public_holidays_is_late_on_the_first_only() -> None:
+    """It names its calendar: the first holiday without a run is reported (a job may run on holidays), the
+    following ones are excused once it has shown that it skips them."""
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * 1-5", calendar="US", holidays=US_2026))
+    found = cadence(replay(s, "p", weekday_runs(US_2026)))
+    assert [k for k, _ in found] == [FindingKind.LATE]
+    assert dt.datetime.fromtimestamp(found[0][1], dt.UTC).date() == dt.date(2026, 1, 19)  # MLK day
+    without = DetectorSuite()
+    without.configure("p", DetectSpec(cron="0 2 * * 1-5"))  # no calendar: every skipped holiday is late
+    assert len(cadence(replay(without, "p", weekday_runs(US_2026)))) >= 8
+
+
+def test_a_job_that_runs_on_holidays_is_still_late_when_a_holiday_run_is_missing() -> None:
+    thanksgiving = day_number(THANKSGIVING)
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * 1-5", calendar="US", holidays=US_2026))
+    found = cadence(replay(s, "p", weekday_runs(frozenset({thanksgiving}))))
+    assert [(k, int(t // DAY)) for k, t in found] == [(FindingKind.LATE, thanksgiving)]

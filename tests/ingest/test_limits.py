@@ -245,3 +245,45 @@ def test_a_full_batch_still_splits():
     assert was_array and len(items) == native.MAX_BATCH and json.loads(bytes(items[-1]))["run_id"] == "9999"
     with pytest.raises(InvalidEvent):
         split_items(body[:-1].encode() + b',{"a":1}]', native.MAX_BATCH)
+
+
+_ALL_LOCS = {f: f for f in ("namespace", "name", "run_id", "team", "integration", "parent.namespace",
+                            "parent.name", "parent.run_id", "root.namespace", "root.name", "root.run_id",
+                            "inputs", "outputs", "rows", "bytes", "metrics", "time", "nominal_time")}
+
+
+def _event(**over):
+    from pipemon.model import Event, EventType, RunRef, Source
+    base = dict(key="k" * 32, source=Source.OPENLINEAGE, namespace="ns", name="job", run_id="r",
+                type=EventType.COMPLETE, time=NOW - 60, parent=RunRef("ns", "dag", "r0"),
+                root=RunRef("ns", "dag", "r0"), rows=10.0, bytes=640.0, inputs=("a/b",), outputs=("c/d",),
+                team="t", integration="AIRFLOW", nominal_time=NOW - 120)
+    return Event(**{**base, **over})
+
+
+@pytest.mark.parametrize("over", [
+    {}, {"namespace": "é" * 250}, {"namespace": "€" * 251}, {"name": "😀" * 250}, {"run_id": "😀" * 251},
+    {"team": "x" * 1001}, {"integration": "😀" * 300},
+    {"parent": _event().parent.__class__("😀" * 251, "n", "r")},
+    {"root": _event().root.__class__("n", "n", "😀" * 251)},
+    {"inputs": ("😀" * 500,)}, {"outputs": ("😀" * 501,)}, {"inputs": ("a/b",) * limits.MAX_DATASETS},
+    {"outputs": ("a/b",) * (limits.MAX_DATASETS + 1)},
+    {"rows": float("nan")}, {"rows": -1.0}, {"bytes": float(2**64)}, {"bytes": float("inf")}, {"rows": None},
+    {"time": float("nan")}, {"time": -1.0}, {"time": NOW + DAY}, {"time": NOW + DAY + 1}, {"time": 0.0},
+    {"nominal_time": float("inf")}, {"nominal_time": NOW + 2 * DAY}, {"nominal_time": None},
+    {"metrics": {"rows": -1.0}}, {"metrics": {"x": 1.0}},
+])
+def test_what_passes_at_a_glance_passes_every_limit(over):
+    """plainly_within lets the OpenLineage door skip event_problems: it must never pass an event that
+    event_problems refuses (it may send a good one the long way)."""
+    ev = _event(**over)
+    glance = limits.plainly_within(ev, NOW, DAY)
+    full = limits.event_problems(ev, _ALL_LOCS, NOW, DAY)
+    assert not (glance and full), full
+    if not over:
+        assert glance  # the common event takes the short way
+
+
+def test_at_a_glance_without_a_horizon():
+    assert limits.plainly_within(_event(time=NOW + 10 * DAY), NOW, float("inf"))
+    assert not limits.plainly_within(_event(time=float("inf")), NOW, float("inf"))

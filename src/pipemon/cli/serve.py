@@ -64,6 +64,7 @@ def run_server(pm, host: str, port: int, announce: str | None = None, auth: str 
     if announce:
         typer.echo(announce)
     typer.echo(f"auth: {state}")
+    # "auto": uvloop and httptools (dependencies in pyproject.toml) when importable, else asyncio and h11
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_graceful_shutdown=10)
 
@@ -113,6 +114,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
               help="Cluster: the receiver (from the config) that gets a heartbeat while the cluster is "
                    "healthy (a dead man's switch), sent by the leading dispatcher"),
           watchdog_every: float = typer.Option(300.0, min=1.0, help="Seconds between heartbeats"),
+          worker_mode: str = typer.Option(
+              "leader", envvar="PIPEMON_WORKER_MODE",
+              help="Cluster workers: leader (one active worker holds all partitions, the others stand by; "
+                   "root-cause suppression, groups and inhibition see the whole fleet) or partitioned "
+                   "(every worker active on its share of the partitions; those rules then see only the "
+                   "pipelines of one worker: ARCHITECTURE.md)"),
           ) -> None:
     """Run the pipemon service: by default everything in one process; with --role, one part of a cluster.
     SIGHUP re-reads the config files (as POST /api/v1/config/reload)."""
@@ -137,8 +144,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
             typer.secho(escaped(f"--watchdog-receiver {watchdog_receiver!r}: no receiver of that name in "
                                 "the config"), fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
+        if worker_mode not in ("leader", "partitioned"):
+            typer.secho(escaped(f"--worker-mode {worker_mode!r}: expected leader or partitioned"),
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
         pm.node = Node(pm, node_role, bus, bus_prefix, node_id, watchdog_receiver=watchdog_receiver,
-                       watchdog_every=watchdog_every)
+                       watchdog_every=watchdog_every, partitioned=worker_mode == "partitioned")
         what = f", role: {node_role.value}, bus: {bus} (stream {pm.node.names.stream})"
     run_server(pm, host, port, f"pipemon listening on http://{host}:{port}  (db: {pm.safe_db_url}{what})",
                auth)

@@ -48,7 +48,11 @@ class Leadership:
             self._conn.commit()
             self.problem = None
         except Exception as e:  # noqa: BLE001 - the database is away: not leading, try again later
-            self.problem = f"cannot reach the database to take the {self.name} lock: {type(e).__name__}"
+            problem = f"cannot reach the database to take the {self.name} lock: {type(e).__name__}"
+            if problem != self.problem:  # said once, not every second: a standby that never leads says why
+                first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0][:200]
+                log.warning("%s: %s", problem, first)  # libpq's own line: no SQL, no password
+            self.problem = problem
             self._drop()
             return False
         self.leading = bool(got)
@@ -88,6 +92,100 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close
+                pass
+
+
+class PartitionLocks:
+    """One session advisory lock per partition (`{name}:{n}`), all on one connection of its own, so a
+    worker that dies frees every partition it owned at once. `take`, `give`, `held_anywhere` and `check`
+    block (call them off the event loop)."""
+
+    def __init__(self, engine: Engine, name: str, partitions: int) -> None:
+        self.engine, self.name, self.partitions = engine, name, partitions
+        self.keys = {n: lock_id(f"{name}:{n}") for n in range(partitions)}
+        self.owned: set[int] = set()
+        self.problem: str | None = None
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def held_anywhere(self) -> set[int]:
+        """Partitions whose lock some session holds (ours included), from pg_locks: a 64-bit advisory key
+        shows as classid (high 32 bits) and objid (low 32 bits), objsubid 1."""
+        rows = self._run(lambda c: c.execute(sa.text(
+            "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+            "AND objsubid = 1 AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
+            .all())
+        if rows is None:
+            return set(range(self.partitions))  # unknown: take nothing
+        held = {(int(hi) << 32) | int(lo) for hi, lo in rows}
+        return {n for n, k in self.keys.items() if (k & 0xFFFFFFFFFFFFFFFF) in held}
+
+    def take(self, wanted: list[int]) -> set[int]:
+        """Try each partition's lock; returns those newly taken."""
+        got: set[int] = set()
+        for n in wanted:
+            if n in self.owned:
+                continue
+            ok = self._run(lambda c, n=n: c.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                                   {"k": self.keys[n]}).scalar())
+            if ok:
+                got.add(n)
+                self.owned.add(n)
+            elif ok is None:
+                break
+        if got:
+            log.warning("took partitions %s (now owning %d)", sorted(got), len(self.owned))
+        return got
+
+    def give(self, partitions: set[int]) -> None:
+        for n in sorted(partitions & self.owned):
+            self._run(lambda c, n=n: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.keys[n]}))
+            self.owned.discard(n)
+        if partitions:
+            log.warning("gave back partitions %s (now owning %d)", sorted(partitions), len(self.owned))
+
+    def check(self) -> bool:
+        """The locks' session still answers (then it still holds them); when it is gone, so are they."""
+        if not self.owned:
+            return True
+        if self._run(lambda c: c.execute(sa.text("SELECT 1")).scalar()) is None:
+            log.error("lost partitions %s: %s", sorted(self.owned), self.problem)
+            self.owned.clear()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.owned and self._conn is not None:
+            self._run(lambda c: c.execute(sa.text("SELECT pg_advisory_unlock_all()")))
+        self.owned.clear()
+        self._drop()
+
+    def _run(self, fn):
+        """fn(conn), committed; None (and the session dropped, with every lock it held) when it fails."""
+        try:
+            conn = self._connection()
+            result = fn(conn)
+            conn.commit()
+            self.problem = None
+            return result
+        except Exception as e:  # noqa: BLE001 - the database is away: the session and its locks are gone
+            self.problem = f"cannot reach the database for the {self.name} locks: {type(e).__name__}"
+            self.owned.clear()
+            self._drop()
+            return None
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:  # invalidated, not returned to the pool: the session ends, and any lock it held with it
+                conn.invalidate()
                 conn.close()
             except Exception:  # noqa: BLE001 - a dead connection may fail to close
                 pass

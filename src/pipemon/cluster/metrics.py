@@ -34,6 +34,10 @@ class ClusterCollector:
         yield live
         leading = GaugeMetricFamily("pipemon_cluster_leading", "1 where this node leads the role, else 0",
                                     labels=["role"])
-        leading.add_metric(["worker"], 1 if node.worker_lead.leading else 0)
+        leading.add_metric(["worker"], 1 if node.leads_work() else 0)
         leading.add_metric(["dispatcher"], 1 if node.dispatch_lead.leading else 0)
         yield leading
+        if node.partitioned and node.role.works:
+            yield GaugeMetricFamily("pipemon_cluster_owned_partitions", "Partitions of the event log "
+                                    "this worker owns (writes and evaluates)",
+                                    value=len(node.partition_locks.owned))

@@ -1,20 +1,23 @@
 """One pipemon process in a cluster: its role, and the background tasks that role runs.
 
-    role        ingest (POST)            runs while leading its lock          needs
+    role        ingest (POST)            runs while it holds its lock(s)      needs
     api         appends to the log       -                                    NATS (PostgreSQL for reads)
-    worker      appends to the log       the writer + the log's consumers     NATS, PostgreSQL
-    dispatcher  appends to the log       the Deliverer                        PostgreSQL (NATS for wake-ups)
+    worker      appends to the log       the writer + the log's consumers,    NATS, PostgreSQL
+                                         for the partitions it owns (partitions.py; every worker active)
+    dispatcher  appends to the log       the Deliverer (one leads)            PostgreSQL (NATS for wake-ups)
     all         appends to the log       both                                 NATS, PostgreSQL
 
 Every role serves the HTTP API (reads, /readyz, /metrics); ingest on any node goes to the log. Operator
-actions (acknowledge, silence, feedback) change the engine's state, so only the leading worker takes them;
-another node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
+actions change the engine's state, so a worker node takes them: silences on any worker (the others read
+them from the store), acknowledge/resolve/feedback on the worker owning the pipeline's partition; another
+node answers 503 naming why. `--role all --bus memory` (the embedded default) does not use this
 module: app.build() wires the in-process writer as the log.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -22,14 +25,15 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from pipemon.cluster import watchdog
+from pipemon.cluster import partitions, watchdog
 from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
-from pipemon.cluster.leader import TRY_EVERY_S, Leadership
+from pipemon.cluster.leader import TRY_EVERY_S, Leadership, PartitionLocks
 from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
 
 log = logging.getLogger(__name__)
+trace = logging.getLogger("pipemon.trace")  # hop times (benchmarks/cluster.py turns it on)
 STEP_DOWN_S = 5.0  # the longest a step-down waits for the consumers to stop
 
 PROBE_EVERY_S = 2.0
@@ -69,8 +73,11 @@ class ClusterView:
 
 class Node:
     def __init__(self, pm, role: Role, bus_url: str, prefix: str, node_id: str | None = None, *,
-                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0) -> None:
+                 watchdog_receiver: str | None = None, watchdog_every: float = 300.0,
+                 partitioned: bool = False) -> None:
         self.pm, self.role = pm, role
+        # several active workers, each owning a share of the partitions (partitions.py); False: one leads
+        self.partitioned = partitioned
         self.watchdog_receiver, self.watchdog_every = watchdog_receiver, watchdog_every
         self.heartbeats = 0
         self.node_id = node_id or uuid.uuid4().hex[:8]
@@ -79,6 +86,8 @@ class Node:
         self.consumer = Consumer(pm, self.bus, self.names)
         self.worker_lead = Leadership(pm.db, f"{prefix}:worker")
         self.dispatch_lead = Leadership(pm.db, f"{prefix}:dispatcher")
+        self.partition_locks = PartitionLocks(pm.db, f"{prefix}:worker", PARTITIONS)
+        self.reloads: list[float] = []  # seconds each writer restart on a new set of partitions took
         self.view = ClusterView()
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
@@ -91,19 +100,23 @@ class Node:
         self.pm.log = self.bus
         self.pm.writer.not_serving = STANDBY
         await self.bus.start()
-        self._tasks = [asyncio.create_task(self.consumer.watch_lag()), asyncio.create_task(self._probe())]
+        loops = [("lag", self.consumer.watch_lag), ("probe", self._probe)]
         if self.role.works:
-            self._tasks.append(asyncio.create_task(self._lead_worker()))
+            own = functools.partial(partitions.own_partitions, self)
+            loops.append(("worker role", own if self.partitioned else self._lead_worker))
         if self.role.dispatches:
-            self._tasks.append(asyncio.create_task(self._lead_dispatcher()))
+            loops.append(("dispatcher role", self._lead_dispatcher))
             if self.watchdog_receiver:
-                self._tasks.append(asyncio.create_task(self._watchdog()))
+                loops.append(("watchdog", self._watchdog))
+        self._tasks = [asyncio.create_task(_kept_running(what, fn)) for what, fn in loops]
         self.pm.started = True
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.partitioned and self.role.works:
+            await partitions.stop(self)
         await self._step_down_worker()
         await self._step_down_dispatcher()
         await self.bus.close()
@@ -111,40 +124,73 @@ class Node:
 
     # --- worker: the writer and the consumers, while leading ------------------------------------------------
     async def _lead_worker(self) -> None:
+        """Once a second: take the lead (and start the writer, then the consumers) or, leading, check that
+        the lock's session and the writer still live, else step down. A failed turn steps down and the next
+        turn tries again: the loop never ends while the node runs."""
         lead = self.worker_lead
         while True:
-            if not lead.leading:
-                if self.bus.js is None or not await asyncio.to_thread(lead.acquire):
-                    await asyncio.sleep(TRY_EVERY_S)
-                    continue
-                try:
-                    await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
-                    self.writer_running = True
-                    self.pm.writer.not_serving = None
-                    await self.consumer.start()
-                except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
-                    log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
+            try:
+                if not (lead.leading and self.writer_running and self.consumer.running):
+                    await self._take_over_worker()
+                elif not await asyncio.to_thread(lead.check):
                     await self._step_down_worker()
-                    await asyncio.sleep(TRY_EVERY_S)
-                    continue
-            await asyncio.sleep(TRY_EVERY_S)
-            if not await asyncio.to_thread(lead.check):
+                elif not self.pm.writer.alive():
+                    log.error("the writer has stopped (%s); stepping down to start it again",
+                              self.pm.writer.health().died or "its thread ended")
+                    await self._step_down_worker()
+            except Exception:  # noqa: BLE001 - logged; the next turn starts from a clean standby
+                log.exception("the worker role failed; stepping down, trying again in %.0f s", TRY_EVERY_S)
                 await self._step_down_worker()
+            await asyncio.sleep(TRY_EVERY_S)
+
+    async def _take_over_worker(self) -> None:
+        if self.bus.js is None or not await asyncio.to_thread(self.worker_lead.acquire):
+            return
+        try:
+            if not self.writer_running:
+                await asyncio.to_thread(self.pm.writer.start)  # reloads the engine state from the store
+                self.writer_running = True
+            self.pm.writer.not_serving = None
+            if not self.consumer.running:
+                await self.consumer.start()
+        except Exception as e:  # noqa: BLE001 - database or NATS away: give the lead back, retry
+            log.warning("could not take over as worker: %s: %s", type(e).__name__, e)
+            await self._step_down_worker()
 
     async def _step_down_worker(self) -> None:
-        try:  # unacked messages come back to the next leader
-            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
-        except asyncio.TimeoutError:  # a stop stuck on NATS must not keep this node from leading again
-            log.warning("the consumers did not stop within %.0f s; stepping down anyway", STEP_DOWN_S)
+        """Each step runs whatever the one before did: the lock is always given back."""
+        try:  # unacked messages come back to the next leader; a stop stuck on NATS is left behind
+            await self.consumer.stop(STEP_DOWN_S)
+        except Exception:  # noqa: BLE001
+            log.exception("stopping the consumers failed")
         if self.writer_running:
             self.writer_running = False
-            await asyncio.to_thread(self.pm.writer.stop)
+            try:
+                await asyncio.to_thread(self.pm.writer.stop)
+            except Exception:  # noqa: BLE001
+                log.exception("stopping the writer failed")
         self.pm.writer.not_serving = STANDBY
-        await asyncio.to_thread(self.worker_lead.release)
+        try:
+            await asyncio.to_thread(self.worker_lead.release)
+        except Exception:  # noqa: BLE001 - release() closes its session in any case
+            log.exception("releasing the worker lock failed")
+
+    async def stop_consuming(self) -> None:
+        try:  # unacked messages come back to the partitions' next owner
+            await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
+        except asyncio.TimeoutError:
+            log.warning("the consumers did not stop within %.0f s; going on", STEP_DOWN_S)
+
+    def leads_work(self) -> bool:
+        """Whether this node's writer runs now (it leads, or owns partitions)."""
+        return bool(self.partition_locks.owned) if self.partitioned else self.worker_lead.leading
 
     def _wake_dispatcher(self, notifications) -> None:
         """After a commit that wrote notifications (on the writer thread): tell the dispatchers."""
         loop, nc = self._loop, self.bus.nc
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("wake groups=%s at=%.6f", ",".join(sorted({n.group_key for n in notifications})),
+                        time.time())
         if loop is not None and nc is not None:
             asyncio.run_coroutine_threadsafe(_publish_quietly(nc, self.names.wake), loop)
 
@@ -188,6 +234,7 @@ class Node:
                 log.warning("watchdog: the heartbeat to %s failed: %s", self.watchdog_receiver, e)
 
     async def _woken(self, _msg) -> None:
+        trace.debug("woken at=%.6f", time.time())
         d = self.pm.deliverer
         if d is not None:
             d.poll_soon()
@@ -233,7 +280,21 @@ class Node:
         comp["database"] = self.view.database or "reachable"
         if self.view.database and self.role is not Role.API:
             failing["database"] = self.view.database
-        if self.role.works:
+        if self.role.works and self.partitioned:
+            owned = self.partition_locks.owned
+            running = self.pm.writer.partitions if self.writer_running else None
+            if owned and running is not None:
+                w = self.pm.writer.health()
+                comp["worker"] = f"leading: consuming partitions {partitions._ranges(running)} " \
+                                 f"({len(running)} of {PARTITIONS})"
+                if not w.alive:
+                    failing["worker"] = f"the writer has stopped: {w.died or 'not running'}"
+            elif owned:
+                comp["worker"] = f"starting: loading the state of partitions {partitions._ranges(owned)}"
+            else:
+                comp["worker"] = "standby: other workers own every partition" \
+                    if not self.partition_locks.problem else f"standby: {self.partition_locks.problem}"
+        elif self.role.works:
             if self.worker_lead.leading:
                 w = self.pm.writer.health()
                 comp["worker"] = f"leading: consuming partitions 0-{PARTITIONS - 1}"
@@ -260,6 +321,20 @@ def count_members(application_names: list[str]) -> dict[str, int]:
             if r in nodes:
                 nodes[r].add(node)
     return {r: len(v) for r, v in nodes.items()}
+
+
+async def _kept_running(what: str, loop) -> None:
+    """Run one of the node's loops for the node's life: one that raises (or returns) is logged and started
+    again, never left dead in silence (a dead role loop once left a node never leading again)."""
+    while True:
+        try:
+            await loop()
+            log.error("the %s loop ended; starting it again", what)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("the %s loop failed; starting it again in %.0f s", what, TRY_EVERY_S)
+        await asyncio.sleep(TRY_EVERY_S)
 
 
 async def _publish_quietly(nc, subject: str) -> None:

@@ -276,3 +276,56 @@ def _index(node: RouteNode) -> dict[str, RouteNode]:
     for c in node.children:
         out.update(_index(c))
     return out
+
+
+# --- several writers (cluster/partitions.py): the state kept per partition of the event log ---------------
+def split_state(d: dict[str, Any], part_of: Callable[[str], int | None]) -> dict[int, dict[str, Any]]:
+    """Dispatch.to_json() cut by the partition of each alert (`part_of(fingerprint)`; None: dropped).
+    A group spanning partitions goes to each with its own alerts and the group's timers; `merge_states`
+    puts the pieces of the partitions one writer owns back together."""
+    out: dict[int, dict[str, Any]] = {}
+
+    def part(n: int) -> dict[str, Any]:
+        return out.setdefault(n, {"groups": [], "escalations": [], "placed": {}})
+    for g in d.get("groups", []):
+        by: dict[int, list[str]] = {}
+        for fp in g["fps"]:
+            n = part_of(fp)
+            if n is not None:
+                by.setdefault(n, []).append(fp)
+        for n, fps in by.items():
+            part(n)["groups"].append({**g, "fps": fps, "sent": [fp for fp in g["sent"] if fp in fps]})
+    for e in d.get("escalations", []):
+        n = part_of(e["fingerprint"])
+        if n is not None:
+            part(n)["escalations"].append(e)
+    for fp, keys in d.get("placed", {}).items():
+        n = part_of(fp)
+        if n is not None:
+            part(n)["placed"][fp] = keys
+    return out
+
+
+def merge_states(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pieces of several partitions as one Dispatch.to_json(): a group present in several is one group,
+    its alerts united, flushed at the earliest of their next flushes."""
+    groups: dict[str, dict[str, Any]] = {}
+    escalations: dict[str, dict[str, Any]] = {}
+    placed: dict[str, list[str]] = {}
+    for d in pieces:
+        for g in d.get("groups", []):
+            have = groups.get(g["key"])
+            if have is None:
+                groups[g["key"]] = {**g, "fps": list(g["fps"]), "sent": list(g["sent"])}
+                continue
+            have["fps"] = sorted(set(have["fps"]) | set(g["fps"]))
+            have["sent"] = sorted(set(have["sent"]) | set(g["sent"]))
+            nexts = [t for t in (have["next_flush"], g["next_flush"]) if t is not None]
+            have["next_flush"] = min(nexts) if nexts else None
+            for k in ("last_flush", "last_sent"):
+                got = [t for t in (have[k], g[k]) if t is not None]
+                have[k] = max(got) if got else None
+        for e in d.get("escalations", []):
+            escalations[e["fingerprint"]] = e
+        placed.update(d.get("placed", {}))
+    return {"groups": list(groups.values()), "escalations": list(escalations.values()), "placed": placed}

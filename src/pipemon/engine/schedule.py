@@ -42,7 +42,7 @@ GRACE_MIN_S = 60.0
 GRACE_MIN_FRACTION = 0.1
 GRACE_MAX_FRACTION = 0.5
 EARLY_FRACTION = 0.1  # a run up to 10 % of an interval before a slot is that slot's run, started early
-_LAG_WARM = 5  # lags needed before the learned grace replaces the default
+LAG_WARM = 5  # lags needed before the learned grace replaces the default
 
 
 @cache
@@ -333,7 +333,7 @@ class Schedule:
         if self._grace_for == sensitivity:
             return self._grace
         iv = self.interval_s
-        if self.lag_n < _LAG_WARM:
+        if self.lag_n < LAG_WARM:
             g = DEFAULT_GRACE_FRACTION * iv
         else:
             g = self.lag_loc + GRACE_K / sensitivity * self.lag_dev
@@ -353,7 +353,7 @@ class Schedule:
     def lateness_score(self, late_by: float) -> float:
         """A start `late_by` seconds after its slot, in mean-absolute-deviation units past the usual lag
         (GRACE_K of them is the alarm line)."""
-        if self.lag_n < _LAG_WARM or self.lag_dev <= 0:
+        if self.lag_n < LAG_WARM or self.lag_dev <= 0:
             return late_by / max(self.grace(), 1e-9) * GRACE_K
         return (late_by - self.lag_loc) / self.lag_dev
 

@@ -88,10 +88,11 @@ def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
     events: list[Event] = []
     problems: list[Problem] = []
     every = functools.partial(_all_problems, now=now, horizon=horizon)
+    nul = b"\\u0000" in body  # NUL can only come as this escape: most bodies need no item checked
     for prefix, raw, item in decoded_items(items, was_array, _DECODER, every, problems):
         try:
             got = _normalize(item, raw, prefix, now, horizon)
-            if b"\\u0000" in bytes(raw):
+            if nul and b"\\u0000" in bytes(raw):
                 got = [scrub_nul(ev, prefix) for ev in got]
             events.extend(got)
         except InvalidEvent as e:

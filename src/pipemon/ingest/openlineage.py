@@ -157,7 +157,7 @@ def parse(body: bytes, now: float, horizon: float = math.inf) -> list[Event]:
     for prefix, raw, ev in decoded_items(items, was_array, _DECODER, every, problems):
         try:
             got = _normalize(ev, raw, prefix)
-            if got is not None:
+            if got is not None and not limits.plainly_within(got, now, horizon):
                 lim = limits.event_problems(got, _locs(prefix), now, horizon)
                 if lim:
                     raise InvalidEvent("invalid OpenLineage event", lim)

@@ -10,6 +10,7 @@ by `pipemon serve --role worker` nodes (cluster/consumer.py).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -54,6 +55,7 @@ def owner_key(ev: Event) -> str:
     return pipeline_key(top.namespace, top.name) if top is not None else ev.pipeline
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a fleet's pipelines: the hash once per pipeline, not per event
 def partition_of(key: str, partitions: int = PARTITIONS) -> int:
     """A stable partition for a pipeline key (the same in every process and release)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()

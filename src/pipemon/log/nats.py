@@ -14,6 +14,7 @@ the client retries: what was stored meanwhile is dropped as a duplicate by the s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,38 @@ def encode(events: list[Event]) -> bytes:
 
 def decode(payload: bytes) -> list[Event]:
     return _decode(payload)
+
+
+class _PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: {"stream", "seq", "duplicate"}, or {"error": {…}}."""
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class NotStored(Exception):
+    """A publish that JetStream did not confirm: no stream listens, it refused, or no answer in time."""
+
+
+def pub_ack(msg) -> _PubAck:
+    """The PubAck in a reply, or NotStored (what nats-py's JetStreamContext.publish checks, without its
+    per-message wait_for, JSON-to-dict and dataclass)."""
+    if msg is None:
+        raise NotStored("no PubAck in time")
+    headers = msg.headers
+    if headers and headers.get("Status") == "503":
+        raise NotStored("no responders: no stream takes the subject")
+    try:
+        ack = _decode_ack(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise NotStored(f"not a PubAck: {msg.data[:200]!r}") from None
+    if ack.error is not None or not ack.stream:
+        raise NotStored(f"JetStream refused the message: {ack.error}")
+    return ack
 
 
 @dataclass(frozen=True)
@@ -83,6 +116,10 @@ class NatsLog:
         self.max_payload = 1 << 20
         self._problem: str | None = "not connected yet"
         self._task: asyncio.Task | None = None
+        # PubAcks come to one wildcard inbox ({inbox}.{token}); each waits as a future under its token
+        self._inbox = ""
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._tokens = itertools.count()
 
     # --- connection ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,9 +138,13 @@ class NatsLog:
                                         allow_reconnect=True, max_reconnect_attempts=-1,
                                         reconnect_time_wait=0.5, ping_interval=5, max_outstanding_pings=2,
                                         disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
-                                        error_cb=self._error)
+                                        error_cb=self._error,
+                                        # our subjects are built from a checked prefix (check_prefix)
+                                        skip_subject_validation=True)
                 js = nc.jetstream(timeout=self.publish_timeout)
                 await ensure_stream(js, self.names)
+                inbox = nc.new_inbox() + "."
+                await nc.subscribe(inbox + "*", cb=self._acked)
             except Exception as e:  # noqa: BLE001 - away, refused, or no JetStream: say why, retry
                 self._problem = f"NATS at {self.url} unreachable: {type(e).__name__}: {e}"
                 (log.warning if attempt == 1 else log.debug)("%s; retrying", self._problem)
@@ -114,7 +155,7 @@ class NatsLog:
                         pass
                 await asyncio.sleep(min(5.0, 0.25 * attempt))
                 continue
-            self.nc, self.js = nc, js
+            self.nc, self.js, self._inbox = nc, js, inbox
             self.max_payload = nc.max_payload or self.max_payload
             self._problem = None
             log.info("connected to NATS %s (stream %s)", self.url, self.names.stream)
@@ -142,32 +183,62 @@ class NatsLog:
 
     # --- the api side -------------------------------------------------------------------------------------
     async def append(self, events: list[Event], caller: Caller | None = None) -> Appended:
+        """One message per partition (more when over max_payload), published at once; returns when every
+        PubAck is in, else Unavailable. A core publish with a reply inbox and the Nats-Msg-Id header is
+        what JetStreamContext.publish does; the PubAck is checked here (pub_ack)."""
         if not events:
             return Appended(0, 0)
-        js = self.js
-        if js is None or self._problem is not None:
+        nc = self.nc
+        if nc is None or self._problem is not None:
             raise Unavailable(f"the event log is unavailable ({self._problem}); retry", RETRY_AFTER_S)
-        messages = []
-        for partition, evs in split_by_partition(events).items():
-            for chunk in self._chunks(evs):
-                messages.append((self.names.subject(partition), chunk))
+        who = caller_header(caller)
+        loop = asyncio.get_running_loop()
+        waiting, inbox = self._waiting, self._inbox
+        sent: list[tuple[str, int, asyncio.Future]] = []
+        timer = None
         try:
-            acks = await asyncio.gather(*(
-                js.publish(subject, encode(chunk), timeout=self.publish_timeout,
-                           headers={"Nats-Msg-Id": batch_id(chunk), **caller_header(caller)})
-                for subject, chunk in messages))
+            for partition, evs in split_by_partition(events).items():
+                subject = self.names.subject(partition)
+                for chunk, payload in self._chunks(evs):
+                    token = str(next(self._tokens))
+                    fut = waiting[token] = loop.create_future()
+                    sent.append((token, len(chunk), fut))
+                    await nc.publish(subject, payload, reply=inbox + token,
+                                     headers={"Nats-Msg-Id": batch_id(chunk), **who})
+            timer = loop.call_later(self.publish_timeout, _expire, [f for _, _, f in sent])
+            dup = 0
+            for _, n, fut in sent:
+                if pub_ack(await fut).duplicate:
+                    dup += n
         except Exception as e:  # noqa: BLE001 - timeout, no responders, disconnected: not stored for sure
             raise Unavailable(f"the event log did not confirm the events ({type(e).__name__}); retry",
                               RETRY_AFTER_S) from None
-        dup = sum(len(chunk) for (_, chunk), ack in zip(messages, acks) if ack.duplicate)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for token, _, _ in sent:
+                waiting.pop(token, None)
         return Appended(len(events) - dup, dup)
 
-    def _chunks(self, events: list[Event]) -> list[list[Event]]:
-        """Split so that every message fits the server's max_payload (halving until it does)."""
-        if len(encode(events)) <= self.max_payload - 1024 or len(events) == 1:
-            return [events]
+    async def _acked(self, msg) -> None:
+        fut = self._waiting.get(msg.subject[len(self._inbox):])
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def _chunks(self, events: list[Event]) -> list[tuple[list[Event], bytes]]:
+        """(events, their encoding) per message, each within the server's max_payload (halving until it
+        fits)."""
+        payload = encode(events)
+        if len(payload) <= self.max_payload - 1024 or len(events) == 1:
+            return [(events, payload)]
         mid = len(events) // 2
         return self._chunks(events[:mid]) + self._chunks(events[mid:])
+
+
+def _expire(futures: list[asyncio.Future]) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_result(None)  # no PubAck in time (pub_ack says so); never an exception left unretrieved
 
 
 async def ensure_stream(js, names: Names) -> None:

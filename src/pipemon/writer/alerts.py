@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,12 +21,13 @@ from sqlalchemy.engine import Connection
 from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
-from pipemon.engine.dispatch import Dispatch, Outgoing
+from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states, split_state
 from pipemon.engine.judge import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
 from pipemon.engine.mute import Muter, Silence
 from pipemon.engine.runs import failed_first, failure_output
+from pipemon.log import PARTITIONS, partition_of
 from pipemon.model import AlertKind, AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
 from pipemon.store import writes
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAUSE_CHECK_S = 30.0
+SILENCE_SYNC_S = 2.0  # several writers: how often each reads the silences the others' nodes made
 RECEIVER_PIPELINE = "pipemon/receiver:{}"
 
 
@@ -56,6 +59,8 @@ class AlertStage:
         self._created: list[Notification] = []
         self._last_pause_check = -1e18
         self._saved_version = 0
+        self._saved_parts: dict[int, dict] = {}  # partition -> the dispatch piece last stored for it
+        self._silences_read = time.monotonic()
 
     # --- context -----------------------------------------------------------------------------------------
     def info(self, pipeline: str) -> PipelineInfo:
@@ -100,13 +105,16 @@ class AlertStage:
         self.by_id = {}
         for aid, body in store.load_open_alerts(conn):
             a = Alert.from_json(body)
+            if not writer.owns(a.pipeline):
+                continue  # another worker's partition: its writer keeps it
             a.id = aid
             self.book.open_alert(a.fingerprint, a)
             self.by_id[aid] = a.fingerprint
-        blob = store.get_blob(conn, "dispatch")
+        blob = self._load_dispatch(conn, writer)
         if blob:
             self.dispatch.load_json(blob)
         self._saved_version = self.dispatch.version
+        self._saved_parts = {}
         self.resolved = {}
         self._created = []
         self._conn: Connection | None = conn
@@ -156,11 +164,26 @@ class AlertStage:
     def on_clock(self, conn: Connection, now: float, out: Outcome) -> None:
         """Alert timers and escalations; every PAUSE_CHECK_S, which pipelines are muted (into `out`)."""
         self._conn = conn
+        self._sync_silences(conn, now)
         self.book.tick(now)
         if now - self._last_pause_check >= PAUSE_CHECK_S:
             self._last_pause_check = now
             self.refresh_paused(now, out)
         self._process(conn, now)
+
+    def _sync_silences(self, conn: Connection, now: float) -> None:
+        """With several writers a silence is made (or expired) by whichever node took the request: the
+        others read it from the store within SILENCE_SYNC_S, and judge `muted` again at once."""
+        if self.writer is None or self.writer.partitions is None or \
+                time.monotonic() - self._silences_read < SILENCE_SYNC_S:
+            return
+        self._silences_read = time.monotonic()
+        stored = {r.id: _silence(r) for r in store.load_silences(conn, since=now)}
+        if stored.keys() != {k for k, s in self.muter.silences.items() if s.ends_at > now} or \
+                any(self.muter.silences.get(k) != s for k, s in stored.items()):
+            self.muter.silences.clear()
+            self.muter.silences.update(stored)
+            self._last_pause_check = -1e18
 
     def after_commit(self) -> None:
         created, self._created = self._created, []
@@ -223,8 +246,35 @@ class AlertStage:
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
         if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
-            store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
+            self._save_dispatch(conn, now)
             self._saved_version = self.dispatch.version
+
+    # Several writers (cluster/partitions.py): each stores the groups and timers of its partitions' alerts
+    # in one blob per partition, so a partition's next owner loads exactly what concerns it.
+    def _load_dispatch(self, conn: Connection, writer: Writer) -> dict | None:
+        if writer.partitions is None:
+            return store.get_blob(conn, "dispatch")
+        pieces = [b for n in sorted(writer.partitions) if (b := store.get_blob(conn, f"dispatch:{n}"))]
+        if not pieces and not any(store.get_blob(conn, f"dispatch:{n}") for n in range(PARTITIONS)):
+            return store.get_blob(conn, "dispatch")  # the first start after one writer owned everything
+        return merge_states(pieces)
+
+    def _save_dispatch(self, conn: Connection, now: float) -> None:
+        state = self.dispatch.to_json()
+        owned = self.writer.partitions if self.writer is not None else None
+        if owned is None:
+            store.put_blob(conn, "dispatch", state, now)
+            return
+
+        def part_of(fp: str) -> int | None:
+            a = self.lookup(fp)
+            return partition_of(a.pipeline) if a is not None else None
+        parts = split_state(state, part_of)
+        for n in sorted(owned):
+            piece = parts.get(n) or {"groups": [], "escalations": [], "placed": {}}
+            if self._saved_parts.get(n) != piece:  # only the partitions whose groups or timers moved
+                store.put_blob(conn, f"dispatch:{n}", piece, now)
+                self._saved_parts[n] = piece
 
     def _place_default(self, a: Alert, now: float) -> None:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
@@ -288,7 +338,11 @@ class AlertStage:
     def _operable(self, conn: Connection, alert_id: int, scope: str | None) -> Alert:
         """An open alert the caller may change: another team's answers as a missing one (the store's query
         is scoped by the caller's team)."""
-        store.get_alert(conn, alert_id, scope)
+        row = store.get_alert(conn, alert_id, scope)
+        if self.writer is not None and not self.writer.owns(row.pipeline):
+            from pipemon.errors import Unavailable
+            raise Unavailable(f"alert {alert_id} ({row.pipeline}) is kept by the worker owning partition "
+                              f"{partition_of(row.pipeline)}, not this one: retry, or send it there", 2.0)
         return self._open_by_id(alert_id)
 
     def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float,

@@ -17,6 +17,7 @@ from pipemon.access import UNOWNED, Caller
 from pipemon.clock import Clock
 from pipemon.config import Settings
 from pipemon.engine import runs as runfold
+from pipemon.log import partition_of
 from pipemon.model import Event, EventType, Run, RunStatus, pipeline_key
 from pipemon.ownership import owner
 from pipemon.store import audit
@@ -66,6 +67,13 @@ class Fold:
     _lineage: set[tuple[int, str, str]]
     _touched: dict[int, PipelineRec]
     _touched_flushed: float
+    # Cluster with several active workers (cluster/partitions.py): the log partitions this writer owns;
+    # its engine state, clock and alerts cover their pipelines only. None: every pipeline (one writer).
+    partitions: frozenset[int] | None = None
+
+    def owns(self, pipeline: str) -> bool:
+        """Whether this writer evaluates the pipeline (its partition is owned; see log.partition_of)."""
+        return self.partitions is None or partition_of(pipeline) in self.partitions
 
     def _declare(self, conn: Connection) -> None:
         """Pipelines the config names exactly exist before their first event, so a pipeline that never
@@ -73,8 +81,8 @@ class Fold:
         now = self.clock.now()
         for rule in self.settings.pipelines:
             key = rule.match
-            if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key:
-                continue
+            if any(c in key for c in "*?[") or key in self.pipelines or "/" not in key or not self.owns(key):
+                continue  # (another partition's owner declares it: two inserts would collide)
             ns, _, name = key.rpartition("/")
             team = owner(*self.settings.config_owner(key), None)
             row = {"key": key, "namespace": ns, "name": name, "team": team, "event_team": None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,6 +23,8 @@ from pipemon import calendars
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
 from pipemon.engine.judge import Judge, Outcome, spec_inputs
+from pipemon.errors import Unavailable
+from pipemon.log import partition_of
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
 from pipemon.store import state as st
@@ -59,25 +62,33 @@ class HealthStage:
         self._last_expire = 0.0
         self._last_retention = -1e18
         self._swept_until: dict[int, float] = {}  # pipeline id -> engine time before which it needs no sweep
+        self._owns: Callable[[str], bool] = lambda pipeline: True  # the writer's partitions (Writer.owns)
+        self._partitions: frozenset[int] | None = None
 
     # --- start-up ---------------------------------------------------------------------------------------
     def load(self, conn: Connection, worker: Writer, now: float) -> None:
-        """Load the checkpoint, register every known pipeline, then replay what came after it."""
+        """Load the checkpoint, register every known pipeline this writer owns, then replay what came after
+        it (with several active workers: the owned partitions' pipelines only, from their own marks)."""
         self._ids = {k: rec.id for k, rec in worker.pipelines.items()}
         by_id = {rec.id: rec for rec in worker.pipelines.values()}
+        self._owns = worker.owns
+        self._partitions = worker.partitions
+        self._stale_views = {p for p in self._stale_views if worker.owns(p)}
         # Rollups not checkpointed yet may name pipelines of a rolled-back transaction: their rows are gone,
         # and the checkpoint's upsert would violate the foreign key on this and every later reload.
         self._rollups = {k: v for k, v in self._rollups.items() if k[0] in by_id}
         self.judge = Judge(self.judge.settings, self.judge.holidays, team_of=_team_of(worker))
         for r in st.load_engine_state(conn):
             rec = by_id.get(r.pipeline_id)
-            if rec is not None:
+            if rec is not None and worker.owns(rec.key):
                 self.judge.load_json(rec.key, msgspec.json.decode(r.health),
                                       msgspec.json.decode(r.detect) if r.detect else None, now)
         for rec in worker.pipelines.values():
-            self.judge.ensure(rec.key, rec.first_seen, now)
-        mark = st.get_checkpoint(conn, "engine")
-        touched = st.runs_touched_since(conn, mark)
+            if worker.owns(rec.key):
+                self.judge.ensure(rec.key, rec.first_seen, now)
+        mark = self._mark(conn)
+        touched = [k for k in st.runs_touched_since(conn, mark)
+                   if k[0] in by_id and worker.owns(by_id[k[0]].key)]
         out = Outcome()
         if touched:
             rows = writes.load_runs(conn, touched)
@@ -91,6 +102,15 @@ class HealthStage:
         self.write(conn, out, now, replaying=True)
         self.checkpoint(conn, now)
 
+    def _mark(self, conn: Connection) -> int:
+        """The event id the stored engine state reflects: one mark per partition when partitions are owned
+        apart (each owner checkpoints its own), the oldest of the owned ones; the single mark otherwise."""
+        single = st.get_checkpoint(conn, "engine")
+        if self._partitions is None:
+            return single
+        marks = [st.get_checkpoint(conn, f"engine:{n}") or single for n in self._partitions]
+        return min(marks, default=single)
+
     def reconfigure(self, conn: Connection, worker: Writer, settings: Settings, now: float) -> Outcome:
         """New settings (a config reload, on the writer thread): pipelines the config now declares join the
         engine, and a pipeline whose schedule, grace or sensitivity changed is re-declared to its
@@ -101,6 +121,8 @@ class HealthStage:
         out = Outcome()
         for rec in worker.pipelines.values():
             self._ids[rec.key] = rec.id
+            if not worker.owns(rec.key):
+                continue
             if rec.key not in eng.health:
                 eng.ensure(rec.key, rec.first_seen, now)
                 out.changed.add(rec.key)
@@ -165,6 +187,9 @@ class HealthStage:
         self.checkpoint(conn, now)
 
     def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> Outcome:
+        if not self._owns(pipeline):  # several writers: its detectors live in its partition's owner
+            raise Unavailable(f"{pipeline} is kept by the worker owning partition {partition_of(pipeline)}, "
+                              "not this one: retry, or send it there", 2.0)
         out = Outcome()
         self.judge.feedback(pipeline, metric, verdict, now, out)
         self._dirty.add(pipeline)
@@ -210,7 +235,12 @@ class HealthStage:
         st.save_engine_state(conn, rows)
         st.upsert_rollups(conn, [(pid, period, start, *vals)
                                  for (pid, period, start), vals in self._rollups.items()])
-        st.set_checkpoint(conn, "engine", st.max_event_id(conn), now)
+        mark = st.max_event_id(conn)  # every event of the owned partitions is ours and committed before it
+        if self._partitions is None:
+            st.set_checkpoint(conn, "engine", mark, now)
+        else:
+            for n in sorted(self._partitions):
+                st.set_checkpoint(conn, f"engine:{n}", mark, now)
         if time.monotonic() - self._last_stats >= STATS_S:
             maintenance.refresh_statistics(conn)
             self._vacuum_due = True  # after this transaction: VACUUM cannot run inside one
@@ -222,8 +252,8 @@ class HealthStage:
     def retain(self, conn: Connection, now: float) -> dict[str, int]:
         """Delete raw history older than the retention period: each pipeline once a day, a slice at a time."""
         self._last_retention = time.monotonic()
-        part = [pid for pid in sorted(self._ids.values())
-                if self._swept_until.get(pid, -1e18) <= now][:RETENTION_SLICE]
+        part = [pid for key, pid in sorted(self._ids.items(), key=lambda kv: kv[1])
+                if self._swept_until.get(pid, -1e18) <= now and self._owns(key)][:RETENTION_SLICE]
         for pid in part:
             self._swept_until[pid] = now + RETENTION_EVERY
         deleted = maintenance.apply_retention(conn, now - self.judge.settings.retention, part)

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -195,10 +195,13 @@ class Writer(Fold):
         # Cluster (cluster/node.py): why this process's writer does not serve now (a standby or api node);
         # while set and the thread is not running, requests are refused at once instead of queued forever.
         self.not_serving: str | None = None
+        self.partitions = None  # (Fold.partitions) set by cluster/partitions.py before each start
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._load()
+        # a new term (cluster takeover): what ended the last one is over, the state has just loaded
+        self._down_since, self._died = None, None
         self._wrote_at = time.monotonic()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._loop, name="pipemon-writer", daemon=True)
@@ -319,12 +322,13 @@ class Writer(Fold):
         with self._claim_lock:
             self._waiting.pop(id(item), None)
             fut = item.future
-            if fut.done():  # cancelled, or answered 503 at its deadline: nobody waits for it any more
-                return
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(result)
+            try:  # cancelled (also meanwhile, by the caller's thread) or answered 503 at its deadline: nobody
+                if error is not None:  # waits for it any more
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(result)
+            except InvalidStateError:
+                pass
 
     def _expire(self, now: float, why: str = "") -> None:
         """Answer 503 to requests whose deadline is before `now` (all of them at stop), queued or in work:
@@ -335,9 +339,11 @@ class Writer(Fold):
                 if item.deadline > now:
                     break
                 del self._waiting[key]
-                if not item.future.done():
-                    self.stats["timed_out"] += 1
+                try:  # the caller may cancel it meanwhile, from its own thread (a consumer stopping)
                     item.future.set_exception(Unavailable(why or self._late_reason()))
+                    self.stats["timed_out"] += 1
+                except InvalidStateError:
+                    pass
 
     def _late_reason(self) -> str:
         refusal = self._refusal()

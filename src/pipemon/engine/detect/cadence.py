@@ -17,8 +17,14 @@ A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry a
 not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
-the same offset, the schedule is re-phased by that offset instead of alarming on forever. A declared
+the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
+within the grace but past 10 % of an interval and far past the usual lag counts as off-slot too (a
+small move learned as start lag would leave little grace above it). Nothing tells a move later than
+the grace from a late run at the first deadline: that one is LATE; after it, the next slot's run is
+owed that much later, so a move costs one LATE, not one a slot until the re-phase. A declared
 "every N seconds" takes its phase from its first run.
+A pipeline that names a holiday calendar and skipped its recent holiday slots is not late on the next
+one (the first skipped holiday is reported: a pipeline may run on holidays); one that ran on them is.
 Without a declared schedule one is learned (engine.schedule.ScheduleLearner): nothing is raised
 until it is. It is re-learned weekly (and at least 32 starts apart), and at once after a move, when
 off-slot starts show no consistent move, or when the weekday mask changes.
@@ -31,13 +37,24 @@ from typing import Any
 
 from pipemon.engine.detect import explain
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
-from pipemon.engine.schedule import GRACE_K, Calendar, Schedule, ScheduleLearner, ScheduleSource
+from pipemon.engine.schedule import (
+    GRACE_K,
+    GRACE_MIN_FRACTION,
+    LAG_WARM,
+    Calendar,
+    Schedule,
+    ScheduleLearner,
+    ScheduleSource,
+)
 
 _SHIFT_RUNS = 3
 _RELEARN_EVERY = 32  # starts, and ...
 _RELEARN_AFTER_S = 7 * 86400.0  # ... time, between routine re-learns (a move or trouble re-learns at once)
 _LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
 _WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
+_MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
+_HOL_MEMORY = 2  # holiday slots: how far the served / skipped tally goes either way
+DAY = 86400.0
 
 
 class CadenceDetector:
@@ -50,6 +67,8 @@ class CadenceDetector:
         "dows",
         "extra_slot",
         "fulfilled",
+        "hol",
+        "holidays",
         "last_failed",
         "last_start",
         "learned_at",
@@ -83,6 +102,8 @@ class CadenceDetector:
         self._watch: float | None = None
         self._watch_dl: float | None = None
         self._watch_sens = 0.0
+        self.holidays: frozenset[int] = frozenset()  # the calendar's days (not state: from the spec)
+        self.hol = 0  # holiday slots lately served (> 0) or passed without a run (< 0), within +-_HOL_MEMORY
 
     def _cover(self, slot: float | None) -> None:
         self.covered = slot
@@ -126,13 +147,15 @@ class CadenceDetector:
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
             self.fulfilled = slot
+            if self.holidays and int(slot // DAY) in self.holidays and self.hol < _HOL_MEMORY:
+                self.hol += 1
             # the slots after the newest run known are judged from it: history learned late (an import,
             # events sent long after they happened) re-opens what was only assumed or judged without it
             self._cover(slot)
             self.misses = 0
             self.sleep_until = 0.0
             self.last_failed = False
-            if 0.0 <= lag + sch.early_s and lag <= sch.grace():
+            if 0.0 <= lag + sch.early_s and lag <= sch.grace() and not self._late_within(sch, lag):
                 sch.observe_lag(lag)
                 self._watch_ok = False  # the grace moved
                 if self.shift_buf:
@@ -171,12 +194,22 @@ class CadenceDetector:
             return 0.0
         return t - a if t - a <= b - t else t - b
 
+    @staticmethod
+    def _late_within(sch: Schedule, lag: float) -> bool:
+        """A start within the grace but clearly later than the learned jitter, and later than the least
+        grace (10 % of an interval): counted towards a move, not learned as jitter. A move smaller than
+        the grace would otherwise be absorbed into the lag, leaving little grace above it (the cap is
+        half an interval) for the jitter: LATE alarms whenever a start is a little later than usual."""
+        return (lag > GRACE_MIN_FRACTION * sch.interval_s and sch.lag_n >= LAG_WARM
+                and lag > sch.lag_loc + _MOVE_DEVS * sch.lag_dev)
+
     def _maybe_moved(self, t: float) -> bool:
         """Off-slot starts: after _SHIFT_RUNS of them at about the same offset, re-phase."""
         sch = self.schedule
         assert sch is not None
         buf = self.shift_buf
         buf.append(self._offset(sch, t))
+        self._watch_ok = False  # the next deadline waits for a start that late (see `due`)
         if len(buf) > _SHIFT_RUNS:
             del buf[0]
         if len(buf) < _SHIFT_RUNS:
@@ -235,6 +268,12 @@ class CadenceDetector:
         if not self._watch_ok or self._watch_sens != sensitivity:
             watch = self._watch = sch.next_expected(self.covered)
             self._watch_dl = None if watch is None else sch.deadline(watch, sensitivity)
+            buf = self.shift_buf
+            if buf and self._watch_dl is not None and min(buf) > 0.0:
+                # the last starts came later than their slots, by about the same: perhaps the schedule
+                # moved later. The next run is owed only that much later (one LATE for a move, not one
+                # a slot until the re-phase); a start on the old time clears it
+                self._watch_dl += min(buf)
             self._watch_ok, self._watch_sens = True, sensitivity
         dl = self._watch_dl
         return dl if dl is None or dl >= self.sleep_until else self.sleep_until
@@ -248,6 +287,15 @@ class CadenceDetector:
             return []
         first = self._watch
         assert first is not None
+        if self.holidays and int(first // DAY) in self.holidays and not running:
+            # a holiday slot without a run: excused once the pipeline has skipped its recent holidays (the
+            # first one skipped is still reported: a pipeline that names a calendar may run on holidays)
+            skips = self.hol < 0
+            if self.hol > -_HOL_MEMORY:
+                self.hol -= 1
+            if skips:
+                self._cover(first)
+                return []
         last, n = first, 1  # the last due slot, and how many are due
         while n <= _WALK:
             nxt = sch.next_expected(last)
@@ -298,6 +346,7 @@ class CadenceDetector:
         last off-slot start at once (or to the next start); a learned one is re-learned from the
         coming starts."""
         self.misses, self.sleep_until = 0, 0.0
+        self._watch_ok = False
         sch, buf = self.schedule, self.shift_buf
         if self.learner is not None:
             self.schedule = None
@@ -330,6 +379,8 @@ class CadenceDetector:
             d["failed"] = True
         if self.rephase_next:
             d["rephase"] = True
+        if self.hol:
+            d["hol"] = self.hol
         return d
 
     @staticmethod
@@ -347,6 +398,7 @@ class CadenceDetector:
         c.shift_buf = list(d.get("shift", []))
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
+        c.hol = int(d.get("hol", 0))
         return c
 
 

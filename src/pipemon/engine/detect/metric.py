@@ -35,7 +35,8 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   first day, and three month-end kinds (its last day when a business day, the last business day
   when the month ends on a weekend or holiday, and that last day), so peaks on the last business
   day and on the last calendar day are both learned. Until a month-end kind has been seen for a
-  day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page.
+  day, a peak there up to MONTH_END_SLACK is normal: a pipeline's first month-end is not a page, and
+  it is learned as far as that (not clipped at the band edge), so the second is not one either.
 - Public holidays (when the pipeline names a calendar) are their own case: the expectation is a
   drop to HOLIDAY_PRIOR (0.3x) before any holiday is seen, then the learned holiday offset; a run
   is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
@@ -181,13 +182,16 @@ class MetricBaseline:
     def _month_offset(self, mb: int, s: float) -> float:
         """A month-end or month-start kind's offset once significant; a month-end kind not yet seen for a
         day borrows: a peak on the month's last day when a business day is the peak of the last business
-        day, or of the last calendar day, whichever the pipeline has shown."""
+        day, or of the last calendar day, whichever the pipeline has shown; a last business day before a
+        weekend month-end borrows the peak of a month's last day that was a business day."""
         if self._month_used(mb, s):
             return self.mon[mb]
         if mb == MONTH_END and self.mon_n[mb] * self.gap < DAY:
             for k in (LAST_BUSINESS, LAST_DAY):
                 if self._month_used(k, s):
                     return self.mon[k]
+        elif mb == LAST_BUSINESS and self.mon_n[mb] * self.gap < DAY and self._month_used(MONTH_END, s):
+            return self.mon[MONTH_END]  # (and the other way round: both are the month's last business day)
         return 0.0
 
     def _month_end_unseen(self) -> bool:
@@ -441,7 +445,10 @@ class MetricBaseline:
         is on the error, not the offset: a peak several bands high is reached in a few months."""
         if clip:
             lim = ALARM_SCORE * s
-            r = max(-lim, min(lim, r))
+            hi = lim
+            if mb != MONTH_START and lim < MONTH_END_SLACK and self._month_end_unseen():
+                hi = MONTH_END_SLACK  # a first month-end peak is judged normal up to the slack: learn it so
+            r = max(-lim, min(hi, r))
         full = r + self._month_offset(mb, s)  # as `expect` decided
         k = self.mon_n[mb] = self.mon_n[mb] + 1
         rpd = DAY / self.gap if self.gap else 1.0  # the memory is in days: all of an hourly job's day counts

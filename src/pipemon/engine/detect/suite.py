@@ -94,8 +94,8 @@ class _Pipeline:
         self.running: dict[str, _Running] = {}
         self.cad_queued: float | None = None
         self.spec = spec
-        self._apply(spec)
         self.cadence = _cadence_for(spec)
+        self._apply(spec)
 
     def set_spec(self, spec: DetectSpec) -> None:
         """A new spec keeps every baseline; only a changed schedule restarts the cadence detector."""
@@ -111,6 +111,7 @@ class _Pipeline:
         self.cal: Calendar = calendar_of(spec.holidays) if spec.holidays else NO_CALENDAR
         for b in self.metrics.values():
             b.cal = self.cal
+        self.cadence.holidays = spec.holidays
         self.zone = None if spec.timezone in ("UTC", "Etc/UTC") else ZoneInfo(spec.timezone)
 
     def local(self, t: float) -> float:
@@ -422,6 +423,7 @@ class DetectorSuite:
         for b in p.metrics.values():
             b.cal = p.cal
         p.cadence = CadenceDetector.from_json(d["cadence"])
+        p.cadence.holidays = spec.holidays
         p.failures = FailureRate.from_json(d["failures"])
         p.schema = SchemaWatch.from_json(d["schema"])
         # (expectations are recomputed)

@@ -1,0 +1,92 @@
+"""Two writers owning complementary partitions on one store, in process (no threads, a shared fake clock):
+each evaluates only its own pipelines' deadlines, keeps its own checkpoint marks and dispatch pieces, and
+refuses operator changes to the other's alerts with the partition that owns them."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from pipemon.config import loads
+from pipemon.errors import Unavailable
+from pipemon.log import partition_of
+from tests.cluster.test_partitions import late_pipelines
+
+LOW, HIGH = frozenset(range(8)), frozenset(range(8, 16))
+
+
+@pytest.fixture
+def two(db_url, clock):
+    from pipemon.app import build
+
+    keys = late_pipelines(per_half=2)
+    cfg = loads("""
+receivers: [{name: hook, webhook: {url: "http://127.0.0.1:9/hook"}}]
+route: {receiver: hook, group_by: [team], group_wait: 0s}
+pipelines:
+""" + "".join(f'  - {{match: "{k}", team: t, schedule: "0 * * * *", grace: 5m}}\n' for k in keys))
+    pms = [build(db_url, cfg, clock=clock), build(db_url, cfg, clock=clock)]
+    pms[0].writer.partitions, pms[1].writer.partitions = LOW, HIGH
+    yield pms, keys
+    for p in pms:
+        p.close()
+
+
+def rows(pm, sql: str) -> list:
+    with pm.db.connect() as c:
+        return list(c.execute(sa.text(sql)))
+
+
+def test_each_writer_fires_only_its_own_deadlines_once(two, clock):
+    (a, b), keys = two
+    a.writer.tick()
+    b.writer.tick()  # both declared their own half, loaded, found nothing due yet
+    assert {r[0] for r in rows(a, "SELECT key FROM pipelines")} == set(keys)
+    clock.advance(2 * 3600)
+    a.writer.tick()
+    late = {r[0] for r in rows(a, "SELECT pipeline FROM alerts WHERE kind = 'late'")}
+    assert late == {k for k in keys if partition_of(k) in LOW}
+    b.writer.tick()
+    a.writer.tick()
+    b.writer.tick()  # a second look by either finds its alerts open: nothing fires twice
+    got = rows(a, "SELECT pipeline, count(*) FROM alerts WHERE kind = 'late' GROUP BY pipeline")
+    assert dict(got) == {k: 1 for k in keys}
+    marks = {r[0] for r in rows(a, "SELECT name FROM checkpoints WHERE name LIKE 'engine%'")}
+    assert marks == {f"engine:{n}" for n in range(16)}  # one per partition, none for the single writer
+    pieces = {r[0] for r in rows(a, "SELECT name FROM engine_blobs WHERE name LIKE 'dispatch%'")}
+    assert "dispatch" not in pieces and {f"dispatch:{partition_of(k)}" for k in keys} <= pieces
+
+
+def test_an_operator_change_to_the_other_writers_alert_names_its_partition(two, clock):
+    (a, b), keys = two
+    a.writer.tick()
+    b.writer.tick()
+    clock.advance(2 * 3600)
+    a.writer.tick()
+    b.writer.tick()
+    theirs = next(k for k in keys if partition_of(k) in HIGH)
+    alert_id = rows(a, f"SELECT id FROM alerts WHERE pipeline = '{theirs}'")[0][0]
+    with pytest.raises(Unavailable, match=f"partition {partition_of(theirs)}"):
+        a.writer.call(lambda conn, now: a.alerts.acknowledge(conn, alert_id, "op", now))
+    acked = b.writer.call(lambda conn, now: b.alerts.acknowledge(conn, alert_id, "op", now))
+    assert acked.pipeline == theirs
+
+
+def test_the_next_owner_of_a_partition_loads_its_state_and_fires_nothing_again(two, db_url, clock):
+    from pipemon.app import build
+
+    (a, b), keys = two
+    a.writer.tick()
+    b.writer.tick()
+    clock.advance(2 * 3600)
+    a.writer.tick()
+    b.writer.tick()
+    b.close()  # b's partitions go to a new writer owning all 16: it reloads them from the store
+    c = build(db_url, a.settings, clock=clock)
+    try:
+        c.writer.partitions = LOW | HIGH
+        c.writer.tick()
+        assert {a.pipeline for a in c.alerts.book.open.values()} == set(keys)
+        got = rows(c, "SELECT pipeline, count(*) FROM alerts WHERE kind = 'late' GROUP BY pipeline")
+        assert dict(got) == {k: 1 for k in keys}
+    finally:
+        c.close()
