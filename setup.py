@@ -17,6 +17,7 @@ HOT = [  # the per-run path of `pipemon detect` and of the live engine's detecto
     "src/pipemon/engine/detect/metric.py",
     "src/pipemon/engine/detect/calendar.py",
     "src/pipemon/engine/detect/suite.py",
+    "src/pipemon/engine/detect/feed.py",  # the backtest's loop (`pipemon detect`)
     "src/pipemon/engine/detect/cadence.py",
     "src/pipemon/engine/detect/failures.py",
     "src/pipemon/engine/detect/schema.py",

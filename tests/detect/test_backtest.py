@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pipemon.backtest import InputFormat, backtest, drive, read_lines, run_events
 from pipemon.cli import app
-from pipemon.engine.detect import DetectorSuite, Finding, RunObservation
+from pipemon.engine.detect import DetectorSuite, Finding, RunStatus
 from tests.detect._data import DAY, HOUR, T0, daily, series
 
 
@@ -36,9 +36,12 @@ class Spy:
         assert all(f.time <= now for f in found), "an alarm from the future"
         return found
 
-    def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
-        assert run.duration_s is None or now >= run.start + run.duration_s, "a duration known before the end"
-        return self.suite.observe_run(pipeline_id, run, now)
+    def observe_completion(self, pipeline_id: str, run_id: str, start: float, status: RunStatus,
+                           duration_s: float | None, rows: float | None, bytes_: float | None,
+                           now: float) -> list[Finding]:
+        assert duration_s is None or now >= start + duration_s, "a duration known before the end"
+        return self.suite.observe_completion(pipeline_id, run_id, start, status, duration_s, rows, bytes_,
+                                             now)
 
 
 def test_starts_and_completions_are_merged_in_time_order() -> None:

@@ -6,6 +6,7 @@
     failures.py  failure bursts above the pipeline's own failure rate
     schema.py    output schema changes
     suite.py     DetectorSuite: the fleet's state, a timer heap for clock-driven alarms, feedback
+    feed.py      the suite over a recorded history, the clock following it (`pipemon detect`'s loop)
 
 Scores share one scale: base.ALARM_SCORE (4.0) is the alarm line at sensitivity 1.0.
 """

@@ -66,10 +66,12 @@ class _Pipeline:
         "cad_queued",
         "cadence",
         "cal",
+        "duration",
         "failures",
         "max_duration_s",
         "metrics",
         "pid",
+        "rows",
         "running",
         "schema",
         "sens",
@@ -84,6 +86,9 @@ class _Pipeline:
     def reset(self, spec: DetectSpec) -> None:
         """Everything learned forgotten (as new), the object kept: the heap's entries point at it."""
         self.metrics: dict[str, MetricBaseline] = {}
+        # metrics["duration_s"] and ["rows"] when there: read every run, a slot is cheaper than a lookup
+        self.duration: MetricBaseline | None = None
+        self.rows: MetricBaseline | None = None
         self.failures = FailureRate()
         self.schema = SchemaWatch()
         self.running: dict[str, _Running] = {}
@@ -121,7 +126,12 @@ class _Pipeline:
         if b is None:
             b = self.metrics[metric] = MetricBaseline(log=metric != "value")
             b.cal = self.cal
+            self.cache_metrics()
         return b
+
+    def cache_metrics(self) -> None:
+        self.duration = self.metrics.get("duration_s")
+        self.rows = self.metrics.get("rows")
 
 
 def _schedule_of(spec: DetectSpec) -> tuple[object, ...]:
@@ -190,7 +200,7 @@ class DetectorSuite:
         if run_id in running:
             return []
         out = self._start(p, run_id, start, nominal)
-        b = p.metrics.get("duration_s")
+        b = p.duration
         if b is None:
             expect = None
             deadline = self._long_deadline(p, start, None, None)
@@ -212,42 +222,51 @@ class DetectorSuite:
 
     def observe_run(self, pipeline_id: str, run: RunObservation, now: float) -> list[Finding]:
         """A finished run: each metric is scored with what came before, then learned."""
+        return self.observe_completion(pipeline_id, run.run_id, run.start, run.status, run.duration_s,
+                                       run.rows, run.bytes, now, run.nominal_time, run.schemas)
+
+    def observe_completion(self, pipeline_id: str, run_id: str, start: float, status: RunStatus,
+                           duration_s: float | None, rows: float | None, bytes_: float | None, now: float,
+                           nominal: float | None = None,
+                           schemas: dict[str, tuple[tuple[str, str], ...]] | None = None) -> list[Finding]:
+        """observe_run with the run's fields as arguments: the backtest's million runs need no
+        RunObservation each (a frozen dataclass costs a setattr per field to build)."""
         p = self._p.get(pipeline_id)
         if p is None:
             p = self._get(pipeline_id)
-        run_id = run.run_id
         rec = p.running.pop(run_id, None)
         if rec is None:
-            out = self._start(p, run_id, run.start, run.nominal_time)
+            out = self._start(p, run_id, start, nominal)
             long_alarmed, kept = False, None
         else:
             out = []
             self._retire(rec)
             long_alarmed, kept = rec.alarmed, rec.expect
-        status = run.status
         if status is RunStatus.SUCCEEDED:
-            nominal = run.nominal_time
-            t = nominal if nominal is not None else run.start
+            t = nominal if nominal is not None else start
             if p.zone is not None:
                 t = p.local(t)
-            if run.duration_s is not None:
-                f = self._metric(p, "duration_s", t, run.duration_s, run_id, now, quiet_high=long_alarmed,
+            if duration_s is not None:
+                f = self._metric(p, "duration_s", t, duration_s, run_id, now, quiet_high=long_alarmed,
                                  kept=kept if nominal is None else None)
                 if f is not None:
                     out.append(f)
-            for metric, x in (("rows", run.rows), ("bytes", run.bytes)):
-                if x is not None:
-                    f = self._metric(p, metric, t, x, run_id, now)
-                    if f is not None:
-                        out.append(f)
+            if rows is not None:
+                f = self._metric(p, "rows", t, rows, run_id, now)
+                if f is not None:
+                    out.append(f)
+            if bytes_ is not None:
+                f = self._metric(p, "bytes", t, bytes_, run_id, now)
+                if f is not None:
+                    out.append(f)
         if status is not RunStatus.ABORTED:
             failed = status is RunStatus.FAILED
             f = p.failures.observe(pipeline_id, run_id, now, failed, p.sens)
             if f is not None:
                 out.append(f)
             p.cadence.on_finish(failed)
-        if run.schemas:
-            out.extend(p.schema.observe(pipeline_id, run_id, now, run.schemas))
+        if schemas:
+            out.extend(p.schema.observe(pipeline_id, run_id, now, schemas))
         return out
 
     def _retire(self, rec: _Running) -> None:
@@ -272,7 +291,7 @@ class DetectorSuite:
 
     def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
                 quiet_high: bool = False, kept: tuple[int, Expect] | None = None) -> Finding | None:
-        b = p.metrics.get(metric)
+        b = p.duration if metric == "duration_s" else p.rows if metric == "rows" else p.metrics.get(metric)
         if b is None:
             b = p.baseline(metric)
         line = ALARM_SCORE / p.sens
@@ -400,6 +419,7 @@ class DetectorSuite:
                 self._retire(r)
             p.reset(spec)
         p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
+        p.cache_metrics()
         for b in p.metrics.values():
             b.cal = p.cal
         p.cadence = CadenceDetector.from_json(d["cadence"])
