@@ -107,18 +107,20 @@ def load_silences(conn: Connection, since: float | None = None, scope: str | Non
 
 # --- the outbox ---------------------------------------------------------------------------------------------
 
+_INSERT_NOTIFICATION = ("INSERT INTO notifications (key, receiver, action, group_key, teams, fingerprints, body, "
+                        "status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, "
+                        "?, ?) ON CONFLICT (key) DO NOTHING")
+
+
 def insert_notification(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,
                         teams: list[str], fingerprints: list[str], body: str, now: float) -> int | None:
-    """A new pending notification; None when one with this key exists already (a replayed decision)."""
-    exists = conn.execute(sa.select(notifications.c.id).where(notifications.c.key == key)).first()
-    if exists is not None:
-        return None
-    pk = conn.execute(notifications.insert().values(
-        key=key, receiver=receiver, action=action, group_key=group_key, teams=_json(teams),
-        fingerprints=_json(fingerprints), body=body, status="pending", attempts=0, next_attempt_at=now,
-        created_at=now)).inserted_primary_key
-    assert pk is not None  # a single-row INSERT always reports its key
-    return pk[0]
+    """A new pending notification; None when one with this key exists already (a replayed decision).
+    One statement (the unique key decides), not a look-up and an insert: each is a round trip."""
+    params = (key, receiver, action, group_key, _json(teams), _json(fingerprints), body, now, now)
+    if conn.dialect.name == "sqlite":  # lastrowid, so no RETURNING (SQLite 3.35+) is needed
+        res = conn.exec_driver_sql(_sql(conn, _INSERT_NOTIFICATION), params)
+        return res.lastrowid if res.rowcount == 1 else None
+    return conn.exec_driver_sql(_sql(conn, _INSERT_NOTIFICATION + " RETURNING id"), params).scalar()
 
 
 def pending_ids(conn: Connection) -> list[int]:

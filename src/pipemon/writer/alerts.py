@@ -187,13 +187,15 @@ class AlertStage:
     def _process(self, conn: Connection, now: float) -> None:
         outgoing: list[Outgoing] = []
         dirty: dict[str, Alert] = {}
+        opened: dict[str, Alert] = {}  # stored below, once the dispatch has marked them: one INSERT, no UPDATE
         a: Alert | None  # a change's alert below; an open alert looked up by fingerprint further down
         for ch in self.book.take_changes():
             a = ch.alert
             if ch.what == "opened":
-                a.id = store.insert_alert(conn, a)
-                self.by_id[a.id] = a.fingerprint
+                opened[a.fingerprint] = a
             elif ch.what == "resolved":
+                if a.id is None and opened.get(a.fingerprint) is a:  # opened in this batch: stored first
+                    self._insert(conn, opened.pop(a.fingerprint))
                 store.update_alerts(conn, [a])  # now: a new alert with this fingerprint may follow at once
                 if a.id is not None:  # None only if never stored: then it was never in by_id
                     self.by_id.pop(a.id, None)
@@ -219,12 +221,18 @@ class AlertStage:
                 if a is not None and a.id is not None:
                     dirty[fp] = a
         store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
+        for a in opened.values():  # after the updates: one may have resolved this fingerprint's last alert
+            self._insert(conn, a)
         self._emit(conn, outgoing, now)
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
         if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
             store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
             self._saved_version = self.dispatch.version
+
+    def _insert(self, conn: Connection, a: Alert) -> None:
+        a.id = store.insert_alert(conn, a)
+        self.by_id[a.id] = a.fingerprint
 
     def _place_default(self, a: Alert, now: float) -> None:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
@@ -262,7 +270,10 @@ class AlertStage:
         rec = self.writer.pipelines.get(a.pipeline)
         if rec is None:
             return
-        tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
+        k = (rec.id, a.run_id)
+        tasks = self.writer.batch_tasks.get(k)  # the fold's batch: just rolled up, in this transaction
+        if tasks is None:
+            tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
         failed = failed_first(tasks)
         if failed:
             first = failed[0]
@@ -273,9 +284,12 @@ class AlertStage:
         if a.error is None:
             h = self.health.judge.health.get(a.pipeline)
             a.error = h.last_error if h else None
-        row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
-        if row is not None:
-            a.output = failure_output(writes.run_from_row(a.pipeline, row))
+        run = self.writer.batch_runs.get(k)
+        if run is None:
+            row = writes.load_runs(self._conn, [k]).get(k)
+            run = writes.run_from_row(a.pipeline, row) if row is not None else None
+        if run is not None:
+            a.output = failure_output(run)
 
     # --- operators ------------------------------------------------------------------------------------------
     def _open_by_id(self, alert_id: int) -> Alert:
