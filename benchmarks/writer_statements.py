@@ -10,8 +10,10 @@ transaction, for the cases on the FAIL → webhook path, on SQLite and PostgreSQ
   known COMPLETE  START then COMPLETE of a known pipeline: the COMPLETE's commit
 
 The writer runs inline (no threads), with one webhook receiver and group_wait 0s, so a FAIL opens an
-alert and writes its notification in the same transaction. Counts are statements as the driver sees them
-(SQLAlchemy's `before_cursor_execute`; an executemany is one), plus BEGIN and COMMIT. A count is
+alert and writes its notification in the same transaction; each event names one output dataset (a new
+pipeline's first event then stores a lineage edge), as `cluster.py`'s do. Counts are statements as the
+driver sees them (SQLAlchemy's `before_cursor_execute`; an executemany is one), plus BEGIN and COMMIT;
+round trips count a run of statements sent in psycopg's pipeline mode as one. A count is
 deterministic, unlike a time: the writer's time-based flushes (`TOUCH_FLUSH_S`, `VIEW_FLUSH_S`) are held
 off here by running the cases within a second of each other (the first commit of a process flushes).
 
@@ -58,7 +60,8 @@ def ol(kind: str, name: str, run_id: str, t: float) -> bytes:
     return json.dumps({
         "eventTime": when, "eventType": kind, "producer": "https://example.com/bench",
         "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent", "run": run,
-        "job": {"namespace": "latency", "name": name, "facets": {}}, "inputs": [], "outputs": []}).encode()
+        "job": {"namespace": "latency", "name": name, "facets": {}}, "inputs": [],
+        "outputs": [{"namespace": "s3://bench", "name": f"latency/{name}/out", "facets": {}}]}).encode()
 
 
 class Counter:
@@ -76,8 +79,19 @@ class Counter:
             self.seen.append(what)
 
     def _stmt(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        first = " ".join(statement.split())[:110]
-        self._add(("[many] " if executemany else "") + first)
+        first = " ".join(statement.split())[:100]
+        piped = getattr(conn.connection.driver_connection, "_pipeline", None) is not None  # psycopg's
+        self._add(("[piped] " if piped else "") + ("[many] " if executemany else "") + first)
+
+
+def round_trips(stmts: list[str]) -> int:
+    """Statements sent one by one, each waiting for its answer; a run of pipelined ones is one."""
+    n, prev = 0, False
+    for s in stmts:
+        piped = s.startswith("[piped]")
+        n += not (piped and prev)
+        prev = piped
+    return n
 
 
 def count_cases(db_url: str) -> dict[str, list[str]]:
@@ -139,9 +153,10 @@ def pg_schema(base: str):
 
 def run(backend: str, url: str, show_sql: bool) -> dict[str, int]:
     cases = count_cases(url)
-    print(f"\n### {backend}: statements per writer commit (BEGIN and COMMIT included)\n")
+    print(f"\n### {backend}: per writer commit (BEGIN and COMMIT included)\n")
+    print(f"{'case':16} statements  round trips")
     for name, stmts in cases.items():
-        print(f"{name:16} {len(stmts):3d}")
+        print(f"{name:16} {len(stmts):10d}  {round_trips(stmts):11d}")
         if show_sql:
             for s in stmts:
                 print(f"    {s}")

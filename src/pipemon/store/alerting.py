@@ -107,9 +107,9 @@ def load_silences(conn: Connection, since: float | None = None, scope: str | Non
 
 # --- the outbox ---------------------------------------------------------------------------------------------
 
-_INSERT_NOTIFICATION = ("INSERT INTO notifications (key, receiver, action, group_key, teams, fingerprints, body, "
-                        "status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, "
-                        "?, ?) ON CONFLICT (key) DO NOTHING")
+_INSERT_NOTIFICATION = ("INSERT INTO notifications (key, receiver, action, group_key, teams, fingerprints, "
+                        "body, status, attempts, next_attempt_at, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (key) DO NOTHING")
 
 
 def insert_notification(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,

@@ -187,7 +187,7 @@ class AlertStage:
     def _process(self, conn: Connection, now: float) -> None:
         outgoing: list[Outgoing] = []
         dirty: dict[str, Alert] = {}
-        opened: dict[str, Alert] = {}  # stored below, once the dispatch has marked them: one INSERT, no UPDATE
+        opened: dict[str, Alert] = {}  # stored below, once the dispatch marked them: one INSERT, no UPDATE
         a: Alert | None  # a change's alert below; an open alert looked up by fingerprint further down
         for ch in self.book.take_changes():
             a = ch.alert
@@ -273,7 +273,7 @@ class AlertStage:
         k = (rec.id, a.run_id)
         tasks = self.writer.batch_tasks.get(k)  # the fold's batch: just rolled up, in this transaction
         if tasks is None:
-            tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
+            tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, *k)]
         failed = failed_first(tasks)
         if failed:
             first = failed[0]

@@ -280,15 +280,16 @@ class Fold:
         updates: list[tuple[int, Run]] = []
         for k, run in work.items():
             (updates if before.get(k) is not None else inserts).append((k[0], run))
-        writes.insert_events(conn, event_rows)
-        self.bodies.maybe_train(conn, now)
-        writes.insert_runs(conn, inserts)
-        writes.update_runs(conn, updates)
-        writes.insert_lineage(conn, lineage_rows)
-        if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
-            # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
-            self._touched.update(dirty)
-            self._flush_touched(conn)
+        with writes.pipelined(conn):  # no reads in here: one round trip to PostgreSQL for all of them
+            writes.insert_events(conn, event_rows)
+            writes.insert_runs(conn, inserts)
+            writes.update_runs(conn, updates)
+            writes.insert_lineage(conn, lineage_rows)
+            if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
+                # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
+                self._touched.update(dirty)
+                self._flush_touched(conn)
+        self.bodies.maybe_train(conn, now)  # reads the events stored above
         return [RunChange(recs[k], before.get(k), run) for k, run in work.items()]
 
     def _remember(self, changes: list[RunChange]) -> None:
