@@ -73,6 +73,16 @@ class Counter:
         sa.event.listen(engine, "before_cursor_execute", self._stmt)
         sa.event.listen(engine, "begin", lambda conn: self._add("BEGIN"))
         sa.event.listen(engine, "commit", lambda conn: self._add("COMMIT"))
+        # INSERT … RETURNING queued in psycopg's pipeline goes by the driver's cursor, which SQLAlchemy's
+        # events do not see: count it where the store sends it
+        from pipemon.store import alerting
+        inner = alerting.insert_returning_id
+
+        def counted(conn, sql: str, params: tuple):
+            if conn.info.get("pipelined") is not None:
+                self._add("[piped] " + " ".join((sql + " RETURNING id").split())[:100])
+            return inner(conn, sql, params)
+        alerting.insert_returning_id = counted  # type: ignore[assignment]
 
     def _add(self, what: str) -> None:
         if self.on:

@@ -41,7 +41,7 @@ def ol(kind: str, name: str, run_id: str, t: str) -> bytes:
 
 
 @pytest.fixture
-def counted(db_url):
+def counted(db_url, monkeypatch):
     clock = FakeClock(T0)
     pm = build(db_url, loads(CONFIG), clock=clock, deliver=False)
     seen: list[str] = []
@@ -52,6 +52,14 @@ def counted(db_url):
         if on[0] and not statement.startswith("UPDATE pipelines SET"):
             seen.append(statement)
     sa.event.listen(pm.db, "before_cursor_execute", stmt)
+    from pipemon.store import alerting
+    inner = alerting.insert_returning_id
+
+    def returning(conn, sql, params):  # queued in psycopg's pipeline by the driver's cursor: no event
+        if on[0] and conn.info.get("pipelined") is not None:
+            seen.append(sql)
+        return inner(conn, sql, params)
+    monkeypatch.setattr(alerting, "insert_returning_id", returning)
 
     def commit(kind: str, name: str, run_id: str) -> list[str]:
         clock.set(clock.now() + 60)

@@ -220,15 +220,24 @@ class AlertStage:
                 a = self.book.open.get(fp)
                 if a is not None and a.id is not None:
                     dirty[fp] = a
-        store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
-        for a in opened.values():  # after the updates: one may have resolved this fingerprint's last alert
-            self._insert(conn, a)
-        self._emit(conn, outgoing, now)
+        # Nothing below reads what it wrote: on PostgreSQL one round trip for all (the new ids after it).
+        with writes.pipelined(conn):
+            store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
+            # after the updates: one may have resolved this fingerprint's last alert
+            new_ids = [(a, store.insert_alert_later(conn, a)) for a in opened.values()]
+            created = self._emit(conn, outgoing, now)
+            if self.dispatch.version != self._saved_version:  # groups and timers, with their alerts
+                store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
+                self._saved_version = self.dispatch.version
+        for a, new_id in new_ids:
+            a.id = new_id()
+            assert a.id is not None  # a plain INSERT always makes its row
+            self.by_id[a.id] = a.fingerprint
+        for n, nid in created:
+            if (i := nid()) is not None:  # None: stored already (a replayed decision)
+                self._created.append(msgspec.structs.replace(n, id=i))
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
-        if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
-            store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
-            self._saved_version = self.dispatch.version
 
     def _insert(self, conn: Connection, a: Alert) -> None:
         a.id = store.insert_alert(conn, a)
@@ -238,7 +247,10 @@ class AlertStage:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
         self.dispatch.place(a, now, [self.dispatch.root])
 
-    def _emit(self, conn: Connection, outgoing: list[Outgoing], now: float) -> None:
+    def _emit(self, conn: Connection, outgoing: list[Outgoing],
+              now: float) -> list[tuple[Notification, Callable[[], int | None]]]:
+        """Outbox rows for `outgoing`: each notification with what reads its new id (None: stored already)."""
+        out = []
         for o in outgoing:
             views = tuple(a.view(self.url(a.pipeline), o.time) for fp in o.fingerprints
                           if (a := self.lookup(fp)) is not None)
@@ -249,12 +261,12 @@ class AlertStage:
             n = Notification(id=0, receiver=o.receiver, action=o.action, group_key=o.group_key,
                              group_labels=o.group_labels, alerts=views, time=o.time, key=key,
                              external_url=self.external_url)
-            nid = store.insert_notification(conn, key=key, receiver=o.receiver, action=o.action.value,
-                                            group_key=o.group_key, teams=sorted({v.team for v in views}),
-                                            fingerprints=list(o.fingerprints),
-                                            body=msgspec.json.encode(n).decode(), now=now)
-            if nid is not None:
-                self._created.append(msgspec.structs.replace(n, id=nid))
+            nid = store.insert_notification_later(
+                conn, key=key, receiver=o.receiver, action=o.action.value, group_key=o.group_key,
+                teams=sorted({v.team for v in views}), fingerprints=list(o.fingerprints),
+                body=msgspec.json.encode(n).decode(), now=now)
+            out.append((n, nid))
+        return out
 
     def _cadence(self, pipeline: str) -> float | None:
         """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
