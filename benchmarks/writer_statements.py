@@ -80,9 +80,22 @@ class Counter:
 
         def counted(conn, sql: str, params: tuple):
             if conn.info.get("pipelined") is not None:
-                self._add("[piped] " + " ".join((sql + " RETURNING id").split())[:100])
+                self._add(f"[piped {self.block}] " + " ".join((sql + " RETURNING id").split())[:100])
             return inner(conn, sql, params)
         alerting.insert_returning_id = counted  # type: ignore[assignment]
+        # each pipelined block is one round trip (its sync): number them
+        from contextlib import contextmanager
+
+        from pipemon.store import writes
+        block = writes.pipelined
+        self.block = 0
+
+        @contextmanager
+        def numbered(conn):
+            self.block += 1
+            with block(conn):
+                yield
+        writes.pipelined = numbered  # type: ignore[assignment]
 
     def _add(self, what: str) -> None:
         if self.on:
@@ -91,16 +104,16 @@ class Counter:
     def _stmt(self, conn, cursor, statement, parameters, context, executemany) -> None:
         first = " ".join(statement.split())[:100]
         piped = getattr(conn.connection.driver_connection, "_pipeline", None) is not None  # psycopg's
-        self._add(("[piped] " if piped else "") + ("[many] " if executemany else "") + first)
+        self._add((f"[piped {self.block}] " if piped else "") + ("[many] " if executemany else "") + first)
 
 
 def round_trips(stmts: list[str]) -> int:
-    """Statements sent one by one, each waiting for its answer; a run of pipelined ones is one."""
-    n, prev = 0, False
+    """Statements sent one by one, each waiting for its answer; a pipelined block's are one."""
+    n, prev = 0, None
     for s in stmts:
-        piped = s.startswith("[piped]")
-        n += not (piped and prev)
-        prev = piped
+        block = s.split("]", 1)[0] if s.startswith("[piped ") else None
+        n += block is None or block != prev
+        prev = block
     return n
 
 
