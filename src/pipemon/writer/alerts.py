@@ -81,6 +81,7 @@ class AlertStage:
     # --- start-up ------------------------------------------------------------------------------------------
     def load(self, conn: Connection, writer: Writer, now: float) -> None:
         self.writer = writer
+        writer.batch_runs, writer.batch_tasks = {}, {}  # a reload after a failed batch: it was rolled back
         self.lineage = Lineage()
         by_id = {rec.id: key for key, rec in writer.pipelines.items()}
         for pid, ds, role in writer.lineage_edges():
