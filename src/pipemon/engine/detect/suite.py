@@ -61,6 +61,21 @@ class _Running:
         self.run_id = run_id
 
 
+class _Timer:
+    """A heap entry: (due, seq) order, seq keeping ties FIFO; a native object under mypyc, so a
+    comparison reads two unboxed fields instead of a tuple and a boxed float."""
+    __slots__ = ("due", "p", "rec", "seq")
+
+    def __init__(self, due: float, seq: int, p: _Pipeline, rec: _Running | None) -> None:
+        self.due = due
+        self.seq = seq
+        self.p = p
+        self.rec = rec  # None for the pipeline's cadence check, else the run to time
+
+    def __lt__(self, other: _Timer) -> bool:
+        return self.due < other.due or (self.due == other.due and self.seq < other.seq)
+
+
 class _Pipeline:
     __slots__ = (
         "cad_queued",
@@ -152,8 +167,7 @@ class DetectorSuite:
     def __init__(self, sensitivity: float = DEFAULT_SENSITIVITY) -> None:
         self.default_spec = DetectSpec(sensitivity=sensitivity)
         self._p: dict[str, _Pipeline] = {}
-        # (deadline, seq, pipeline, None for its cadence check or the run to time); seq keeps ties FIFO
-        self._heap: list[tuple[float, int, _Pipeline, _Running | None]] = []
+        self._heap: list[_Timer] = []
         self._seq = itertools.count()
         self._dead = 0  # entries of runs already over, still in the heap
 
@@ -212,7 +226,7 @@ class DetectorSuite:
             self._retire(running.pop(next(iter(running))))
         rec = running[run_id] = _Running(start, deadline, False, expect, run_id)
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, next(self._seq), p, rec))
+            heapq.heappush(self._heap, _Timer(deadline, next(self._seq), p, rec))
         return out
 
     def _start(self, p: _Pipeline, run_id: str, start: float, nominal: float | None = None) -> list[Finding]:
@@ -279,7 +293,7 @@ class DetectorSuite:
 
     def _sweep(self) -> None:
         heap = self._heap
-        heap[:] = [e for e in heap if e[3] is None or e[3].deadline is not None]
+        heap[:] = [e for e in heap if e.rec is None or e.rec.deadline is not None]
         heapq.heapify(heap)
         self._dead = 0
 
@@ -314,8 +328,9 @@ class DetectorSuite:
         """Everything due by `now`, each stamped with the moment it became due (<= now)."""
         out: list[Finding] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            due, _, p, rec = heap[0]
+        while heap and heap[0].due <= now:
+            top = heap[0]
+            due, p, rec = top.due, top.p, top.rec
             if rec is not None:  # a run's timer
                 heapq.heappop(heap)
                 if rec.deadline is None:
@@ -335,16 +350,18 @@ class DetectorSuite:
             if dl is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (dl, next(self._seq), p, None))
+                top.due = dl
+                top.seq = next(self._seq)
+                heapq.heapreplace(heap, top)
         return out
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self._heap[0].due if self._heap else None
 
     def _queue_cadence(self, p: _Pipeline) -> None:
         due = p.cadence.due(p.sens)
         if due is not None and (p.cad_queued is None or due < p.cad_queued):
-            heapq.heappush(self._heap, (due, next(self._seq), p, None))
+            heapq.heappush(self._heap, _Timer(due, next(self._seq), p, None))
             p.cad_queued = due
 
     def _long_deadline(self, p: _Pipeline, start: float, b: MetricBaseline | None,
@@ -431,5 +448,5 @@ class DetectorSuite:
         self._p[pipeline_id] = p
         for r in p.running.values():
             if r.deadline is not None and not r.alarmed:
-                heapq.heappush(self._heap, (r.deadline, next(self._seq), p, r))
+                heapq.heappush(self._heap, _Timer(r.deadline, next(self._seq), p, r))
         self._queue_cadence(p)
