@@ -127,6 +127,7 @@ class Poster:
         self.retry_after: set[str] = set()
         self.statuses: dict[int, int] = {}
         self.sent_batches = 0
+        self.unexpected: str | None = None  # an answer neither 200 nor 503: the poster stops there
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
@@ -147,7 +148,9 @@ class Poster:
                         self.retry_after.add(r.headers.get("retry-after", ""))
                         time.sleep(0.2)
                         continue
-                    assert r.status_code == 200, r.text
+                    if r.status_code != 200:  # the test fails on it (this thread cannot raise to it)
+                        self.unexpected = f"{r.status_code}: {r.text[:500]}"
+                        return
                     self.acked += r.json()["accepted"] + r.json()["duplicates"]
                     self.sent_batches += 1
                     break

@@ -77,7 +77,7 @@ def test_two_api_two_workers_one_dispatcher_survive_kills(owned_db, prefix, tmp_
         replacement = cluster.start("dispatcher")
         poster.thread.join(300)
         assert not poster.thread.is_alive()
-        assert poster.acked == len(events)
+        assert poster.acked == len(events), poster.unexpected
 
         second = leader(workers, "worker")
         assert second is not first  # the standby took over the partitions
@@ -130,12 +130,13 @@ def test_postgres_cut_for_30s_loses_nothing_acknowledged(owned_db, prefix, tmp_p
                           and ready(api), "the api node to see the database gone", 15)
         assert seen["status"] == "ready"  # it still takes events: they wait in the log
         wait_until(lambda: poster.acked >= acked_before + 2_000,
-                   "events acknowledged while the database is cut", 25)
+                   f"events acknowledged while the database is cut (acked {acked_before} before the cut; "
+                   f"answers so far: {poster.statuses}, unexpected: {poster.unexpected})", 25)
         stored_during = count(db, "SELECT count(*) FROM events")
         time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
         proxy.restore()
         poster.thread.join(120)
-        assert poster.acked == len(events) and poster.refused == 0
+        assert poster.acked == len(events) and poster.refused == 0, poster.unexpected
         assert stored_during < poster.acked  # some were acknowledged only by the log during the cut
         wait_until(lambda: count(db, "SELECT count(*) FROM events") >= len(events), "the worker to catch up",
                    120, every=1)
@@ -162,7 +163,7 @@ def test_nats_unreachable_answers_503_and_loses_nothing(owned_db, prefix, nats_p
         time.sleep(3)
         nats_proxy.restore()
         poster.thread.join(120)
-        assert poster.acked == len(events)
+        assert poster.acked == len(events), poster.unexpected
         assert poster.statuses.get(503, 0) >= 1 and poster.retry_after <= {"2"}
         wait_until(lambda: count(db, "SELECT count(*) FROM events") >= len(events), "the worker", 60, every=1)
         assert count(db, "SELECT count(*) FROM events") == len(events)

@@ -78,7 +78,7 @@ def test_two_workers_share_the_partitions_and_one_takes_all_when_the_other_dies(
         print(f"\nthe survivor owned all 16 partitions {time.monotonic() - killed_at:.1f} s after the kill")
         poster.thread.join(300)
         assert not poster.thread.is_alive()
-        assert poster.acked == len(events)
+        assert poster.acked == len(events), poster.unexpected
         wait_until(lambda: count(db, "SELECT count(*) FROM events") >= len(events),
                    "the survivor to catch up", 240, every=1)
         assert count(db, "SELECT count(*) FROM events") == len(events)
