@@ -1,7 +1,7 @@
 """Alerts, silences, the notification outbox and engine blobs in the store."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import msgspec
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from pipemon.errors import NotFound
 from pipemon.model import DeliveryStatus
 from pipemon.store.reads import Page, decode_cursor, encode_cursor, in_scope
 from pipemon.store.schema import alerts, engine_blobs, notifications, silences
-from pipemon.store.writes import _sql, insert_returning_id
+from pipemon.store.writes import _sql
 
 _enc = msgspec.json.Encoder()
 
@@ -29,23 +29,10 @@ def _alert_row(a) -> dict:
             "acked_at": a.acked_at, "occurrences": a.occurrences, "body": _json(a.to_json())}
 
 
-_ALERT_COLS = ("fingerprint", "pipeline", "team", "kind", "severity", "state", "summary", "started_at",
-               "last_seen", "resolved_at", "acked_at", "occurrences", "body")
-_INSERT_ALERT = (f"INSERT INTO alerts ({', '.join(_ALERT_COLS)}) "
-                 f"VALUES ({', '.join('?' * len(_ALERT_COLS))})")
-
-
 def insert_alert(conn: Connection, a) -> int:
-    new = insert_alert_later(conn, a)()
-    assert new is not None  # a plain INSERT always makes its row
-    return new
-
-
-def insert_alert_later(conn: Connection, a) -> Callable[[], int | None]:
-    """insert_alert, its id read by calling what this returns (inside writes.pipelined(): after the block)."""
-    row = _alert_row(a)
-    return insert_returning_id(conn, _INSERT_ALERT, tuple(str(row["kind"]) if c == "kind" else row[c]
-                                                          for c in _ALERT_COLS))
+    pk = conn.execute(alerts.insert().values(**_alert_row(a))).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 def update_alerts(conn: Connection, items: Iterable) -> None:
@@ -121,23 +108,18 @@ def load_silences(conn: Connection, since: float | None = None, scope: str | Non
 
 # --- the outbox ---------------------------------------------------------------------------------------------
 
-_INSERT_NOTIFICATION = ("INSERT INTO notifications (key, receiver, action, group_key, teams, fingerprints, "
-                        "body, status, attempts, next_attempt_at, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (key) DO NOTHING")
-
-
-def insert_notification(conn: Connection, **kw) -> int | None:
-    """A new pending notification's id; None when one with this key exists already (a replayed decision)."""
-    return insert_notification_later(conn, **kw)()
-
-
-def insert_notification_later(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,
-                              teams: list[str], fingerprints: list[str], body: str,
-                              now: float) -> Callable[[], int | None]:
-    """insert_notification, its id read by calling what this returns (inside writes.pipelined(): after the
-    block). One statement (the unique key decides), not a look-up and an insert: each is a round trip."""
-    params = (key, receiver, action, group_key, _json(teams), _json(fingerprints), body, now, now)
-    return insert_returning_id(conn, _INSERT_NOTIFICATION, params)
+def insert_notification(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,
+                        teams: list[str], fingerprints: list[str], body: str, now: float) -> int | None:
+    """A new pending notification; None when one with this key exists already (a replayed decision)."""
+    exists = conn.execute(sa.select(notifications.c.id).where(notifications.c.key == key)).first()
+    if exists is not None:
+        return None
+    pk = conn.execute(notifications.insert().values(
+        key=key, receiver=receiver, action=action, group_key=group_key, teams=_json(teams),
+        fingerprints=_json(fingerprints), body=body, status=DeliveryStatus.PENDING, attempts=0,
+        next_attempt_at=now, created_at=now)).inserted_primary_key
+    assert pk is not None  # a single-row INSERT always reports its key
+    return pk[0]
 
 
 PENDING = DeliveryStatus.PENDING

@@ -4,8 +4,7 @@ Rows go in with executemany: one statement per table per batch, whatever the bat
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import sqlalchemy as sa
@@ -28,44 +27,6 @@ def _sql(conn: Connection, sql: str) -> str:
     """Hot-path statements are written once with `?` and bound raw through the driver: SQLAlchemy's
     per-row parameter processing costs more than SQLite's own insert (12 vs 5 µs a row, measured)."""
     return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-
-
-@contextmanager
-def pipelined(conn: Connection) -> Iterator[None]:
-    """Statements that return no rows, sent to PostgreSQL together (psycopg's pipeline mode): one round trip
-    for all of them, their errors raised at the end of the block (as psycopg's own exceptions, which the
-    writer classifies by SQLSTATE like any other). Nothing inside may read a result. SQLite: no-op."""
-    if conn.dialect.driver != "psycopg":
-        yield
-        return
-    import psycopg
-    raw = conn.connection.driver_connection
-    if not isinstance(raw, psycopg.Connection) or not psycopg.Pipeline.is_supported():
-        yield
-        return
-    conn.info["pipelined"] = raw
-    try:
-        with raw.pipeline():
-            yield
-    finally:
-        del conn.info["pipelined"]
-
-
-def insert_returning_id(conn: Connection, sql: str, params: tuple) -> Callable[[], int | None]:
-    """An INSERT of one row (`?` placeholders) whose new id is read by calling what this returns; None when
-    the row was not inserted (ON CONFLICT DO NOTHING). Inside `pipelined()` the INSERT is queued with the
-    rest and its id is read after the block: its round trip is the block's."""
-    raw = conn.info.get("pipelined")
-    if raw is not None:
-        cur = raw.cursor()
-        cur.execute(_sql(conn, sql + " RETURNING id"), params)
-        return lambda: (row := cur.fetchone()) and row[0]
-    if conn.dialect.name == "sqlite":  # lastrowid: no RETURNING needed (SQLite 3.35+)
-        res = conn.exec_driver_sql(_sql(conn, sql), params)
-        new = res.lastrowid if res.rowcount == 1 else None
-    else:
-        new = conn.exec_driver_sql(_sql(conn, sql + " RETURNING id"), params).scalar()
-    return lambda: new
 
 
 def existing_event_keys(conn: Connection, keys: Sequence[str]) -> set[str]:

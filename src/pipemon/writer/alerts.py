@@ -86,7 +86,6 @@ class AlertStage:
     # --- start-up ------------------------------------------------------------------------------------------
     def load(self, conn: Connection, writer: Writer, now: float) -> None:
         self.writer = writer
-        writer.batch_runs, writer.batch_tasks = {}, {}  # a reload after a failed batch: it was rolled back
         self.lineage = Lineage()
         by_id = {rec.id: key for key, rec in writer.pipelines.items()}
         for pid, ds, role in writer.lineage_edges():
@@ -211,15 +210,13 @@ class AlertStage:
     def _process(self, conn: Connection, now: float) -> None:
         outgoing: list[Outgoing] = []
         dirty: dict[str, Alert] = {}
-        opened: dict[str, Alert] = {}  # stored below, once the dispatch marked them: one INSERT, no UPDATE
         a: Alert | None  # a change's alert below; an open alert looked up by fingerprint further down
         for ch in self.book.take_changes():
             a = ch.alert
             if ch.what == "opened":
-                opened[a.fingerprint] = a
+                a.id = store.insert_alert(conn, a)
+                self.by_id[a.id] = a.fingerprint
             elif ch.what == "resolved":
-                if a.id is None and opened.get(a.fingerprint) is a:  # opened in this batch: stored first
-                    self._insert(conn, opened.pop(a.fingerprint))
                 store.update_alerts(conn, [a])  # now: a new alert with this fingerprint may follow at once
                 if a.id is not None:  # None only if never stored: then it was never in by_id
                     self.by_id.pop(a.id, None)
@@ -244,28 +241,13 @@ class AlertStage:
                 a = self.book.open.get(fp)
                 if a is not None and a.id is not None:
                     dirty[fp] = a
-        # Nothing below reads what it wrote: on PostgreSQL one round trip for all (the new ids after it).
-        with writes.pipelined(conn):
-            store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
-            # after the updates: one may have resolved this fingerprint's last alert
-            new_ids = [(a, store.insert_alert_later(conn, a)) for a in opened.values()]
-            created = self._emit(conn, outgoing, now)
-            if self.dispatch.version != self._saved_version:  # groups and timers, with their alerts
-                self._save_dispatch(conn, now)  # writes only (one blob, or one per owned partition)
-                self._saved_version = self.dispatch.version
-        for a, new_id in new_ids:
-            a.id = new_id()
-            assert a.id is not None  # a plain INSERT always makes its row
-            self.by_id[a.id] = a.fingerprint
-        for n, nid in created:
-            if (i := nid()) is not None:  # None: stored already (a replayed decision)
-                self._created.append(msgspec.structs.replace(n, id=i))
+        store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
+        self._emit(conn, outgoing, now)
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
-
-    def _insert(self, conn: Connection, a: Alert) -> None:
-        a.id = store.insert_alert(conn, a)
-        self.by_id[a.id] = a.fingerprint
+        if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
+            self._save_dispatch(conn, now)
+            self._saved_version = self.dispatch.version
 
     # Several writers (cluster/partitions.py): each stores the groups and timers of its partitions' alerts
     # in one blob per partition, so a partition's next owner loads exactly what concerns it.
@@ -298,10 +280,7 @@ class AlertStage:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
         self.dispatch.place(a, now, [self.dispatch.root])
 
-    def _emit(self, conn: Connection, outgoing: list[Outgoing],
-              now: float) -> list[tuple[Notification, Callable[[], int | None]]]:
-        """Outbox rows for `outgoing`: each notification with what reads its new id (None: stored already)."""
-        out = []
+    def _emit(self, conn: Connection, outgoing: list[Outgoing], now: float) -> None:
         for o in outgoing:
             views = tuple(a.view(self.url(a.pipeline), o.time) for fp in o.fingerprints
                           if (a := self.lookup(fp)) is not None)
@@ -312,12 +291,12 @@ class AlertStage:
             n = Notification(id=0, receiver=o.receiver, action=o.action, group_key=o.group_key,
                              group_labels=o.group_labels, alerts=views, time=o.time, key=key,
                              external_url=self.external_url)
-            nid = store.insert_notification_later(
-                conn, key=key, receiver=o.receiver, action=o.action.value, group_key=o.group_key,
-                teams=sorted({v.team for v in views}), fingerprints=list(o.fingerprints),
-                body=msgspec.json.encode(n).decode(), now=now)
-            out.append((n, nid))
-        return out
+            nid = store.insert_notification(conn, key=key, receiver=o.receiver, action=o.action.value,
+                                            group_key=o.group_key, teams=sorted({v.team for v in views}),
+                                            fingerprints=list(o.fingerprints),
+                                            body=msgspec.json.encode(n).decode(), now=now)
+            if nid is not None:
+                self._created.append(msgspec.structs.replace(n, id=nid))
 
     def _cadence(self, pipeline: str) -> float | None:
         """The interval of the pipeline's schedule (declared, from its events, or learned), if known."""
@@ -333,10 +312,7 @@ class AlertStage:
         rec = self.writer.pipelines.get(a.pipeline)
         if rec is None:
             return
-        k = (rec.id, a.run_id)
-        tasks = self.writer.batch_tasks.get(k)  # the fold's batch: just rolled up, in this transaction
-        if tasks is None:
-            tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, *k)]
+        tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
         failed = failed_first(tasks)
         if failed:
             first = failed[0]
@@ -347,12 +323,9 @@ class AlertStage:
         if a.error is None:
             h = self.health.judge.health.get(a.pipeline)
             a.error = h.last_error if h else None
-        run = self.writer.batch_runs.get(k)
-        if run is None:
-            row = writes.load_runs(self._conn, [k]).get(k)
-            run = writes.run_from_row(a.pipeline, row) if row is not None else None
-        if run is not None:
-            a.output = failure_output(run)
+        row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
+        if row is not None:
+            a.output = failure_output(writes.run_from_row(a.pipeline, row))
 
     # --- operators ------------------------------------------------------------------------------------------
     def _open_by_id(self, alert_id: int) -> Alert:

@@ -74,11 +74,6 @@ class Fold:
     def owns(self, pipeline: str) -> bool:
         """Whether this writer evaluates the pipeline (its partition is owned; see log.partition_of)."""
         return self.partitions is None or partition_of(pipeline) in self.partitions
-    # The batch being folded, for the stages after the fold in the same transaction (the alerts stage reads
-    # a failed run and its tasks from here instead of re-selecting them); emptied once the batch is done.
-    batch_runs: dict[tuple[int, str], Run] = {}         # (pipeline id, run id) -> the run as stored now
-    batch_tasks: dict[tuple[int, str], list[Run]] = {}  # a rolled-up parent -> its tasks as stored now
-    _batch_new: set[int] = set()                         # pipelines created in this batch: nothing stored yet
 
     def _declare(self, conn: Connection) -> None:
         """Pipelines the config names exactly exist before their first event, so a pipeline that never
@@ -165,7 +160,6 @@ class Fold:
                               ev.time, ev.time)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
-            self._batch_new.add(rec.id)
         return rec
 
     def _fold(self, conn: Connection, fresh: list[Event], now: float,
@@ -173,7 +167,6 @@ class Fold:
         """Fold `fresh` (new, deduplicated events) into pipelines, runs and lineage, and store them; returns
         each run as it was before and after. The runs are cached by `_remember`, after the later stages."""
         claims = claims or {}
-        self._batch_new, self.batch_runs, self.batch_tasks = set(), {}, {}
         dirty: dict[int, PipelineRec] = {}
         event_rows = []
         lineage_rows: list[dict] = []
@@ -213,8 +206,7 @@ class Fold:
                 grand = known_parents[parent_id][1]
                 if grand is not None:
                     wanted.add((rec.id, grand))
-        # a pipeline made in this transaction has no stored runs: nothing to look up
-        missing = [k for k in wanted if k not in self._runs and k[0] not in self._batch_new]
+        missing = [k for k in wanted if k not in self._runs]
         if missing:
             for k, row in writes.load_runs(conn, missing).items():
                 self._cache_put(k, writes.run_from_row(self.by_id[k[0]].key, row))
@@ -267,11 +259,9 @@ class Fold:
             if parent is None:
                 continue
             rec = recs.setdefault(pk, self.by_id[pk[0]])
-            stored = [] if pk[0] in self._batch_new else writes.load_tasks(conn, pk[0], pk[1])
-            tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in stored}
+            tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
             for r2 in children.get(pk, ()):
                 tasks[r2.run_id] = r2
-            self.batch_tasks[pk] = list(tasks.values())
             rolled = runfold.rollup(parent, tasks.values())
             if rolled == parent and pk not in work:
                 continue
@@ -281,28 +271,23 @@ class Fold:
             if rolled.parent_run_id is None:
                 self._track_open(rec, pk[1], rolled)
 
-        for pk, tlist in self.batch_tasks.items():  # a task rolled up itself (nested) as it is stored
-            self.batch_tasks[pk] = [work.get((pk[0], t.run_id), t) for t in tlist]
-        self.batch_runs = work
         inserts: list[tuple[int, Run]] = []
         updates: list[tuple[int, Run]] = []
         for k, run in work.items():
             (updates if before.get(k) is not None else inserts).append((k[0], run))
-        with writes.pipelined(conn):  # no reads in here: one round trip to PostgreSQL for all of them
-            writes.insert_events(conn, event_rows)
-            writes.insert_runs(conn, inserts)
-            writes.update_runs(conn, updates)
-            writes.insert_lineage(conn, lineage_rows)
-            if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
-                # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
-                self._touched.update(dirty)
-                self._flush_touched(conn)
-        self.bodies.maybe_train(conn, now)  # reads the events stored above
+        writes.insert_events(conn, event_rows)
+        self.bodies.maybe_train(conn, now)
+        writes.insert_runs(conn, inserts)
+        writes.update_runs(conn, updates)
+        writes.insert_lineage(conn, lineage_rows)
+        if dirty or time.monotonic() - self._touched_flushed >= TOUCH_FLUSH_S:
+            # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
+            self._touched.update(dirty)
+            self._flush_touched(conn)
         return [RunChange(recs[k], before.get(k), run) for k, run in work.items()]
 
     def _remember(self, changes: list[RunChange]) -> None:
         """Cache the folded runs, once the stages after the fold took them without error."""
-        self._batch_new, self.batch_runs, self.batch_tasks = set(), {}, {}
         for ch in changes:
             self._cache_put((ch.pipeline.id, ch.after.run_id), ch.after)
 

@@ -220,10 +220,9 @@ class HealthStage:
             views.append((pid, v["state"], v["reason"], v["state_since"], st.dumps(v), now))
             self._view_written[p] = mono
         self._stale_views -= due
-        with writes.pipelined(conn):  # neither reads: one round trip to PostgreSQL for both
-            st.upsert_views(conn, views)
-            st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings
-                                      if f.pipeline_id in self._ids))
+        st.upsert_views(conn, views)
+        st.insert_findings(conn, ((self._ids[f.pipeline_id], f) for f in out.findings
+                                  if f.pipeline_id in self._ids))
 
     def checkpoint(self, conn: Connection, now: float) -> None:
         """Engine state of the pipelines that changed, the rollups, and the event id they reflect."""
