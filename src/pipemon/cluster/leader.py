@@ -15,6 +15,8 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipemon.store.db import end_session
+
 log = logging.getLogger(__name__)
 
 TRY_EVERY_S = 1.0
@@ -89,12 +91,9 @@ class Leadership:
         self._drop()
 
     def _drop(self) -> None:
+        # the session ends, not back to the pool: a pooled session would keep the lock it may still hold
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - a dead connection may fail to close
-                pass
+        end_session(conn)
 
 
 class PartitionLocks:
@@ -182,10 +181,6 @@ class PartitionLocks:
             return None
 
     def _drop(self) -> None:
+        # the session ends, not back to the pool: a pooled session would keep the lock it may still hold
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:  # invalidated, not returned to the pool: the session ends, and any lock it held with it
-                conn.invalidate()
-                conn.close()
-            except Exception:  # noqa: BLE001 - a dead connection may fail to close
-                pass
+        end_session(conn)

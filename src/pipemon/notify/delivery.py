@@ -68,6 +68,7 @@ from pipemon.notify.rules import (
     streak_after,
 )
 from pipemon.store import alerting as store
+from pipemon.store.db import end_session
 
 log = logging.getLogger(__name__)
 
@@ -415,12 +416,9 @@ class Deliverer:
             raise
 
     def _close_conn(self) -> None:
+        # ended, not pooled: the session's `SET synchronous_commit TO OFF` must not reach other users
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - a dead connection may fail to close
-                pass
+        end_session(conn)
 
     def _claim_once(self) -> None:
         """Claim what may be sent and route it to the lanes. Shared: at once, on this thread. Embedded:

@@ -64,6 +64,18 @@ def url_password(url: str) -> str | None:
     return str(pw) if pw else None
 
 
+def end_session(conn: Connection | None) -> None:
+    """End a connection's database session instead of returning it to the pool: whatever the session held
+    (advisory locks, `SET` options) ends with it, and a dead connection that fails to close is no error."""
+    if conn is None:
+        return
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close
+        pass
+
+
 def is_sqlite(url: str) -> bool:
     return normalize_url(url).startswith("sqlite")
 
