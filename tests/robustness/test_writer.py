@@ -129,6 +129,28 @@ def test_request_answered_503_at_its_deadline_is_never_committed_later(owned_db)
         pm.close()
 
 
+def test_started_work_has_a_budget_that_grows_with_its_size(tmp_path):
+    """A big batch whose work outlasts the request timeout is committed, not rolled back and answered 503
+    (which a client's retry of the same batch would meet again, for ever, on a slow disk)."""
+    pm = build(f"sqlite:///{tmp_path / 'p.db'}", clock=WallClock(), deliver=False)
+    pm.writer.request_timeout = 0.3
+    on_changes = pm.stages.on_changes
+
+    def slow(conn, changes, evs, now):  # the work takes twice the request timeout, whatever the machine
+        time.sleep(0.6)
+        on_changes(conn, changes, evs, now)
+    pm.stages.on_changes = slow  # type: ignore[method-assign]
+    pm.start()
+    try:
+        batch = native.parse(msgspec.json.encode([
+            {"pipeline": f"big/p{i}", "type": "HEARTBEAT", "event_id": f"e{i}"} for i in range(2000)]), time.time())
+        r = pm.writer.submit(batch).result(30)
+        assert (r.accepted, r.duplicates) == (2000, 0)
+        assert pm.writer.stats["timed_out"] == 0 and pm.writer.stats["abandoned"] == 0
+    finally:
+        pm.close()
+
+
 def test_input_the_database_refuses_fails_alone_and_reloads_once(db_url):
     pm = build(db_url, clock=WallClock(), deliver=False)
     pm.start()

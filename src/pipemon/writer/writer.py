@@ -20,8 +20,9 @@ Faults (see `classify`). Every unit of work (a group, a tick, a call) runs in on
     group's other requests are committed; the state is reloaded once, never in a loop.
   - BUG (anything else): as INPUT, but logged with its traceback and answered as the error it is.
 Every request has a deadline (`request_timeout`): a watcher thread answers 503 to any request still
-queued past it, also when the writer is stuck on a silent database or has died. A request answered 503
-that way was never started, so it is never committed later behind the client's back.
+queued past it, also when the writer is stuck on a silent database or has died. Started work gets a fresh
+budget that grows with its size (WORK_S_PER_EVENT); past it, it is answered 503 and rolled back before its
+commit. A request answered 503 is never committed later behind the client's back.
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 MAX_GROUP_EVENTS = 20_000
 UNASSIGNED = None
 REQUEST_TIMEOUT_S = 10.0   # a request waits this long for the writer at most, then gets 503
+# Once started, work gets a fresh budget that grows with its size: a 10,000-event batch on a slow disk must not
+# be rolled back and answered 503 every time it is retried (the budget still ends work on a silent database).
+WORK_S_PER_EVENT = 0.002
 BACKOFF_BASE_S = 0.25      # reconnect backoff: doubling from here, capped, with jitter ×[0.5, 1]
 BACKOFF_CAP_S = 4.0        # capped low: the database's return is noticed within a few seconds
 HEARTBEAT = "writer_heartbeat"  # the checkpoints row each tick writes: proof the store is writable
@@ -127,7 +131,7 @@ class _Submission:
     events: list[Event]
     future: Future
     caller: Caller | None = None  # who sent them (admission.py: its team's pipelines only, new ones limited)
-    deadline: float = float("inf")  # time.monotonic() after which it is answered 503, not started
+    deadline: float = float("inf")  # time.monotonic() after which it is answered 503 (and rolled back)
 
 
 @dataclass
@@ -186,8 +190,9 @@ class Writer(Fold):
         self._died: str | None = None
         self._wrote_at: float | None = None     # monotonic time of the last committed write
         self._retry: list[_Item] = []           # work caught by an outage, retried after reconnecting
-        # Requests not yet started, oldest first (all share one timeout, so also soonest deadline first):
-        # the watcher answers 503 to those past their deadline. The lock orders claiming against expiry.
+        # Requests not yet answered, oldest first: those not started share one timeout (so they are also
+        # soonest deadline first); started ones have their work budget. The watcher answers 503 to those
+        # past their deadline. The lock orders claiming against expiry.
         self._waiting: OrderedDict[int, _Item] = OrderedDict()
         self._claim_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -318,6 +323,14 @@ class Writer(Fold):
                 return False
             return fut.running() or fut.set_running_or_notify_cancel()
 
+    def _budget(self, group: list[_Submission]) -> None:
+        """Started work's deadline: the request timeout again plus time for the group's events."""
+        n = sum(len(s.events) for s in group)
+        until = time.monotonic() + self.request_timeout + WORK_S_PER_EVENT * n
+        with self._claim_lock:
+            for s in group:
+                s.deadline = max(s.deadline, until)
+
     def _answer(self, item: _Item, result: object = None, error: BaseException | None = None) -> None:
         with self._claim_lock:
             self._waiting.pop(id(item), None)
@@ -334,9 +347,10 @@ class Writer(Fold):
         """Answer 503 to requests whose deadline is before `now` (all of them at stop), queued or in work:
         work in progress checks before its commit and rolls back (see `_process`)."""
         with self._claim_lock:
-            while self._waiting:
-                key, item = next(iter(self._waiting.items()))
+            for key, item in list(self._waiting.items()):
                 if item.deadline > now:
+                    if item.future.running():
+                        continue  # started, within its work budget; later ones may be queued and late
                     break
                 del self._waiting[key]
                 try:  # the caller may cancel it meanwhile, from its own thread (a consumer stopping)
@@ -597,6 +611,7 @@ class Writer(Fold):
         group = [s for s in group if self._claim(s)]
         if not group:
             return
+        self._budget(group)
         try:
             results = self._process([s.events for s in group], lambda: any(s.future.done() for s in group),
                                     [s.caller for s in group])
