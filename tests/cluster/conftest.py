@@ -120,8 +120,13 @@ class Poster:
     """Posts native batches round-robin to the api nodes from one thread; a 503 (or a connection error) is
     retried, as a client does; `acked` counts the events of every 2xx."""
 
-    def __init__(self, urls: list[str], batches: list[bytes]) -> None:
+    def __init__(self, urls: list[str], batches: list[bytes], hold_after: int | None = None) -> None:
         self.urls, self.batches = urls, batches
+        # With hold_after, the poster stops once that many events are acknowledged until `go` is set, so a
+        # test can cut something at a known point with the rest still to send (however fast the machine).
+        self.hold_after = hold_after
+        self.holding = threading.Event()
+        self.go = threading.Event()
         self.acked = 0
         self.refused = 0          # 503 answers seen
         self.retry_after: set[str] = set()
@@ -133,6 +138,9 @@ class Poster:
     def run(self) -> None:
         with httpx.Client(timeout=15) as http:
             for i, body in enumerate(self.batches):
+                if self.hold_after is not None and self.acked >= self.hold_after and not self.go.is_set():
+                    self.holding.set()
+                    self.go.wait()
                 while True:
                     url = self.urls[(i + self.refused) % len(self.urls)]
                     try:

@@ -120,12 +120,13 @@ def test_postgres_cut_for_30s_loses_nothing_acknowledged(owned_db, prefix, tmp_p
         cluster.start("worker")
         api = cluster.start("api")
         wait_until(lambda: ready(api).get("status") == "ready", "the api node", 30)
-        poster = Poster([api.url], batches(events, 100))
+        poster = Poster([api.url], batches(events, 100), hold_after=1_000)
         poster.thread.start()
-        wait_until(lambda: poster.acked >= 1_000, "the first events", 60)
+        wait_until(poster.holding.is_set, "the first events", 60)
         proxy.cut()
         cut_at = time.monotonic()
         acked_before = poster.acked
+        poster.go.set()  # the other 7,000 are sent while the database is away
         seen = wait_until(lambda: ready(api).get("components", {}).get("database", "").startswith("unreach")
                           and ready(api), "the api node to see the database gone", 15)
         assert seen["status"] == "ready"  # it still takes events: they wait in the log
@@ -153,10 +154,11 @@ def test_nats_unreachable_answers_503_and_loses_nothing(owned_db, prefix, nats_p
         cluster.start("worker")
         api = cluster.start("api", bus=f"nats://127.0.0.1:{nats_proxy.port}")
         wait_until(lambda: ready(api).get("status") == "ready", "the api node", 30)
-        poster = Poster([api.url], batches(events, 50))
+        poster = Poster([api.url], batches(events, 50), hold_after=500)
         poster.thread.start()
-        wait_until(lambda: poster.acked >= 500, "the first events", 60)
+        wait_until(poster.holding.is_set, "the first events", 60)
         nats_proxy.cut()
+        poster.go.set()  # the other 3,500 meet the cut
         wait_until(lambda: poster.refused >= 3, "503 answers while NATS is away", 20)
         body = ready(api)
         assert body["status"] == "not ready" and "event_log" in body["failing"]
