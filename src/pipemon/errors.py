@@ -14,6 +14,7 @@
     ├── NotFound               404 from the query API (also: another team's record)
     ├── Conflict               409 (e.g. a run id shared by several pipelines)
     ├── Unavailable            503 + Retry-After: the database is away or the writer is behind; retry
+    │   └── Elsewhere          this node's writer does not keep it (a cluster node relays it there)
     └── Rejected               422: the database refused this one input (a constraint); retrying cannot help
 
 Third-party errors (msgspec, SQLAlchemy, httpx) are translated where they are caught, at the edges.
@@ -113,6 +114,16 @@ class Unavailable(PipemonError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class Elsewhere(Unavailable):
+    """This node's writer does not keep what the request changes: it does not run here (an api or dispatcher
+    node, a standby worker), or another worker owns the pipeline's partition (`partition`; None: unknown
+    here). A cluster node relays the request to the worker that keeps it (cluster/relay.py); else 503."""
+
+    def __init__(self, message: str, retry_after: float = 2.0, partition: int | None = None) -> None:
+        self.partition = partition
+        super().__init__(message, retry_after)
 
 
 class Rejected(PipemonError):

@@ -104,12 +104,12 @@ pipelines:
 """
 
 
-def late_pipelines(per_half: int = 3) -> list[str]:
+def late_pipelines(per_half: int = 3, namespace: str = "late") -> list[str]:
     """Pipeline names whose partitions fall in both halves, so that each of 2 workers owns some."""
     lo, hi = [], []
     i = 0
     while len(lo) < per_half or len(hi) < per_half:
-        key = f"late/p{i}"
+        key = f"{namespace}/p{i}"
         (lo if partition_of(key) < 8 else hi).append(key)
         i += 1
     return lo[:per_half] + hi[:per_half]

@@ -17,6 +17,7 @@ from pipemon.config import parse_duration
 from pipemon.errors import BadRequest, Forbidden
 from pipemon.store import audit
 from pipemon.store import tokens as store
+from pipemon.api.owner import on_owner
 
 router = APIRouter(tags=["admin"])
 ADMIN = {"x-pipemon-action": Action.ADMIN.value}
@@ -72,8 +73,7 @@ def revoke_token(conn, who: Caller, name: str, now: float) -> store.Token:
                         409: {"description": "the name is taken"}})
 async def post_token(request: Request, body: NewToken, who: Admin) -> dict[str, Any]:
     pm = request.app.state.pm
-    tok, secret = await asyncio.wrap_future(pm.writer.submit_call(
-        lambda conn, now: create_token(conn, who, body, now)))
+    tok, secret = await on_owner(request, lambda conn, now: create_token(conn, who, body, now))
     await asyncio.to_thread(request.app.state.keyring.load)  # honoured at once by this process
     return {**store.token_view(tok, pm.clock.now()), "token": secret}
 
@@ -91,8 +91,7 @@ def list_tokens(request: Request, who: Admin, team: str | None = None) -> dict[s
                summary="Revoke a token (refused from the next request on, in every replica within 2 s)")
 async def delete_token(request: Request, name: str, who: Admin) -> dict[str, Any]:
     pm = request.app.state.pm
-    tok = await asyncio.wrap_future(pm.writer.submit_call(
-        lambda conn, now: revoke_token(conn, who, name, now)))
+    tok = await on_owner(request, lambda conn, now: revoke_token(conn, who, name, now))
     await asyncio.to_thread(request.app.state.keyring.load)
     return store.token_view(tok, pm.clock.now())
 

@@ -20,6 +20,7 @@ from pipemon.ingest.common import iso
 from pipemon.model import AlertState, DeliveryStatus
 from pipemon.store import alerting as store
 from pipemon.store import audit
+from pipemon.api.owner import on_owner
 
 router = APIRouter(tags=["alerts"])
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -115,7 +116,7 @@ async def _by_hand(request: Request, who: Caller, action: str, alert_id: int,
                      {"pipeline": a.pipeline})
         return a
 
-    a = await asyncio.wrap_future(pm.writer.submit_call(change))
+    a = await on_owner(request, change)
     return await asyncio.to_thread(_live_alert, pm, a)  # a database read: off the event loop
 
 
@@ -170,7 +171,7 @@ async def add_silence(request: Request, who: Operator, body: NewSilence) -> dict
                              "comment": body.comment})
         return silence_view(s, now)
 
-    return await asyncio.wrap_future(pm.writer.submit_call(add))
+    return await on_owner(request, add)
 
 
 @router.get("/api/v1/silences", summary="Silences, newest first", openapi_extra=READ)
@@ -192,7 +193,7 @@ async def expire_silence(request: Request, who: Operator, silence_id: Id) -> dic
                      team=getattr(row, "team", who.team))
         return silence_view(row, now)
 
-    return await asyncio.wrap_future(pm.writer.submit_call(expire))
+    return await on_owner(request, expire)
 
 
 # --- deliveries ---------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def create_app(pm: Pipemon, freeze_gc: bool = False, auth: AuthMode | str = Auth
     async def lifespan(_: FastAPI):
         keyring.start()
         if pm.node is not None:  # a cluster role: the node starts what its role leads (cluster/node.py)
+            pm.node.relay.app = app  # relayed operator changes are answered by this app (cluster/relay.py)
             await pm.node.start()
         else:
             pm.start()

@@ -6,10 +6,11 @@ import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from pipemon.api.owner import Relayed
 from pipemon.errors import (BadRequest, Conflict, Forbidden, IngestError, NotFound, Rejected, TooMany,
                             Unauthorized, Unavailable)
 
@@ -58,6 +59,10 @@ def denied(e: Unauthorized | Forbidden | TooMany) -> JSONResponse:
 
 
 def install(app: FastAPI, metrics=None) -> None:
+    @app.exception_handler(Relayed)
+    async def _relayed(_: Request, e: Relayed) -> Response:
+        return e.response  # the answer of the worker that keeps what the request changed (api/owner.py)
+
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, e: Unavailable) -> JSONResponse:
         return unavailable(e)

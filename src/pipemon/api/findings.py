@@ -1,7 +1,6 @@
 """Anomaly findings over HTTP, and operator feedback on them (honoured from the pipeline's next run)."""
 from __future__ import annotations
 
-import asyncio
 import enum
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from pipemon.errors import BadRequest
 from pipemon.ingest.common import iso
 from pipemon.store import audit, reads
 from pipemon.store import state as st
+from pipemon.api.owner import on_owner
 
 router = APIRouter(tags=["findings"])
 
@@ -73,4 +73,4 @@ async def feedback(request: Request, who: Annotated[Caller, Depends(auth.require
                      detail={"pipeline": row.key, "metric": row.metric, "verdict": verdict.value})
         return finding_view(st.set_verdict(conn, finding_id, verdict.value, now), row.key)
 
-    return await asyncio.wrap_future(pm.writer.submit_call(apply))
+    return await on_owner(request, apply)

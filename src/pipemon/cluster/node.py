@@ -31,6 +31,7 @@ from pipemon.cluster import partitions, watchdog
 from pipemon.cluster.consumer import Consumer
 from pipemon.cluster.dispatcher import new_deliverer
 from pipemon.cluster.leader import TRY_EVERY_S, Leadership, PartitionLocks
+from pipemon.cluster.relay import Relay
 from pipemon.log import PARTITIONS
 from pipemon.log.nats import Names, NatsLog
 from pipemon.model import DeliveryStatus
@@ -96,6 +97,7 @@ class Node:
         self.writer_running = False
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.relay = Relay(self)  # operator changes sent here reach the worker that keeps them
         pm.alerts.on_notifications.append(self._wake_dispatcher)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -108,6 +110,7 @@ class Node:
         if self.role.works:
             own = functools.partial(partitions.own_partitions, self)
             loops.append(("worker role", own if self.partitioned else self._lead_worker))
+            loops.append(("relay", self.relay.keep_subscribed))
         if self.role.dispatches:
             loops.append(("dispatcher role", self._dispatch))
             if self.watchdog_receiver:
@@ -119,6 +122,7 @@ class Node:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.relay.close()
         if self.partitioned and self.role.works:
             await partitions.stop(self)
         await self._step_down_worker()
@@ -184,6 +188,15 @@ class Node:
             await asyncio.wait_for(self.consumer.stop(), STEP_DOWN_S)
         except asyncio.TimeoutError:
             log.warning("the consumers did not stop within %.0f s; going on", STEP_DOWN_S)
+
+    def kept_partitions(self) -> set[int]:
+        """The partitions whose pipelines this node's writer keeps now (operator changes for them are
+        answered here): none unless the writer serves; all while leading; the owned share if partitioned."""
+        if not self.writer_running or self.pm.writer.not_serving is not None:
+            return set()
+        if self.partitioned:
+            return set(self.partition_locks.owned)
+        return set(range(PARTITIONS)) if self.worker_lead.leading else set()
 
     def leads_work(self) -> bool:
         """Whether this node's writer runs now (it leads, or owns partitions)."""

@@ -8,7 +8,6 @@ as a missing one), and is recorded by its token's name; a cross-site form post i
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from pipemon.access import Action, Caller
+from pipemon.api.owner import on_owner
 from pipemon.config import parse_duration
 from pipemon.errors import BadRequest, NotFound
 from pipemon.store import alerting as alert_store
@@ -55,15 +55,15 @@ def _alert_id(raw: str) -> int:
     return int(raw)
 
 
-def _submit(pm, fn) -> Any:
-    return asyncio.wrap_future(pm.writer.submit_call(fn))
+def _submit(request: Request, fn) -> Any:
+    return on_owner(request, fn)  # in this node's writer, or relayed to the worker keeping it
 
 
 @router.post("/alerts/{alert_id}/ack", summary="Acknowledge (form)", openapi_extra=OPERATE)
 async def ack(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
-        await _submit(pm, lambda conn, now: _audited(conn, who, "alert.acknowledge", aid, now,
+        await _submit(request, lambda conn, now: _audited(conn, who, "alert.acknowledge", aid, now,
                                                      pm.alerts.acknowledge(conn, aid, who.name, now,
                                                                              who.scope())))
         return f"alert {aid} acknowledged by {who.name}"
@@ -74,7 +74,7 @@ async def ack(request: Request, who: Operator, alert_id: str) -> Response:
 async def resolve(request: Request, who: Operator, alert_id: str) -> Response:
     async def do(pm, fields):
         aid = _alert_id(alert_id)
-        await _submit(pm, lambda conn, now: _audited(
+        await _submit(request, lambda conn, now: _audited(
             conn, who, "alert.resolve", aid, now, pm.alerts.resolve(conn, aid, who.name, now, who.scope())))
         return f"alert {aid} resolved by {who.name}"
     return await _act(request, do)
@@ -114,7 +114,7 @@ async def silence(request: Request, who: Operator, alert_id: str) -> Response:
                          detail={"matchers": matchers, "comment": comment, "from": "dashboard"})
             return s
 
-        s = await _submit(pm, add)
+        s = await _submit(request, add)
         return f"silence {s.id} added by {who.name} for {length}"
     return await _act(request, do)
 
@@ -125,7 +125,7 @@ async def expire(request: Request, who: Operator, silence_id: str) -> Response:
         if not silence_id.isdigit() or not 1 <= int(silence_id) < 2**31:
             raise NotFound(f"no silence {silence_id!r}")
         sid = int(silence_id)
-        await _submit(pm, lambda conn, now: audit.record(
+        await _submit(request, lambda conn, now: audit.record(
             conn, actor=who, action="silence.expire", target=str(sid), now=now,
             team=getattr(pm.alerts.expire_silence(conn, sid, now, who.scope()), "team", who.team)))
         return f"silence {sid} expired"

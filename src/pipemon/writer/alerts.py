@@ -340,9 +340,10 @@ class AlertStage:
         is scoped by the caller's team)."""
         row = store.get_alert(conn, alert_id, scope)
         if self.writer is not None and not self.writer.owns(row.pipeline):
-            from pipemon.errors import Unavailable
-            raise Unavailable(f"alert {alert_id} ({row.pipeline}) is kept by the worker owning partition "
-                              f"{partition_of(row.pipeline)}, not this one: retry, or send it there", 2.0)
+            from pipemon.errors import Elsewhere
+            p = partition_of(row.pipeline)
+            raise Elsewhere(f"alert {alert_id} ({row.pipeline}) is kept by the worker owning partition {p}, "
+                            "not this one", partition=p)
         return self._open_by_id(alert_id)
 
     def acknowledge(self, conn: Connection, alert_id: int, by: str, now: float,

@@ -23,7 +23,7 @@ from pipemon import calendars
 from pipemon.config import Settings
 from pipemon.engine.detect import Verdict
 from pipemon.engine.judge import Judge, Outcome, spec_inputs
-from pipemon.errors import Unavailable
+from pipemon.errors import Elsewhere
 from pipemon.log import partition_of
 from pipemon.model import Event, Run, RunStatus
 from pipemon.store import maintenance
@@ -188,8 +188,8 @@ class HealthStage:
 
     def feedback(self, conn: Connection, pipeline: str, metric: str, verdict: Verdict, now: float) -> Outcome:
         if not self._owns(pipeline):  # several writers: its detectors live in its partition's owner
-            raise Unavailable(f"{pipeline} is kept by the worker owning partition {partition_of(pipeline)}, "
-                              "not this one: retry, or send it there", 2.0)
+            raise Elsewhere(f"{pipeline} is kept by the worker owning partition {partition_of(pipeline)}, "
+                            "not this one", partition=partition_of(pipeline))
         out = Outcome()
         self.judge.feedback(pipeline, metric, verdict, now, out)
         self._dirty.add(pipeline)

@@ -45,7 +45,7 @@ from pipemon import admission
 from pipemon.access import Caller
 from pipemon.clock import Clock
 from pipemon.config import Settings
-from pipemon.errors import PipemonError, Rejected, Unavailable
+from pipemon.errors import Elsewhere, PipemonError, Rejected, Unavailable
 from pipemon.model import Event, Run
 from pipemon.store import state as st
 from pipemon.store import writes
@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 MAX_GROUP_EVENTS = 20_000
 UNASSIGNED = None
 REQUEST_TIMEOUT_S = 10.0   # a request waits this long for the writer at most, then gets 503
-# Once started, work gets a fresh budget that grows with its size: a 10,000-event batch on a slow disk must not
-# be rolled back and answered 503 every time it is retried (the budget still ends work on a silent database).
+# Once started, work gets a fresh budget that grows with its size: a 10,000-event batch on a slow disk must
+# not be rolled back and answered 503 on every retry (the budget still ends work on a silent database).
 WORK_S_PER_EVENT = 0.002
 BACKOFF_BASE_S = 0.25      # reconnect backoff: doubling from here, capped, with jitter ×[0.5, 1]
 BACKOFF_CAP_S = 4.0        # capped low: the database's return is noticed within a few seconds
@@ -261,7 +261,7 @@ class Writer(Fold):
     def _enqueue(self, item: _Item) -> Future:
         refusal = self._refusal() if self._thread is not None else None
         if self._thread is None and self.not_serving is not None:
-            refusal = Unavailable(self.not_serving, 2.0)
+            refusal = Elsewhere(self.not_serving, 2.0)
         if refusal is not None:
             item.future.set_exception(refusal)
             return item.future

@@ -1,0 +1,141 @@
+"""Operator changes reach the worker that keeps them, whichever node they were sent to (api/owner.py).
+
+A node whose writer does not keep what a request changes sends the request whole (method, path, query,
+headers, body, the client's address) as a NATS request to `{prefix}.operate.{partition}`, or to
+`{prefix}.operate.any` when it does not know the partition (an api node does not read the alert first).
+Every worker whose writer runs subscribes to `any` and to each partition it keeps (all 16 while it leads,
+its share in partitioned mode), in one queue group, so one of them answers. It runs the request through its
+own HTTP app in process, with the caller's own credentials (checked again there), and replies with the
+response; a worker that took an `any` request for a partition it does not own relays it once more, to that
+partition's subject (at most `owner.MAX_HOPS`). No worker keeping it (a take-over in progress, NATS away):
+503 with Retry-After, nothing changed. NATS is inside the trust boundary, as PostgreSQL is: whoever can
+publish on these subjects can speak for any client that reaches the api.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+from fastapi import Request
+from fastapi.responses import Response
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from pipemon.api.owner import RELAY_HOPS
+from pipemon.errors import Elsewhere, Unavailable
+
+if TYPE_CHECKING:
+    from pipemon.cluster.node import Node
+
+log = logging.getLogger(__name__)
+
+RELAY_TIMEOUT_S = 15.0  # above the writer's own deadline for a call (writer.REQUEST_TIMEOUT_S)
+SYNC_EVERY_S = 0.5      # how soon a worker that starts or stops keeping partitions (un)subscribes
+QUEUE = "operate"
+# not forwarded: the relay sets its own (hop count, length) and these describe one connection only
+DROPPED = {"content-length", "transfer-encoding", "connection", "keep-alive", RELAY_HOPS}
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    method: str
+    target: str                      # path and query, as received
+    headers: list[tuple[str, str]]
+    body: bytes
+    client: str | None
+    hops: int
+
+
+class Answer(msgspec.Struct, frozen=True):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def subject(prefix: str, partition: int | None) -> str:
+    return f"{prefix}.operate.{'any' if partition is None else partition}"
+
+
+class Relay:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.app: Any = None  # the node's HTTP app, set when it starts (api/app.py lifespan)
+        self._subs: dict[str, Any] = {}
+        self.relayed = 0   # requests this node sent on / answered for another
+        self.answered = 0
+
+    # --- the sending side ---------------------------------------------------------------------------------
+    async def send(self, request: Request, why: Elsewhere, hops: int) -> Response:
+        nc = self.node.bus.nc
+        if nc is None:
+            raise why  # NATS not reached yet: the 503 that says what keeps it
+        query = request.url.query
+        env = Envelope(request.method, request.url.path + (f"?{query}" if query else ""),
+                       [(k, v) for k, v in request.headers.items() if k not in DROPPED],
+                       await request.body(), request.client.host if request.client else None, hops)
+        to = subject(self.node.names.prefix, why.partition)
+        try:
+            msg = await nc.request(to, msgspec.json.encode(env), timeout=RELAY_TIMEOUT_S)
+        except NoRespondersError:
+            raise Unavailable(f"{why}, and no worker keeping it answers now (a take-over in progress, or "
+                              "none running); retry", 2.0) from None
+        except (NatsTimeout, asyncio.TimeoutError):
+            raise Unavailable(f"{why}; the worker keeping it did not answer within {RELAY_TIMEOUT_S:.0f} s; "
+                              "retry", 2.0) from None
+        self.relayed += 1
+        ans = msgspec.json.decode(msg.data, type=Answer)
+        return Response(ans.body, status_code=ans.status, headers=dict(ans.headers))
+
+    # --- the answering side (workers whose writer runs) -----------------------------------------------------
+    async def keep_subscribed(self) -> None:
+        """A node loop: subscribed to `any` and each kept partition while the writer runs here, else none."""
+        while True:
+            await self._sync()
+            await asyncio.sleep(SYNC_EVERY_S)
+
+    async def _sync(self) -> None:
+        nc = self.node.bus.nc
+        if nc is None or self.app is None:
+            return
+        kept = self.node.kept_partitions()
+        prefix = self.node.names.prefix
+        want = {subject(prefix, p) for p in kept} | ({subject(prefix, None)} if kept else set())
+        for name in sorted(set(self._subs) - want):
+            sub = self._subs.pop(name)
+            try:
+                await sub.unsubscribe()
+            except Exception as e:  # noqa: BLE001 - a closed connection has no subscriptions left anyway
+                log.debug("unsubscribing %s: %s", name, e)
+        for name in sorted(want - set(self._subs)):
+            self._subs[name] = await nc.subscribe(name, queue=QUEUE, cb=self._answer)
+
+    async def close(self) -> None:
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _answer(self, msg) -> None:
+        try:
+            env = msgspec.json.decode(msg.data, type=Envelope)
+        except msgspec.DecodeError as e:
+            log.warning("a relayed request that is not one (%s): dropped", e)
+            return
+        headers = [(k, v) for k, v in env.headers if k not in DROPPED] + [(RELAY_HOPS, str(env.hops))]
+        transport = httpx.ASGITransport(app=self.app, client=(env.client or "0.0.0.0", 0))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://relay") as http:
+                r = await http.request(env.method, env.target, headers=headers, content=env.body,
+                                       timeout=RELAY_TIMEOUT_S)
+            ans = Answer(r.status_code, [(k, v) for k, v in r.headers.items() if k not in DROPPED], r.content)
+        except Exception as e:  # noqa: BLE001 - the sender must get an answer, not wait for its timeout
+            log.exception("answering a relayed %s %s failed", env.method, env.target)
+            why = f"the worker keeping it failed to answer: {type(e).__name__}"
+            body = msgspec.json.encode({"error": "storage_unavailable", "message": why})
+            ans = Answer(503, [("content-type", "application/json"), ("retry-after", "2")], body)
+        self.answered += 1
+        await msg.respond(msgspec.json.encode(ans))
