@@ -21,6 +21,7 @@ import httpx
 import msgspec
 from fastapi import Request
 from fastapi.responses import Response
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -84,6 +85,8 @@ class Relay:
         except (NatsTimeout, asyncio.TimeoutError):
             raise Unavailable(f"{why}; the worker keeping it did not answer within {RELAY_TIMEOUT_S:.0f} s; "
                               "retry", 2.0) from None
+        except NatsError as e:  # disconnected meanwhile, a body over NATS's max_payload …
+            raise Unavailable(f"{why}; relaying it failed ({type(e).__name__}); retry", 2.0) from None
         self.relayed += 1
         ans = msgspec.json.decode(msg.data, type=Answer)
         return Response(ans.body, status_code=ans.status, headers=dict(ans.headers))
