@@ -6,6 +6,7 @@ node and 2 partitioned workers on the shared PostgreSQL and NATS.
   and the store and the audit log hold the change once.
 - A silence and a dashboard form post through the api node; the form's redirect comes back as sent.
 - No worker running: the api node answers 503 with Retry-After at once, naming why, and changes nothing.
+- A receiver failing on a dispatcher: its `receiver_failing` alert opens on the worker, and resolves.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import msgspec
 import pytest
 
 from pipemon.log import partition_of
+from tests.alerting.delivery_helpers import FlakyReceiver
 from tests.cluster.conftest import Cluster, count, ready, wait_until
 from tests.cluster.test_partitions import late_pipelines, owned, split_evenly
 
@@ -93,3 +95,49 @@ def test_operator_changes_sent_anywhere_are_made_by_the_owner(owned_db, prefix, 
         assert time.monotonic() - started < 5, "no responders is known at once, not after a timeout"
     finally:
         cluster.stop()
+
+
+RECEIVER_CONFIG = """
+alerting: {{receiver_failure_threshold: 2}}
+receivers:
+  - name: hook
+    webhook: {{url: "{url}/hook"}}
+route:
+  receiver: hook
+  group_by: [pipeline]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 4h
+"""
+
+
+def test_a_receiver_failing_on_a_dispatcher_raises_and_resolves_its_alert_on_the_worker(owned_db, prefix,
+                                                                                       tmp_path):
+    """A dispatcher holds no engine state: the receiver's status crosses to the worker over NATS, which
+    opens `receiver_failing` when deliveries keep failing and resolves it when they work again."""
+    _, _, db = owned_db
+    hook = FlakyReceiver("down")
+    cfg = tmp_path / "pipemon.yaml"
+    cfg.write_text(RECEIVER_CONFIG.format(url=hook.url))
+    cluster = Cluster(db, tmp_path, prefix, str(cfg))
+
+    def states() -> list[str]:
+        return [a["state"] for a in httpx.get(api.url + "/api/v1/alerts", timeout=5, params={
+            "state": "firing,acknowledged,resolved", "kind": "receiver_failing"}).json()["items"]]
+    try:
+        cluster.start("worker")
+        cluster.start("dispatcher")
+        api = cluster.start("api")
+        wait_until(lambda: ready(api).get("status") == "ready", "the api node", 30)
+        r = httpx.post(api.url + "/api/v1/events", content=failing([f"rf/p{i}" for i in range(3)]),
+                       headers={"Content-Type": "application/json"}, timeout=15)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: states() == ["firing"], "receiver_failing raised on the worker", 60, every=0.5)
+        assert hook.refused >= 2
+        hook.mode = "ok"
+        wait_until(lambda: states() == ["resolved"], "receiver_failing resolved once deliveries work", 90,
+                   every=0.5)
+        assert hook.wait_for(lambda h: len(h.on("/hook")) >= 3, 30), "the held notifications delivered"
+    finally:
+        cluster.stop()
+        hook.close()

@@ -9,30 +9,74 @@ dispatcher claim at once (no polling delay; they skip each other's rows). A disp
 leaves its claim to expire (LEASE_S); another claims the row and resends it with the same idempotency key
 (webhook Idempotency-Key, PagerDuty dedup_key = the alert's fingerprint), which the receiver deduplicates.
 
-A receiver that keeps failing is logged here; opening its `receiver_failing` alert needs the worker's
-engine state (TODO: forward the change to the leading worker over NATS).
+A receiver that keeps failing (or works again) is reported over NATS to the worker keeping its
+`receiver_failing` alert (cluster/relay.py), which opens (or resolves) it; sent again until one took it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from pipemon.cluster.relay import ReceiverStatus
+from pipemon.errors import Unavailable
 from pipemon.notify import build_receivers
 from pipemon.notify.delivery import Deliverer
 
 log = logging.getLogger(__name__)
 
 
-class _ReceiverStatusLog:
-    """Stands in for the engine's alerting on a dispatcher: says what it would raise."""
+class _ReceiverStatusRelay:
+    """Stands in for the engine's alerting on a dispatcher: a receiver's status goes to the worker keeping
+    its alert, apart from the deliverer's result records (a worker away must not hold those up): the latest
+    status of each receiver is kept here and sent until a worker took it (receiver_status is idempotent)."""
 
     external_url = None
+    RETRY_S = 2.0
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self._pending: dict[str, ReceiverStatus] = {}
+        self._lock = threading.Lock()
+        self._task: asyncio.Task | None = None
 
     def receiver_status(self, conn, receiver: str, failing: bool, error: str, now: float) -> None:
+        """Called on the records thread; the NATS client lives on the node's event loop."""
         if failing:
             log.error("receiver %s keeps failing: %s", receiver, error)
         else:
             log.warning("receiver %s works again", receiver)
+        with self._lock:
+            self._pending[receiver] = ReceiverStatus(receiver, failing, error)
+        loop = self.node.loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._pending.values())
+            if not pending:
+                return
+            for st in pending:
+                try:
+                    await self.node.relay.report_receiver(st)
+                except Unavailable as e:
+                    log.warning("receiver %s's status not taken yet (%s); again in %.0f s", st.receiver, e,
+                                self.RETRY_S)
+                    continue
+                with self._lock:
+                    if self._pending.get(st.receiver) is st:  # not replaced by newer news meanwhile
+                        del self._pending[st.receiver]
+            with self._lock:
+                left = bool(self._pending)
+            if left:
+                await asyncio.sleep(self.RETRY_S)
 
 
 class _Records:
@@ -56,7 +100,7 @@ class _DispatchView:
     def __init__(self, pm) -> None:
         self.db, self.clock, self.settings = pm.db, pm.clock, pm.settings
         self.writer = _Records(pm.db, pm.clock)
-        self.alerts = _ReceiverStatusLog()
+        self.alerts = _ReceiverStatusRelay(pm.node)
 
 
 def new_deliverer(pm, **kw) -> Deliverer:

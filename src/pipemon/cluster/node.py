@@ -189,6 +189,10 @@ class Node:
         except asyncio.TimeoutError:
             log.warning("the consumers did not stop within %.0f s; going on", STEP_DOWN_S)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
     def kept_partitions(self) -> set[int]:
         """The partitions whose pipelines this node's writer keeps now (operator changes for them are
         answered here): none unless the writer serves; all while leading; the owned share if partitioned."""

@@ -10,6 +10,9 @@ response; a worker that took an `any` request for a partition it does not own re
 partition's subject (at most `owner.MAX_HOPS`). No worker keeping it (a take-over in progress, NATS away):
 503 with Retry-After, nothing changed. NATS is inside the trust boundary, as PostgreSQL is: whoever can
 publish on these subjects can speak for any client that reaches the api.
+
+Dispatchers hold no engine state: a receiver that keeps failing (or works again) is reported the same way,
+on `{prefix}.receivers.{partition}`, to the worker keeping its `receiver_failing` alert.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from pipemon.api.owner import RELAY_HOPS
 from pipemon.errors import Elsewhere, Unavailable
+from pipemon.log import partition_of
+from pipemon.writer.alerts import RECEIVER_PIPELINE
 
 if TYPE_CHECKING:
     from pipemon.cluster.node import Node
@@ -55,8 +60,19 @@ class Answer(msgspec.Struct, frozen=True):
     body: bytes
 
 
+class ReceiverStatus(msgspec.Struct, frozen=True):
+    """A dispatcher's news that deliveries to a receiver keep failing, or work again."""
+    receiver: str
+    failing: bool
+    error: str
+
+
 def subject(prefix: str, partition: int | None) -> str:
     return f"{prefix}.operate.{'any' if partition is None else partition}"
+
+
+def receiver_subject(prefix: str, partition: int) -> str:
+    return f"{prefix}.receivers.{partition}"
 
 
 class Relay:
@@ -91,6 +107,24 @@ class Relay:
         ans = msgspec.json.decode(msg.data, type=Answer)
         return Response(ans.body, status_code=ans.status, headers=dict(ans.headers))
 
+    async def report_receiver(self, status: ReceiverStatus) -> None:
+        """A dispatcher's receiver news, to the worker keeping its `receiver_failing` alert (which lives in
+        the partition of `pipemon/receiver:{name}`). Raises Unavailable when none took it: the deliverer
+        keeps the record and sends it again (receiver_status is idempotent)."""
+        nc = self.node.bus.nc
+        if nc is None:
+            raise Unavailable("NATS is not reached yet", 2.0)
+        part = partition_of(RECEIVER_PIPELINE.format(status.receiver))
+        try:
+            to = receiver_subject(self.node.names.prefix, part)
+            msg = await nc.request(to, msgspec.json.encode(status), timeout=RELAY_TIMEOUT_S)
+        except NatsError as e:
+            raise Unavailable(f"no worker keeping partition {part} took receiver {status.receiver}'s status "
+                              f"({type(e).__name__})", 2.0) from None
+        if msg.data != b"ok":
+            raise Unavailable(f"the worker keeping partition {part} could not record receiver "
+                              f"{status.receiver}'s status: {msg.data[:300].decode(errors='replace')}", 2.0)
+
     # --- the answering side (workers whose writer runs) -----------------------------------------------------
     async def keep_subscribed(self) -> None:
         """A node loop: subscribed to `any` and each kept partition while the writer runs here, else none."""
@@ -105,6 +139,7 @@ class Relay:
         kept = self.node.kept_partitions()
         prefix = self.node.names.prefix
         want = {subject(prefix, p) for p in kept} | ({subject(prefix, None)} if kept else set())
+        want |= {receiver_subject(prefix, p) for p in kept}
         for name in sorted(set(self._subs) - want):
             sub = self._subs.pop(name)
             try:
@@ -112,7 +147,8 @@ class Relay:
             except Exception as e:  # noqa: BLE001 - a closed connection has no subscriptions left anyway
                 log.debug("unsubscribing %s: %s", name, e)
         for name in sorted(want - set(self._subs)):
-            self._subs[name] = await nc.subscribe(name, queue=QUEUE, cb=self._answer)
+            cb = self._receiver_status if ".receivers." in name else self._answer
+            self._subs[name] = await nc.subscribe(name, queue=QUEUE, cb=cb)
 
     async def close(self) -> None:
         subs, self._subs = self._subs, {}
@@ -142,3 +178,17 @@ class Relay:
             ans = Answer(503, [("content-type", "application/json"), ("retry-after", "2")], body)
         self.answered += 1
         await msg.respond(msgspec.json.encode(ans))
+
+    async def _receiver_status(self, msg) -> None:
+        pm = self.node.pm
+        try:
+            st = msgspec.json.decode(msg.data, type=ReceiverStatus)
+            part = partition_of(RECEIVER_PIPELINE.format(st.receiver))
+            if part not in self.node.kept_partitions():  # handed over since the last subscription sync
+                raise Unavailable(f"partition {part} is not kept here any more")
+            await asyncio.wrap_future(pm.writer.submit_call(
+                lambda conn, now: pm.alerts.receiver_status(conn, st.receiver, st.failing, st.error, now)))
+            answer = b"ok"
+        except Exception as e:  # noqa: BLE001 - the dispatcher keeps the record and sends it again
+            answer = f"{type(e).__name__}: {e}".encode()[:500]
+        await msg.respond(answer)
