@@ -8,7 +8,9 @@ import sqlalchemy as sa
 
 from pipemon.config import loads
 from pipemon.errors import Unavailable
+from pipemon.engine.alerts import fingerprint
 from pipemon.log import partition_of
+from pipemon.model import AlertKind
 from tests.cluster.test_partitions import late_pipelines
 
 LOW, HIGH = frozenset(range(8)), frozenset(range(8, 16))
@@ -90,3 +92,57 @@ def test_the_next_owner_of_a_partition_loads_its_state_and_fires_nothing_again(t
         assert dict(got) == {k: 1 for k in keys}
     finally:
         c.close()
+
+
+def test_a_downstream_late_on_one_writer_attaches_to_the_upstream_failure_the_other_keeps(db_url, clock,
+                                                                                         monkeypatch):
+    """One page per root cause across partitions: the upstream fails on writer a, the downstream it feeds
+    (writer b) goes late: b's late alert is attached to a's failure, not paged; when the upstream recovers,
+    b resolves it at its next look at the store."""
+    import msgspec
+
+    import pipemon.writer.alerts as writer_alerts
+    from pipemon.app import build
+    from pipemon.ingest import native
+
+    monkeypatch.setattr(writer_alerts, "ROOTS_SYNC_S", 0.0)  # look at the other writer's roots every tick
+    up = next(f"up/p{i}" for i in range(100) if partition_of(f"up/p{i}") in LOW)
+    down = next(f"dn/p{i}" for i in range(100) if partition_of(f"dn/p{i}") in HIGH)
+    cfg = loads(f"""
+receivers: [{{name: hook, webhook: {{url: "http://127.0.0.1:9/hook"}}}}]
+route: {{receiver: hook, group_by: [pipeline], group_wait: 0s}}
+pipelines:
+  - {{match: "{up}", team: up, schedule: "0 * * * *", grace: 5m}}
+  - {{match: "{down}", team: down, schedule: "0 * * * *", grace: 5m, depends_on: ["{up}"]}}
+""")
+    a, b = build(db_url, cfg, clock=clock), build(db_url, cfg, clock=clock)
+    a.writer.partitions, b.writer.partitions = LOW, HIGH
+
+    def run(status: str, run_id: str) -> None:
+        t = clock.now()
+        body = msgspec.json.encode([{"pipeline": up, "run_id": run_id, "type": "START", "event_time": t},
+                                    {"pipeline": up, "run_id": run_id, "type": status, "event_time": t + 1,
+                                     "error": "boom"}])
+        a.writer.ingest(native.parse(body, t))
+    try:
+        a.writer.tick()
+        b.writer.tick()
+        clock.advance(40 * 60)
+        run("FAIL", "r1")  # the upstream fails on a
+        a.writer.tick()
+        clock.advance(2 * 3600)  # the downstream, never run, goes late on b
+        a.writer.tick()
+        b.writer.tick()
+        late = b.alerts.book.open[fingerprint(down, AlertKind.LATE)]
+        assert late.root_pipeline == up and late.root_cause == fingerprint(up, AlertKind.FAILURE)
+        paged = rows(b, "SELECT fingerprints FROM notifications WHERE action = 'trigger'")
+        assert not any(late.fingerprint in r[0] for r in paged), "the downstream's late was paged"
+        run("COMPLETE", "r2")  # the upstream recovers on a
+        a.writer.tick()
+        b.writer.tick()
+        state = rows(b, f"SELECT state, body FROM alerts WHERE pipeline = '{down}' AND kind = 'late'")
+        assert [s for s, _ in state] == ["resolved"]
+        assert "recovered" in msgspec.json.decode(state[0][1])["resolved_by"]
+    finally:
+        a.close()
+        b.close()

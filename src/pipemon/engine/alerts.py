@@ -201,6 +201,9 @@ class AlertBook:
         self.lineage = lineage
         self.info = info
         self.open: dict[str, Alert] = {}
+        # Several writers (partitioned workers): the open root-kind alerts of pipelines another writer keeps,
+        # as last read from the store (`mirror_foreign`); read-only here, roots to attach to like our own.
+        self.foreign: dict[str, Alert] = {}
         self.holdoff: dict[str, tuple[float, str, str]] = {}   # pipeline -> (until, root pipeline, root team)
         self.changes: list[Change] = []
         # Enrichment the adapter provides (e.g. the failing task of a run, looked up in the store).
@@ -334,15 +337,28 @@ class AlertBook:
         best: tuple[int, Alert] | None = None
         for up, depth in self.lineage.ancestors(pipeline).items():
             for kind in ROOT_KINDS:
-                a = self.open.get(fingerprint(up, kind))
+                a = self._known(fingerprint(up, kind))
                 if a is not None and (best is None or depth < best[0]):
                     best = (depth, a)
         if best is None:
             return None
         root = best[1]
-        while root.root_cause is not None and root.root_cause in self.open:
-            root = self.open[root.root_cause]
+        while root.root_cause is not None and (up_root := self._known(root.root_cause)) is not None:
+            root = up_root
         return root
+
+    def _known(self, fp: str) -> Alert | None:
+        return self.open.get(fp) or self.foreign.get(fp)
+
+    def mirror_foreign(self, alerts: dict[str, Alert], now: float) -> None:
+        """Another writer's open root-kind alerts, as just read from the store. What is attached here to a
+        root open nowhere any more (resolved by its writer) resolves, as that root's own resolve does in one
+        writer: also after a restart, when the mirror starts empty."""
+        self.foreign = alerts
+        gone = {a.root_cause: a for a in self.open.values()
+                if a.root_cause is not None and self._known(a.root_cause) is None}
+        for fp, a in gone.items():
+            self._root_resolved(fp, a.root_pipeline or "", a.root_team or "", now)
 
     def _attach(self, a: Alert, now: float) -> None:
         if a.kind not in ATTACHABLE:
@@ -404,14 +420,14 @@ class AlertBook:
                     e["cleared_at"] = now
             self._release(a.pipeline, joined, now)
         if a.kind in ROOT_KINDS and a.root_cause is None:
-            self._root_resolved(a, now)
+            self._root_resolved(a.fingerprint, a.pipeline, a.team, now)
 
-    def _root_resolved(self, root: Alert, now: float) -> None:
-        for other in [o for o in self.open.values() if o.root_cause == root.fingerprint
-                      or (o.kind == UPSTREAM_FAILURE and f"root:{root.fingerprint}" in o.conditions)]:
-            self._resolve(other, now, f"upstream {root.pipeline} recovered")
-        for p in self.lineage.descendants(root.pipeline):
-            self.holdoff[p] = (now + self._fresh_grace(p), root.pipeline, root.team)
+    def _root_resolved(self, fp: str, pipeline: str, team: str, now: float) -> None:
+        for other in [o for o in self.open.values() if o.root_cause == fp
+                      or (o.kind == UPSTREAM_FAILURE and f"root:{fp}" in o.conditions)]:
+            self._resolve(other, now, f"upstream {pipeline} recovered")
+        for p in self.lineage.descendants(pipeline):
+            self.holdoff[p] = (now + self._fresh_grace(p), pipeline, team)
 
     def _fresh_grace(self, pipeline: str) -> float:
         """Its usual run duration plus its schedule's grace: time to get the upstream's new data through."""

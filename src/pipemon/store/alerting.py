@@ -42,8 +42,11 @@ def update_alerts(conn: Connection, items: Iterable) -> None:
             **{k: sa.bindparam(k) for k in rows[0] if k != "b_id"}), rows)
 
 
-def load_open_alerts(conn: Connection) -> list[tuple[int, dict]]:
-    rows = conn.execute(sa.select(alerts.c.id, alerts.c.body).where(alerts.c.state != "resolved"))
+def load_open_alerts(conn: Connection, kinds: tuple[str, ...] | None = None) -> list[tuple[int, dict]]:
+    q = sa.select(alerts.c.id, alerts.c.body).where(alerts.c.state != "resolved")
+    if kinds is not None:
+        q = q.where(alerts.c.kind.in_(kinds))
+    rows = conn.execute(q)
     return [(r.id, msgspec.json.decode(r.body)) for r in rows]
 
 

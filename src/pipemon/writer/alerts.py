@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from pipemon.access import UNOWNED
 from pipemon.config import Settings
-from pipemon.engine.alerts import Alert, AlertBook, PipelineInfo, fingerprint
+from pipemon.engine.alerts import ROOT_KINDS, Alert, AlertBook, PipelineInfo, fingerprint
 from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states, split_state
 from pipemon.engine.judge import Outcome
 from pipemon.engine.lineage import Lineage
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PAUSE_CHECK_S = 30.0
 SILENCE_SYNC_S = 2.0  # several writers: how often each reads the silences the others' nodes made
+ROOTS_SYNC_S = 2.0    # and the others' open failure and late alerts (roots to attach to)
+ROOT_KIND_NAMES = tuple(sorted(k.value for k in ROOT_KINDS))
 RECEIVER_PIPELINE = "pipemon/receiver:{}"
 
 
@@ -61,6 +63,7 @@ class AlertStage:
         self._saved_version = 0
         self._saved_parts: dict[int, dict] = {}  # partition -> the dispatch piece last stored for it
         self._silences_read = time.monotonic()
+        self._roots_read = -1e18  # the first tick reads them
 
     # --- context -----------------------------------------------------------------------------------------
     def info(self, pipeline: str) -> PipelineInfo:
@@ -165,6 +168,7 @@ class AlertStage:
         """Alert timers and escalations; every PAUSE_CHECK_S, which pipelines are muted (into `out`)."""
         self._conn = conn
         self._sync_silences(conn, now)
+        self._sync_foreign_roots(conn, now)
         self.book.tick(now)
         if now - self._last_pause_check >= PAUSE_CHECK_S:
             self._last_pause_check = now
@@ -184,6 +188,23 @@ class AlertStage:
             self.muter.silences.clear()
             self.muter.silences.update(stored)
             self._last_pause_check = -1e18
+
+    def _sync_foreign_roots(self, conn: Connection, now: float) -> None:
+        """With several writers, a pipeline's upstream may be another's: every ROOTS_SYNC_S, the open
+        failure and late alerts of pipelines this writer does not keep are read from the store, so that
+        "one page per root cause" holds across partitions (attach to them; resolve what was attached to
+        one when it is gone). A root opened elsewhere within that window is not seen yet."""
+        w = self.writer
+        if w is None or w.partitions is None or len(w.partitions) == PARTITIONS or \
+                time.monotonic() - self._roots_read < ROOTS_SYNC_S:
+            return
+        self._roots_read = time.monotonic()
+        foreign = {}
+        for _, body in store.load_open_alerts(conn, kinds=ROOT_KIND_NAMES):
+            if not w.owns(body["pipeline"]):
+                a = Alert.from_json(body)
+                foreign[a.fingerprint] = a
+        self.book.mirror_foreign(foreign, now)
 
     def after_commit(self) -> None:
         created, self._created = self._created, []
