@@ -146,3 +146,57 @@ pipelines:
     finally:
         a.close()
         b.close()
+
+
+def test_an_inhibition_source_on_one_writer_quiets_its_target_on_the_other(db_url, clock, monkeypatch):
+    """An inhibition rule whose source alert the other writer keeps: the target is not paged while the
+    source is open, and is paged at its group's next flush after the source resolved."""
+    import msgspec
+
+    import pipemon.writer.alerts as writer_alerts
+    from pipemon.app import build
+    from pipemon.ingest import native
+
+    monkeypatch.setattr(writer_alerts, "ROOTS_SYNC_S", 0.0)
+    src = next(f"src/p{i}" for i in range(100) if partition_of(f"src/p{i}") in LOW)
+    tgt = next(f"tgt/p{i}" for i in range(100) if partition_of(f"tgt/p{i}") in HIGH)
+    cfg = loads(f"""
+receivers: [{{name: hook, webhook: {{url: "http://127.0.0.1:9/hook"}}}}]
+route: {{receiver: hook, group_by: [pipeline], group_wait: 0s, group_interval: 1m}}
+inhibit_rules:
+  - {{source_matchers: ['kind="failure"'], target_matchers: ['kind="late"'], equal: [team]}}
+pipelines:
+  - {{match: "{src}", team: t}}
+  - {{match: "{tgt}", team: t, schedule: "0 * * * *", grace: 5m}}
+""")
+    a, b = build(db_url, cfg, clock=clock), build(db_url, cfg, clock=clock)
+    a.writer.partitions, b.writer.partitions = LOW, HIGH
+
+    def run(status: str, run_id: str) -> None:
+        t = clock.now()
+        body = msgspec.json.encode([{"pipeline": src, "run_id": run_id, "type": "START", "event_time": t},
+                                    {"pipeline": src, "run_id": run_id, "type": status, "event_time": t + 1,
+                                     "error": "boom"}])
+        a.writer.ingest(native.parse(body, t))
+
+    def paged(fp: str) -> bool:
+        return any(fp in r[0] for r in rows(b, "SELECT fingerprints FROM notifications WHERE action = 'trigger'"))
+    try:
+        a.writer.tick()
+        b.writer.tick()
+        run("FAIL", "r1")  # the source opens on a
+        a.writer.tick()
+        clock.advance(2 * 3600)  # the target goes late on b
+        a.writer.tick()
+        b.writer.tick()
+        late = fingerprint(tgt, AlertKind.LATE)
+        assert late in b.alerts.book.open and not paged(late), "paged while its source was open elsewhere"
+        run("COMPLETE", "r2")  # the source resolves on a
+        a.writer.tick()
+        for _ in range(3):  # the target's group flushes again
+            clock.advance(61)
+            b.writer.tick()
+        assert paged(late), "not paged after its source resolved"
+    finally:
+        a.close()
+        b.close()

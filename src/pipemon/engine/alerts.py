@@ -201,8 +201,9 @@ class AlertBook:
         self.lineage = lineage
         self.info = info
         self.open: dict[str, Alert] = {}
-        # Several writers (partitioned workers): the open root-kind alerts of pipelines another writer keeps,
-        # as last read from the store (`mirror_foreign`); read-only here, roots to attach to like our own.
+        # Several writers (partitioned workers): the open root-kind alerts of pipelines another writer keeps
+        # (all its open alerts when inhibition rules need sources), as last read from the store
+        # (`mirror_foreign`); read-only here: roots to attach to like our own, sources of inhibition.
         self.foreign: dict[str, Alert] = {}
         self.holdoff: dict[str, tuple[float, str, str]] = {}   # pipeline -> (until, root pipeline, root team)
         self.changes: list[Change] = []

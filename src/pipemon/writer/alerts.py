@@ -193,18 +193,24 @@ class AlertStage:
         """With several writers, a pipeline's upstream may be another's: every ROOTS_SYNC_S, the open
         failure and late alerts of pipelines this writer does not keep are read from the store, so that
         "one page per root cause" holds across partitions (attach to them; resolve what was attached to
-        one when it is gone). A root opened elsewhere within that window is not seen yet."""
+        one when it is gone), and, with inhibition rules, every open alert of theirs, as possible sources.
+        What opened elsewhere within that window is not seen yet."""
         w = self.writer
         if w is None or w.partitions is None or len(w.partitions) == PARTITIONS or \
                 time.monotonic() - self._roots_read < ROOTS_SYNC_S:
             return
         self._roots_read = time.monotonic()
         foreign = {}
-        for _, body in store.load_open_alerts(conn, kinds=ROOT_KIND_NAMES):
+        # with inhibition rules, every open alert may be a source: all of them, else the roots only
+        for _, body in store.load_open_alerts(conn, kinds=None if self.muter.inhibit else ROOT_KIND_NAMES):
             if not w.owns(body["pipeline"]):
                 a = Alert.from_json(body)
                 foreign[a.fingerprint] = a
         self.book.mirror_foreign(foreign, now)
+
+    def _inhibitors(self) -> list[Alert]:
+        """Open alerts that may inhibit others: this writer's own and those mirrored from the others."""
+        return [*self.book.open.values(), *self.book.foreign.values()]
 
     def after_commit(self) -> None:
         created, self._created = self._created, []
@@ -256,7 +262,7 @@ class AlertStage:
                 else:
                     self.dispatch.place(a, now)
         if self.dispatch.due(now):
-            outgoing += self.dispatch.flush(now, self.lookup, lambda: list(self.book.open.values()))
+            outgoing += self.dispatch.flush(now, self.lookup, self._inhibitors)
         for o in outgoing:
             for fp in o.fingerprints:
                 a = self.book.open.get(fp)
