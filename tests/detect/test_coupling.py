@@ -84,12 +84,12 @@ def test_the_slope_needs_evidence_and_stays_in_bounds() -> None:
     rng = random.Random(1)
     for _ in range(300):
         r = rng.gauss(0, 0.3)
-        c.learn(0.7 * r + rng.gauss(0, 0.03), r)
+        c.learn(0.7 * r + rng.gauss(0, 0.03), r, True)
     assert c.ready() and 0.6 < c.beta() < 0.8
     assert c.scale(0.02) < 0.2  # the duration's own noise (0.03 sd), not the volume's (0.21)
     flat = Coupling()
     for _ in range(300):  # no volume variation: nothing to learn the slope from
-        flat.learn(rng.gauss(0, 0.2), 0.0)
+        flat.learn(rng.gauss(0, 0.2), 0.0, True)
     assert flat.beta() == 0.0
     back = Coupling.from_json(json.loads(json.dumps(c.to_json())))
     assert back.to_json() == c.to_json() and back.beta() == c.beta()

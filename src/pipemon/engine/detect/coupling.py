@@ -1,23 +1,25 @@
 """Duration given rows: how much of a run's duration its volume explains.
 
 A job's duration follows the rows it processed (duration ~ rows ** beta, 0 < beta <= 1). Judged
-alone, a duration carries the volume's noise too, and every holiday dip, month-end peak or volume
-level shift shows up in it as well; judged against the rows the same run reported, it carries only
-its own. In log space, with both metrics' residuals against their ordinary-day expectations
-(r_d, r_r), the conditional residual is
+alone, a duration carries the volume's noise too; judged against the rows the same run reported, it
+carries only its own. In log space, with both metrics' residuals against their expectations (r_d,
+r_r: seasons, trend and the special days each model has learned), the conditional residual is
 
     e = r_d - beta * r_r
 
-beta is the regression of r_d on r_r over ordinary runs (EW moments; no coupling, beta 0, until
-the volume's residuals say something), shrunk towards 0 while the evidence is thin, and kept in
-[0, BETA_MAX]. The conditional scale is TAIL mean |e| (at least Q_TAIL 95th percentiles), as the
-metric's own. Special days need no case of their own: a holiday's low volume explains its short
-runs, and a duration spike on a holiday stands out against the rows of that day.
+beta is the regression of r_d on r_r over ordinary runs (ordinary days, neither metric a suspect; EW
+moments), shrunk towards 0 while the volume's variation says little, and kept in [0, BETA_MAX]. The
+conditional scale is TAIL mean |e| (ordinary runs), at least Q_TAIL 95th percentiles of |e| (every
+run of an ordinary day, flagged ones included), as the metric's own. Along a streak of runs longer
+than their rows explain a run scores the streak's combined evidence too (Stouffer), as the metric's.
+The metric model (metric.py) owns one for its duration and decides when it applies (longer than the
+rows explain; not on a holiday or month-end whose own effect is not learned yet).
 
-Pure, small JSON state (seven numbers). The metric model (metric.py) owns one for its duration.
+Pure, small JSON state: six numbers, and the errors of a streak while one lasts.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 BETA_MAX = 1.5
@@ -30,8 +32,11 @@ Q_GAIN = 0.05
 SHRINK = 4.0  # pseudo-runs of "no coupling": beta = n Sxy / (n Sxx + SHRINK var(e)) in effect
 
 
+STREAK_MAX = 8  # conditional errors kept along a streak (a longer one is a shift, which clears it)
+
+
 class Coupling:
-    __slots__ = ("dev", "n", "nd", "q95", "sxx", "sxy")
+    __slots__ = ("dev", "n", "nd", "q95", "streak", "sxx", "sxy")
 
     def __init__(self) -> None:
         self.n = 0  # ordinary pairs seen (moments)
@@ -40,6 +45,28 @@ class Coupling:
         self.nd = 0  # conditional errors seen (scale)
         self.dev = 0.0  # EW mean |e|
         self.q95 = 0.0  # EW 95th percentile of |e|
+        self.streak: list[float] = []  # e of the last runs in a row past half the line (as the metric's)
+
+    def combined(self, e: float, s: float) -> float:
+        """A run's z along a streak of runs longer than their rows explain: the larger of its own and the
+        streak's combined evidence (Stouffer), as the metric's own score does for sustained deviations."""
+        z = e / s
+        st = self.streak
+        if st and z > 0.0:
+            comb = (sum(st) + e) / s / math.sqrt(len(st) + 1)
+            if comb > z:
+                return comb
+        return z
+
+    def track(self, e: float, suspect: bool) -> None:
+        st = self.streak
+        if not suspect:
+            if st:
+                st.clear()
+            return
+        st.append(e)
+        if len(st) > STREAK_MAX:
+            del st[0]
 
     def beta(self) -> float:
         if not self.n or self.sxx <= 0.0:
@@ -58,25 +85,33 @@ class Coupling:
         s = q if q > s else s
         return floor if floor > s else s
 
-    def learn(self, r_d: float, r_r: float) -> None:
-        """One ordinary run's residuals (duration, rows), neither a suspect."""
+    def learn(self, r_d: float, r_r: float, ordinary: bool) -> None:
+        """One run's residuals (duration, rows) on an ordinary day. The 95th percentile learns from every
+        such run, flagged ones included (as the metric's own: routine outliers set it, a rare anomaly
+        cannot move it); the slope and the mean error only from `ordinary` ones (neither a suspect)."""
         e = r_d - self.beta() * r_r
+        a = e if e > 0.0 else -e
+        q = self.q95  # (from below, as the metric's: an overestimate would take ~400 runs to shrink)
+        self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
+        if not ordinary:
+            return
         k = self.n = self.n + 1
         g = 1.0 / (k if k <= MOMENT_MEMORY else MOMENT_MEMORY)
         self.sxx += g * (r_r * r_r - self.sxx)
         self.sxy += g * (r_r * r_d - self.sxy)
-        a = e if e > 0.0 else -e
         k = self.nd = self.nd + 1
         self.dev += (a - self.dev) / (k if k <= SCALE_MEMORY else SCALE_MEMORY)
-        q = self.q95  # (from below, as the metric's: an overestimate would take ~400 runs to shrink)
-        self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
 
-    def to_json(self) -> list[float]:
-        return [self.n, self.sxx, self.sxy, self.nd, self.dev, self.q95]
+    def to_json(self) -> list[Any]:
+        out: list[Any] = [self.n, self.sxx, self.sxy, self.nd, self.dev, self.q95]
+        if self.streak:
+            out.append(list(self.streak))
+        return out
 
     @staticmethod
     def from_json(v: list[Any]) -> Coupling:
         c = Coupling()
         c.n, c.sxx, c.sxy, c.nd, c.dev, c.q95 = int(v[0]), float(v[1]), float(v[2]), int(v[3]), float(v[4]), \
             float(v[5])
+        c.streak = [float(x) for x in v[6]] if len(v) > 6 else []
         return c

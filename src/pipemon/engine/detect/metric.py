@@ -305,7 +305,7 @@ class MetricBaseline:
         season = (hb, db, mb if mb >= 0 and (mb == HOLIDAY or self._month_offset(mb, s)) else -1)
         mu_c = mu + c.beta() * r_given
         sc = c.scale(0.02)
-        z = (math.log1p(x) - mu_c) / sc
+        z = c.combined(math.log1p(x) - mu_c, sc)
         if self.prev_left and (z >= SHIFT_Z or z <= -SHIFT_Z):
             z_prev = z + (self.level - self.prev_level) / sc
             if -SHIFT_Z < z_prev < SHIFT_Z:
@@ -364,11 +364,12 @@ class MetricBaseline:
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
         report = flagged and self.reports(z)
-        if c is not None and given is not None and given_ordinary and e[3] < 0 and e[4] \
-                and self.dev_n >= MIN_SCALE and x > 0 and not flagged:
+        if c is not None and given is not None and c.ready():  # the streak of runs longer than their rows
+            r_c = (math.log1p(x) if x > 0 else 0.0) - e[0] - c.beta() * given
+            c.track(r_c, x > 0 and r_c >= SHIFT_Z * c.scale(0.02))
+        if c is not None and given is not None and e[3] < 0 and e[4] and self.dev_n >= MIN_SCALE and x > 0:
             r = self.residual(e, x)
-            if -SHIFT_Z * e[5] < r < SHIFT_Z * e[5]:
-                c.learn(r, given)
+            c.learn(r, given, given_ordinary and not flagged and -SHIFT_Z * e[5] < r < SHIFT_Z * e[5])
         self._learn(e, t, x, flagged, z, report)
         return res, flagged, report
 
@@ -550,6 +551,8 @@ class MetricBaseline:
         self.prev_level, self.prev_left = self.level, REVERT_RUNS
         self.level += delta
         self.jump = delta
+        if self.given is not None and self.given.streak:
+            self.given.streak.clear()  # (the new level explains them)
         self.streak = []
 
     def _recenter(self) -> None:
