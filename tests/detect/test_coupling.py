@@ -93,3 +93,12 @@ def test_the_slope_needs_evidence_and_stays_in_bounds() -> None:
     assert flat.beta() == 0.0
     back = Coupling.from_json(json.loads(json.dumps(c.to_json())))
     assert back.to_json() == c.to_json() and back.beta() == c.beta()
+
+
+@pytest.mark.parametrize("runs_long, flagged", [(1, []), (3, [152])])
+def test_runs_a_little_longer_than_their_rows_explain_are_flagged_as_a_streak(runs_long: int,
+                                                                               flagged: list[int]) -> None:
+    """x1.8 for the same rows is within the duration's own noise once (0.08 sd: no finding), not three times
+    in a row: the streak's combined evidence, as the metric's own score does for sustained deviations."""
+    rs = runs(200, DAY, dur_sd=0.08, dur_at={150 + k: 1.8 for k in range(runs_long)})
+    assert [k for k, _ in findings(DAILY, rs)] == flagged

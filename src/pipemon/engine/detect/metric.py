@@ -364,12 +364,15 @@ class MetricBaseline:
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
         report = flagged and self.reports(z)
-        if c is not None and given is not None and c.ready():  # the streak of runs longer than their rows
+        suspect = False  # longer than the rows explain by half the line: towards a streak, and not learned
+        if c is not None and given is not None and c.ready():
             r_c = (math.log1p(x) if x > 0 else 0.0) - e[0] - c.beta() * given
-            c.track(r_c, x > 0 and r_c >= SHIFT_Z * c.scale(0.02))
+            suspect = x > 0 and r_c >= SHIFT_Z * c.scale(0.02)
+            c.track(r_c, suspect)
         if c is not None and given is not None and e[3] < 0 and e[4] and self.dev_n >= MIN_SCALE and x > 0:
             r = self.residual(e, x)
-            c.learn(r, given, given_ordinary and not flagged and -SHIFT_Z * e[5] < r < SHIFT_Z * e[5])
+            ordinary = given_ordinary and not flagged and not suspect and -SHIFT_Z * e[5] < r < SHIFT_Z * e[5]
+            c.learn(r, given, ordinary)
         self._learn(e, t, x, flagged, z, report)
         return res, flagged, report
 
