@@ -36,7 +36,7 @@ STREAK_MAX = 8  # conditional errors kept along a streak (a longer one is a shif
 
 
 class Coupling:
-    __slots__ = ("dev", "n", "nd", "q95", "streak", "sxx", "sxy")
+    __slots__ = ("b", "dev", "n", "nd", "ok", "q95", "s", "streak", "sxx", "sxy")
 
     def __init__(self) -> None:
         self.n = 0  # ordinary pairs seen (moments)
@@ -46,6 +46,10 @@ class Coupling:
         self.dev = 0.0  # EW mean |e|
         self.q95 = 0.0  # EW 95th percentile of |e|
         self.streak: list[float] = []  # e of the last runs in a row past half the line (as the metric's)
+        # derived from the above, kept because they are read several times a run: not state
+        self.b = 0.0  # beta
+        self.s = 0.0  # the conditional scale before its floor
+        self.ok = False  # ready to score
 
     def combined(self, e: float, s: float) -> float:
         """A run's z along a streak of runs longer than their rows explain: the larger of its own and the
@@ -69,21 +73,25 @@ class Coupling:
             del st[0]
 
     def beta(self) -> float:
-        if not self.n or self.sxx <= 0.0:
-            return 0.0
-        # shrinkage: a slope measured on little volume variation (or few runs) is mostly noise
-        var_e = (self.dev / 0.8) ** 2 if self.nd else 0.0
-        b = self.sxy / (self.sxx + SHRINK * var_e / min(self.n, MOMENT_MEMORY))
-        return 0.0 if b < 0.0 else BETA_MAX if b > BETA_MAX else b
+        return self.b
 
     def ready(self) -> bool:
-        return self.n >= MIN_PAIRS and self.nd >= MIN_PAIRS
+        return self.ok
 
     def scale(self, floor: float) -> float:
+        return floor if floor > self.s else self.s
+
+    def _derive(self) -> None:
+        b = 0.0
+        if self.n and self.sxx > 0.0:
+            # shrinkage: a slope measured on little volume variation (or few runs) is mostly noise
+            var_e = (self.dev / 0.8) ** 2 if self.nd else 0.0
+            b = self.sxy / (self.sxx + SHRINK * var_e / min(self.n, MOMENT_MEMORY))
+        self.b = 0.0 if b < 0.0 else BETA_MAX if b > BETA_MAX else b
         s = TAIL * self.dev
         q = Q_TAIL * self.q95
-        s = q if q > s else s
-        return floor if floor > s else s
+        self.s = q if q > s else s
+        self.ok = self.n >= MIN_PAIRS and self.nd >= MIN_PAIRS
 
     def learn(self, r_d: float, r_r: float, ordinary: bool) -> None:
         """One run's residuals (duration, rows) on an ordinary day. The 95th percentile learns from every
@@ -93,14 +101,14 @@ class Coupling:
         a = e if e > 0.0 else -e
         q = self.q95  # (from below, as the metric's: an overestimate would take ~400 runs to shrink)
         self.q95 = q + Q_GAIN * q * (0.95 if a > q else -0.05) if q > 0.0 else a / 20.0
-        if not ordinary:
-            return
-        k = self.n = self.n + 1
-        g = 1.0 / (k if k <= MOMENT_MEMORY else MOMENT_MEMORY)
-        self.sxx += g * (r_r * r_r - self.sxx)
-        self.sxy += g * (r_r * r_d - self.sxy)
-        k = self.nd = self.nd + 1
-        self.dev += (a - self.dev) / (k if k <= SCALE_MEMORY else SCALE_MEMORY)
+        if ordinary:
+            k = self.n = self.n + 1
+            g = 1.0 / (k if k <= MOMENT_MEMORY else MOMENT_MEMORY)
+            self.sxx += g * (r_r * r_r - self.sxx)
+            self.sxy += g * (r_r * r_d - self.sxy)
+            k = self.nd = self.nd + 1
+            self.dev += (a - self.dev) / (k if k <= SCALE_MEMORY else SCALE_MEMORY)
+        self._derive()
 
     def to_json(self) -> list[Any]:
         out: list[Any] = [self.n, self.sxx, self.sxy, self.nd, self.dev, self.q95]
@@ -114,4 +122,5 @@ class Coupling:
         c.n, c.sxx, c.sxy, c.nd, c.dev, c.q95 = int(v[0]), float(v[1]), float(v[2]), int(v[3]), float(v[4]), \
             float(v[5])
         c.streak = [float(x) for x in v[6]] if len(v) > 6 else []
+        c._derive()
         return c
