@@ -42,6 +42,9 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
   level. Holiday runs teach only the holiday offset: the level, profiles and scale are for
   ordinary days.
+- A duration coupled to its run's rows (coupling.py; the suite couples "duration_s" to "rows") is judged
+  against them at completion when it is longer than they explain: the volume's noise, holidays and
+  shifts are the rows'; a volume level shift moves the duration with it (`follow`).
 - An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
   are rare (< 5 % of runs) and learned as normal when they are common.
 - Findings come per episode: after one, the same metric stays quiet in the same direction until
