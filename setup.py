@@ -15,6 +15,7 @@ from setuptools import setup
 
 HOT = [  # the per-run path of `pipemon detect` and of the live engine's detectors
     "src/pipemon/engine/detect/metric.py",
+    "src/pipemon/engine/detect/coupling.py",
     "src/pipemon/engine/detect/calendar.py",
     "src/pipemon/engine/detect/suite.py",
     "src/pipemon/engine/detect/feed.py",  # the backtest's loop (`pipemon detect`)

@@ -68,14 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     current: list[Any] = [None]
     orig_metric, orig_update = suite_mod.DetectorSuite._metric, MetricBaseline.update
 
-    def metric(self, p, metric, t, x, run_id, now, quiet_high=False, kept=None):  # type: ignore[no-untyped-def]
+    def metric(self, p, metric, t, x, run_id, now, *args, **kw):  # type: ignore[no-untyped-def]
         current[0] = (p.pid, metric, run_id)
-        return orig_metric(self, p, metric, t, x, run_id, now, quiet_high, kept)
+        return orig_metric(self, p, metric, t, x, run_id, now, *args, **kw)
 
-    def update(self, t, x, line, e=None):  # type: ignore[no-untyped-def]
+    def update(self, t, x, line, *args, **kw):  # type: ignore[no-untyped-def]
         state = {"streak": len(self.streak), "prev_left": self.prev_left, "slope30": self.slope * 30 * 86400,
-                 "dev": self.dev, "q95": self.q95, "episode": self.episode}
-        res = orig_update(self, t, x, line, e)
+                 "dev": self.dev, "q95": self.q95, "episode": self.episode,
+                 "beta": self.given.beta() if self.given is not None else None}
+        res = orig_update(self, t, x, line, *args, **kw)
         if current[0] is not None and res[0] is not None:
             z, mu, s, season = res[0]
             scores[current[0]] = (z, mu, s, x, {**state, "season": season})

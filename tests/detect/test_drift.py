@@ -285,3 +285,21 @@ def test_a_job_that_runs_on_holidays_is_still_late_when_a_holiday_run_is_missing
     s.configure("p", DetectSpec(cron="0 2 * * 1-5", calendar="US", holidays=US_2026))
     found = cadence(replay(s, "p", weekday_runs(frozenset({thanksgiving}))))
     assert [(k, int(t // DAY)) for k, t in found] == [(FindingKind.LATE, thanksgiving)]
+
+
+def test_a_month_end_kind_seen_the_first_time_keeps_the_peak_it_borrowed() -> None:
+    """An hourly job with little noise peaks x2.5 on the last business day: January's and February's were the
+    Friday before a weekend month-end, March's is the 31st itself (a Tuesday). Its first runs borrow the
+    learned peak; the next ones must not expect half of it (the new kind's own offset, learned from 0)."""
+    cal = Calendar()
+    rng = random.Random(4)
+    t0, t1 = at(dt.date(2026, 1, 5), 0), at(dt.date(2026, 4, 10), 0)
+    points = []
+    t = t0 + 1800
+    while t < t1:
+        peak = cal.day_kind(int(t // DAY)) in (LAST_BUSINESS, MONTH_END)
+        points.append((t, 1e6 * math.exp(rng.gauss(0, 0.03)) * (2.5 if peak else 1.0)))
+        t += HOUR
+    b = MetricBaseline()
+    march_31 = at(dt.date(2026, 3, 31), 0)
+    assert [t for t, x in points if b.update(t, x, 4.0)[2] and t >= march_31 - DAY] == []

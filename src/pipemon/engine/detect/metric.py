@@ -42,6 +42,9 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
   is normal anywhere from the lower of the two (widened by HOLIDAY_SLACK: ~0.18x) to the usual
   level. Holiday runs teach only the holiday offset: the level, profiles and scale are for
   ordinary days.
+- A duration coupled to its run's rows (coupling.py; the suite couples "duration_s" to "rows") is judged
+  against them at completion when it is longer than they explain: the volume's noise, holidays and
+  shifts are the rows'; a volume level shift moves the duration with it (`follow`).
 - An exact zero of a log metric is its own regime: "0 rows on success" is flagged while zeros
   are rare (< 5 % of runs) and learned as normal when they are common.
 - Findings come per episode: after one, the same metric stays quiet in the same direction until
@@ -64,6 +67,7 @@ from pipemon.engine.detect.calendar import (
     NO_CALENDAR,
     Calendar,
 )
+from pipemon.engine.detect.coupling import Coupling
 
 DAY = 86400.0
 HOD_BELOW_S = 20 * 3600.0
@@ -115,10 +119,12 @@ class MetricBaseline:
         "ep_score",
         "episode",
         "gap",
+        "given",
         "hod",
         "hod_n",
         "hold",
         "last_t",
+        "jump",
         "level",
         "level_t",
         "log",
@@ -163,6 +169,8 @@ class MetricBaseline:
         self.ep_quiet = 0
         self.zeros = 0.0  # EW share of exact zeros (log metrics)
         self.version = 0  # bumped by every learn: a cached expectation is valid while it stands
+        self.given: Coupling | None = None  # a duration's coupling to its run's rows (coupling.py)
+        self.jump = 0.0  # how far the last learn moved the level at once (a shift or its revert); not state
 
     # ------------------------------------------------------------------------------- the model
     def inv(self, y: float) -> float:
@@ -200,7 +208,21 @@ class MetricBaseline:
         return (n[MONTH_END] + n[LAST_BUSINESS] + n[LAST_DAY]) * self.gap < DAY
 
     def _holiday(self) -> float:
-        return self.mon[HOLIDAY] if self.mon_n[HOLIDAY] else HOLIDAY_PRIOR
+        return self.mon[HOLIDAY] if self.mon_n[HOLIDAY] else self._holiday_prior()
+
+    def _holiday_prior(self) -> float:
+        """A holiday's drop before the pipeline's own is learned: the volume's, and for a duration coupled
+        to its rows that drop to the power it follows them (a job at 0.3x rows is not 0.3x as long)."""
+        c = self.given
+        return HOLIDAY_PRIOR * c.beta() if c is not None and c.ready() else HOLIDAY_PRIOR
+
+    def residual(self, e: Expect, x: float) -> float:
+        """An observation's distance from its expectation (model space). Pure."""
+        return (math.log1p(x) if self.log else x) - e[0]
+
+    def _special_seen(self, mb: int) -> bool:
+        """This special day's own effect has been learned (a holiday, or a month-end for a day)."""
+        return self.mon_n[HOLIDAY] > 0 if mb == HOLIDAY else mb == MONTH_START or not self._month_end_unseen()
 
     def expect(self, t: float) -> Expect:
         """The model's expectation at local time t, reusable by `update` while `version` stands. Pure.
@@ -275,13 +297,32 @@ class MetricBaseline:
                 z = comb
         return z, mu, s, season
 
+    def _score_given(self, e: Expect, x: float, r_given: float, c: Coupling) -> Scored | None:
+        """A duration judged against the rows its run reported (coupling.py): the expectation moved by
+        beta times the rows' residual, on the conditional scale; the level before a recent shift still
+        counts. A holiday or month-end not yet learned is judged as before, on its own (its interval)."""
+        mu, hb, db, mb, mature, s = e
+        if not mature or self.dev_n < MIN_SCALE or self.accept_next or x <= 0 or (
+                mb >= 0 and not self._special_seen(mb)):
+            return self._score(e, x)
+        season = (hb, db, mb if mb >= 0 and (mb == HOLIDAY or self._month_offset(mb, s)) else -1)
+        mu_c = mu + c.beta() * r_given
+        sc = c.scale(0.02)
+        z = c.combined(math.log1p(x) - mu_c, sc)
+        if self.prev_left and (z >= SHIFT_Z or z <= -SHIFT_Z):
+            z_prev = z + (self.level - self.prev_level) / sc
+            if -SHIFT_Z < z_prev < SHIFT_Z:
+                return z_prev, mu_c - self.level + self.prev_level, sc, season
+        return z, mu_c, sc, season
+
     def _special_z(self, mb: int, y: float, mu: float, s: float) -> float:
         """z on a holiday, or on a first month-end: distance from the interval that is normal there."""
         if mb == HOLIDAY:
             h = self._holiday()
             r = y - mu + h  # against the ordinary day
             # the prior stays a floor: a pipeline whose past holidays were ordinary may still dip on the next
-            lo, hi = (h if h < HOLIDAY_PRIOR else HOLIDAY_PRIOR) - HOLIDAY_SLACK, h if h > 0.0 else 0.0
+            prior = self._holiday_prior()
+            lo, hi = (h if h < prior else prior) - HOLIDAY_SLACK, h if h > 0.0 else 0.0
         else:
             r, lo, hi = y - mu, 0.0, MONTH_END_SLACK
         return (r - lo) / s if r < lo else (r - hi) / s if r > hi else 0.0
@@ -311,18 +352,47 @@ class MetricBaseline:
         """Whether a flagged z is news: not the episode already reported, unless clearly worse. Pure."""
         return self.episode != (1 if z > 0 else -1) or abs(z) > ESCALATE * self.ep_score
 
-    def update(self, t: float, x: float, line: float,
-               e: Expect | None = None) -> tuple[Scored | None, bool, bool]:
+    def update(self, t: float, x: float, line: float, e: Expect | None = None,
+               given: float | None = None, given_ordinary: bool = False) -> tuple[Scored | None, bool, bool]:
         """Score, then learn: (score, flagged at |z| >= line, reported). The suite's one call per run;
-        `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved."""
+        `e` is this t's expectation when the caller kept it (see `expect`) and `version` has not moved.
+        `given`: the run's rows residual (`residual` of the rows model) when this is a duration coupled
+        to them; `given_ordinary`: those rows were no suspect, so the pair may teach the coupling."""
         if e is None:
             e = self.expect(t)
-        res = self._score(e, x)
+        c = self.given
+        res = self._score_given(e, x, given, c) if c is not None and given is not None and c.ready() else None
+        if res is None or res[0] < 0.0:  # shorter than its rows explain: judged as before, on its own
+            res = self._score(e, x)
         z = res[0] if res is not None else 0.0
         flagged = z >= line or z <= -line
         report = flagged and self.reports(z)
+        suspect = False  # longer than the rows explain by half the line: towards a streak, and not learned
+        if c is not None and given is not None and c.ready():
+            r_c = (math.log1p(x) if x > 0 else 0.0) - e[0] - c.beta() * given
+            suspect = x > 0 and r_c >= SHIFT_Z * c.scale(0.02)
+            c.track(r_c, suspect)
+        if c is not None and given is not None and e[3] < 0 and e[4] and self.dev_n >= MIN_SCALE and x > 0:
+            r = self.residual(e, x)
+            ordinary = given_ordinary and not flagged and not suspect and -SHIFT_Z * e[5] < r < SHIFT_Z * e[5]
+            c.learn(r, given, ordinary)
         self._learn(e, t, x, flagged, z, report)
         return res, flagged, report
+
+    def follow(self, delta: float) -> None:
+        """The coupled rows' level jumped by delta (a shift adopted, or reverted): move with them by
+        beta * delta now, rather than flag the runs until a shift of our own is absorbed."""
+        c = self.given
+        if c is None or not c.ready():
+            return
+        d = c.beta() * delta
+        if not d:
+            return
+        self.version += 1
+        if self.prev_left and (self.level - self.prev_level) * d < 0.0:  # the rows reverted: so do we
+            self.level, self.prev_left, self.streak = self.prev_level, 0, []
+        else:
+            self._rebaseline(d)
 
     def learn(self, t: float, x: float, flagged: bool = False) -> None:
         """Learn one observation (local time t). Flagged observations only count towards a shift."""
@@ -334,6 +404,8 @@ class MetricBaseline:
     def _learn(self, e: Expect, t: float, x: float, flagged: bool, z_seen: float, report: bool) -> None:
         mu, hb, db, mb, mature, s = e
         self.version += 1
+        if self.jump:
+            self.jump = 0.0
         if report:
             self.episode, self.ep_score, self.ep_quiet = (1 if z_seen > 0 else -1), abs(z_seen), 0
         elif flagged:
@@ -373,6 +445,7 @@ class MetricBaseline:
             self.prev_left -= 1
             if abs(z) >= SHIFT_Z and abs(z + (self.level - self.prev_level) / s) < SHIFT_Z:
                 # back to the level before the last shift: that shift was an outage, not a new normal
+                self.jump = self.prev_level - self.level
                 self.level, self.prev_left, self.streak = self.prev_level, 0, []
                 return
         if judged:  # stochastic approximation of the 95th percentile, in relative steps, from below
@@ -449,7 +522,10 @@ class MetricBaseline:
             if mb != MONTH_START and lim < MONTH_END_SLACK and self._month_end_unseen():
                 hi = MONTH_END_SLACK  # a first month-end peak is judged normal up to the slack: learn it so
             r = max(-lim, min(hi, r))
-        full = r + self._month_offset(mb, s)  # as `expect` decided
+        borrowed = self._month_offset(mb, s)  # as `expect` decided
+        full = r + borrowed
+        if not self.mon_n[mb]:  # a kind seen the first time starts from what it borrowed, not from 0 (an
+            self.mon[mb] = borrowed  # hourly job's 02:00 run would expect half the peak its 01:00 run had)
         k = self.mon_n[mb] = self.mon_n[mb] + 1
         rpd = DAY / self.gap if self.gap else 1.0  # the memory is in days: all of an hourly job's day counts
         mem = MONTH_MEMORY * (rpd if rpd > 1.0 else 1.0)
@@ -480,6 +556,9 @@ class MetricBaseline:
     def _rebaseline(self, delta: float) -> None:
         self.prev_level, self.prev_left = self.level, REVERT_RUNS
         self.level += delta
+        self.jump = delta
+        if self.given is not None and self.given.streak:
+            self.given.streak.clear()  # (the new level explains them)
         self.streak = []
 
     def _recenter(self) -> None:
@@ -525,6 +604,8 @@ class MetricBaseline:
             d["prev"] = [self.prev_level, self.prev_left]
         if self.episode:
             d["episode"] = [self.episode, self.ep_score, self.ep_quiet]
+        if self.given is not None:
+            d["given"] = self.given.to_json()
         return d
 
     @staticmethod
@@ -547,4 +628,6 @@ class MetricBaseline:
             m.episode, m.ep_score, m.ep_quiet = d["episode"]
         if "prev" in d:
             m.prev_level, m.prev_left = d["prev"][0], int(d["prev"][1])
+        if "given" in d:
+            m.given = Coupling.from_json(d["given"])
         return m

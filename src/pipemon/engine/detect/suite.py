@@ -37,7 +37,8 @@ from pipemon.engine.detect.base import (
 from pipemon.engine.detect.cadence import CadenceDetector
 from pipemon.engine.detect.calendar import NO_CALENDAR, Calendar, calendar_of
 from pipemon.engine.detect.failures import FailureRate
-from pipemon.engine.detect.metric import Expect, MetricBaseline
+from pipemon.engine.detect.coupling import Coupling
+from pipemon.engine.detect.metric import MIN_SCALE, SHIFT_Z, Expect, MetricBaseline
 from pipemon.engine.detect.schema import SchemaWatch
 from pipemon.engine.schedule import Schedule
 
@@ -141,6 +142,8 @@ class _Pipeline:
         if b is None:
             b = self.metrics[metric] = MetricBaseline(log=metric != "value")
             b.cal = self.cal
+            if metric == "duration_s":
+                b.given = Coupling()
             self.cache_metrics()
         return b
 
@@ -260,15 +263,24 @@ class DetectorSuite:
             t = nominal if nominal is not None else start
             if p.zone is not None:
                 t = p.local(t)
+            # rows first: the duration is judged against the rows its run reported (coupling.py)
+            given, ordinary, f_rows = None, False, None
+            if rows is not None:
+                br = p.rows if p.rows is not None else p.baseline("rows")
+                er = br.expect(t)
+                if duration_s is not None and rows > 0 and er[4] and br.dev_n >= MIN_SCALE:
+                    given = br.residual(er, rows)
+                    ordinary = -SHIFT_Z * er[5] < given < SHIFT_Z * er[5]
+                f_rows = self._metric(p, "rows", t, rows, run_id, now, kept=(br.version, er))
+                if br.jump and p.duration is not None:
+                    p.duration.follow(br.jump)  # a volume shift moves the duration with it
             if duration_s is not None:
                 f = self._metric(p, "duration_s", t, duration_s, run_id, now, quiet_high=long_alarmed,
-                                 kept=kept if nominal is None else None)
+                                 kept=kept if nominal is None else None, given=given, given_ordinary=ordinary)
                 if f is not None:
                     out.append(f)
-            if rows is not None:
-                f = self._metric(p, "rows", t, rows, run_id, now)
-                if f is not None:
-                    out.append(f)
+            if f_rows is not None:
+                out.append(f_rows)
             if bytes_ is not None:
                 f = self._metric(p, "bytes", t, bytes_, run_id, now)
                 if f is not None:
@@ -304,12 +316,14 @@ class DetectorSuite:
         return [] if f is None else [f]
 
     def _metric(self, p: _Pipeline, metric: str, t: float, x: float, run_id: str | None, now: float,
-                quiet_high: bool = False, kept: tuple[int, Expect] | None = None) -> Finding | None:
+                quiet_high: bool = False, kept: tuple[int, Expect] | None = None, given: float | None = None,
+                given_ordinary: bool = False) -> Finding | None:
         b = p.duration if metric == "duration_s" else p.rows if metric == "rows" else p.metrics.get(metric)
         if b is None:
             b = p.baseline(metric)
         line = ALARM_SCORE / p.sens
-        res, _, report = b.update(t, x, line, kept[1] if kept is not None and kept[0] == b.version else None)
+        res, _, report = b.update(t, x, line, kept[1] if kept is not None and kept[0] == b.version else None,
+                                  given, given_ordinary)
         if not report or res is None:
             return None
         z, mu, s, season = res
@@ -317,9 +331,12 @@ class DetectorSuite:
             return None
         lo, exp, hi = b.band_at(mu, s, line)
         v = explain.value
+        # (a duration judged against its run's rows says so: the band is for that many rows)
+        coupled = given is not None and b.given is not None and b.given.ready() and z > 0
         text = (f"{_LABELS[metric]} {v(metric, x)}"
                 f"{' on a successful run' if metric != 'value' and x == 0 else ''}"
-                f", expected {v(metric, exp)} ({v(metric, lo)}-{v(metric, hi)}){explain.season(*season)}")
+                f", expected {v(metric, exp)}{' for its rows' if coupled else ''}"
+                f" ({v(metric, lo)}-{v(metric, hi)}){explain.season(*season)}")
         return Finding(p.pid, METRIC_KINDS[metric], metric, now, run_id, float(x), exp, lo, hi, abs(z),
                        Direction.HIGH if z > 0 else Direction.LOW, text)
 
@@ -437,6 +454,8 @@ class DetectorSuite:
             p.reset(spec)
         p.metrics = {m: MetricBaseline.from_json(v) for m, v in d["metrics"].items()}
         p.cache_metrics()
+        if p.duration is not None and p.duration.given is None:
+            p.duration.given = Coupling()  # (a state from before the coupling)
         for b in p.metrics.values():
             b.cal = p.cal
         p.cadence = CadenceDetector.from_json(d["cadence"])
