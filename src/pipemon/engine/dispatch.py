@@ -85,6 +85,9 @@ class Dispatch:
         # pipeline -> its schedule's interval in seconds, if known (repeats follow it: RouteNode.repeat_after)
         self.cadence: Callable[[str], float | None] = lambda pipeline: None
         self.version = 0                         # bumped on every change: the caller persists when it moves
+        # The alerts whose groups, timers or escalation moved since the caller took them (`take_touched`),
+        # so that it stores only their partitions' pieces; None: any may have moved (store every piece).
+        self.touched: set[str] | None = None
 
     def reconfigured(self, settings: Settings, muter: Muter) -> Dispatch:
         """The same groups, timers and escalations under new settings (a config reload). New alerts take the
@@ -94,7 +97,7 @@ class Dispatch:
         new.nodes = {**self.nodes, **new.nodes}
         new.policies = {**self.policies, **new.policies}
         new.groups, new.escalations, new.placed = self.groups, self.escalations, self.placed
-        new.version = self.version + 1
+        new.version = self.version + 1  # (new.touched is None: every piece is stored again)
         return new
 
     # --- placing alerts -----------------------------------------------------------------------------------
@@ -115,7 +118,17 @@ class Dispatch:
             g.fps.add(a.fingerprint)
             keys.add(key)
         self.placed[a.fingerprint] = keys
+        self._moved(a.fingerprint)
+
+    def _moved(self, *fps: str) -> None:
         self.version += 1
+        if self.touched is not None:
+            self.touched.update(fps)
+
+    def take_touched(self) -> set[str] | None:
+        """The alerts whose state here moved since the last call (None: any may have), and start afresh."""
+        out, self.touched = self.touched, set()
+        return out
 
     def node(self, g: Group) -> RouteNode:
         return self.nodes[g.route_id]
@@ -145,6 +158,7 @@ class Dispatch:
         return why
 
     def _flush_group(self, g: Group, now: float, lookup, firing_labels) -> list[Outgoing]:
+        self._moved(*g.fps, *g.sent)  # the group's timers move: in the pieces of all its alerts
         node = self.node(g)
         alerts = {fp: lookup(fp) for fp in g.fps}
         firing, resolved = set(), set()
@@ -192,7 +206,6 @@ class Dispatch:
                     if not keys:
                         del self.placed[fp]
         g.last_flush = now
-        self.version += 1
         if g.fps:
             g.next_flush = now + node.group_interval
         else:
@@ -213,12 +226,12 @@ class Dispatch:
             a = lookup(fp)
             if a is None or a.state is not AlertState.FIRING:  # resolved or acknowledged: stop
                 del self.escalations[fp]
-                self.version += 1
+                self._moved(fp)
                 continue
             policy = self.policies.get(e.policy)
             if policy is None:
                 del self.escalations[fp]
-                self.version += 1
+                self._moved(fp)
                 continue
             if self.quiet(a, now, firing_labels) is None:
                 step = policy.steps[e.step]
@@ -227,7 +240,7 @@ class Dispatch:
                                     {"pipeline": a.pipeline, "kind": a.kind}, (fp,), now))
                 a.notified[step.receiver] = ESCALATION if a.notified.get(step.receiver) != GROUP else GROUP
             e.step += 1
-            self.version += 1
+            self._moved(fp)
             if e.step >= len(policy.steps):
                 if e.round >= policy.repeat:
                     del self.escalations[fp]
@@ -242,7 +255,7 @@ class Dispatch:
     def on_resolved(self, a: Alert, now: float) -> list[Outgoing]:
         """Receivers paged only by escalation get their resolve at once (groups send theirs on flush)."""
         if self.escalations.pop(a.fingerprint, None) is not None:
-            self.version += 1
+            self._moved(a.fingerprint)
         return [Outgoing(r, NotifyAction.RESOLVE, f"escalation:{a.fingerprint}", {"pipeline": a.pipeline,
                                                                                    "kind": a.kind},
                          (a.fingerprint,), now)
@@ -252,7 +265,7 @@ class Dispatch:
         """Acknowledging stops escalation and tells every receiver that was paged (PagerDuty closes the
         incident's noise; chat gets a line)."""
         if self.escalations.pop(a.fingerprint, None) is not None:
-            self.version += 1
+            self._moved(a.fingerprint)
         return [Outgoing(r, NotifyAction.ACKNOWLEDGE, f"ack:{a.fingerprint}",
                          {"pipeline": a.pipeline, "kind": a.kind}, (a.fingerprint,), now)
                 for r in sorted(a.notified)]
@@ -269,6 +282,37 @@ class Dispatch:
         self.escalations = {e["fingerprint"]: Escalation(**e) for e in d.get("escalations", [])
                             if e["policy"] in self.policies}
         self.placed = {fp: set(k) & set(self.groups) for fp, k in d.get("placed", {}).items()}
+        self.touched = None  # what is stored may be cut otherwise (merged pieces): store every piece anew
+
+    def pieces(self, part_of: Callable[[str], int | None], wanted: set[int] | None = None
+               ) -> dict[int, dict[str, Any]]:
+        """`split_state(self.to_json(), part_of)` for the `wanted` partitions only (None: all), straight from
+        the state: copies, never the live groups' or escalations' dicts (a stored piece kept for comparison
+        must not move with them)."""
+        out: dict[int, dict[str, Any]] = {}
+
+        def part(n: int) -> dict[str, Any]:
+            return out.setdefault(n, {"groups": [], "escalations": [], "placed": {}})
+        for g in self.groups.values():
+            by: dict[int, list[str]] = {}
+            for fp in sorted(g.fps):
+                n = part_of(fp)
+                if n is not None and (wanted is None or n in wanted):
+                    by.setdefault(n, []).append(fp)
+            if by:
+                sent = sorted(g.sent)
+                for n, fps in by.items():
+                    part(n)["groups"].append({**g.__dict__, "fps": fps,
+                                              "sent": [fp for fp in sent if fp in fps]})
+        for fp, e in self.escalations.items():
+            n = part_of(fp)
+            if n is not None and (wanted is None or n in wanted):
+                part(n)["escalations"].append(dict(e.__dict__))
+        for fp, keys in self.placed.items():
+            n = part_of(fp)
+            if n is not None and (wanted is None or n in wanted):
+                part(n)["placed"][fp] = sorted(keys)
+        return out
 
 
 def _index(node: RouteNode) -> dict[str, RouteNode]:

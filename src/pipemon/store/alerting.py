@@ -11,7 +11,7 @@ from pipemon.errors import NotFound
 from pipemon.model import DeliveryStatus
 from pipemon.store.reads import Page, decode_cursor, encode_cursor, in_scope
 from pipemon.store.schema import alerts, engine_blobs, notifications, silences
-from pipemon.store.writes import _sql
+from pipemon.store.writes import _sql, insert_returning_id
 
 _enc = msgspec.json.Encoder()
 
@@ -22,24 +22,28 @@ def _json(obj) -> str:
 
 # --- alerts ------------------------------------------------------------------------------------------------
 
-def _alert_row(a) -> dict:
-    return {"fingerprint": a.fingerprint, "pipeline": a.pipeline, "team": a.team, "kind": a.kind,
-            "severity": a.severity.value, "state": a.state.value, "summary": a.summary,
-            "started_at": a.started_at, "last_seen": a.last_seen, "resolved_at": a.resolved_at,
-            "acked_at": a.acked_at, "occurrences": a.occurrences, "body": _json(a.to_json())}
+_ALERT_COLS = ("fingerprint", "pipeline", "team", "kind", "severity", "state", "summary", "started_at",
+               "last_seen", "resolved_at", "acked_at", "occurrences", "body")
+_INSERT_ALERT = f"INSERT INTO alerts ({', '.join(_ALERT_COLS)}) VALUES ({', '.join('?' * len(_ALERT_COLS))})"
+_UPDATE_ALERT = f"UPDATE alerts SET {', '.join(c + ' = ?' for c in _ALERT_COLS)} WHERE id = ?"
+
+
+def _alert_values(a) -> tuple:
+    """The _ALERT_COLS values of an alert, bound raw (the writer stores alerts in its transaction)."""
+    return (a.fingerprint, a.pipeline, a.team, a.kind.value, a.severity.value, a.state.value, a.summary,
+            a.started_at, a.last_seen, a.resolved_at, a.acked_at, a.occurrences, _json(a.to_json()))
 
 
 def insert_alert(conn: Connection, a) -> int:
-    pk = conn.execute(alerts.insert().values(**_alert_row(a))).inserted_primary_key
-    assert pk is not None  # a single-row INSERT always reports its key
-    return pk[0]
+    aid = insert_returning_id(conn, _INSERT_ALERT, _alert_values(a))
+    assert aid is not None  # no ON CONFLICT: a conflict raises
+    return aid
 
 
 def update_alerts(conn: Connection, items: Iterable) -> None:
-    rows = [{**_alert_row(a), "b_id": a.id} for a in items]
+    rows = [(*_alert_values(a), a.id) for a in items]
     if rows:
-        conn.execute(alerts.update().where(alerts.c.id == sa.bindparam("b_id")).values(
-            **{k: sa.bindparam(k) for k in rows[0] if k != "b_id"}), rows)
+        conn.exec_driver_sql(_sql(conn, _UPDATE_ALERT), rows)
 
 
 def load_open_alerts(conn: Connection, kinds: tuple[str, ...] | None = None) -> list[tuple[int, dict]]:
@@ -111,18 +115,18 @@ def load_silences(conn: Connection, since: float | None = None, scope: str | Non
 
 # --- the outbox ---------------------------------------------------------------------------------------------
 
+_INSERT_NOTIFICATION = ("INSERT INTO notifications (key, receiver, action, group_key, teams, fingerprints, "
+                        "body, status, attempts, next_attempt_at, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (key) DO NOTHING")
+
+
 def insert_notification(conn: Connection, *, key: str, receiver: str, action: str, group_key: str,
                         teams: list[str], fingerprints: list[str], body: str, now: float) -> int | None:
-    """A new pending notification; None when one with this key exists already (a replayed decision)."""
-    exists = conn.execute(sa.select(notifications.c.id).where(notifications.c.key == key)).first()
-    if exists is not None:
-        return None
-    pk = conn.execute(notifications.insert().values(
-        key=key, receiver=receiver, action=action, group_key=group_key, teams=_json(teams),
-        fingerprints=_json(fingerprints), body=body, status=DeliveryStatus.PENDING, attempts=0,
-        next_attempt_at=now, created_at=now)).inserted_primary_key
-    assert pk is not None  # a single-row INSERT always reports its key
-    return pk[0]
+    """A new pending notification; None when one with this key exists already (a replayed decision): one
+    statement, the unique key deciding."""
+    return insert_returning_id(conn, _INSERT_NOTIFICATION,
+                               (key, receiver, action, group_key, _json(teams), _json(fingerprints), body,
+                                DeliveryStatus.PENDING.value, now, now))
 
 
 PENDING = DeliveryStatus.PENDING

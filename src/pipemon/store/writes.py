@@ -29,6 +29,16 @@ def _sql(conn: Connection, sql: str) -> str:
     return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
 
+def insert_returning_id(conn: Connection, sql: str, params: tuple) -> int | None:
+    """One single-row INSERT (written with `?`) and the new row's id, in one round trip: PostgreSQL's
+    RETURNING, SQLite's lastrowid (its RETURNING needs 3.35, newer than some systems' own). None when an
+    `ON CONFLICT … DO NOTHING` in `sql` inserted nothing."""
+    if conn.dialect.name == "postgresql":
+        return conn.exec_driver_sql(_sql(conn, sql + " RETURNING id"), params).scalar()
+    res = conn.exec_driver_sql(sql, params)
+    return res.lastrowid if res.rowcount else None
+
+
 def existing_event_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
     """Which of these idempotency keys are stored. A join with the keys probes the unique index key by key
     (a bare `IN (…)` lets PostgreSQL scan a young table that has no statistics yet)."""
@@ -50,10 +60,16 @@ def insert_events(conn: Connection, rows: list[tuple]) -> None:
         conn.exec_driver_sql(_sql(conn, _INSERT_EVENTS), rows)
 
 
+_PIPELINE_COLS = ("key", "namespace", "name", "team", "event_team", "integration", "first_seen",
+                  "last_event_at")
+_INSERT_PIPELINE = (f"INSERT INTO pipelines ({', '.join(_PIPELINE_COLS)}) "
+                    f"VALUES ({', '.join('?' * len(_PIPELINE_COLS))})")
+
+
 def insert_pipeline(conn: Connection, row: dict) -> int:
-    pk = conn.execute(pipelines.insert().values(**row)).inserted_primary_key
-    assert pk is not None  # a single-row INSERT always reports its key
-    return pk[0]
+    pid = insert_returning_id(conn, _INSERT_PIPELINE, tuple(row[c] for c in _PIPELINE_COLS))
+    assert pid is not None  # no ON CONFLICT: a conflict raises
+    return pid
 
 
 def update_pipelines(conn: Connection, rows: list[tuple]) -> None:
@@ -175,4 +191,6 @@ def load_lineage(conn: Connection) -> list[sa.Row]:
 def insert_lineage(conn: Connection, rows: list[dict]) -> None:
     """rows: {pipeline_id, dataset, role, last_seen}; new edges only (the writer knows which are new)."""
     if rows:
-        conn.execute(lineage.insert(), rows)
+        conn.exec_driver_sql(_sql(conn, "INSERT INTO lineage (pipeline_id, dataset, role, last_seen) "
+                                        "VALUES (?, ?, ?, ?)"),
+                             [(r["pipeline_id"], r["dataset"], r["role"], r["last_seen"]) for r in rows])

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from pipemon.access import UNOWNED
 from pipemon.config import Settings
 from pipemon.engine.alerts import ROOT_KINDS, Alert, AlertBook, PipelineInfo, fingerprint
-from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states, split_state
+from pipemon.engine.dispatch import Dispatch, Outgoing, merge_states
 from pipemon.engine.judge import Outcome
 from pipemon.engine.lineage import Lineage
 from pipemon.engine.matchers import parse_all
@@ -30,7 +30,6 @@ from pipemon.engine.runs import failed_first, failure_output
 from pipemon.log import PARTITIONS, partition_of
 from pipemon.model import AlertKind, AlertState, Event, Notification, Severity
 from pipemon.store import alerting as store
-from pipemon.store import writes
 
 if TYPE_CHECKING:
     from pipemon.writer.health import HealthStage
@@ -62,6 +61,7 @@ class AlertStage:
         self._last_pause_check = -1e18
         self._saved_version = 0
         self._saved_parts: dict[int, dict] = {}  # partition -> the dispatch piece last stored for it
+        self._fp_parts: dict[str, int] = {}      # alert fingerprint -> its pipeline's partition (memo)
         self._silences_read = time.monotonic()
         self._roots_read = -1e18  # the first tick reads them
 
@@ -118,6 +118,7 @@ class AlertStage:
             self.dispatch.load_json(blob)
         self._saved_version = self.dispatch.version
         self._saved_parts = {}
+        self._fp_parts = {}
         self.resolved = {}
         self._created = []
         self._conn: Connection | None = conn
@@ -237,15 +238,19 @@ class AlertStage:
     def _process(self, conn: Connection, now: float) -> None:
         outgoing: list[Outgoing] = []
         dirty: dict[str, Alert] = {}
+        # Alerts opened here are stored once, after the flush below, as it left them (one INSERT, not an
+        # INSERT then an UPDATE); in the order they opened, so one that resolved here is stored before a
+        # new open alert with its fingerprint (the unique index on open fingerprints). No decision below
+        # reads an alert's id.
+        opened: list[Alert] = []
         a: Alert | None  # a change's alert below; an open alert looked up by fingerprint further down
         for ch in self.book.take_changes():
             a = ch.alert
             if ch.what == "opened":
-                a.id = store.insert_alert(conn, a)
-                self.by_id[a.id] = a.fingerprint
+                opened.append(a)
             elif ch.what == "resolved":
-                store.update_alerts(conn, [a])  # now: a new alert with this fingerprint may follow at once
-                if a.id is not None:  # None only if never stored: then it was never in by_id
+                if a.id is not None:  # stored before: resolved now, as a new alert with this fingerprint
+                    store.update_alerts(conn, [a])  # may follow at once
                     self.by_id.pop(a.id, None)
                 dirty.pop(a.fingerprint, None)
                 if a.fingerprint in self.dispatch.placed:
@@ -268,13 +273,18 @@ class AlertStage:
                 a = self.book.open.get(fp)
                 if a is not None and a.id is not None:
                     dirty[fp] = a
-        store.update_alerts(conn, [a for a in dirty.values() if a.id is not None])
+        for a in opened:
+            a.id = store.insert_alert(conn, a)
+            if a.open:
+                self.by_id[a.id] = a.fingerprint
+        inserted = {id(a) for a in opened}
+        store.update_alerts(conn, [a for a in dirty.values() if a.id is not None and id(a) not in inserted])
         self._emit(conn, outgoing, now)
+        if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
+            self._save_dispatch(conn, now)  # (before resolved alerts are let go: their partitions are known)
+            self._saved_version = self.dispatch.version
         for fp in [fp for fp in self.resolved if fp not in self.dispatch.placed]:
             del self.resolved[fp]
-        if self.dispatch.version != self._saved_version:  # groups and timers, with the alerts they concern
-            self._save_dispatch(conn, now)
-            self._saved_version = self.dispatch.version
 
     # Several writers (cluster/partitions.py): each stores the groups and timers of its partitions' alerts
     # in one blob per partition, so a partition's next owner loads exactly what concerns it.
@@ -287,21 +297,37 @@ class AlertStage:
         return merge_states(pieces)
 
     def _save_dispatch(self, conn: Connection, now: float) -> None:
-        state = self.dispatch.to_json()
         owned = self.writer.partitions if self.writer is not None else None
         if owned is None:
-            store.put_blob(conn, "dispatch", state, now)
+            store.put_blob(conn, "dispatch", self.dispatch.to_json(), now)
             return
-
-        def part_of(fp: str) -> int | None:
-            a = self.lookup(fp)
-            return partition_of(a.pipeline) if a is not None else None
-        parts = split_state(state, part_of)
-        for n in sorted(owned):
-            piece = parts.get(n) or {"groups": [], "escalations": [], "placed": {}}
+        # Only the pieces of the partitions whose alerts moved are cut and compared: the cost follows what
+        # changed, not every open group (a fleet's worth, cut and compared on each alert).
+        touched = self.dispatch.take_touched()
+        wanted = set(owned)
+        if touched is not None:
+            parts = [self._partition_of(fp) for fp in touched]
+            known = {n for n in parts if n is not None}
+            if len(known) == len(set(parts)):  # (an alert no longer known: any piece may hold it)
+                wanted &= known
+        pieces = self.dispatch.pieces(self._partition_of, wanted)
+        for n in sorted(wanted):
+            piece = pieces.get(n) or {"groups": [], "escalations": [], "placed": {}}
             if self._saved_parts.get(n) != piece:  # only the partitions whose groups or timers moved
                 store.put_blob(conn, f"dispatch:{n}", piece, now)
                 self._saved_parts[n] = piece
+
+    def _partition_of(self, fp: str) -> int | None:
+        """The log partition of an alert's pipeline (None: the alert is not known here)."""
+        n = self._fp_parts.get(fp)
+        if n is None:
+            a = self.lookup(fp)
+            if a is None:
+                return None
+            if len(self._fp_parts) > 2 * len(self.dispatch.placed) + 1000:  # let go of long-gone alerts
+                self._fp_parts.clear()
+            n = self._fp_parts[fp] = partition_of(a.pipeline)
+        return n
 
     def _place_default(self, a: Alert, now: float) -> None:
         """pipemon's own trouble (a receiver that keeps failing) goes through the default route."""
@@ -339,8 +365,8 @@ class AlertStage:
         rec = self.writer.pipelines.get(a.pipeline)
         if rec is None:
             return
-        tasks = [writes.run_from_row(a.pipeline, r) for r in writes.load_tasks(self._conn, rec.id, a.run_id)]
-        failed = failed_first(tasks)
+        # (the run and its tasks were just folded, mostly: the writer has them without asking the store)
+        failed = failed_first(self.writer.folded_tasks(self._conn, rec.id, a.run_id))
         if failed:
             first = failed[0]
             a.failed_task = first.job
@@ -350,9 +376,9 @@ class AlertStage:
         if a.error is None:
             h = self.health.judge.health.get(a.pipeline)
             a.error = h.last_error if h else None
-        row = writes.load_runs(self._conn, [(rec.id, a.run_id)]).get((rec.id, a.run_id))
-        if row is not None:
-            a.output = failure_output(writes.run_from_row(a.pipeline, row))
+        run = self.writer.folded_run(self._conn, rec.id, a.run_id)
+        if run is not None:
+            a.output = failure_output(run)
 
     # --- operators ------------------------------------------------------------------------------------------
     def _open_by_id(self, alert_id: int) -> Alert:

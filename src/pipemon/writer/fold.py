@@ -70,6 +70,10 @@ class Fold:
     # Cluster with several active workers (cluster/partitions.py): the log partitions this writer owns;
     # its engine state, clock and alerts cover their pipelines only. None: every pipeline (one writer).
     partitions: frozenset[int] | None = None
+    # What the current transaction's fold wrote, so that the stages after it read the runs from here instead
+    # of asking the store for what was just written (`folded_run`, `folded_tasks`); cleared by `_forget`.
+    _folded: dict[tuple[int, str], Run]
+    _created: frozenset[int]  # pipelines this transaction created: the store held none of their runs before
 
     def owns(self, pipeline: str) -> bool:
         """Whether this writer evaluates the pipeline (its partition is owned; see log.partition_of)."""
@@ -140,7 +144,8 @@ class Fold:
 
 
     def _pipeline(self, conn: Connection, ev: Event, key: str, namespace: str, name: str,
-                  claims: dict[str, Caller], dirty: dict[int, PipelineRec]) -> PipelineRec:
+                  claims: dict[str, Caller], dirty: dict[int, PipelineRec], created: set[int],
+                  own_team: bool = True) -> PipelineRec:
         rec = self.pipelines.get(key)
         claim = claims.get(key)
         if rec is not None and rec.team in (None, UNOWNED) and claim is not None:  # adopted by a token
@@ -151,15 +156,19 @@ class Fold:
                          now=self.clock.now())
         if rec is None:
             # the creating token's team stands as the producer's team until an event names one, so a
-            # reload re-derives the same owner (ownership.owner ranks it below the config and events)
+            # reload re-derives the same owner (ownership.owner ranks it below the config and events).
+            # The row holds at once what `_touch` would set from this event: one INSERT, no UPDATE after.
             token_team = claim.team if claim is not None else None
-            team = owner(*self.settings.config_owner(key), token_team)
-            row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": token_team,
-                   "integration": None, "first_seen": ev.time, "last_event_at": ev.time}
-            rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, token_team, None,
-                              ev.time, ev.time)
+            event_team = (ev.team if own_team else ev.root_team) or token_team
+            integration = ev.integration if own_team and ev.integration else None
+            team = owner(*self.settings.config_owner(key), event_team)
+            row = {"key": key, "namespace": namespace, "name": name, "team": team, "event_team": event_team,
+                   "integration": integration, "first_seen": ev.time, "last_event_at": ev.time}
+            rec = PipelineRec(writes.insert_pipeline(conn, row), key, namespace, name, team, event_team,
+                              integration, ev.time, ev.time)
             self.pipelines[key] = rec
             self.by_id[rec.id] = rec
+            created.add(rec.id)
         return rec
 
     def _fold(self, conn: Connection, fresh: list[Event], now: float,
@@ -168,6 +177,7 @@ class Fold:
         each run as it was before and after. The runs are cached by `_remember`, after the later stages."""
         claims = claims or {}
         dirty: dict[int, PipelineRec] = {}
+        created: set[int] = set()  # pipelines inserted here: the store holds none of their runs yet
         event_rows = []
         lineage_rows: list[dict] = []
         before: dict[tuple[int, str], Run | None] = {}
@@ -181,7 +191,7 @@ class Fold:
         targets: list[tuple[PipelineRec, str, str | None, str | None]] = []
         for ev in fresh:
             if ev.parent is None:
-                rec = self._pipeline(conn, ev, ev.pipeline, ev.namespace, ev.name, claims, dirty)
+                rec = self._pipeline(conn, ev, ev.pipeline, ev.namespace, ev.name, claims, dirty, created)
                 self._touch(rec, ev, dirty)
                 targets.append((rec, ev.run_id, None, None))
                 continue
@@ -192,7 +202,7 @@ class Fold:
             else:
                 top = ev.root or p
                 rec = self._pipeline(conn, ev, pipeline_key(top.namespace, top.name), top.namespace, top.name,
-                                     claims, dirty)
+                                     claims, dirty, created, own_team=False)
                 known_parents[p.run_id] = (rec.id, None if top.run_id == p.run_id else top.run_id)
             self._touch(rec, ev, dirty, own_team=False)
             targets.append((rec, ev.run_id, p.run_id, ev.pipeline))
@@ -206,7 +216,7 @@ class Fold:
                 grand = known_parents[parent_id][1]
                 if grand is not None:
                     wanted.add((rec.id, grand))
-        missing = [k for k in wanted if k not in self._runs]
+        missing = [k for k in wanted if k not in self._runs and k[0] not in created]
         if missing:
             for k, row in writes.load_runs(conn, missing).items():
                 self._cache_put(k, writes.run_from_row(self.by_id[k[0]].key, row))
@@ -259,7 +269,8 @@ class Fold:
             if parent is None:
                 continue
             rec = recs.setdefault(pk, self.by_id[pk[0]])
-            tasks = {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
+            tasks = {} if pk[0] in created else \
+                {r.run_id: writes.run_from_row(rec.key, r) for r in writes.load_tasks(conn, pk[0], pk[1])}
             for r2 in children.get(pk, ()):
                 tasks[r2.run_id] = r2
             rolled = runfold.rollup(parent, tasks.values())
@@ -284,12 +295,33 @@ class Fold:
             # last_event_at alone is flushed every few seconds, not per transaction: it only informs reads
             self._touched.update(dirty)
             self._flush_touched(conn)
+        self._folded, self._created = work, frozenset(created)
         return [RunChange(recs[k], before.get(k), run) for k, run in work.items()]
 
     def _remember(self, changes: list[RunChange]) -> None:
         """Cache the folded runs, once the stages after the fold took them without error."""
         for ch in changes:
             self._cache_put((ch.pipeline.id, ch.after.run_id), ch.after)
+
+    def _forget(self) -> None:
+        """The transaction ended (committed or rolled back): what its fold wrote is no longer news."""
+        self._folded, self._created = {}, frozenset()
+
+    # --- for the stages after the fold, in the same transaction --------------------------------------------
+    def folded_run(self, conn: Connection, pid: int, run_id: str) -> Run | None:
+        """The run as stored now: as this transaction's fold wrote it, else read from the store."""
+        run = self._folded.get((pid, run_id))
+        if run is not None:
+            return run
+        row = writes.load_runs(conn, [(pid, run_id)]).get((pid, run_id))
+        return None if row is None else writes.run_from_row(self.by_id[pid].key, row)
+
+    def folded_tasks(self, conn: Connection, pid: int, run_id: str) -> list[Run]:
+        """The run's task runs as stored now. A pipeline this transaction created has only the tasks its fold
+        wrote; any other is read from the store."""
+        if pid in self._created:
+            return [r for (p, _), r in self._folded.items() if p == pid and r.parent_run_id == run_id]
+        return [writes.run_from_row(self.by_id[pid].key, r) for r in writes.load_tasks(conn, pid, run_id)]
 
     def _touch(self, rec: PipelineRec, ev: Event, dirty: dict[int, PipelineRec],
                own_team: bool = True) -> None:

@@ -172,6 +172,8 @@ class Writer(Fold):
         self._runs: OrderedDict[tuple[int, str], Run] = OrderedDict()  # least recently used first
         self._runs_bytes = 0  # estimated (run_size), bounded by settings.cache.runs
         self._lineage: set[tuple[int, str, str]] = set()
+        self._folded: dict[tuple[int, str], Run] = {}  # (Fold) what the current transaction's fold wrote
+        self._created: frozenset[int] = frozenset()
         self.bodies = BodyCodec()  # compresses raw event bodies (store/bodies.py)
         self._touched: dict[int, PipelineRec] = {}   # last_event_at moved; written by the next tick
         self._touched_flushed = 0.0
@@ -780,6 +782,8 @@ class Writer(Fold):
         except BaseException:
             self.quota.refund(admitted.taken)  # rolled back: the new pipelines were not made
             raise
+        finally:
+            self._forget()
         by_source = self.stats["by_source"]
         for ev in fresh:
             by_source[ev.source.value] = by_source.get(ev.source.value, 0) + 1
