@@ -85,6 +85,43 @@ def test_a_run_in_flight_excuses_the_slots_it_blocks() -> None:
     assert [f.kind for f in found] == [FindingKind.RUNNING_LONG]
 
 
+def overlapping(days: float) -> list[Run]:
+    """An hourly job whose runs take about 1.5 h: its scheduler starts each run beside the last one."""
+    return series(hourly(days), duration=lambda t: 1.5 * HOUR, noise=0.25)
+
+
+def test_a_hung_run_of_a_job_whose_runs_overlap_is_late_once_it_is_a_suspect() -> None:
+    """Its scheduler does not wait for runs, so the starts it stopped are the news: the running-long line
+    (about 14 h here) lies beyond the hung run's 10 h. A run in flight excuses the slots only while it is
+    not a suspect itself (past half that line)."""
+    runs = overlapping(20)
+    hung = runs[400]
+    hung.duration_s, hung.status = 10 * HOUR, RunStatus.FAILED
+    runs = [r for r in runs if not hung.start < r.start < hung.start + hung.duration_s]
+    found = [f for f in replay(hourly_suite(), "p", runs) if f.time > hung.start]
+    assert found and found[0].kind is FindingKind.LATE and found[0].metric == "schedule"
+    assert hung.start + 2 * HOUR < found[0].time < hung.start + hung.duration_s  # while it hangs
+
+
+def test_a_young_run_in_flight_still_excuses_a_slot_where_runs_overlap() -> None:
+    runs = overlapping(20)
+    s = hourly_suite()
+    assert replay(s, "p", runs[:-1]) == []
+    last = runs[-1]
+    assert s.observe_start("p", "last", last.start, last.start) == []
+    assert s.tick(last.start + 1.5 * HOUR) == []  # the recording stops; its run is not yet overdue
+
+
+def test_an_extra_run_beside_a_running_one_does_not_make_the_runs_overlapping() -> None:
+    c = CadenceDetector(Schedule.declared("0 * * * *"))
+    c.on_start("p", "r0", T0 + 60)
+    assert c.on_start("p", "x", T0 + 600, in_flight=True) is not None  # EXTRA_RUN, not a slot's run
+    assert not c.overlaps(T0 + HOUR)
+    c.on_start("p", "r1", T0 + HOUR + 60, in_flight=True)
+    assert c.overlaps(T0 + 2 * HOUR) and not c.overlaps(T0 + 9 * DAY)
+    assert CadenceDetector.from_json(c.to_json()).overlaps(T0 + 2 * HOUR)
+
+
 @pytest.mark.parametrize("move_s, alarms", [(3 * HOUR, True), (-5 * HOUR, False)])
 def test_a_moved_schedule_is_relearned_within_a_few_runs(move_s: float, alarms: bool) -> None:
     """Later: late until re-phased (nothing tells a move from a late run at the deadline). Earlier: a start

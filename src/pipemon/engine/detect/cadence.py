@@ -14,7 +14,9 @@ the last served one moves the watch back to it, so history that arrives late (an
 after they happened) makes a declared pipeline late at once for the slots after its last run, instead
 of only from the next slot on.
 A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
-not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
+not one). While a run is in flight, slots pass silently: the running-long detector speaks then. The suite
+asks `overlaps`: a scheduler seen lately starting a slot's run beside a running one does not wait for runs,
+and there a run in flight excuses missed slots only while it is not a suspect itself (`_holds_schedule`).
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
 the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
@@ -54,6 +56,8 @@ _LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
 _WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
 _MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
 _HOL_MEMORY = 2  # holiday slots: how far the served / skipped tally goes either way
+_OVERLAP_MEMORY_S = 7 * 86400.0  # runs seen overlapping this recently: the scheduler does not wait for a run
+_OVERLAP_MEMORY_SLOTS = 8  # ... or this many intervals, if longer
 DAY = 86400.0
 
 
@@ -75,6 +79,7 @@ class CadenceDetector:
         "learner",
         "miss_from",
         "misses",
+        "overlap_at",
         "rephase_next",
         "schedule",
         "shift_buf",
@@ -104,6 +109,7 @@ class CadenceDetector:
         self._watch_sens = 0.0
         self.holidays: frozenset[int] = frozenset()  # the calendar's days (not state: from the spec)
         self.hol = 0  # holiday slots lately served (> 0) or passed without a run (< 0), within +-_HOL_MEMORY
+        self.overlap_at: float | None = None  # the latest slot's start that found an earlier run in flight
 
     def _cover(self, slot: float | None) -> None:
         self.covered = slot
@@ -111,9 +117,10 @@ class CadenceDetector:
 
     # ------------------------------------------------------------------------------- run starts
     def on_start(self, pipeline_id: str, run_id: str | None, t: float,
-                 nominal: float | None = None) -> Finding | None:
+                 nominal: float | None = None, in_flight: bool = False) -> Finding | None:
         """A run started at t; `nominal` is the slot its scheduler says it is for, when it says (an Airflow
-        run's logical date is its interval's start, an interval before it runs: the same grid)."""
+        run's logical date is its interval's start, an interval before it runs: the same grid).
+        `in_flight`: an earlier run of the pipeline was still going."""
         self.last_start = t
         if self.learner is not None:
             self._learn(t if nominal is None else nominal, nominal is not None)
@@ -147,6 +154,8 @@ class CadenceDetector:
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
             self.fulfilled = slot
+            if in_flight:  # a scheduled start beside a running run (not a retry, not an extra run)
+                self.overlap_at = t
             if self.holidays and int(slot // DAY) in self.holidays and self.hol < _HOL_MEMORY:
                 self.hol += 1
             # the slots after the newest run known are judged from it: history learned late (an import,
@@ -175,6 +184,14 @@ class CadenceDetector:
             Direction.HIGH,
             f"extra run at {explain.clock(t)}: the {explain.clock(slot)} run already started "
             f"({sch.describe()}); next expected {explain.clock(nxt) if nxt else 'never'}")
+
+    def overlaps(self, now: float) -> bool:
+        """Whether the scheduler lately started runs while others were going: then a run in flight does
+        not excuse a slot without its start. Pure."""
+        at, sch = self.overlap_at, self.schedule
+        if at is None or sch is None:
+            return False
+        return now - at < max(_OVERLAP_MEMORY_S, _OVERLAP_MEMORY_SLOTS * sch.interval_s)
 
     def on_finish(self, failed: bool) -> None:
         self.last_failed = failed
@@ -381,6 +398,8 @@ class CadenceDetector:
             d["rephase"] = True
         if self.hol:
             d["hol"] = self.hol
+        if self.overlap_at is not None:
+            d["ovl"] = self.overlap_at
         return d
 
     @staticmethod
@@ -399,6 +418,7 @@ class CadenceDetector:
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
         c.hol = int(d.get("hol", 0))
+        c.overlap_at = d.get("ovl")
         return c
 
 
