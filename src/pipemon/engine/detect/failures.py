@@ -5,8 +5,9 @@ pipeline that never failed is not certain never to fail. A streak of k failures 
 p**k under that rate; the score is its z-like equivalent, ALARM_SCORE * sqrt(ln P / ln ALPHA) with
 ALPHA = 1e-4, so the default alarm needs P <= 1e-4: 2 in a row at p <= 1 %, 3 at <= 4.6 %, 6 at 20 %. An
 isolated failure is never an anomaly, at any sensitivity: a burst is at least MIN_STREAK (2) failures.
-One finding per streak; the failures of a flagged streak are kept out of the rate, unless the operator
-says it is EXPECTED.
+One finding per streak. A streak is judged against the rate before it: its failures join the rate only
+once a success ends it unflagged (counted in as they came, a young pipeline's third failure met a rate its
+first two had tripled); those of a flagged streak stay out, unless the operator says it is EXPECTED.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class FailureRate:
         self.n = 0  # runs seen (for cold start)
         self.streak = 0  # consecutive failures up to now
         self.state = _QUIET
-        self.held = 0  # failures of a flagged streak not counted into the rate
+        self.held = 0  # the current streak's failures, not (yet) counted into the rate
 
     def rate(self) -> float:
         return (self.fails + _PRIOR_FAIL) / (self.runs + _PRIOR_RUNS)
@@ -61,13 +62,21 @@ class FailureRate:
 
     def learn(self, failed: bool) -> None:
         self.n += 1
-        if not failed:
-            self.streak, self.state = 0, _QUIET
-        else:
+        if failed:
             self.streak += 1
-            if self.state == _FLAGGED:
-                self.held += 1  # a burst is not the pipeline's normal rate
+            if self.state != _ACCEPTED:
+                self.held += 1  # judged against the rate before the streak: held out for now
                 return
+            self._count(True)
+            return
+        if self.state == _QUIET:
+            for _ in range(self.held):  # an unflagged streak was the pipeline's normal failing
+                self._count(True)
+        # (a flagged streak's failures stay out: a burst is not the pipeline's normal rate)
+        self.streak, self.state, self.held = 0, _QUIET, 0
+        self._count(False)
+
+    def _count(self, failed: bool) -> None:
         self.fails = self.fails * _KEEP + failed
         self.runs = self.runs * _KEEP + 1.0
 
