@@ -122,6 +122,22 @@ def test_an_extra_run_beside_a_running_one_does_not_make_the_runs_overlapping() 
     assert CadenceDetector.from_json(c.to_json()).overlaps(T0 + 2 * HOUR)
 
 
+def test_a_move_smaller_than_the_least_grace_is_a_move_not_start_lag() -> None:
+    """A daily job moved 50 min later (within the 2.4 h least grace). Learned as start lag, the step
+    inflated the lag's deviation and the grace (25 of them) reached its cap of half a day: a run 6 h late
+    a month later passed unseen. Re-phased, the grace stays that of the jitter."""
+    slots = daily(120)
+    runs = series([s + (50 * 60 if k >= 60 else 0) for k, s in enumerate(slots)])
+    late = runs[90]
+    late.start += 6 * HOUR
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * *"))
+    found = cadence(replay(s, "p", runs))
+    assert found == [(FindingKind.LATE, pytest.approx(found[0][1]))]
+    assert slots[90] < found[0][1] < late.start
+    assert "(moved +5" in s.schedule("p").describe()  # the median offset, jitter included
+
+
 @pytest.mark.parametrize("move_s, alarms", [(3 * HOUR, True), (-5 * HOUR, False)])
 def test_a_moved_schedule_is_relearned_within_a_few_runs(move_s: float, alarms: bool) -> None:
     """Later: late until re-phased (nothing tells a move from a late run at the deadline). Earlier: a start

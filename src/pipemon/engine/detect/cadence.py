@@ -20,8 +20,8 @@ and there a run in flight excuses missed slots only while it is not a suspect it
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
 the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
-within the grace but past 10 % of an interval and far past the usual lag counts as off-slot too (a
-small move learned as start lag would leave little grace above it). Nothing tells a move later than
+within the grace but far past the usual lag counts as off-slot too (a small move learned as start lag
+would inflate the lag's deviation, and the grace with it, for months). Nothing tells a move later than
 the grace from a late run at the first deadline: that one is LATE; after it, the next slot's run is
 owed that much later, so a move costs one LATE, not one a slot until the re-phase. A declared
 "every N seconds" takes its phase from its first run.
@@ -41,7 +41,7 @@ from pipemon.engine.detect import explain
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
 from pipemon.engine.schedule import (
     GRACE_K,
-    GRACE_MIN_FRACTION,
+    GRACE_MIN_S,
     LAG_WARM,
     Calendar,
     Schedule,
@@ -213,11 +213,13 @@ class CadenceDetector:
 
     @staticmethod
     def _late_within(sch: Schedule, lag: float) -> bool:
-        """A start within the grace but clearly later than the learned jitter, and later than the least
-        grace (10 % of an interval): counted towards a move, not learned as jitter. A move smaller than
-        the grace would otherwise be absorbed into the lag, leaving little grace above it (the cap is
-        half an interval) for the jitter: LATE alarms whenever a start is a little later than usual."""
-        return (lag > GRACE_MIN_FRACTION * sch.interval_s and sch.lag_n >= LAG_WARM
+        """A start within the grace but clearly later than the learned jitter (and than a minute): counted
+        towards a move, not learned as jitter. Absorbed into the lag, a move would either leave little
+        grace above it (the cap is half an interval): LATE whenever a start is a little later than usual;
+        or, smaller than the least grace (10 % of an interval), inflate the lag's deviation and the grace
+        (25 of them) up to that cap, hiding late runs for months. Also true of the jitter's far tail
+        (8 deviations: about 1 start in 1,000), which then only waits for a start on time."""
+        return (lag > GRACE_MIN_S and sch.lag_n >= LAG_WARM
                 and lag > sch.lag_loc + _MOVE_DEVS * sch.lag_dev)
 
     def _maybe_moved(self, t: float) -> bool:
