@@ -63,6 +63,15 @@ def test_an_extra_run_is_flagged_once_per_slot() -> None:
     assert [k for k, _ in found] == [FindingKind.EXTRA_RUN]
 
 
+def test_a_run_so_late_it_starts_just_before_the_next_slot_makes_no_extra_run() -> None:
+    """Started 5 min before the next slot, the late run is taken as that slot's, early; the next slot's own
+    run is then no EXTRA_RUN: the slot before had no run, so the early start was that one, late."""
+    runs = series(hourly(2), jitter_s=0.0)
+    runs[30].start += 55 * 60
+    found = cadence(replay(hourly_suite(), "p", runs))
+    assert [k for k, _ in found] == [FindingKind.LATE]
+
+
 def test_a_retry_after_a_failure_is_not_an_extra_run() -> None:
     runs = series(hourly(2))
     runs[30].status = RunStatus.FAILED

@@ -14,7 +14,8 @@ the last served one moves the watch back to it, so history that arrives late (an
 after they happened) makes a declared pipeline late at once for the slots after its last run, instead
 of only from the next slot on.
 A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
-not one). While a run is in flight, slots pass silently: the running-long detector speaks then. The suite
+not one, nor the slot's own run after an early start that followed a slot without its run: that early
+start was the late run of the slot before). While a run is in flight, slots pass silently: the running-long detector speaks then. The suite
 asks `overlaps`: a scheduler seen lately starting a slot's run beside a running one does not wait for runs,
 and there a run in flight excuses missed slots only while it is not a suspect itself (`_holds_schedule`).
 
@@ -69,6 +70,7 @@ class CadenceDetector:
         "_watch_sens",
         "covered",
         "dows",
+        "early_claim",
         "extra_slot",
         "fulfilled",
         "hol",
@@ -95,6 +97,9 @@ class CadenceDetector:
         self.misses = 0  # consecutive unserved slots
         self.miss_from = 0.0
         self.extra_slot: float | None = None
+        # a slot claimed by an early start while the slot before it had no run: that start may have been the
+        # earlier slot's run, very late; a second start for this slot is then its own run, not an extra one
+        self.early_claim: float | None = None
         self.shift_buf: list[float] = []
         self.last_start: float | None = None
         self.last_failed = False
@@ -153,6 +158,9 @@ class CadenceDetector:
                 slot = nxt
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
+            before = self.fulfilled
+            self.early_claim = (slot if lag < 0 and before is not None
+                                and (sch.prev_expected(slot - 1.0) or before) > before else None)
             self.fulfilled = slot
             if in_flight:  # a scheduled start beside a running run (not a retry, not an extra run)
                 self.overlap_at = t
@@ -174,6 +182,9 @@ class CadenceDetector:
             return None
         if self.last_failed:  # a retry of the slot's failed run
             self.last_failed = False
+            return None
+        if self.early_claim == slot:  # the early start was the slot before's run, late; this is the slot's
+            self.early_claim = None
             return None
         if self._maybe_moved(t) or self.extra_slot == slot:
             return None
@@ -392,6 +403,8 @@ class CadenceDetector:
             d["miss"] = [self.misses, self.miss_from, self.sleep_until]
         if self.extra_slot is not None:
             d["extra"] = self.extra_slot
+        if self.early_claim is not None:
+            d["early"] = self.early_claim
         if self.shift_buf:
             d["shift"] = self.shift_buf
         if self.last_failed:
@@ -416,6 +429,7 @@ class CadenceDetector:
         c.fulfilled, c.covered, c.last_start = d["ful"], d["cov"], d["last"]
         c.misses, c.miss_from, c.sleep_until = d.get("miss", [0, 0.0, 0.0])
         c.extra_slot = d.get("extra")
+        c.early_claim = d.get("early")
         c.shift_buf = list(d.get("shift", []))
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
