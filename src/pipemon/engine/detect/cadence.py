@@ -15,9 +15,10 @@ after they happened) makes a declared pipeline late at once for the slots after 
 of only from the next slot on.
 A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
 not one, nor the slot's own run after an early start that followed a slot without its run: that early
-start was the late run of the slot before). While a run is in flight, slots pass silently: the running-long detector speaks then. The suite
-asks `overlaps`: a scheduler seen lately starting a slot's run beside a running one does not wait for runs,
-and there a run in flight excuses missed slots only while it is not a suspect itself (`_holds_schedule`).
+start was the late run of the slot before). While a run is in flight, slots pass silently: the
+running-long detector speaks then. The suite asks `overlaps`: a scheduler seen lately starting a
+slot's run beside a running one does not wait for runs, and there a run in flight excuses missed slots
+only while it is not a suspect itself (`_holds_schedule`).
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
 the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
