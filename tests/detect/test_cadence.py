@@ -63,6 +63,15 @@ def test_an_extra_run_is_flagged_once_per_slot() -> None:
     assert [k for k, _ in found] == [FindingKind.EXTRA_RUN]
 
 
+def test_a_run_so_late_it_starts_just_before_the_next_slot_makes_no_extra_run() -> None:
+    """Started 5 min before the next slot, the late run is taken as that slot's, early; the next slot's own
+    run is then no EXTRA_RUN: the slot before had no run, so the early start was that one, late."""
+    runs = series(hourly(2), jitter_s=0.0)
+    runs[30].start += 55 * 60
+    found = cadence(replay(hourly_suite(), "p", runs))
+    assert [k for k, _ in found] == [FindingKind.LATE]
+
+
 def test_a_retry_after_a_failure_is_not_an_extra_run() -> None:
     runs = series(hourly(2))
     runs[30].status = RunStatus.FAILED
@@ -83,6 +92,59 @@ def test_a_run_in_flight_excuses_the_slots_it_blocks() -> None:
     runs = [r for r in runs if not hung.start < r.start < hung.start + hung.duration_s]
     found = replay(hourly_suite(max_duration_s=HOUR), "p", runs)
     assert [f.kind for f in found] == [FindingKind.RUNNING_LONG]
+
+
+def overlapping(days: float) -> list[Run]:
+    """An hourly job whose runs take about 1.5 h: its scheduler starts each run beside the last one."""
+    return series(hourly(days), duration=lambda t: 1.5 * HOUR, noise=0.25)
+
+
+def test_a_hung_run_of_a_job_whose_runs_overlap_is_late_once_it_is_a_suspect() -> None:
+    """Its scheduler does not wait for runs, so the starts it stopped are the news: the running-long line
+    (about 14 h here) lies beyond the hung run's 10 h. A run in flight excuses the slots only while it is
+    not a suspect itself (past half that line)."""
+    runs = overlapping(20)
+    hung = runs[400]
+    hung.duration_s, hung.status = 10 * HOUR, RunStatus.FAILED
+    runs = [r for r in runs if not hung.start < r.start < hung.start + hung.duration_s]
+    found = [f for f in replay(hourly_suite(), "p", runs) if f.time > hung.start]
+    assert found and found[0].kind is FindingKind.LATE and found[0].metric == "schedule"
+    assert hung.start + 2 * HOUR < found[0].time < hung.start + hung.duration_s  # while it hangs
+
+
+def test_a_young_run_in_flight_still_excuses_a_slot_where_runs_overlap() -> None:
+    runs = overlapping(20)
+    s = hourly_suite()
+    assert replay(s, "p", runs[:-1]) == []
+    last = runs[-1]
+    assert s.observe_start("p", "last", last.start, last.start) == []
+    assert s.tick(last.start + 1.5 * HOUR) == []  # the recording stops; its run is not yet overdue
+
+
+def test_an_extra_run_beside_a_running_one_does_not_make_the_runs_overlapping() -> None:
+    c = CadenceDetector(Schedule.declared("0 * * * *"))
+    c.on_start("p", "r0", T0 + 60)
+    assert c.on_start("p", "x", T0 + 600, in_flight=True) is not None  # EXTRA_RUN, not a slot's run
+    assert not c.overlaps(T0 + HOUR)
+    c.on_start("p", "r1", T0 + HOUR + 60, in_flight=True)
+    assert c.overlaps(T0 + 2 * HOUR) and not c.overlaps(T0 + 9 * DAY)
+    assert CadenceDetector.from_json(c.to_json()).overlaps(T0 + 2 * HOUR)
+
+
+def test_a_move_smaller_than_the_least_grace_is_a_move_not_start_lag() -> None:
+    """A daily job moved 50 min later (within the 2.4 h least grace). Learned as start lag, the step
+    inflated the lag's deviation and the grace (25 of them) reached its cap of half a day: a run 6 h late
+    a month later passed unseen. Re-phased, the grace stays that of the jitter."""
+    slots = daily(120)
+    runs = series([s + (50 * 60 if k >= 60 else 0) for k, s in enumerate(slots)])
+    late = runs[90]
+    late.start += 6 * HOUR
+    s = DetectorSuite()
+    s.configure("p", DetectSpec(cron="0 2 * * *"))
+    found = cadence(replay(s, "p", runs))
+    assert found == [(FindingKind.LATE, pytest.approx(found[0][1]))]
+    assert slots[90] < found[0][1] < late.start
+    assert "(moved +5" in s.schedule("p").describe()  # the median offset, jitter included
 
 
 @pytest.mark.parametrize("move_s, alarms", [(3 * HOUR, True), (-5 * HOUR, False)])

@@ -50,6 +50,27 @@ def test_cold_start_and_a_burst_stays_out_of_the_rate() -> None:
     assert g.rate() > before + 0.02
 
 
+def test_a_streak_is_judged_against_the_rate_before_it() -> None:
+    """A young pipeline (26 clean runs, rate ~1 % with the prior): three failures in a row are a burst.
+    Counted in as they came, its first two had raised the rate to 5 % and the third scored 3.9."""
+    f = FailureRate()
+    for k in range(26):
+        f.observe("p", f"a{k}", float(k), False, 1.0)
+    found = [f.observe("p", f"b{k}", 26.0 + k, True, 1.0) for k in range(3)]
+    assert [x is not None for x in found] == [False, False, True]
+
+
+def test_an_unflagged_streak_joins_the_rate_when_it_ends() -> None:
+    f = FailureRate()
+    for k in range(100):
+        f.observe("p", f"a{k}", float(k), k % 10 == 0, 1.0)  # a flaky pipeline: 10 %
+    before = f.rate()
+    f.observe("p", "b0", 100.0, True, 1.0)
+    assert f.rate() == before  # held while the streak may still be a burst
+    f.observe("p", "b1", 101.0, False, 1.0)
+    assert f.rate() > before  # a lone failure: the pipeline's normal failing after all
+
+
 def cols(*names: str) -> tuple[tuple[str, str], ...]:
     return tuple((n.split(":")[0], n.split(":")[1]) for n in names)
 

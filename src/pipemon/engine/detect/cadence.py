@@ -14,12 +14,16 @@ the last served one moves the watch back to it, so history that arrives late (an
 after they happened) makes a declared pipeline late at once for the slots after its last run, instead
 of only from the next slot on.
 A start whose slot already had its run is an EXTRA_RUN (once per slot; a retry after a failure is
-not one). While a run is in flight, slots pass silently: the running-long detector speaks then.
+not one, nor the slot's own run after an early start that followed a slot without its run: that early
+start was the late run of the slot before). While a run is in flight, slots pass silently: the
+running-long detector speaks then. The suite asks `overlaps`: a scheduler seen lately starting a
+slot's run beside a running one does not wait for runs, and there a run in flight excuses missed slots
+only while it is not a suspect itself (`_holds_schedule`).
 
 Schedules move (a deploy shifts a daily job by hours): when 3 starts in a row sit off-slot by about
 the same offset, the schedule is re-phased by that offset instead of alarming on forever. A start
-within the grace but past 10 % of an interval and far past the usual lag counts as off-slot too (a
-small move learned as start lag would leave little grace above it). Nothing tells a move later than
+within the grace but far past the usual lag counts as off-slot too (a small move learned as start lag
+would inflate the lag's deviation, and the grace with it, for months). Nothing tells a move later than
 the grace from a late run at the first deadline: that one is LATE; after it, the next slot's run is
 owed that much later, so a move costs one LATE, not one a slot until the re-phase. A declared
 "every N seconds" takes its phase from its first run.
@@ -39,7 +43,7 @@ from pipemon.engine.detect import explain
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
 from pipemon.engine.schedule import (
     GRACE_K,
-    GRACE_MIN_FRACTION,
+    GRACE_MIN_S,
     LAG_WARM,
     Calendar,
     Schedule,
@@ -54,6 +58,8 @@ _LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
 _WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
 _MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
 _HOL_MEMORY = 2  # holiday slots: how far the served / skipped tally goes either way
+_OVERLAP_MEMORY_S = 7 * 86400.0  # runs seen overlapping this recently: the scheduler does not wait for a run
+_OVERLAP_MEMORY_SLOTS = 8  # ... or this many intervals, if longer
 DAY = 86400.0
 
 
@@ -65,6 +71,7 @@ class CadenceDetector:
         "_watch_sens",
         "covered",
         "dows",
+        "early_claim",
         "extra_slot",
         "fulfilled",
         "hol",
@@ -75,6 +82,7 @@ class CadenceDetector:
         "learner",
         "miss_from",
         "misses",
+        "overlap_at",
         "rephase_next",
         "schedule",
         "shift_buf",
@@ -90,6 +98,9 @@ class CadenceDetector:
         self.misses = 0  # consecutive unserved slots
         self.miss_from = 0.0
         self.extra_slot: float | None = None
+        # a slot claimed by an early start while the slot before it had no run: that start may have been the
+        # earlier slot's run, very late; a second start for this slot is then its own run, not an extra one
+        self.early_claim: float | None = None
         self.shift_buf: list[float] = []
         self.last_start: float | None = None
         self.last_failed = False
@@ -104,6 +115,7 @@ class CadenceDetector:
         self._watch_sens = 0.0
         self.holidays: frozenset[int] = frozenset()  # the calendar's days (not state: from the spec)
         self.hol = 0  # holiday slots lately served (> 0) or passed without a run (< 0), within +-_HOL_MEMORY
+        self.overlap_at: float | None = None  # the latest slot's start that found an earlier run in flight
 
     def _cover(self, slot: float | None) -> None:
         self.covered = slot
@@ -111,9 +123,10 @@ class CadenceDetector:
 
     # ------------------------------------------------------------------------------- run starts
     def on_start(self, pipeline_id: str, run_id: str | None, t: float,
-                 nominal: float | None = None) -> Finding | None:
+                 nominal: float | None = None, in_flight: bool = False) -> Finding | None:
         """A run started at t; `nominal` is the slot its scheduler says it is for, when it says (an Airflow
-        run's logical date is its interval's start, an interval before it runs: the same grid)."""
+        run's logical date is its interval's start, an interval before it runs: the same grid).
+        `in_flight`: an earlier run of the pipeline was still going."""
         self.last_start = t
         if self.learner is not None:
             self._learn(t if nominal is None else nominal, nominal is not None)
@@ -146,7 +159,12 @@ class CadenceDetector:
                 slot = nxt
         if self.fulfilled is None or slot > self.fulfilled:
             lag = t - slot
+            before = self.fulfilled
+            self.early_claim = (slot if lag < 0 and before is not None
+                                and (sch.prev_expected(slot - 1.0) or before) > before else None)
             self.fulfilled = slot
+            if in_flight:  # a scheduled start beside a running run (not a retry, not an extra run)
+                self.overlap_at = t
             if self.holidays and int(slot // DAY) in self.holidays and self.hol < _HOL_MEMORY:
                 self.hol += 1
             # the slots after the newest run known are judged from it: history learned late (an import,
@@ -166,6 +184,9 @@ class CadenceDetector:
         if self.last_failed:  # a retry of the slot's failed run
             self.last_failed = False
             return None
+        if self.early_claim == slot:  # the early start was the slot before's run, late; this is the slot's
+            self.early_claim = None
+            return None
         if self._maybe_moved(t) or self.extra_slot == slot:
             return None
         self.extra_slot = slot
@@ -175,6 +196,14 @@ class CadenceDetector:
             Direction.HIGH,
             f"extra run at {explain.clock(t)}: the {explain.clock(slot)} run already started "
             f"({sch.describe()}); next expected {explain.clock(nxt) if nxt else 'never'}")
+
+    def overlaps(self, now: float) -> bool:
+        """Whether the scheduler lately started runs while others were going: then a run in flight does
+        not excuse a slot without its start. Pure."""
+        at, sch = self.overlap_at, self.schedule
+        if at is None or sch is None:
+            return False
+        return now - at < max(_OVERLAP_MEMORY_S, _OVERLAP_MEMORY_SLOTS * sch.interval_s)
 
     def on_finish(self, failed: bool) -> None:
         self.last_failed = failed
@@ -196,11 +225,13 @@ class CadenceDetector:
 
     @staticmethod
     def _late_within(sch: Schedule, lag: float) -> bool:
-        """A start within the grace but clearly later than the learned jitter, and later than the least
-        grace (10 % of an interval): counted towards a move, not learned as jitter. A move smaller than
-        the grace would otherwise be absorbed into the lag, leaving little grace above it (the cap is
-        half an interval) for the jitter: LATE alarms whenever a start is a little later than usual."""
-        return (lag > GRACE_MIN_FRACTION * sch.interval_s and sch.lag_n >= LAG_WARM
+        """A start within the grace but clearly later than the learned jitter (and than a minute): counted
+        towards a move, not learned as jitter. Absorbed into the lag, a move would either leave little
+        grace above it (the cap is half an interval): LATE whenever a start is a little later than usual;
+        or, smaller than the least grace (10 % of an interval), inflate the lag's deviation and the grace
+        (25 of them) up to that cap, hiding late runs for months. Also true of the jitter's far tail
+        (8 deviations: about 1 start in 1,000), which then only waits for a start on time."""
+        return (lag > GRACE_MIN_S and sch.lag_n >= LAG_WARM
                 and lag > sch.lag_loc + _MOVE_DEVS * sch.lag_dev)
 
     def _maybe_moved(self, t: float) -> bool:
@@ -373,6 +404,8 @@ class CadenceDetector:
             d["miss"] = [self.misses, self.miss_from, self.sleep_until]
         if self.extra_slot is not None:
             d["extra"] = self.extra_slot
+        if self.early_claim is not None:
+            d["early"] = self.early_claim
         if self.shift_buf:
             d["shift"] = self.shift_buf
         if self.last_failed:
@@ -381,6 +414,8 @@ class CadenceDetector:
             d["rephase"] = True
         if self.hol:
             d["hol"] = self.hol
+        if self.overlap_at is not None:
+            d["ovl"] = self.overlap_at
         return d
 
     @staticmethod
@@ -395,10 +430,12 @@ class CadenceDetector:
         c.fulfilled, c.covered, c.last_start = d["ful"], d["cov"], d["last"]
         c.misses, c.miss_from, c.sleep_until = d.get("miss", [0, 0.0, 0.0])
         c.extra_slot = d.get("extra")
+        c.early_claim = d.get("early")
         c.shift_buf = list(d.get("shift", []))
         c.last_failed = bool(d.get("failed", False))
         c.rephase_next = bool(d.get("rephase", False))
         c.hol = int(d.get("hol", 0))
+        c.overlap_at = d.get("ovl")
         return c
 
 

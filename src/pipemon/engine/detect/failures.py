@@ -1,12 +1,16 @@
 """Failure bursts: more consecutive failures than the pipeline's own failure rate makes plausible.
 
 The rate p is a forgetful count (memory ~200 runs) with a prior of 1 failure in 40 runs, so a
-pipeline that never failed is not certain never to fail. A streak of k failures has probability
-p**k under that rate; the score is its z-like equivalent, ALARM_SCORE * sqrt(ln P / ln ALPHA) with
-ALPHA = 1e-4, so the default alarm needs P <= 1e-4: 2 in a row at p <= 1 %, 3 at <= 4.6 %, 6 at 20 %. An
-isolated failure is never an anomaly, at any sensitivity: a burst is at least MIN_STREAK (2) failures.
-One finding per streak; the failures of a flagged streak are kept out of the rate, unless the operator
-says it is EXPECTED.
+pipeline that never failed is not certain never to fail. A streak of k failures has probability about
+p**k under that rate; more exactly, as the rate is only as sure as its counts, the product of
+(fails + i) / (runs + i) for its i-th failure (beta-binomial: a young pipeline's few runs say little, a
+mature one's p**k). The score is its z-like equivalent, ALARM_SCORE * sqrt(ln P / ln ALPHA) with
+ALPHA = 1e-4, so the default alarm needs P <= 1e-4: on a mature pipeline 2 in a row at p <= 1 %, 3 at
+<= 4.6 %, 6 at 20 %. An isolated failure is never an anomaly, at any sensitivity: a burst is at least
+MIN_STREAK (2) failures. One finding per streak. A streak is judged against the rate before it: its
+failures join the rate only once a success ends it unflagged (counted into p as they came, a young
+pipeline's third failure met p^3 at a rate its first two had quintupled); those of a flagged streak stay
+out, unless the operator says it is EXPECTED.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class FailureRate:
         self.n = 0  # runs seen (for cold start)
         self.streak = 0  # consecutive failures up to now
         self.state = _QUIET
-        self.held = 0  # failures of a flagged streak not counted into the rate
+        self.held = 0  # the current streak's failures, not (yet) counted into the rate
 
     def rate(self) -> float:
         return (self.fails + _PRIOR_FAIL) / (self.runs + _PRIOR_RUNS)
@@ -41,7 +45,14 @@ class FailureRate:
         """The z-like score of the streak this run would make. Pure."""
         if not failed or self.n < MIN_RUNS or self.streak + 1 < MIN_STREAK:
             return 0.0
-        return ALARM_SCORE * math.sqrt((self.streak + 1) * math.log(self.rate()) / math.log(ALPHA))
+        return ALARM_SCORE * math.sqrt(self.log_chance(self.streak + 1) / math.log(ALPHA))
+
+    def log_chance(self, k: int) -> float:
+        """ln P(k failures in a row) under the rate learned before the streak, uncertain as its counts
+        are (beta-binomial: the i-th failure's chance is (fails + i) / (runs + i), prior included). A
+        young pipeline's rate is a guess, and a few failures in a row move it. Pure."""
+        a, n = self.fails + _PRIOR_FAIL, self.runs + _PRIOR_RUNS
+        return sum(math.log((a + i) / (n + i)) for i in range(k))
 
     def observe(self, pipeline_id: str, run_id: str, t: float, failed: bool,
                 sensitivity: float) -> Finding | None:
@@ -55,19 +66,27 @@ class FailureRate:
                 pipeline_id, FindingKind.FAILURE_RATE, "status", t, run_id, float(k), p, None, None, s,
                 Direction.HIGH,
                 f"{k} failed runs in a row; this pipeline fails {p:.1%} of runs "
-                f"(chance of such a streak {p ** k:.0e})")
+                f"(chance of such a streak {math.exp(self.log_chance(k)):.0e})")
         self.learn(failed)
         return finding
 
     def learn(self, failed: bool) -> None:
         self.n += 1
-        if not failed:
-            self.streak, self.state = 0, _QUIET
-        else:
+        if failed:
             self.streak += 1
-            if self.state == _FLAGGED:
-                self.held += 1  # a burst is not the pipeline's normal rate
+            if self.state != _ACCEPTED:
+                self.held += 1  # judged against the rate before the streak: held out for now
                 return
+            self._count(True)
+            return
+        if self.state == _QUIET:
+            for _ in range(self.held):  # an unflagged streak was the pipeline's normal failing
+                self._count(True)
+        # (a flagged streak's failures stay out: a burst is not the pipeline's normal rate)
+        self.streak, self.state, self.held = 0, _QUIET, 0
+        self._count(False)
+
+    def _count(self, failed: bool) -> None:
         self.fails = self.fails * _KEEP + failed
         self.runs = self.runs * _KEEP + 1.0
 

@@ -216,7 +216,12 @@ class DetectorSuite:
         running = p.running
         if run_id in running:
             return []
-        out = self._start(p, run_id, start, nominal)
+        in_flight = False
+        for r in running.values():
+            if start - r.start < _STALE_S:
+                in_flight = True
+                break
+        out = self._start(p, run_id, start, nominal, in_flight)
         b = p.duration
         if b is None:
             expect = None
@@ -232,8 +237,9 @@ class DetectorSuite:
             heapq.heappush(self._heap, _Timer(deadline, next(self._seq), p, rec))
         return out
 
-    def _start(self, p: _Pipeline, run_id: str, start: float, nominal: float | None = None) -> list[Finding]:
-        f = p.cadence.on_start(p.pid, run_id, start, nominal)
+    def _start(self, p: _Pipeline, run_id: str, start: float, nominal: float | None = None,
+               in_flight: bool = False) -> list[Finding]:
+        f = p.cadence.on_start(p.pid, run_id, start, nominal, in_flight)
         self._queue_cadence(p)
         return [f] if f is not None else []
 
@@ -359,7 +365,7 @@ class DetectorSuite:
             cadence, sens = p.cadence, p.sens
             dl = cadence.due(sens)
             if dl is not None and dl <= due:
-                running = any(due - r.start < _STALE_S for r in p.running.values())
+                running = self._holds_schedule(p, due)
                 out.extend(cadence.on_due(p.pid, due, sens, running))
                 dl = cadence.due(sens)
             # the pipeline's next check replaces this one (one sift instead of a pop and a push)
@@ -371,6 +377,25 @@ class DetectorSuite:
                 top.seq = next(self._seq)
                 heapq.heapreplace(heap, top)
         return out
+
+    def _holds_schedule(self, p: _Pipeline, due: float) -> bool:
+        """Whether a run in flight excuses a slot without its start at `due`. It does while it is young,
+        unless the scheduler lately started runs beside running ones: there a run holds nothing back
+        once it is a suspect itself (past half the running-long line, as a finished run is), and the
+        missed slot is the sign of a hung run whose own line may lie hours beyond its window."""
+        overlaps = p.cadence.overlaps(due)
+        for r in p.running.values():
+            age = due - r.start
+            if age >= _STALE_S:
+                continue
+            if not overlaps:
+                return True
+            b, kept = p.duration, r.expect
+            # the expectation the run got at its start (its running-long line's): any version will do
+            half = b.upper_of(kept[1], SHIFT_Z / p.sens) if b is not None and kept is not None else None
+            if half is None or age < half:
+                return True
+        return False
 
     def next_due(self) -> float | None:
         return self._heap[0].due if self._heap else None
