@@ -17,6 +17,7 @@ on `{prefix}.receivers.{partition}`, to the worker keeping its `receiver_failing
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,7 @@ class Relay:
         self.node = node
         self.app: Any = None  # the node's HTTP app, set when it starts (api/app.py lifespan)
         self._subs: dict[str, Any] = {}
+        self._inflight: set[asyncio.Task] = set()
         self.relayed = 0   # requests this node sent on / answered for another
         self.answered = 0
 
@@ -147,8 +149,16 @@ class Relay:
             except Exception as e:  # noqa: BLE001 - a closed connection has no subscriptions left anyway
                 log.debug("unsubscribing %s: %s", name, e)
         for name in sorted(want - set(self._subs)):
-            cb = self._receiver_status if ".receivers." in name else self._answer
+            handler = self._receiver_status if ".receivers." in name else self._answer
+            cb = functools.partial(self._spawn, handler)
             self._subs[name] = await nc.subscribe(name, queue=QUEUE, cb=cb)
+
+    async def _spawn(self, handler, msg) -> None:
+        """nats-py runs one subscription's callbacks one after another: each request gets its own task, so a
+        slow one (a writer call waiting for the database) does not hold up the next."""
+        task = asyncio.get_running_loop().create_task(handler(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def close(self) -> None:
         subs, self._subs = self._subs, {}
