@@ -33,6 +33,19 @@ pipelines:
         p.close()
 
 
+def one_run(pm, clock, pipeline: str, status: str, run_id: str) -> None:
+    """A run of `pipeline` starts and ends now (`status`: COMPLETE or FAIL), through pm's writer."""
+    import msgspec
+
+    from pipemon.ingest import native
+
+    t = clock.now()
+    body = msgspec.json.encode([{"pipeline": pipeline, "run_id": run_id, "type": "START", "event_time": t},
+                                {"pipeline": pipeline, "run_id": run_id, "type": status, "event_time": t + 1,
+                                 "error": "boom"}])
+    pm.writer.ingest(native.parse(body, t))
+
+
 def rows(pm, sql: str) -> list:
     with pm.db.connect() as c:
         return list(c.execute(sa.text(sql)))
@@ -103,7 +116,6 @@ def test_a_downstream_late_on_one_writer_attaches_to_the_upstream_failure_the_ot
 
     import pipemon.writer.alerts as writer_alerts
     from pipemon.app import build
-    from pipemon.ingest import native
 
     monkeypatch.setattr(writer_alerts, "ROOTS_SYNC_S", 0.0)  # look at the other writer's roots every tick
     up = next(f"up/p{i}" for i in range(100) if partition_of(f"up/p{i}") in LOW)
@@ -119,11 +131,7 @@ pipelines:
     a.writer.partitions, b.writer.partitions = LOW, HIGH
 
     def run(status: str, run_id: str) -> None:
-        t = clock.now()
-        body = msgspec.json.encode([{"pipeline": up, "run_id": run_id, "type": "START", "event_time": t},
-                                    {"pipeline": up, "run_id": run_id, "type": status, "event_time": t + 1,
-                                     "error": "boom"}])
-        a.writer.ingest(native.parse(body, t))
+        one_run(a, clock, up, status, run_id)
     try:
         a.writer.tick()
         b.writer.tick()
@@ -151,11 +159,9 @@ pipelines:
 def test_an_inhibition_source_on_one_writer_quiets_its_target_on_the_other(db_url, clock, monkeypatch):
     """An inhibition rule whose source alert the other writer keeps: the target is not paged while the
     source is open, and is paged at its group's next flush after the source resolved."""
-    import msgspec
 
     import pipemon.writer.alerts as writer_alerts
     from pipemon.app import build
-    from pipemon.ingest import native
 
     monkeypatch.setattr(writer_alerts, "ROOTS_SYNC_S", 0.0)
     src = next(f"src/p{i}" for i in range(100) if partition_of(f"src/p{i}") in LOW)
@@ -173,14 +179,11 @@ pipelines:
     a.writer.partitions, b.writer.partitions = LOW, HIGH
 
     def run(status: str, run_id: str) -> None:
-        t = clock.now()
-        body = msgspec.json.encode([{"pipeline": src, "run_id": run_id, "type": "START", "event_time": t},
-                                    {"pipeline": src, "run_id": run_id, "type": status, "event_time": t + 1,
-                                     "error": "boom"}])
-        a.writer.ingest(native.parse(body, t))
+        one_run(a, clock, src, status, run_id)
 
     def paged(fp: str) -> bool:
-        return any(fp in r[0] for r in rows(b, "SELECT fingerprints FROM notifications WHERE action = 'trigger'"))
+        triggers = rows(b, "SELECT fingerprints FROM notifications WHERE action = 'trigger'")
+        return any(fp in r[0] for r in triggers)
     try:
         a.writer.tick()
         b.writer.tick()
