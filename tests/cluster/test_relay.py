@@ -48,7 +48,8 @@ def test_operator_changes_sent_anywhere_are_made_by_the_owner(owned_db, prefix, 
         r = httpx.post(api.url + "/api/v1/events", content=failing(keys),
                        headers={"Content-Type": "application/json"}, timeout=15)
         assert r.status_code == 200, r.text
-        alerts = wait_until(lambda: (items := httpx.get(api.url + "/api/v1/alerts", params={"state": "firing"},
+        firing = {"state": "firing"}
+        alerts = wait_until(lambda: (items := httpx.get(api.url + "/api/v1/alerts", params=firing,
                                                         timeout=5).json()["items"])
                             and len({a["pipeline"] for a in items}) == len(keys) and items,
                             "a failure alert for each pipeline", 60)
@@ -74,8 +75,8 @@ def test_operator_changes_sent_anywhere_are_made_by_the_owner(owned_db, prefix, 
         assert count(db, "SELECT count(*) FROM audit_log WHERE action = 'alert.resolve'") == len(keys)
 
         # a silence (any worker may make it) and a dashboard form post, both through the api node
-        r = httpx.post(api.url + "/api/v1/silences", json={"matchers": ['pipeline="ops/x"'], "duration": "1h"},
-                       timeout=20)
+        silence = {"matchers": ['pipeline="ops/x"'], "duration": "1h"}
+        r = httpx.post(api.url + "/api/v1/silences", json=silence, timeout=20)
         assert r.status_code == 200 and r.json()["state"] == "active", r.text
         assert count(db, "SELECT count(*) FROM silences") == 1
         r = httpx.post(f"{api.url}/silences/{r.json()['id']}/expire", data={"next": "/alerts"}, timeout=20)
