@@ -1,7 +1,8 @@
 """The detectors fed a recorded history, the clock following the records: the backtest's hot loop.
 
     feed_runs(suite, lines)     each run split into a START at its ts and a COMPLETION at ts + duration,
-                                merged in time order; the suite ticks before each event
+                                merged in time order; the suite ticks before each event; a START
+                                says when its COMPLETION comes (no timer that could never fire)
     feed_series(suite, lines)   one observe_value a point
 
 Pure (the records are read and the flags written by pipemon.backtest) and typed, so that `pip install .`

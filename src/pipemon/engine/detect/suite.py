@@ -7,7 +7,8 @@
     tick(now)                                LATE / MISSING / RUNNING_LONG whose deadline has passed
     next_due()                               when tick next has something to do (a live timer)
 
-The heap holds at most one cadence entry per pipeline plus one per running run, keyed by deadline,
+The heap holds at most one cadence entry per pipeline plus one per running run (a backtest, which knows
+when a run ends, queues only those due before that), keyed by deadline,
 so a tick over 100,000 pipelines pops only what is due. Entries are checked, not deleted, when
 their pipeline moved on (a lazily invalidated heap). A finished run's timer is dead for good: those
 are swept out in bulk once they are half the heap, rather than each popped at its deadline.
