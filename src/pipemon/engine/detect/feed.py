@@ -1,7 +1,8 @@
 """The detectors fed a recorded history, the clock following the records: the backtest's hot loop.
 
     feed_runs(suite, lines)     each run split into a START at its ts and a COMPLETION at ts + duration,
-                                merged in time order; the suite ticks before each event
+                                merged in time order; the suite ticks before each event; a START
+                                says when its COMPLETION comes (no timer that could never fire)
     feed_series(suite, lines)   one observe_value a point
 
 Pure (the records are read and the flags written by pipemon.backtest) and typed, so that `pip install .`
@@ -47,7 +48,8 @@ class Record(Protocol):
 class Suite(Protocol):
     def tick(self, now: float) -> list[Finding]: ...
     def next_due(self) -> float | None: ...
-    def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float) -> list[Finding]: ...
+    def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float,
+                      nominal: float | None = None, ends: float | None = None) -> list[Finding]: ...
     def observe_completion(self, pipeline_id: str, run_id: str, start: float, status: RunStatus,
                            duration_s: float | None, rows: float | None, bytes_: float | None,
                            now: float) -> list[Finding]: ...
@@ -93,6 +95,7 @@ def feed_runs(suite: Suite, lines: list[Record], on_progress: Callable[[int], No
     tick, next_due = suite.tick, suite.next_due
     observe_start, observe_completion = suite.observe_start, suite.observe_completion
     pending: list[tuple[float, int, Record]] = []
+    end = 0.0  # a start's completion time, known here: the suite need not time the run past it
     k = 0
     n = len(lines)
     next_t = unix(lines[0]) if n else 0.0  # the next start's time
@@ -103,7 +106,8 @@ def feed_runs(suite: Suite, lines: list[Record], on_progress: Callable[[int], No
                 start = False
             else:
                 t, line, start = next_t, lines[k], True
-                heapq.heappush(pending, (t + (line.duration_s or 0.0), k, line))
+                end = t + (line.duration_s or 0.0)
+                heapq.heappush(pending, (end, k, line))
                 k += 1
                 if k < n:
                     next_t = unix(lines[k])
@@ -118,7 +122,7 @@ def feed_runs(suite: Suite, lines: list[Record], on_progress: Callable[[int], No
         pid = line.pipeline_id
         rid = line.run_id or f"{pid}@{line.ts_unix or line.ts}"
         if start:
-            out.extend(observe_start(pid, rid, t, t))
+            out.extend(observe_start(pid, rid, t, t, None, end))
             continue
         duration = line.duration_s
         begun = t - (duration or 0.0)

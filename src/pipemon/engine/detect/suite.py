@@ -7,7 +7,8 @@
     tick(now)                                LATE / MISSING / RUNNING_LONG whose deadline has passed
     next_due()                               when tick next has something to do (a live timer)
 
-The heap holds at most one cadence entry per pipeline plus one per running run, keyed by deadline,
+The heap holds at most one cadence entry per pipeline plus one per running run (a backtest, which knows
+when a run ends, queues only those due before that), keyed by deadline,
 so a tick over 100,000 pipelines pops only what is due. Entries are checked, not deleted, when
 their pipeline moved on (a lazily invalidated heap). A finished run's timer is dead for good: those
 are swept out in bulk once they are half the heap, rather than each popped at its deadline.
@@ -51,7 +52,7 @@ _SWEEP_MIN = 256  # dead run timers before a sweep is worth it
 
 
 class _Running:
-    __slots__ = ("alarmed", "deadline", "expect", "run_id", "start")
+    __slots__ = ("alarmed", "deadline", "expect", "queued", "run_id", "start")
 
     def __init__(self, start: float, deadline: float | None, alarmed: bool = False,
                  expect: tuple[int, Expect] | None = None, run_id: str = "") -> None:
@@ -60,6 +61,7 @@ class _Running:
         self.alarmed = alarmed
         self.expect = expect  # (duration model version, its expectation for this run): reused at the end
         self.run_id = run_id
+        self.queued = False  # its deadline has an entry in the heap
 
 
 class _Timer:
@@ -207,9 +209,12 @@ class DetectorSuite:
 
     # ---------------------------------------------------------------------------------- runs
     def observe_start(self, pipeline_id: str, run_id: str, start: float, now: float,
-                      nominal: float | None = None) -> list[Finding]:
+                      nominal: float | None = None, ends: float | None = None) -> list[Finding]:
         """A run started. `nominal`: the scheduled time it is for, when the scheduler says (OpenLineage
-        nominalTime); an undeclared schedule is then learned from those, exactly."""
+        nominalTime); an undeclared schedule is then learned from those, exactly. `ends`: when its
+        completion will be observed, when the caller already knows (a backtest): a running-long timer
+        due after that could never fire, so it is not queued (at fleet scale the heap's sifts over
+        scattered timers are a large share of a run's cost)."""
         p = self._p.get(pipeline_id)
         if p is None:
             p = self._get(pipeline_id)
@@ -233,7 +238,8 @@ class DetectorSuite:
         if len(running) >= _MAX_RUNNING:
             self._retire(running.pop(next(iter(running))))
         rec = running[run_id] = _Running(start, deadline, False, expect, run_id)
-        if deadline is not None:
+        if deadline is not None and (ends is None or deadline <= ends):
+            rec.queued = True
             heapq.heappush(self._heap, _Timer(deadline, next(self._seq), p, rec))
         return out
 
@@ -303,7 +309,7 @@ class DetectorSuite:
 
     def _retire(self, rec: _Running) -> None:
         """A run is over: its timer, if still in the heap, is dead. Swept out once they are half of it."""
-        if rec.deadline is not None and not rec.alarmed:
+        if rec.queued and rec.deadline is not None and not rec.alarmed:
             self._dead += 1
             if self._dead >= _SWEEP_MIN and 2 * self._dead > len(self._heap):
                 self._sweep()
@@ -492,5 +498,6 @@ class DetectorSuite:
         self._p[pipeline_id] = p
         for r in p.running.values():
             if r.deadline is not None and not r.alarmed:
+                r.queued = True
                 heapq.heappush(self._heap, _Timer(r.deadline, next(self._seq), p, r))
         self._queue_cadence(p)
