@@ -19,6 +19,7 @@ import pytest
 from pipemon.log import partition_of
 from tests.alerting.delivery_helpers import FlakyReceiver
 from tests.cluster.conftest import Cluster, count, ready, wait_until
+from tests.cluster.test_cluster import CONFIG
 from tests.cluster.test_partitions import late_pipelines, owned, split_evenly
 
 pytestmark = pytest.mark.slow
@@ -98,18 +99,8 @@ def test_operator_changes_sent_anywhere_are_made_by_the_owner(owned_db, prefix, 
         cluster.stop()
 
 
-RECEIVER_CONFIG = """
-alerting: {{receiver_failure_threshold: 2}}
-receivers:
-  - name: hook
-    webhook: {{url: "{url}/hook"}}
-route:
-  receiver: hook
-  group_by: [pipeline]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 4h
-"""
+# the cluster tests' webhook receiver and route, with receiver_failing raised after 2 failed deliveries
+RECEIVER_CONFIG = "alerting: {{receiver_failure_threshold: 2}}\n" + CONFIG
 
 
 def test_a_receiver_failing_on_a_dispatcher_raises_and_resolves_its_alert_on_the_worker(owned_db, prefix,
