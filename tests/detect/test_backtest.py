@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from pipemon.backtest import InputFormat, backtest, drive, read_lines, run_events
 from pipemon.cli import app
 from pipemon.engine.detect import DetectorSuite, Finding, RunStatus
-from tests.detect._data import DAY, HOUR, T0, daily, series
+from pipemon.engine.detect.feed import feed_blocks
+from tests.detect._data import DAY, HOUR, T0, daily, hourly, series
 
 
 def runs_jsonl() -> bytes:
@@ -118,3 +119,53 @@ def test_records_out_of_order_are_put_in_order() -> None:
     backtest(io.BytesIO(runs_jsonl()), out_sorted)
     backtest(io.BytesIO(shuffled), out_shuffled)
     assert out_shuffled.getvalue() == out_sorted.getvalue()
+
+
+def fleet_jsonl() -> bytes:
+    """Five pipelines, each with its own trouble; "quits" stops running two days before the others end, so
+    its LATE comes only from the fleet's clock after its own last run."""
+    lines = []
+    for n, (pid, slots) in enumerate([("a", daily(60)), ("b", daily(60, at_s=2 * HOUR + 60)),
+                                      ("c", hourly(40)), ("quits", daily(58, at_s=5 * HOUR)),
+                                      ("d", daily(60, at_s=2 * HOUR))]):
+        runs = series(slots, rows=lambda t: 1e6, duration=lambda t: 1800.0, seed=n + 1)
+        if pid == "a":
+            runs[50].rows = 0.0
+        if pid == "b":
+            runs[55].duration_s = 12 * HOUR
+        if pid == "c":
+            runs[700].start += 3 * HOUR
+        if pid == "d":
+            runs[45].status = RunStatus.FAILED
+        lines += [{"pipeline_id": pid, "run_id": r.run_id, "ts_unix": r.start, "duration_s": r.duration_s,
+                   "rows": r.rows, "status": "failed" if r.status is RunStatus.FAILED else "success"}
+                  for r in runs]
+    lines.sort(key=lambda x: x["ts_unix"])
+    return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+
+
+def by_pipeline(found: list[Finding]) -> dict[str, list[Finding]]:
+    out: dict[str, list[Finding]] = {}
+    for f in found:
+        out.setdefault(f.pipeline_id, []).append(f)
+    return out
+
+
+def test_a_fleet_fed_a_block_at_a_time_finds_what_it_finds_whole() -> None:
+    lines = read_lines(io.BytesIO(fleet_jsonl()))
+    whole = by_pipeline(drive(DetectorSuite(), lines, InputFormat.RUNS))
+    assert {f.kind.value for f in whole["quits"]} >= {"late"}, "the quitter's silence is seen"
+    assert {f.kind.value for fs in whole.values() for f in fs} >= {"volume", "running_long", "late"}
+    for block in (1, 2, 3):
+        assert by_pipeline(feed_blocks(lambda pids: DetectorSuite(), lines, block)) == whole, block
+
+
+def test_the_written_flags_do_not_depend_on_the_blocks() -> None:
+    outs = []
+    for block in (1, 2, 1000):
+        out = io.StringIO()
+        backtest(io.BytesIO(fleet_jsonl()), out, block=block)
+        outs.append(out.getvalue())
+    flags = [json.loads(x) for x in outs[0].splitlines()]
+    assert outs[0] == outs[1] == outs[2] and len(flags) >= 4
+    assert [(f["ts_unix"], f["pipeline_id"]) for f in flags] == sorted((f["ts_unix"], f["pipeline_id"]) for f in flags)
