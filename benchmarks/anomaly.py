@@ -7,6 +7,7 @@
     python benchmarks/anomaly.py --million             + throughput on ~1M generated runs
     python benchmarks/anomaly.py --only-million        that alone (best of 3, declared and learned)
         [--pipemon PATH]                               another install's `pipemon` (pure, compiled, a branch)
+        [--baseline PATH]                              alternated with a baseline install's, and the ratio
     python benchmarks/anomaly.py --drift               + the drifted sets (anomaly_gen.py drift presets): P/R/F1
                                                          per phenomenon, false flags on holidays and month-ends
                                  [--drift-seed 2]        (another draw of the same phenomena)
@@ -40,10 +41,10 @@ DRIFT = ("drift", "drift-trend", "drift-shift", "drift-schedule", "drift-monthen
 
 
 def detect(inp: Path, out: Path, pipelines: Path | None = None, fmt: str = "runs", sensitivity: float = 1.0,
-           repeat: int = 1) -> dict[str, float]:
+           repeat: int = 1, pipemon: str | None = None) -> dict[str, float]:
     """Run `pipemon detect`; CPU seconds are the best of `repeat` runs (the least disturbed by other
     processes on a shared machine)."""
-    cmd = [PIPEMON, "detect", "--input", str(inp), "--output", str(out), "--format", fmt,
+    cmd = [pipemon or PIPEMON, "detect", "--input", str(inp), "--output", str(out), "--format", fmt,
            "--sensitivity", str(sensitivity)] + (["--pipelines", str(pipelines)] if pipelines else [])
     best: dict[str, float] = {}
     for _ in range(repeat):
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-drift", action="store_true", help="the drifted sets alone (skip dev and NAB)")
     ap.add_argument("--drift-seed", type=int, default=1, help="the generator's seed for the drifted sets")
     ap.add_argument("--only-million", action="store_true", help="the ~1M-run throughput alone")
+    ap.add_argument("--baseline", default=None,
+                    help="with --million: another install's `pipemon` to alternate with and compare against")
     ap.add_argument("--pipemon", default=None,
                     help="the `pipemon` to run (default: the one beside this Python): a pure or compiled install")
     a = ap.parse_args(argv)
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         drift_report(scorer, work, a.drift_seed)
         return
     if a.only_million:
-        million(work)
+        million(work, a.baseline)
         return
 
     print("## dev split (297 anomaly events)")
@@ -273,28 +276,43 @@ def main(argv: list[str] | None = None) -> None:
         drift_report(scorer, work, a.drift_seed)
 
     if a.million:
-        million(work)
+        million(work, a.baseline)
 
 
-def million(work: Path) -> None:
+def million(work: Path, baseline: str | None = None) -> None:
     """CPU seconds per 1M runs on 1.02M generated runs over 1,700 pipelines, best of 3, and what it was
-    measured with: the `pipemon` (compiled or pure), the machine's load (other processes share the cache)."""
+    measured with: the `pipemon` (compiled or pure), the machine's load (other processes share the cache).
+    With `baseline` (another install's `pipemon`, e.g. the code the issue measured), the two alternate,
+    run for run, and the ratio is printed: this virtual machine's speed moves by 2x within a day, so a
+    ratio taken in the same minutes says more than either figure alone."""
     data = work / "gen-million"
     if not (data / "runs.jsonl").exists():
         subprocess.run([sys.executable, str(HERE / "anomaly_gen.py"), "--out", str(data), "--preset", "base",
                         "--pipelines", "1700", "--seed", "2"], check=True, capture_output=True)
     probe = "import pipemon.engine.detect.suite as m; print('pure' if m.__file__.endswith('.py') else 'compiled')"
-    kind = subprocess.run([str(Path(PIPEMON).with_name("python")), "-c", probe], capture_output=True,
-                          text=True).stdout.strip() or "?"
-    print(f"\n## throughput: {PIPEMON} ({kind} detectors)")
+    installs = [PIPEMON] + ([baseline] if baseline else [])
+    for exe in installs:
+        kind = subprocess.run([str(Path(exe).with_name("python")), "-c", probe], capture_output=True,
+                              text=True).stdout.strip() or "?"
+        print(f"\n## throughput: {exe} ({kind} detectors)")
     for mode, decl in (("declared", data / "pipelines.jsonl"), ("learned", None)):
         load = os.getloadavg()[0]
-        speed = detect(data / "runs.jsonl", work / "million-flags.jsonl", decl, repeat=3)
-        per_m = 1e6 / speed["records"]
-        print(f"{speed['records']:,.0f} runs, {mode} schedules: detectors {speed['detect_s'] * per_m:.1f} s CPU "
-              f"per 1M runs ({speed['records'] / speed['detect_s']:,.0f} runs/s), reading+decoding JSON {speed['parse_s'] * per_m:.1f} s per 1M runs; "
-              f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
-
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(3):
+            for exe in installs:
+                run = detect(data / "runs.jsonl", work / "million-flags.jsonl", decl, pipemon=exe)
+                if exe not in best or run["detect_s"] < best[exe]["detect_s"]:
+                    best[exe] = run
+        for exe in installs:
+            speed = best[exe]
+            per_m = 1e6 / speed["records"]
+            print(f"{'' if exe == PIPEMON else 'baseline: '}{speed['records']:,.0f} runs, {mode} schedules: "
+                  f"detectors {speed['detect_s'] * per_m:.1f} s CPU per 1M runs "
+                  f"({speed['records'] / speed['detect_s']:,.0f} runs/s), reading+decoding JSON "
+                  f"{speed['parse_s'] * per_m:.1f} s per 1M runs", flush=True)
+        if baseline:
+            print(f"  {best[baseline]['detect_s'] / best[PIPEMON]['detect_s']:.2f}x faster than the baseline")
+        print(f"  load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()

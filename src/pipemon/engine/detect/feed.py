@@ -156,7 +156,7 @@ class _Offset:
         self.report(self.base + n)
 
 
-BLOCK = 128  # pipelines fed together (benchmarks/anomaly.md, "Fifth round")
+BLOCK = 32  # pipelines fed together (benchmarks/anomaly.md, "Fifth round")
 
 
 def feed_blocks(make_suite: Callable[[list[str]], Suite], lines: list[Record], block: int = BLOCK,
