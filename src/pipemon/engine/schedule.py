@@ -25,24 +25,24 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
 from itertools import pairwise
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-DAY = 86400.0
-ALL_DAYS = 0x7F  # weekday bitmask, Monday = bit 0
-_EPOCH_ORD = _dt.date(1970, 1, 1).toordinal()
-_MAX_SEARCH_DAYS = 4 * 366  # a cron that never fires ("30 Feb") gives up after this
-_DOW_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DAY: Final = 86400.0
+ALL_DAYS: Final = 0x7F  # weekday bitmask, Monday = bit 0
+_EPOCH_ORD: Final = _dt.date(1970, 1, 1).toordinal()
+_MAX_SEARCH_DAYS: Final = 4 * 366  # a cron that never fires ("30 Feb") gives up after this
+_DOW_NAMES: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-DEFAULT_GRACE_FRACTION = 0.25
-GRACE_K = 25.0
-GRACE_MIN_S = 60.0
-GRACE_MIN_FRACTION = 0.1
-GRACE_MAX_FRACTION = 0.5
-EARLY_FRACTION = 0.1  # a run up to 10 % of an interval before a slot is that slot's run, started early
-LAG_WARM = 5  # lags needed before the learned grace replaces the default
+DEFAULT_GRACE_FRACTION: Final = 0.25
+GRACE_K: Final = 25.0
+GRACE_MIN_S: Final = 60.0
+GRACE_MIN_FRACTION: Final = 0.1
+GRACE_MAX_FRACTION: Final = 0.5
+EARLY_FRACTION: Final = 0.1  # a run up to 10 % of an interval before a slot is that slot's run, started early
+LAG_WARM: Final = 5  # lags needed before the learned grace replaces the default
 
 
 @cache
@@ -397,11 +397,11 @@ class Schedule:
 
 
 # ---------------------------------------------------------------------------------------- learning
-_RING = 32  # recent starts kept
-MIN_STARTS = 8
-MIN_SPAN_S = 8 * DAY  # every weekday seen once before a learned calendar raises anything
-_ACTIVE = 0.4  # a weekday with runs on fewer than ~half its recent occurrences is a day off
-_NICE_PERIODS = (60, 120, 180, 240, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 21600)
+_RING: Final = 32  # recent starts kept
+MIN_STARTS: Final = 8
+MIN_SPAN_S: Final = 8 * DAY  # every weekday seen once before a learned calendar raises anything
+_ACTIVE: Final = 0.4  # a weekday with runs on fewer than ~half its recent occurrences is a day off
+_NICE_PERIODS: Final = (60, 120, 180, 240, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 21600)
 
 
 class ScheduleLearner:

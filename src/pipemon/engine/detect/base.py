@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from pipemon.model import RunStatus  # one status vocabulary: the detectors see finished runs only
 
-ALARM_SCORE = 4.0
-DEFAULT_SENSITIVITY = 1.0
+ALARM_SCORE: Final = 4.0
+DEFAULT_SENSITIVITY: Final = 1.0
 
 
 class FindingKind(str, Enum):

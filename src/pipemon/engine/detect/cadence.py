@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any
+from typing import Any, Final
 
 from pipemon.engine.detect import explain
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
@@ -51,16 +51,18 @@ from pipemon.engine.schedule import (
     ScheduleSource,
 )
 
-_SHIFT_RUNS = 3
-_RELEARN_EVERY = 32  # starts, and ...
-_RELEARN_AFTER_S = 7 * 86400.0  # ... time, between routine re-learns (a move or trouble re-learns at once)
-_LEARN_TRY_EVERY = 8  # starts between attempts while nothing is learned yet
-_WALK = 8  # at most this many due slots are counted one by one; more are estimated from the interval
-_MOVE_DEVS = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
-_HOL_MEMORY = 2  # holiday slots: how far the served / skipped tally goes either way
-_OVERLAP_MEMORY_S = 7 * 86400.0  # runs seen overlapping this recently: the scheduler does not wait for a run
-_OVERLAP_MEMORY_SLOTS = 8  # ... or this many intervals, if longer
-DAY = 86400.0
+_SHIFT_RUNS: Final = 3
+_RELEARN_EVERY: Final = 32  # starts, and ...
+# ... time, between routine re-learns (a move or trouble re-learns at once)
+_RELEARN_AFTER_S: Final = 7 * 86400.0
+_LEARN_TRY_EVERY: Final = 8  # starts between attempts while nothing is learned yet
+_WALK: Final = 8  # at most this many due slots are counted one by one; more are estimated from the interval
+_MOVE_DEVS: Final = GRACE_K / 3  # a start this many lag deviations past the usual lag is no jitter
+_HOL_MEMORY: Final = 2  # holiday slots: how far the served / skipped tally goes either way
+# runs seen overlapping this recently: the scheduler does not wait for a run
+_OVERLAP_MEMORY_S: Final = 7 * 86400.0
+_OVERLAP_MEMORY_SLOTS: Final = 8  # ... or this many intervals, if longer
+DAY: Final = 86400.0
 
 
 class CadenceDetector:

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable
+from typing import Final
 
-MONTH_END = 0
-MONTH_START = 1
-LAST_BUSINESS = 2
-HOLIDAY = 3
-LAST_DAY = 4
-KINDS = 5  # the number of special-day buckets
+MONTH_END: Final = 0
+MONTH_START: Final = 1
+LAST_BUSINESS: Final = 2
+HOLIDAY: Final = 3
+LAST_DAY: Final = 4
+KINDS: Final = 5  # the number of special-day buckets
 
-_EPOCH_ORD = _dt.date(1970, 1, 1).toordinal()
+_EPOCH_ORD: Final = _dt.date(1970, 1, 1).toordinal()
 
 
 def day_number(d: _dt.date) -> int:
@@ -69,8 +70,8 @@ class Calendar:
         return LAST_DAY if last else -1
 
 
-NO_CALENDAR = Calendar()
-_SHARED: dict[frozenset[int], Calendar] = {frozenset(): NO_CALENDAR}
+NO_CALENDAR: Final = Calendar()
+_SHARED: Final[dict[frozenset[int], Calendar]] = {frozenset(): NO_CALENDAR}
 
 
 def calendar_of(holidays: Iterable[int]) -> Calendar:

@@ -20,19 +20,19 @@ Pure, small JSON state: six numbers, and the errors of a streak while one lasts.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
-BETA_MAX = 1.5
-MOMENT_MEMORY = 200.0  # runs
-SCALE_MEMORY = 30.0  # runs, as the metric's own scale
-MIN_PAIRS = 30  # ordinary runs before the coupling scores
-TAIL = 2.8
-Q_TAIL = 0.9
-Q_GAIN = 0.05
-SHRINK = 4.0  # pseudo-runs of "no coupling": beta = n Sxy / (n Sxx + SHRINK var(e)) in effect
+BETA_MAX: Final = 1.5
+MOMENT_MEMORY: Final = 200.0  # runs
+SCALE_MEMORY: Final = 30.0  # runs, as the metric's own scale
+MIN_PAIRS: Final = 30  # ordinary runs before the coupling scores
+TAIL: Final = 2.8
+Q_TAIL: Final = 0.9
+Q_GAIN: Final = 0.05
+SHRINK: Final = 4.0  # pseudo-runs of "no coupling": beta = n Sxy / (n Sxx + SHRINK var(e)) in effect
 
 
-STREAK_MAX = 8  # conditional errors kept along a streak (a longer one is a shift, which clears it)
+STREAK_MAX: Final = 8  # conditional errors kept along a streak (a longer one is a shift, which clears it)
 
 
 class Coupling:

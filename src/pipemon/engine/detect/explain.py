@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from typing import Final
 
-DOW = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DOW: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def amount(x: float | None) -> str:

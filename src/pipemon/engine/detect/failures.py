@@ -15,14 +15,14 @@ out, unless the operator says it is EXPECTED.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from pipemon.engine.detect.base import ALARM_SCORE, Direction, Finding, FindingKind
 
-ALPHA = 1e-4
-MIN_RUNS = 20
-MIN_STREAK = 2
-_KEEP = 1.0 - 1.0 / 200.0
+ALPHA: Final = 1e-4
+MIN_RUNS: Final = 20
+MIN_STREAK: Final = 2
+_KEEP: Final = 1.0 - 1.0 / 200.0
 _PRIOR_FAIL, _PRIOR_RUNS = 0.5, 20.0
 _QUIET, _FLAGGED, _ACCEPTED = 0, 1, 2  # the current streak's state
 

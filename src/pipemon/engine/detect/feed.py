@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as _dt
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
 from pipemon.engine.detect.base import Finding, RunStatus
 from pipemon.model import EVENT_WORDS, STATUS_OF_TERMINAL
 
-STATUS: dict[str, RunStatus] = {w: STATUS_OF_TERMINAL[t] for w, t in EVENT_WORDS.items() if t.is_terminal}
-PROGRESS_EVERY = 4096  # records between two calls of a progress callback
+STATUS: Final[dict[str, RunStatus]] = {w: STATUS_OF_TERMINAL[t] for w, t in EVENT_WORDS.items()
+                                      if t.is_terminal}
+PROGRESS_EVERY: Final = 4096  # records between two calls of a progress callback
 
 
 class Record(Protocol):
@@ -156,7 +157,7 @@ class _Offset:
         self.report(self.base + n)
 
 
-BLOCK = 32  # pipelines fed together (benchmarks/anomaly.md, "Fifth round")
+BLOCK: Final = 32  # pipelines fed together (benchmarks/anomaly.md, "Fifth round")
 
 
 def feed_blocks(make_suite: Callable[[list[str]], Suite], lines: list[Record], block: int = BLOCK,

@@ -54,7 +54,7 @@ Model, in log space for counts and durations (so seasonality, trends and shifts 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from pipemon.engine.detect.base import ALARM_SCORE
 from pipemon.engine.detect.calendar import (
@@ -69,36 +69,36 @@ from pipemon.engine.detect.calendar import (
 )
 from pipemon.engine.detect.coupling import Coupling
 
-DAY = 86400.0
-HOD_BELOW_S = 20 * 3600.0
-DOW_BELOW_S = 3.5 * DAY
-MONTH_BELOW_S = 7 * DAY
-MIN_RUNS = 10
-MIN_SCALE = 6
-MIN_BUCKET = 2
-TAIL = 2.8
-Q_TAIL = 0.9
-Q_GAIN = 0.05
-SHIFT_RUNS = 4
-SHIFT_Z = ALARM_SCORE / 2
-REVERT_RUNS = 3 * SHIFT_RUNS
-LEVEL_DAYS = 14.0  # level memory, in days of runs (capped at LEVEL_MAX runs)
-LEVEL_MAX = 1000.0
-HOD_MEMORY = 14.0  # days
-DOW_MEMORY = 4.0  # weeks
-SLOPE_MEMORY = 3.0  # level memories
-SLOPE_AHEAD_S = 7 * DAY
-MONTH_MEMORY = 6.0  # special days (of each kind)
-SCALE_MEMORY = 30.0  # runs
-COOLDOWN = 6
-ESCALATE = 4.0
-ZERO_RATE_MAX = 0.05
-_ZERO_GAIN = 0.02
-_RECENTER_EVERY = 64
-HOLIDAY_PRIOR = math.log(0.3)  # what a holiday does to volume before the pipeline's own is learned
-HOLIDAY_SLACK = 0.5  # log-space margin below the expected holiday level (x0.6) that is still normal
-HOLIDAY_MEMORY = 3.0  # holidays' worth of runs
-MONTH_END_SLACK = math.log(3.5)  # a first month-end peak up to this is normal (peaks are 1.5-3x)
+DAY: Final = 86400.0
+HOD_BELOW_S: Final = 20 * 3600.0
+DOW_BELOW_S: Final = 3.5 * DAY
+MONTH_BELOW_S: Final = 7 * DAY
+MIN_RUNS: Final = 10
+MIN_SCALE: Final = 6
+MIN_BUCKET: Final = 2
+TAIL: Final = 2.8
+Q_TAIL: Final = 0.9
+Q_GAIN: Final = 0.05
+SHIFT_RUNS: Final = 4
+SHIFT_Z: Final = ALARM_SCORE / 2
+REVERT_RUNS: Final = 3 * SHIFT_RUNS
+LEVEL_DAYS: Final = 14.0  # level memory, in days of runs (capped at LEVEL_MAX runs)
+LEVEL_MAX: Final = 1000.0
+HOD_MEMORY: Final = 14.0  # days
+DOW_MEMORY: Final = 4.0  # weeks
+SLOPE_MEMORY: Final = 3.0  # level memories
+SLOPE_AHEAD_S: Final = 7 * DAY
+MONTH_MEMORY: Final = 6.0  # special days (of each kind)
+SCALE_MEMORY: Final = 30.0  # runs
+COOLDOWN: Final = 6
+ESCALATE: Final = 4.0
+ZERO_RATE_MAX: Final = 0.05
+_ZERO_GAIN: Final = 0.02
+_RECENTER_EVERY: Final = 64
+HOLIDAY_PRIOR: Final = math.log(0.3)  # what a holiday does to volume before the pipeline's own is learned
+HOLIDAY_SLACK: Final = 0.5  # log-space margin below the expected holiday level (x0.6) that is still normal
+HOLIDAY_MEMORY: Final = 3.0  # holidays' worth of runs
+MONTH_END_SLACK: Final = math.log(3.5)  # a first month-end peak up to this is normal (peaks are 1.5-3x)
 
 # (signed z, expected value in model space, scale, (hour, weekday, month) buckets; -1 = unused)
 Scored = tuple[float, float, float, tuple[int, int, int]]

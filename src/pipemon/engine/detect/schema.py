@@ -8,12 +8,12 @@ until it is fixed.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pipemon.engine.detect.base import ALARM_SCORE, Finding, FindingKind
 
 Schema = tuple[tuple[str, str], ...]
-_WARN = 1.5
+_WARN: Final = 1.5
 
 
 class SchemaWatch:

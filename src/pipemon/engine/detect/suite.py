@@ -20,7 +20,7 @@ import datetime as _dt
 import heapq
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from pipemon.engine.detect import explain
@@ -43,12 +43,12 @@ from pipemon.engine.detect.metric import MIN_SCALE, SHIFT_Z, Expect, MetricBasel
 from pipemon.engine.detect.schema import SchemaWatch
 from pipemon.engine.schedule import Schedule
 
-METRIC_KINDS = {"duration_s": FindingKind.DURATION, "rows": FindingKind.VOLUME, "bytes": FindingKind.VOLUME,
-                "value": FindingKind.VALUE}
-_LABELS = {"duration_s": "duration", "rows": "rows", "bytes": "bytes", "value": "value"}
-_MAX_RUNNING = 16  # in-flight runs kept per pipeline (a lost completion must not grow state)
-_STALE_S = 7 * 86400.0  # an in-flight run older than this no longer excuses missed slots
-_SWEEP_MIN = 256  # dead run timers before a sweep is worth it
+METRIC_KINDS: Final = {"duration_s": FindingKind.DURATION, "rows": FindingKind.VOLUME,
+                       "bytes": FindingKind.VOLUME, "value": FindingKind.VALUE}
+_LABELS: Final = {"duration_s": "duration", "rows": "rows", "bytes": "bytes", "value": "value"}
+_MAX_RUNNING: Final = 16  # in-flight runs kept per pipeline (a lost completion must not grow state)
+_STALE_S: Final = 7 * 86400.0  # an in-flight run older than this no longer excuses missed slots
+_SWEEP_MIN: Final = 256  # dead run timers before a sweep is worth it
 
 
 class _Running:
