@@ -13,7 +13,8 @@ Input (JSONL):
            every schedule is learned from the runs.
 Before each event the suite ticks: every deadline up to that moment fires, stamped with its own
 time (as a live engine's timer would have), never one from the future.
-Output: one flag a line, {"pipeline_id","ts","ts_unix","score","metric","kind","explanation"}.
+Output: one flag a line, {"pipeline_id","ts","ts_unix","score","metric","kind","explanation"}, in time
+order (ties by pipeline). The fleet is fed a block of pipelines at a time (feed.feed_blocks): the same flags.
 """
 from __future__ import annotations
 

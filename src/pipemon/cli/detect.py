@@ -36,7 +36,8 @@ def detect(
 
     --format series: {"pipeline_id", "ts" or "ts_unix", "value"} a line.
     --pipelines: {"pipeline_id", "cron" or "interval_s", "timezone", "grace_s", "max_duration_s"} a line.
-    Output: one flag a line, {"pipeline_id", "ts", "ts_unix", "score", "metric", "kind", "explanation"}.
+    Output: one flag a line, {"pipeline_id", "ts", "ts_unix", "score", "metric", "kind", "explanation"},
+    in time order.
     A line that cannot be read is reported by its number (exit 1)."""
     from rich.text import Text
 
