@@ -176,7 +176,9 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
         i = free(first_eval, adapt, adapt)
         if i is not None:
             f = rng.uniform(600, 6 * 3600) if iv >= DAY else rng.uniform(180, 1500)
-            shifts.append((i, "schedule", rng.choice([-1, 1]) * f))
+            # in whole minutes, as a cron edit moves a job (a move of -1,020.13 s put an hourly slot 0.13 s
+            # before midnight: every start after it fell on the next day, with the day before's data)
+            shifts.append((i, "schedule", rng.choice([-1, 1]) * 60.0 * round(f / 60)))
     shifts.sort()
     anomalies = []
     n_anom = max(1, round(rng.uniform(3, 7) * (n - first_eval) / max(n, 1)))
