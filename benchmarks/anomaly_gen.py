@@ -176,7 +176,9 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
         i = free(first_eval, adapt, adapt)
         if i is not None:
             f = rng.uniform(600, 6 * 3600) if iv >= DAY else rng.uniform(180, 1500)
-            shifts.append((i, "schedule", rng.choice([-1, 1]) * f))
+            # in whole minutes, as a cron edit moves a job (a move of -1,020.13 s put an hourly slot 0.13 s
+            # before midnight: every start after it fell on the next day, with the day before's data)
+            shifts.append((i, "schedule", rng.choice([-1, 1]) * 60.0 * round(f / 60)))
     shifts.sort()
     anomalies = []
     n_anom = max(1, round(rng.uniform(3, 7) * (n - first_eval) / max(n, 1)))
@@ -280,7 +282,9 @@ def gen_pipeline(pid: str, kind: str, rng: random.Random,
                 a = active_anom
                 end = (start + dur if typ == "late_run" else
                        max(start + dur, start + iv) if typ == "hung_run" else start + iv)
-                if typ == "hung_run":  # until the next run after it
+                if cfg.get("dev_windows"):  # every window of the shared dev split ends one interval after
+                    end = start + iv        # its (last) run's start, late and hung runs' too
+                elif typ == "hung_run":  # until the next run after it
                     nxt = next((s for s in slots[i + 1:] if s + sched_shift >= blocked_until), blocked_until)
                     end = max(end, nxt + sched_shift + jitter)
                 events.append({"event_id": f"{pid}-a{a['i']}", "pipeline_id": pid, "kind": "anomaly", "type": typ,
@@ -320,8 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=1.0,
                     help="scale the preset's rows and duration noise (0.5: about the shared dev split's, whose "
                          "learned noise is about half of these presets')")
+    ap.add_argument("--dev-windows", action="store_true",
+                    help="label late and hung runs' windows as the shared dev split does: one interval after "
+                         "the run's start (by default a late run's ends at its completion, a hung run's at the "
+                         "next run after it)")
     a = ap.parse_args(argv)
-    cfg = {**PRESETS[a.preset], "noise": PRESETS[a.preset]["noise"] * a.noise}
+    cfg = {**PRESETS[a.preset], "noise": PRESETS[a.preset]["noise"] * a.noise, "dev_windows": a.dev_windows}
     rng = random.Random(f"{a.preset}-{a.seed}")
     metas, runs, events, specials, truths = [], [], [], [], []
     for k in range(a.pipelines):
