@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Protocol
 
@@ -182,7 +183,7 @@ def feed_blocks(make_suite: Callable[[list[str]], Suite], lines: list[Record], b
             mine = ids[line.pipeline_id] = blocks[-1][1]
         mine.append(line)
     # the fleet's last event: the completion latest in (time, start order), as feed_runs' heap pops them
-    last_end, last = -1.0, ""
+    last_end, last = -math.inf, ""
     for line in lines:
         end = unix(line) + (line.duration_s or 0.0)
         if end >= last_end:
