@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
+    # (PYTEST_ADDOPTS: the outer run's options, e.g. CI's `-n 2`, need plugins this venv does not have)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIPEMON_URL",
-                                                               "PIPEMON_TOKEN")}
+                                                               "PIPEMON_TOKEN", "PYTEST_ADDOPTS")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
 
